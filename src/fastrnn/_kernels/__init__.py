@@ -1,0 +1,1 @@
+"""Compiled kernels (private): called only by fastrnn's validated layers."""

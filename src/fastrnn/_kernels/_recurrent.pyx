@@ -1,0 +1,524 @@
+"""Whole-sequence forward and backward kernels for one recurrent layer direction.
+
+One skeleton serves every cell (vanilla RNN, LSTM, GRU); a cell contributes
+only its elementwise gate math (``cell_forward_row`` / ``cell_backward_row``).
+
+The gate buffer ``gates`` has shape (T, B, W) and plays three roles:
+
+1. forward staging: the folded biases plus the input projection of every
+   timestep, written by one big GEMM before the time loop;
+2. forward storage: the time loop adds the recurrent product and replaces the
+   pre-activations in place by what the backward pass needs (activations);
+3. backward: the sweep replaces the activations by the pre-activation
+   gradients, from which the weight gradients are big GEMMs after the sweep.
+
+Columns of ``gates`` ("blocks"), with H the hidden size:
+
+* RNN:  [a]                      W = H,  recurrent product into [0, H)
+* LSTM: [i, f, g, o]             W = 4H, recurrent product into [0, 4H)
+* GRU:  [r, z, hn, n]            W = 4H, recurrent product into [0, 3H)
+
+For the GRU, ``hn = W_hn h + b_hn`` is kept apart from the input part of the
+candidate ``n`` because the reset gate multiplies only ``hn``.  In backward the
+GRU's ``hn`` block holds the hidden-side gradient of ``n`` (``dn * r``) and the
+``n`` block its input-side gradient (``dn``), so the recurrent product always
+reads columns [0, GH) and the input side reads ``input_blocks``.
+
+Rows of the batch are split into contiguous chunks, one per OpenMP thread;
+each thread runs the whole time loop on its rows (rows never interact, so
+there is no barrier per timestep).  Within a chunk rows are sorted by length,
+longest first, so the rows still running at a timestep are a prefix of the
+chunk and padded steps cost nothing.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+
+from fastrnn._kernels._blas cimport gemm, small_gemm
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
+
+cdef extern from "fr_math.h" nogil:
+    void fr_tanh_row_f(const float *x, float *y, int n)
+    void fr_tanh_row_d(const double *x, double *y, int n)
+    void fr_sigmoid_row_f(const float *x, float *y, int n)
+    void fr_sigmoid_row_d(const double *x, double *y, int n)
+
+
+cpdef enum Cell:
+    RNN_TANH = 0
+    RNN_RELU = 1
+    LSTM = 2
+    GRU = 3
+
+
+# Below this many multiply-adds per row (gates x hidden) the recurrent product
+# runs in-house: a BLAS call costs more than the arithmetic.
+cdef int SMALL_PRODUCT = 64 * 64
+
+
+cdef struct Dims:
+    int T, B, E, H
+    int W               # width of the gate buffer
+    int GH              # rows of W_hh (gate columns fed by the recurrent product)
+    int cell
+    bint reverse
+    int out_ld          # row stride of ``out`` (D * H)
+    int out_off         # first column of this direction in ``out``
+    bint small          # recurrent product without BLAS
+
+
+cdef inline int gate_width(int cell, int H) noexcept nogil:
+    return H if cell == RNN_TANH or cell == RNN_RELU else 4 * H
+
+
+cdef inline int gate_rows(int cell, int H) noexcept nogil:
+    if cell == LSTM:
+        return 4 * H
+    if cell == GRU:
+        return 3 * H
+    return H
+
+
+cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
+    if floating is float:
+        fr_tanh_row_f(x, y, n)
+    else:
+        fr_tanh_row_d(x, y, n)
+
+
+cdef inline void sigmoid_row(const floating *x, floating *y, int n) noexcept nogil:
+    if floating is float:
+        fr_sigmoid_row_f(x, y, n)
+    else:
+        fr_sigmoid_row_d(x, y, n)
+
+
+# --------------------------------------------------------------------------
+# Cell gate math, one batch row at a time.
+# --------------------------------------------------------------------------
+
+cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
+                                  floating *c, floating *out_row) noexcept nogil:
+    """Pre-activations ``g`` -> stored activations; update state ``h`` (and ``c``).
+
+    ``out_row`` receives the new hidden state.
+    """
+    cdef int j
+    cdef floating *gi
+    cdef floating *gf
+    cdef floating *gg
+    cdef floating *go
+    if cell == RNN_TANH:
+        tanh_row(g, h, H)
+    elif cell == RNN_RELU:
+        for j in range(H):
+            h[j] = g[j] if g[j] > 0 else 0
+    elif cell == LSTM:
+        gi = g
+        gf = g + H
+        gg = g + 2 * H
+        go = g + 3 * H
+        sigmoid_row(g, g, 2 * H)
+        tanh_row(gg, gg, H)
+        sigmoid_row(go, go, H)
+        for j in range(H):
+            c[j] = gf[j] * c[j] + gi[j] * gg[j]
+        tanh_row(c, h, H)
+        for j in range(H):
+            h[j] = go[j] * h[j]
+    else:  # GRU: g = [r, z, hn, n_x] -> [r, z, hn, n]
+        sigmoid_row(g, g, 2 * H)
+        for j in range(H):
+            g[3 * H + j] = g[3 * H + j] + g[j] * g[2 * H + j]
+        tanh_row(g + 3 * H, g + 3 * H, H)
+        for j in range(H):
+            h[j] = (1 - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
+    memcpy(out_row, h, H * sizeof(floating))
+
+
+cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
+                                   floating *dc, const floating *h,
+                                   const floating *h_prev, const floating *c,
+                                   const floating *c_prev,
+                                   floating *scratch) noexcept nogil:
+    """Stored activations ``g`` -> pre-activation gradients, in place.
+
+    ``dh`` comes in as dL/dh_t and leaves as the part of dL/dh_{t-1} that does
+    not pass through W_hh (the recurrent product is added by the caller).
+    ``dc`` (LSTM) comes in as dL/dc_t from later steps and leaves as dL/dc_{t-1}.
+    """
+    cdef int j
+    cdef floating d, a, i_, f_, g_, o_, tc, dcj, r_, z_, hn, n_, dn
+    if cell == RNN_TANH:
+        for j in range(H):
+            g[j] = dh[j] * (1 - h[j] * h[j])
+            dh[j] = 0
+    elif cell == RNN_RELU:
+        for j in range(H):
+            g[j] = dh[j] if h[j] > 0 else 0
+            dh[j] = 0
+    elif cell == LSTM:
+        tanh_row(c, scratch, H)
+        for j in range(H):
+            i_ = g[j]
+            f_ = g[H + j]
+            g_ = g[2 * H + j]
+            o_ = g[3 * H + j]
+            tc = scratch[j]
+            d = dh[j]
+            dcj = dc[j] + d * o_ * (1 - tc * tc)
+            g[j] = dcj * g_ * i_ * (1 - i_)
+            g[H + j] = dcj * c_prev[j] * f_ * (1 - f_)
+            g[2 * H + j] = dcj * i_ * (1 - g_ * g_)
+            g[3 * H + j] = d * tc * o_ * (1 - o_)
+            dc[j] = dcj * f_
+            dh[j] = 0
+    else:  # GRU
+        for j in range(H):
+            r_ = g[j]
+            z_ = g[H + j]
+            hn = g[2 * H + j]
+            n_ = g[3 * H + j]
+            d = dh[j]
+            dn = d * (1 - z_) * (1 - n_ * n_)
+            g[j] = dn * hn * r_ * (1 - r_)
+            g[H + j] = d * (h_prev[j] - n_) * z_ * (1 - z_)
+            g[2 * H + j] = dn * r_
+            g[3 * H + j] = dn
+            dh[j] = d * z_
+
+
+# --------------------------------------------------------------------------
+# The skeleton: one chunk of rows through the whole time loop.
+# --------------------------------------------------------------------------
+
+cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
+                        floating *gates, const floating *w_hh,
+                        const floating *w_hh_t, floating *h, floating *c,
+                        floating *out, floating *c_hist) noexcept nogil:
+    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
+    cdef int rows = r1 - r0
+    cdef int n = 0 if dm.reverse else rows     # rows still running
+    cdef int step, t, i, b
+    cdef floating *g
+    for step in range(T):
+        t = T - 1 - step if dm.reverse else step
+        if dm.reverse:
+            while n < rows and lengths[r0 + n] > t:
+                n += 1
+            if n == 0:
+                continue
+        else:
+            while n > 0 and lengths[r0 + n - 1] <= t:
+                n -= 1
+            if n == 0:
+                break
+        g = gates + (<size_t>t * B + r0) * W
+        if dm.small:
+            small_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_t, GH, g, W)
+        else:
+            gemm(False, True, n, GH, H, <floating>1, h + <size_t>r0 * H, H,
+                 w_hh, H, <floating>1, g, W)
+        for i in range(n):
+            b = r0 + i
+            cell_forward_row(dm.cell, H, g + <size_t>i * W, h + <size_t>b * H,
+                             c + <size_t>b * H,
+                             out + (<size_t>t * B + b) * dm.out_ld + dm.out_off)
+            if c_hist != NULL:
+                memcpy(c_hist + (<size_t>t * B + b) * H, c + <size_t>b * H,
+                       H * sizeof(floating))
+
+
+cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
+                         floating *gates, const floating *w_hh,
+                         const floating *h0, const floating *c0,
+                         const floating *out, const floating *c_hist,
+                         const floating *d_out, floating *dh, floating *dc,
+                         floating *scratch) noexcept nogil:
+    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
+    cdef int rows = r1 - r0
+    cdef int n = rows if dm.reverse else 0     # rows with a step at t
+    cdef int step, t, i, b, j, t_prev
+    cdef bint has_prev
+    cdef floating *g
+    cdef floating *dh_row
+    cdef const floating *d_row
+    cdef const floating *h_prev
+    cdef const floating *c_prev
+    cdef const floating *c_t
+    cdef size_t o_ld = dm.out_ld
+    for step in range(T):
+        # The sweep runs against the direction of the forward pass.
+        t = step if dm.reverse else T - 1 - step
+        if dm.reverse:
+            while n > 0 and lengths[r0 + n - 1] <= t:
+                n -= 1
+        else:
+            while n < rows and lengths[r0 + n] > t:
+                n += 1
+        g = gates + (<size_t>t * B + r0) * W
+        # Padded steps must not reach the weight gradients.
+        if n < rows:
+            memset(g + <size_t>n * W, 0, <size_t>(rows - n) * W * sizeof(floating))
+        if n == 0:
+            continue
+        for i in range(n):
+            b = r0 + i
+            dh_row = dh + <size_t>b * H
+            d_row = d_out + (<size_t>t * B + b) * o_ld + dm.out_off
+            for j in range(H):
+                dh_row[j] = dh_row[j] + d_row[j]
+            t_prev = t + 1 if dm.reverse else t - 1
+            has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
+            if has_prev:
+                h_prev = out + (<size_t>t_prev * B + b) * o_ld + dm.out_off
+            else:
+                h_prev = h0 + <size_t>b * H
+            c_t = NULL
+            c_prev = NULL
+            if c_hist != NULL:
+                c_t = c_hist + (<size_t>t * B + b) * H
+                c_prev = (c_hist + (<size_t>t_prev * B + b) * H if has_prev
+                          else c0 + <size_t>b * H)
+            cell_backward_row(dm.cell, H, g + <size_t>i * W, dh_row,
+                              dc + <size_t>b * H if dc != NULL else NULL,
+                              out + (<size_t>t * B + b) * o_ld + dm.out_off,
+                              h_prev, c_t, c_prev, scratch + <size_t>b * H)
+        if dm.small:
+            small_gemm(n, H, GH, g, W, w_hh, H, dh + <size_t>r0 * H, H)
+        else:
+            gemm(False, False, n, H, GH, <floating>1, g, W, w_hh, H,
+                 <floating>1, dh + <size_t>r0 * H, H)
+
+
+# --------------------------------------------------------------------------
+# Whole-sequence pieces outside the parallel region (multithreaded BLAS).
+# --------------------------------------------------------------------------
+
+cdef inline int block_count(int cell) noexcept nogil:
+    return 2 if cell == GRU else 1
+
+
+cdef inline void input_block(int cell, int H, int which, int *col, int *wrow,
+                             int *size) noexcept nogil:
+    """Column block of the gate buffer fed by rows of W_ih (input side)."""
+    if cell == GRU:
+        if which == 0:
+            col[0] = 0
+            wrow[0] = 0
+            size[0] = 2 * H
+        else:
+            col[0] = 3 * H
+            wrow[0] = 2 * H
+            size[0] = H
+    else:
+        col[0] = 0
+        wrow[0] = 0
+        size[0] = gate_rows(cell, H)
+
+
+cdef void column_sums(const floating *a, int rows, int cols, int lda,
+                      floating *acc) noexcept nogil:
+    """acc[j] += sum_i a[i, j]."""
+    cdef int i, j
+    cdef const floating *row
+    for i in range(rows):
+        row = a + <size_t>i * lda
+        for j in range(cols):
+            acc[j] += row[j]
+
+
+cdef void project_inputs(const Dims *dm, const floating *x, const floating *w_ih,
+                         const floating *bias, floating *gates) noexcept nogil:
+    """gates[t, b] = bias + (W_ih x[t, b]) placed in the input blocks."""
+    cdef size_t rows = <size_t>dm.T * dm.B
+    cdef size_t r
+    cdef int k, col, wrow, size
+    for r in range(rows):
+        memcpy(gates + r * dm.W, bias, dm.W * sizeof(floating))
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.H, k, &col, &wrow, &size)
+        gemm(False, True, <int>rows, size, dm.E, <floating>1, x, dm.E,
+             w_ih + <size_t>wrow * dm.E, dm.E, <floating>1, gates + col, dm.W)
+
+
+cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x,
+                           const floating *w_ih, const floating *gates,
+                           const floating *out, const floating *h0,
+                           floating *last_rows, floating *d_x,
+                           floating *dw_ih, floating *dw_hh, floating *db_ih,
+                           floating *db_hh) noexcept nogil:
+    """Everything that follows from the pre-activation gradients in ``gates``."""
+    cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
+    cdef int rows = T * B
+    cdef int k, col, wrow, size, b
+    cdef const floating *h_shift = out + dm.out_off
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, H, k, &col, &wrow, &size)
+        gemm(True, False, size, E, rows, <floating>1, gates + col, W, x, E,
+             <floating>1, dw_ih + <size_t>wrow * E, E)
+        if d_x != NULL:
+            gemm(False, False, rows, E, size, <floating>1, gates + col, W,
+                 w_ih + <size_t>wrow * E, E, <floating>1, d_x, E)
+        if db_ih != NULL:
+            column_sums(gates + col, rows, size, W, db_ih + wrow)
+    if db_hh != NULL:
+        column_sums(gates, rows, GH, W, db_hh)
+    if T > 1:
+        # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
+        # output; padded outputs are zero and padded gradients are zero.
+        if dm.reverse:
+            gemm(True, False, GH, H, (T - 1) * B, <floating>1, gates, W,
+                 h_shift + <size_t>B * dm.out_ld, dm.out_ld, <floating>1, dw_hh, H)
+        else:
+            gemm(True, False, GH, H, (T - 1) * B, <floating>1,
+                 gates + <size_t>B * W, W, h_shift, dm.out_ld, <floating>1, dw_hh, H)
+    if h0 != NULL:
+        # The step that started from h0: t = 0 forward, t = len - 1 reverse.
+        if dm.reverse:
+            for b in range(B):
+                memcpy(last_rows + <size_t>b * GH,
+                       gates + (<size_t>(lengths[b] - 1) * B + b) * W,
+                       GH * sizeof(floating))
+            gemm(True, False, GH, H, B, <floating>1, last_rows, GH, h0, H,
+                 <floating>1, dw_hh, H)
+        else:
+            gemm(True, False, GH, H, B, <floating>1, gates, W, h0, H,
+                 <floating>1, dw_hh, H)
+
+
+# --------------------------------------------------------------------------
+# Python entry points (validated by fastrnn.layers; never call directly).
+# --------------------------------------------------------------------------
+
+cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
+                    int H, int out_ld, int out_off) noexcept nogil:
+    dm.T = T
+    dm.B = B
+    dm.E = E
+    dm.H = H
+    dm.cell = cell
+    dm.reverse = reverse
+    dm.W = gate_width(cell, H)
+    dm.GH = gate_rows(cell, H)
+    dm.out_ld = out_ld
+    dm.out_off = out_off
+    dm.small = dm.GH * H <= SMALL_PRODUCT
+
+
+cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
+    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+
+
+cdef inline floating *ptr3(floating[:, :, ::1] a) noexcept nogil:
+    return &a[0, 0, 0] if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0 else NULL
+
+
+def forward(int cell, bint reverse,
+            floating[:, :, ::1] x,
+            floating[:, ::1] w_ih,
+            floating[:, ::1] w_hh,
+            floating[::1] bias,
+            const int[::1] lengths,
+            const int[::1] chunks,
+            floating[:, ::1] h,
+            floating[:, ::1] c,
+            floating[:, :, ::1] out,
+            int out_off,
+            floating[:, :, ::1] gates,
+            floating[:, :, ::1] c_hist,
+            floating[:, ::1] w_hh_t,
+            int num_threads):
+    """Run one layer direction over the whole sequence.
+
+    ``h`` (and ``c`` for the LSTM) hold the initial state on entry and the final
+    state of every row on exit.  ``out[..., out_off:out_off + H]`` receives the
+    hidden states (rows past their length are left untouched, i.e. zero).
+    ``gates`` (T, B, W) receives what ``backward`` needs; ``c_hist`` (T, B, H)
+    the LSTM cell states when training (empty otherwise).  ``w_hh_t`` is
+    workspace (H, GH) for W_hh transposed.
+    """
+    cdef Dims dm
+    cdef int nchunks = chunks.shape[0] - 1
+    cdef int k, j, prev_threads
+    cdef floating *c_ptr = ptr2(c)
+    cdef floating *c_hist_ptr = ptr3(c_hist)
+    fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
+              w_hh.shape[1], out.shape[2], out_off)
+    with nogil:
+        prev_threads = blas_get_threads()
+        blas_set_threads(num_threads)
+        project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], &bias[0], &gates[0, 0, 0])
+        if dm.small:
+            for k in range(dm.GH):
+                for j in range(dm.H):
+                    w_hh_t[j, k] = w_hh[k, j]
+        if nchunks > 1:
+            blas_set_threads(1)
+        for k in prange(nchunks, num_threads=num_threads, schedule="static",
+                        chunksize=1):
+            forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                          &gates[0, 0, 0], &w_hh[0, 0], ptr2(w_hh_t), &h[0, 0],
+                          c_ptr, &out[0, 0, 0], c_hist_ptr)
+        if prev_threads > 0:
+            blas_set_threads(prev_threads)
+
+
+def backward(int cell, bint reverse,
+             floating[:, :, ::1] x,
+             floating[:, ::1] w_ih,
+             floating[:, ::1] w_hh,
+             const int[::1] lengths,
+             const int[::1] chunks,
+             floating[:, ::1] h0,
+             floating[:, ::1] c0,
+             bint has_h0,
+             floating[:, :, ::1] out,
+             int out_off,
+             floating[:, :, ::1] gates,
+             floating[:, :, ::1] c_hist,
+             floating[:, :, ::1] d_out,
+             floating[:, ::1] dh,
+             floating[:, ::1] dc,
+             floating[:, :, ::1] d_x,
+             floating[:, ::1] dw_ih,
+             floating[:, ::1] dw_hh,
+             floating[::1] db_ih,
+             floating[::1] db_hh,
+             floating[:, ::1] scratch,
+             int num_threads):
+    """Backpropagate through one layer direction (after ``forward`` with storage).
+
+    ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
+    on exit.  ``d_x`` (may be empty: not needed), the weight and bias
+    gradients are accumulated (+=).  ``gates`` is overwritten with the
+    pre-activation gradients.  ``scratch`` is workspace (B, max(H, GH)).
+    """
+    cdef Dims dm
+    cdef int nchunks = chunks.shape[0] - 1
+    cdef int k, prev_threads
+    cdef floating *dc_ptr = ptr2(dc)
+    cdef floating *c_hist_ptr = ptr3(c_hist)
+    cdef floating *c0_ptr = ptr2(c0)
+    cdef floating *d_x_ptr = ptr3(d_x)
+    cdef floating *db_ih_ptr = &db_ih[0] if db_ih.shape[0] > 0 else NULL
+    cdef floating *db_hh_ptr = &db_hh[0] if db_hh.shape[0] > 0 else NULL
+    fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
+              w_hh.shape[1], out.shape[2], out_off)
+    with nogil:
+        prev_threads = blas_get_threads()
+        blas_set_threads(1 if nchunks > 1 else num_threads)
+        for k in prange(nchunks, num_threads=num_threads, schedule="static",
+                        chunksize=1):
+            backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                           &gates[0, 0, 0], &w_hh[0, 0], &h0[0, 0], c0_ptr,
+                           &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0], &dh[0, 0],
+                           dc_ptr, &scratch[0, 0])
+        blas_set_threads(num_threads)
+        weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
+                         &gates[0, 0, 0], &out[0, 0, 0],
+                         &h0[0, 0] if has_h0 else NULL, &scratch[0, 0], d_x_ptr,
+                         &dw_ih[0, 0], &dw_hh[0, 0], db_ih_ptr, db_hh_ptr)
+        if prev_threads > 0:
+            blas_set_threads(prev_threads)

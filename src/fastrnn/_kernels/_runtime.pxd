@@ -1,0 +1,3 @@
+# Shared by every kernel module: BLAS thread control callable without the GIL.
+cdef void blas_set_threads(int n) noexcept nogil
+cdef int blas_get_threads() noexcept nogil

@@ -1,0 +1,50 @@
+"""Build facts and BLAS thread control for the kernels.
+
+The kernels call scipy's BLAS (``scipy.linalg.cython_blas``).  Inside an
+OpenMP region each thread runs its own small products, so that BLAS must be
+single-threaded there; outside, the big whole-sequence products use as many
+BLAS threads as fastrnn has.  ``fastrnn._threads`` finds scipy's BLAS with
+threadpoolctl and hands its ``set/get_num_threads`` entry points here, so the
+kernels can switch without the GIL and without a Python call.
+"""
+
+cdef extern from "fr_math.h" nogil:
+    int fr_openmp_enabled()
+    int fr_omp_max_threads()
+
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+
+cdef set_threads_fn _set_threads = NULL
+cdef get_threads_fn _get_threads = NULL
+
+
+def bind_blas_threads(size_t set_address, size_t get_address):
+    """Use the C functions at these addresses to set/get BLAS threads (0 = none)."""
+    global _set_threads, _get_threads
+    _set_threads = <set_threads_fn>set_address
+    _get_threads = <get_threads_fn>get_address
+
+
+def blas_threads_bound():
+    return _set_threads != NULL and _get_threads != NULL
+
+
+cdef void blas_set_threads(int n) noexcept nogil:
+    if _set_threads != NULL:
+        _set_threads(n)
+
+
+cdef int blas_get_threads() noexcept nogil:
+    if _get_threads != NULL:
+        return _get_threads()
+    return 0
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(fr_openmp_enabled())
+
+
+def omp_max_threads():
+    return fr_omp_max_threads()

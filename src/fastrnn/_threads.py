@@ -1,0 +1,108 @@
+"""Thread count for the kernels, and control of the BLAS they call.
+
+fastrnn runs its recurrences with OpenMP (one batch chunk per thread) and its
+whole-sequence products with scipy's BLAS.  One number, set here, governs
+both.  Inside an OpenMP region every thread issues its own small BLAS calls,
+so the BLAS must then be single-threaded or the cores are oversubscribed: the
+kernels switch scipy's OpenBLAS to one thread around such regions and back.
+threadpoolctl finds that library; its ``openblas_set_num_threads`` and
+``openblas_get_num_threads`` entry points are handed to the kernels so the
+switch costs no Python call and no GIL.
+"""
+
+import contextlib
+import ctypes
+import os
+
+from ._kernels import _runtime
+
+__all__ = ["set_num_threads", "get_num_threads", "openmp_enabled", "blas_info"]
+
+
+def _threads_from_environment():
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_num_threads = _threads_from_environment()
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (OpenMP across the batch, and the BLAS) in every kernel."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Threads the kernels use: ``set_num_threads``, else OMP_NUM_THREADS, else the CPUs."""
+    return _num_threads
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (else they run serially)."""
+    return _runtime.openmp_enabled()
+
+
+def _scipy_blas_controllers():
+    """threadpoolctl controllers of the BLAS behind ``scipy.linalg.cython_blas``."""
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+    from threadpoolctl import ThreadpoolController
+
+    blas = [lib for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas"]
+    scipy_root = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
+    bundled = [lib for lib in blas
+               if os.path.realpath(lib.filepath).startswith(scipy_root)
+               and "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
+    return bundled or blas
+
+
+def _bind():
+    """Hand a pthreads OpenBLAS's thread setters to the kernels, if there is one."""
+    for lib in _scipy_blas_controllers():
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+            continue
+        set_fn = lib._get_symbol("openblas_set_num_threads")
+        get_fn = lib._get_symbol("openblas_get_num_threads")
+        if set_fn is None or get_fn is None:
+            continue
+        _runtime.bind_blas_threads(ctypes.cast(set_fn, ctypes.c_void_p).value,
+                                   ctypes.cast(get_fn, ctypes.c_void_p).value)
+        return lib
+    return None
+
+
+_bound_blas = _bind()
+
+
+def blas_region():
+    """Context for a kernel call.
+
+    With a bound OpenBLAS the kernels switch its threads themselves, so this
+    does nothing.  Any other BLAS (MKL, BLIS, an OpenMP OpenBLAS) is limited
+    to one thread for the duration of the call through threadpoolctl.
+    """
+    if _bound_blas is not None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def blas_info():
+    """Describe the BLAS the kernels call (for ``fastrnn info`` and benchmarks)."""
+    libs = _scipy_blas_controllers()
+    return [{"filepath": lib.filepath, "internal_api": lib.internal_api,
+             "version": lib.version,
+             "architecture": getattr(lib, "architecture", None),
+             "threading_layer": getattr(lib, "threading_layer", None),
+             "kernel_controls_threads": (_bound_blas is not None
+                                         and lib.filepath == _bound_blas.filepath)}
+            for lib in libs]

@@ -1,0 +1,79 @@
+"""Checks at the Python boundary: nothing reaches a kernel unchecked.
+
+Every error names the argument, what was expected and what arrived.
+"""
+
+import numbers
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def resolve_dtype(dtype):
+    """The layer dtype from a name or numpy dtype: float32 or float64 only."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {resolved.name}")
+    return resolved
+
+
+def positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def to_numpy(value):
+    """numpy view of an array-like; tensors are duck-typed (detach().cpu().numpy())."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def float_array(name, value, dtype, ndim=None):
+    """A C-contiguous ``dtype`` copy or view of ``value`` after type checks.
+
+    float16 and non-float arrays are refused (a silent cast would hide a bug
+    in the caller); float32 <-> float64 is converted.
+    """
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    array = to_numpy(value)
+    kind = array.dtype.kind
+    if kind != "f":
+        what = {"i": "integers", "u": "unsigned integers", "b": "booleans",
+                "c": "complex numbers"}.get(kind, f"dtype {array.dtype}")
+        raise TypeError(f"{name} must hold float32 or float64 values, got {what}")
+    if array.dtype == np.float16:
+        raise TypeError(f"{name}: float16 is not supported; use float32 or float64")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_finite(name, array):
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_shape(name, array, expected):
+    if array.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {array.shape}")
+
+
+def lengths_array(lengths, batch, steps):
+    """Sequence lengths as int32, one per row, each in 1..steps."""
+    array = to_numpy(lengths)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    if array.ndim != 1 or array.shape[0] != batch:
+        raise ValueError(f"lengths must be a 1-D sequence of {batch} ints "
+                         f"(one per batch row), got shape {array.shape}")
+    if batch and (array.min() < 1 or array.max() > steps):
+        raise ValueError(f"lengths must lie in 1..{steps} (the sequence length), "
+                         f"got values from {array.min()} to {array.max()}")
+    return np.ascontiguousarray(array, dtype=np.intc)

@@ -1,0 +1,6 @@
+"""Layers with explicit forward/backward (see ``module.Module``)."""
+
+from .module import Module
+from .recurrent import GRU, LSTM, RNN
+
+__all__ = ["Module", "RNN", "LSTM", "GRU"]
