@@ -2,13 +2,6 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-cdef extern from "fr_math.h" nogil:
-    void fr_small_gemm_f(int m, int n, int k, const float *A, int lda,
-                         const float *B, int ldb, float *C, int ldc)
-    void fr_small_gemm_d(int m, int n, int k, const double *A, int lda,
-                         const double *B, int ldb, double *C, int ldc)
-
-
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating *a, int lda,
                       const floating *b, int ldb, floating beta,
@@ -27,13 +20,3 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>b, &ldb, <double *>a, &lda,
               &beta, c, &ldc)
-
-
-cdef inline void small_gemm(int m, int n, int k, const floating *a, int lda,
-                            const floating *b, int ldb, floating *c,
-                            int ldc) noexcept nogil:
-    """C (m x n) += A (m x k) @ B (k x n) without a BLAS call (tiny sizes)."""
-    if floating is float:
-        fr_small_gemm_f(m, n, k, a, lda, b, ldb, c, ldc)
-    else:
-        fr_small_gemm_d(m, n, k, a, lda, b, ldb, c, ldc)

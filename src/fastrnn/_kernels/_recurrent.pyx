@@ -35,7 +35,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-from fastrnn._kernels._blas cimport gemm, small_gemm
+from libc.stdlib cimport free, malloc
+
+from fastrnn._kernels._blas cimport gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
 
 cdef extern from "fr_math.h" nogil:
@@ -44,17 +46,22 @@ cdef extern from "fr_math.h" nogil:
     void fr_sigmoid_row_f(const float *x, float *y, int n)
     void fr_sigmoid_row_d(const double *x, double *y, int n)
 
+cdef extern from "fr_gemm.h" nogil:
+    size_t fr_packed_size_f(int k, int n)
+    size_t fr_packed_size_d(int k, int n)
+    void fr_pack_f(int k, int n, const float *src, size_t s_p, size_t s_j, float *packed)
+    void fr_pack_d(int k, int n, const double *src, size_t s_p, size_t s_j, double *packed)
+    void fr_packed_gemm_f(int m, int n, int k, const float *A, int lda,
+                          const float *packed, float *C, int ldc)
+    void fr_packed_gemm_d(int m, int n, int k, const double *A, int lda,
+                          const double *packed, double *C, int ldc)
+
 
 cpdef enum Cell:
     RNN_TANH = 0
     RNN_RELU = 1
     LSTM = 2
     GRU = 3
-
-
-# Below this many multiply-adds per row (gates x hidden) the recurrent product
-# runs in-house: a BLAS call costs more than the arithmetic.
-cdef int SMALL_PRODUCT = 64 * 64
 
 
 cdef struct Dims:
@@ -65,7 +72,6 @@ cdef struct Dims:
     bint reverse
     int out_ld          # row stride of ``out`` (D * H)
     int out_off         # first column of this direction in ``out``
-    bint small          # recurrent product without BLAS
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -78,6 +84,38 @@ cdef inline int gate_rows(int cell, int H) noexcept nogil:
     if cell == GRU:
         return 3 * H
     return H
+
+
+cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
+                             const floating *packed, floating *c,
+                             int ldc) noexcept nogil:
+    """C (m x n) += A (m x k) @ B with B packed once per sequence (fr_gemm.h)."""
+    if floating is float:
+        fr_packed_gemm_f(m, n, k, a, lda, packed, c, ldc)
+    else:
+        fr_packed_gemm_d(m, n, k, a, lda, packed, c, ldc)
+
+
+cdef floating *pack_weights(const floating *w_hh, int rows, int cols,
+                            bint transpose) noexcept nogil:
+    """W_hh (rows x cols, row-major), or its transpose, packed for packed_gemm.
+
+    Returns NULL when out of memory; the caller frees.
+    """
+    cdef int k = cols if transpose else rows
+    cdef int n = rows if transpose else cols
+    cdef size_t s_p = 1 if transpose else cols
+    cdef size_t s_j = cols if transpose else 1
+    cdef floating *packed
+    if floating is float:
+        packed = <float *>malloc(fr_packed_size_f(k, n) * sizeof(float))
+        if packed != NULL:
+            fr_pack_f(k, n, w_hh, s_p, s_j, packed)
+    else:
+        packed = <double *>malloc(fr_packed_size_d(k, n) * sizeof(double))
+        if packed != NULL:
+            fr_pack_d(k, n, w_hh, s_p, s_j, packed)
+    return packed
 
 
 cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
@@ -194,8 +232,8 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
 # --------------------------------------------------------------------------
 
 cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
-                        floating *gates, const floating *w_hh,
-                        const floating *w_hh_t, floating *h, floating *c,
+                        floating *gates, const floating *w_hh_packed,
+                        floating *h, floating *c,
                         floating *out, floating *c_hist) noexcept nogil:
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = r1 - r0
@@ -215,11 +253,7 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
             if n == 0:
                 break
         g = gates + (<size_t>t * B + r0) * W
-        if dm.small:
-            small_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_t, GH, g, W)
-        else:
-            gemm(False, True, n, GH, H, <floating>1, h + <size_t>r0 * H, H,
-                 w_hh, H, <floating>1, g, W)
+        packed_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
         for i in range(n):
             b = r0 + i
             cell_forward_row(dm.cell, H, g + <size_t>i * W, h + <size_t>b * H,
@@ -231,7 +265,7 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
 
 
 cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
-                         floating *gates, const floating *w_hh,
+                         floating *gates, const floating *w_hh_packed,
                          const floating *h0, const floating *c0,
                          const floating *out, const floating *c_hist,
                          const floating *d_out, floating *dh, floating *dc,
@@ -285,16 +319,34 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                               dc + <size_t>b * H if dc != NULL else NULL,
                               out + (<size_t>t * B + b) * o_ld + dm.out_off,
                               h_prev, c_t, c_prev, scratch + <size_t>b * H)
-        if dm.small:
-            small_gemm(n, H, GH, g, W, w_hh, H, dh + <size_t>r0 * H, H)
-        else:
-            gemm(False, False, n, H, GH, <floating>1, g, W, w_hh, H,
-                 <floating>1, dh + <size_t>r0 * H, H)
+        packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
 
 
 # --------------------------------------------------------------------------
 # Whole-sequence pieces outside the parallel region (multithreaded BLAS).
 # --------------------------------------------------------------------------
+
+cdef void parallel_gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                        const floating *a, int lda, const floating *b, int ldb,
+                        floating beta, floating *c, int ldc,
+                        int num_threads) noexcept nogil:
+    """C (m x n) = op(A) op(B) + beta C with the rows of C split over threads.
+
+    All fastrnn parallelism is its own OpenMP; BLAS stays single-threaded, so
+    no BLAS worker threads spin against the recurrence threads.
+    """
+    cdef int blocks = num_threads if m >= 32 * num_threads else 1
+    cdef int blk, r0, r1
+    if blocks <= 1:
+        gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
+        return
+    for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+        r0 = <int>(<long>blk * m // blocks)
+        r1 = <int>(<long>(blk + 1) * m // blocks)
+        gemm(trans_a, trans_b, r1 - r0, n, k, <floating>1,
+             a + (r0 if trans_a else <size_t>r0 * lda), lda, b, ldb, beta,
+             c + <size_t>r0 * ldc, ldc)
+
 
 cdef inline int block_count(int cell) noexcept nogil:
     return 2 if cell == GRU else 1
@@ -330,7 +382,8 @@ cdef void column_sums(const floating *a, int rows, int cols, int lda,
 
 
 cdef void project_inputs(const Dims *dm, const floating *x, const floating *w_ih,
-                         const floating *bias, floating *gates) noexcept nogil:
+                         const floating *bias, floating *gates,
+                         int num_threads) noexcept nogil:
     """gates[t, b] = bias + (W_ih x[t, b]) placed in the input blocks."""
     cdef size_t rows = <size_t>dm.T * dm.B
     cdef size_t r
@@ -339,8 +392,9 @@ cdef void project_inputs(const Dims *dm, const floating *x, const floating *w_ih
         memcpy(gates + r * dm.W, bias, dm.W * sizeof(floating))
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, dm.H, k, &col, &wrow, &size)
-        gemm(False, True, <int>rows, size, dm.E, <floating>1, x, dm.E,
-             w_ih + <size_t>wrow * dm.E, dm.E, <floating>1, gates + col, dm.W)
+        parallel_gemm(False, True, <int>rows, size, dm.E, x, dm.E,
+                      w_ih + <size_t>wrow * dm.E, dm.E, <floating>1, gates + col,
+                      dm.W, num_threads)
 
 
 cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x,
@@ -348,7 +402,7 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                            const floating *out, const floating *h0,
                            floating *last_rows, floating *d_x,
                            floating *dw_ih, floating *dw_hh, floating *db_ih,
-                           floating *db_hh) noexcept nogil:
+                           floating *db_hh, int num_threads) noexcept nogil:
     """Everything that follows from the pre-activation gradients in ``gates``."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = T * B
@@ -356,11 +410,11 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     cdef const floating *h_shift = out + dm.out_off
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, H, k, &col, &wrow, &size)
-        gemm(True, False, size, E, rows, <floating>1, gates + col, W, x, E,
-             <floating>1, dw_ih + <size_t>wrow * E, E)
+        parallel_gemm(True, False, size, E, rows, gates + col, W, x, E,
+                      <floating>1, dw_ih + <size_t>wrow * E, E, num_threads)
         if d_x != NULL:
-            gemm(False, False, rows, E, size, <floating>1, gates + col, W,
-                 w_ih + <size_t>wrow * E, E, <floating>1, d_x, E)
+            parallel_gemm(False, False, rows, E, size, gates + col, W,
+                          w_ih + <size_t>wrow * E, E, <floating>1, d_x, E, num_threads)
         if db_ih != NULL:
             column_sums(gates + col, rows, size, W, db_ih + wrow)
     if db_hh != NULL:
@@ -369,11 +423,12 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
         if dm.reverse:
-            gemm(True, False, GH, H, (T - 1) * B, <floating>1, gates, W,
-                 h_shift + <size_t>B * dm.out_ld, dm.out_ld, <floating>1, dw_hh, H)
+            parallel_gemm(True, False, GH, H, (T - 1) * B, gates, W,
+                          h_shift + <size_t>B * dm.out_ld, dm.out_ld, <floating>1,
+                          dw_hh, H, num_threads)
         else:
-            gemm(True, False, GH, H, (T - 1) * B, <floating>1,
-                 gates + <size_t>B * W, W, h_shift, dm.out_ld, <floating>1, dw_hh, H)
+            parallel_gemm(True, False, GH, H, (T - 1) * B, gates + <size_t>B * W, W,
+                          h_shift, dm.out_ld, <floating>1, dw_hh, H, num_threads)
     if h0 != NULL:
         # The step that started from h0: t = 0 forward, t = len - 1 reverse.
         if dm.reverse:
@@ -381,11 +436,11 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                 memcpy(last_rows + <size_t>b * GH,
                        gates + (<size_t>(lengths[b] - 1) * B + b) * W,
                        GH * sizeof(floating))
-            gemm(True, False, GH, H, B, <floating>1, last_rows, GH, h0, H,
-                 <floating>1, dw_hh, H)
+            parallel_gemm(True, False, GH, H, B, last_rows, GH, h0, H,
+                          <floating>1, dw_hh, H, num_threads)
         else:
-            gemm(True, False, GH, H, B, <floating>1, gates, W, h0, H,
-                 <floating>1, dw_hh, H)
+            parallel_gemm(True, False, GH, H, B, gates, W, h0, H,
+                          <floating>1, dw_hh, H, num_threads)
 
 
 # --------------------------------------------------------------------------
@@ -404,7 +459,6 @@ cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
     dm.GH = gate_rows(cell, H)
     dm.out_ld = out_ld
     dm.out_off = out_off
-    dm.small = dm.GH * H <= SMALL_PRODUCT
 
 
 cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
@@ -428,7 +482,6 @@ def forward(int cell, bint reverse,
             int out_off,
             floating[:, :, ::1] gates,
             floating[:, :, ::1] c_hist,
-            floating[:, ::1] w_hh_t,
             int num_threads):
     """Run one layer direction over the whole sequence.
 
@@ -436,33 +489,33 @@ def forward(int cell, bint reverse,
     state of every row on exit.  ``out[..., out_off:out_off + H]`` receives the
     hidden states (rows past their length are left untouched, i.e. zero).
     ``gates`` (T, B, W) receives what ``backward`` needs; ``c_hist`` (T, B, H)
-    the LSTM cell states when training (empty otherwise).  ``w_hh_t`` is
-    workspace (H, GH) for W_hh transposed.
+    the LSTM cell states when training (empty otherwise).
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
-    cdef int k, j, prev_threads
+    cdef int k, prev_threads
     cdef floating *c_ptr = ptr2(c)
     cdef floating *c_hist_ptr = ptr3(c_hist)
+    cdef floating *packed
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
     with nogil:
-        prev_threads = blas_get_threads()
-        blas_set_threads(num_threads)
-        project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], &bias[0], &gates[0, 0, 0])
-        if dm.small:
-            for k in range(dm.GH):
-                for j in range(dm.H):
-                    w_hh_t[j, k] = w_hh[k, j]
-        if nchunks > 1:
+        packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, True)
+        if packed != NULL:
+            prev_threads = blas_get_threads()
             blas_set_threads(1)
-        for k in prange(nchunks, num_threads=num_threads, schedule="static",
-                        chunksize=1):
-            forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                          &gates[0, 0, 0], &w_hh[0, 0], ptr2(w_hh_t), &h[0, 0],
-                          c_ptr, &out[0, 0, 0], c_hist_ptr)
-        if prev_threads > 0:
-            blas_set_threads(prev_threads)
+            project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], &bias[0],
+                           &gates[0, 0, 0], num_threads)
+            for k in prange(nchunks, num_threads=num_threads, schedule="static",
+                            chunksize=1):
+                forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                              &gates[0, 0, 0], packed, &h[0, 0], c_ptr,
+                              &out[0, 0, 0], c_hist_ptr)
+            if prev_threads > 1:
+                blas_set_threads(prev_threads)
+            free(packed)
+    if packed == NULL:
+        raise MemoryError("fastrnn: no memory to pack the recurrent weights")
 
 
 def backward(int cell, bint reverse,
@@ -493,7 +546,7 @@ def backward(int cell, bint reverse,
     ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
     on exit.  ``d_x`` (may be empty: not needed), the weight and bias
     gradients are accumulated (+=).  ``gates`` is overwritten with the
-    pre-activation gradients.  ``scratch`` is workspace (B, max(H, GH)).
+    pre-activation gradients.  ``scratch`` is workspace (B, GH).
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -504,21 +557,27 @@ def backward(int cell, bint reverse,
     cdef floating *d_x_ptr = ptr3(d_x)
     cdef floating *db_ih_ptr = &db_ih[0] if db_ih.shape[0] > 0 else NULL
     cdef floating *db_hh_ptr = &db_hh[0] if db_hh.shape[0] > 0 else NULL
+    cdef floating *packed
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
     with nogil:
-        prev_threads = blas_get_threads()
-        blas_set_threads(1 if nchunks > 1 else num_threads)
-        for k in prange(nchunks, num_threads=num_threads, schedule="static",
-                        chunksize=1):
-            backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                           &gates[0, 0, 0], &w_hh[0, 0], &h0[0, 0], c0_ptr,
-                           &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0], &dh[0, 0],
-                           dc_ptr, &scratch[0, 0])
-        blas_set_threads(num_threads)
-        weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
-                         &gates[0, 0, 0], &out[0, 0, 0],
-                         &h0[0, 0] if has_h0 else NULL, &scratch[0, 0], d_x_ptr,
-                         &dw_ih[0, 0], &dw_hh[0, 0], db_ih_ptr, db_hh_ptr)
-        if prev_threads > 0:
-            blas_set_threads(prev_threads)
+        packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, False)
+        if packed != NULL:
+            prev_threads = blas_get_threads()
+            blas_set_threads(1)
+            for k in prange(nchunks, num_threads=num_threads, schedule="static",
+                            chunksize=1):
+                backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                               &gates[0, 0, 0], packed, &h0[0, 0], c0_ptr,
+                               &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0],
+                               &dh[0, 0], dc_ptr, &scratch[0, 0])
+            free(packed)
+            weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
+                             &gates[0, 0, 0], &out[0, 0, 0],
+                             &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
+                             d_x_ptr, &dw_ih[0, 0], &dw_hh[0, 0], db_ih_ptr,
+                             db_hh_ptr, num_threads)
+            if prev_threads > 1:
+                blas_set_threads(prev_threads)
+    if packed == NULL:
+        raise MemoryError("fastrnn: no memory to pack the recurrent weights")

@@ -87,26 +87,5 @@ FR_ROW_MAP(fr_sigmoid_row_f, float, fr_sigmoidf)
 FR_ROW_MAP(fr_sigmoid_row_d, double, fr_sigmoidd)
 #undef FR_ROW_MAP
 
-/* C[m x n] += A[m x k] @ B[k x n], all row-major with leading dimensions.
- * Used for the per-timestep recurrent product when it is too small for a
- * BLAS call to pay off: the inner loop is an axpy over a row of B, which
- * vectorises without a horizontal reduction. */
-#define FR_SMALL_GEMM(NAME, T)                                               \
-    static inline void NAME(int m, int n, int k, const T *A, int lda,        \
-                            const T *B, int ldb, T *C, int ldc)              \
-    {                                                                        \
-        for (int i = 0; i < m; i++) {                                        \
-            T *c = C + (size_t)i * ldc;                                      \
-            const T *a = A + (size_t)i * lda;                                \
-            for (int p = 0; p < k; p++) {                                    \
-                const T ap = a[p];                                           \
-                const T *b = B + (size_t)p * ldb;                            \
-                for (int j = 0; j < n; j++) c[j] += ap * b[j];               \
-            }                                                                \
-        }                                                                    \
-    }
-FR_SMALL_GEMM(fr_small_gemm_f, float)
-FR_SMALL_GEMM(fr_small_gemm_d, double)
-#undef FR_SMALL_GEMM
 
 #endif

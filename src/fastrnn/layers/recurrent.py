@@ -206,8 +206,7 @@ class _Recurrent(Module):
                     kernels.forward(self._cell, direction == 1, layer_input, w_ih, w_hh,
                                     self._folded_bias(b_ih, b_hh), plan.lengths,
                                     plan.chunks, h_k, c_k, out, direction * H, gates,
-                                    c_hist, np.empty((H, w_hh.shape[0]), self.dtype),
-                                    num_threads)
+                                    c_hist, num_threads)
                     h_n[k] = h_k
                     if self._has_cell_state:
                         c_n[k] = c_k

@@ -1,0 +1,133 @@
+/* The recurrent product with a pre-packed weight matrix.
+ *
+ * Every timestep multiplies a few batch rows by the same W_hh.  A BLAS call
+ * re-packs W_hh on every call (a full pass over the weights per timestep) and
+ * pays call overhead that dominates at small sizes; here W_hh is packed once
+ * per sequence into column panels and a register-blocked micro-kernel does
+ * C[m x N] += A[m x K] @ B[K x N], B being the packed weights.
+ *
+ * Panels hold NR columns (two 64-byte vectors: 32 floats or 16 doubles),
+ * K rows each, zero-padded past N.  GCC vector extensions keep the code
+ * portable: with AVX-512 a vector is one register, with AVX2 two, with SSE
+ * four.  The micro-kernel keeps MR x NR accumulators in registers.
+ */
+#ifndef FASTRNN_FR_GEMM_H
+#define FASTRNN_FR_GEMM_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FR_MR 6         /* rows per micro-tile */
+#define FR_KC 256       /* K block: a panel slice of KC x NR stays in L1 */
+
+typedef float fr_vf __attribute__((vector_size(64)));
+typedef double fr_vd __attribute__((vector_size(64)));
+
+#define FR_DEFINE_PACKED_GEMM(SUF, T, V, LANES)                                \
+                                                                               \
+enum { FR_NR_##SUF = 2 * LANES };                                              \
+                                                                               \
+static inline V fr_load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; } \
+static inline void fr_store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }      \
+                                                                               \
+/* Size (elements) of B[K x N] packed into panels. */                          \
+static inline size_t fr_packed_size_##SUF(int k, int n)                        \
+{                                                                              \
+    size_t panels = (size_t)(n + FR_NR_##SUF - 1) / FR_NR_##SUF;              \
+    return panels * (size_t)k * FR_NR_##SUF;                                   \
+}                                                                              \
+                                                                               \
+/* Pack B (K x N) where B[p][j] = src[p * s_p + j * s_j]: row-major B is      \
+ * (s_p, s_j) = (ldb, 1); the transpose of a row-major (N x K) matrix is      \
+ * (1, ld).  Panel q holds columns [q*NR, q*NR + NR) as K rows of NR. */      \
+static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
+                                 size_t s_j, T *packed)                        \
+{                                                                              \
+    const int nr = FR_NR_##SUF;                                                \
+    for (int q = 0; q * nr < n; q++) {                                         \
+        T *panel = packed + (size_t)q * k * nr;                                \
+        int cols = n - q * nr < nr ? n - q * nr : nr;                          \
+        for (int p = 0; p < k; p++) {                                          \
+            T *row = panel + (size_t)p * nr;                                   \
+            for (int j = 0; j < cols; j++)                                     \
+                row[j] = src[(size_t)p * s_p + (size_t)(q * nr + j) * s_j];    \
+            for (int j = cols; j < nr; j++) row[j] = 0;                        \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+/* C[mr x cols] += A[mr x kc] @ panel[kc x NR]; mr is a constant after         \
+ * inlining, so the accumulators live in registers. */                        \
+static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
+    const int mr, int kc, const T *A, int lda, const T *panel, T *C, int ldc,  \
+    int cols)                                                                  \
+{                                                                              \
+    V c0[FR_MR], c1[FR_MR];                                                    \
+    for (int i = 0; i < mr; i++) { c0[i] = (V){0}; c1[i] = (V){0}; }          \
+    for (int p = 0; p < kc; p++) {                                             \
+        V b0 = fr_load_##SUF(panel + (size_t)p * 2 * LANES);                   \
+        V b1 = fr_load_##SUF(panel + (size_t)p * 2 * LANES + LANES);           \
+        for (int i = 0; i < mr; i++) {                                         \
+            T a = A[(size_t)i * lda + p];                                      \
+            c0[i] += a * b0;                                                   \
+            c1[i] += a * b1;                                                   \
+        }                                                                      \
+    }                                                                          \
+    if (cols == 2 * LANES) {                                                   \
+        for (int i = 0; i < mr; i++) {                                         \
+            T *c = C + (size_t)i * ldc;                                        \
+            fr_store_##SUF(c, fr_load_##SUF(c) + c0[i]);                       \
+            fr_store_##SUF(c + LANES, fr_load_##SUF(c + LANES) + c1[i]);       \
+        }                                                                      \
+    } else {                                                                   \
+        T tile[2 * LANES];                                                     \
+        for (int i = 0; i < mr; i++) {                                         \
+            T *c = C + (size_t)i * ldc;                                        \
+            fr_store_##SUF(tile, c0[i]);                                       \
+            fr_store_##SUF(tile + LANES, c1[i]);                               \
+            for (int j = 0; j < cols; j++) c[j] += tile[j];                    \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+static void fr_tile_dispatch_##SUF(int mr, int kc, const T *A, int lda,        \
+                                   const T *panel, T *C, int ldc, int cols)    \
+{                                                                              \
+    switch (mr) {                                                              \
+    case 1: fr_tile_##SUF(1, kc, A, lda, panel, C, ldc, cols); break;          \
+    case 2: fr_tile_##SUF(2, kc, A, lda, panel, C, ldc, cols); break;          \
+    case 3: fr_tile_##SUF(3, kc, A, lda, panel, C, ldc, cols); break;          \
+    case 4: fr_tile_##SUF(4, kc, A, lda, panel, C, ldc, cols); break;          \
+    case 5: fr_tile_##SUF(5, kc, A, lda, panel, C, ldc, cols); break;          \
+    default: fr_tile_##SUF(FR_MR, kc, A, lda, panel, C, ldc, cols); break;     \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+/* C[m x n] += A[m x k] @ B, B packed by fr_pack (k x n). */                  \
+static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
+                                        int lda, const T *packed, T *C,        \
+                                        int ldc)                               \
+{                                                                              \
+    const int nr = FR_NR_##SUF;                                                \
+    for (int q = 0; q * nr < n; q++) {                                         \
+        const T *panel = packed + (size_t)q * k * nr;                          \
+        int cols = n - q * nr < nr ? n - q * nr : nr;                          \
+        for (int k0 = 0; k0 < k; k0 += FR_KC) {                                \
+            int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
+            for (int i0 = 0; i0 < m; i0 += FR_MR) {                            \
+                int mr = m - i0 < FR_MR ? m - i0 : FR_MR;                      \
+                fr_tile_dispatch_##SUF(mr, kc, A + (size_t)i0 * lda + k0, lda, \
+                                       panel + (size_t)k0 * nr,                \
+                                       C + (size_t)i0 * ldc + q * nr, ldc,     \
+                                       cols);                                  \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+}
+
+FR_DEFINE_PACKED_GEMM(f, float, fr_vf, 16)
+FR_DEFINE_PACKED_GEMM(d, double, fr_vd, 8)
+
+#undef FR_DEFINE_PACKED_GEMM
+
+#endif
