@@ -143,6 +143,7 @@ cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
     ``out_row`` receives the new hidden state.
     """
     cdef int j
+    cdef floating one = 1     # a typed 1: Cython writes a literal 1 as 1.0 (double)
     cdef floating *gi
     cdef floating *gf
     cdef floating *gg
@@ -171,7 +172,7 @@ cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
             g[3 * H + j] = g[3 * H + j] + g[j] * g[2 * H + j]
         tanh_row(g + 3 * H, g + 3 * H, H)
         for j in range(H):
-            h[j] = (1 - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
+            h[j] = (one - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
     memcpy(out_row, h, H * sizeof(floating))
 
 
@@ -187,10 +188,11 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
     ``dc`` (LSTM) comes in as dL/dc_t from later steps and leaves as dL/dc_{t-1}.
     """
     cdef int j
+    cdef floating one = 1
     cdef floating d, a, i_, f_, g_, o_, tc, dcj, r_, z_, hn, n_, dn
     if cell == RNN_TANH:
         for j in range(H):
-            g[j] = dh[j] * (1 - h[j] * h[j])
+            g[j] = dh[j] * (one - h[j] * h[j])
             dh[j] = 0
     elif cell == RNN_RELU:
         for j in range(H):
@@ -205,11 +207,11 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
             o_ = g[3 * H + j]
             tc = scratch[j]
             d = dh[j]
-            dcj = dc[j] + d * o_ * (1 - tc * tc)
-            g[j] = dcj * g_ * i_ * (1 - i_)
-            g[H + j] = dcj * c_prev[j] * f_ * (1 - f_)
-            g[2 * H + j] = dcj * i_ * (1 - g_ * g_)
-            g[3 * H + j] = d * tc * o_ * (1 - o_)
+            dcj = dc[j] + d * o_ * (one - tc * tc)
+            g[j] = dcj * g_ * i_ * (one - i_)
+            g[H + j] = dcj * c_prev[j] * f_ * (one - f_)
+            g[2 * H + j] = dcj * i_ * (one - g_ * g_)
+            g[3 * H + j] = d * tc * o_ * (one - o_)
             dc[j] = dcj * f_
             dh[j] = 0
     else:  # GRU
@@ -219,9 +221,9 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
             hn = g[2 * H + j]
             n_ = g[3 * H + j]
             d = dh[j]
-            dn = d * (1 - z_) * (1 - n_ * n_)
-            g[j] = dn * hn * r_ * (1 - r_)
-            g[H + j] = d * (h_prev[j] - n_) * z_ * (1 - z_)
+            dn = d * (one - z_) * (one - n_ * n_)
+            g[j] = dn * hn * r_ * (one - r_)
+            g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
             g[2 * H + j] = dn * r_
             g[3 * H + j] = dn
             dh[j] = d * z_
