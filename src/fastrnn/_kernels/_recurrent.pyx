@@ -383,15 +383,37 @@ cdef void column_sums(const floating *a, int rows, int cols, int lda,
             acc[j] += row[j]
 
 
+cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
+                    floating *row) noexcept nogil:
+    """The gate-buffer row before any product: biases summed where they meet.
+
+    The GRU keeps b_hn with hn (the reset gate multiplies W_hn h + b_hn).
+    """
+    cdef int j, H = dm.H
+    memset(row, 0, dm.W * sizeof(floating))
+    if b_ih == NULL:
+        return
+    if dm.cell == GRU:
+        for j in range(2 * H):
+            row[j] = b_ih[j] + b_hh[j]
+        for j in range(H):
+            row[2 * H + j] = b_hh[2 * H + j]
+            row[3 * H + j] = b_ih[2 * H + j]
+    else:
+        for j in range(dm.GH):
+            row[j] = b_ih[j] + b_hh[j]
+
+
 cdef void project_inputs(const Dims *dm, const floating *x, const floating *w_ih,
-                         const floating *bias, floating *gates,
-                         int num_threads) noexcept nogil:
-    """gates[t, b] = bias + (W_ih x[t, b]) placed in the input blocks."""
+                         const floating *b_ih, const floating *b_hh,
+                         floating *gates, int num_threads) noexcept nogil:
+    """gates[t, b] = folded biases + (W_ih x[t, b]) placed in the input blocks."""
     cdef size_t rows = <size_t>dm.T * dm.B
     cdef size_t r
     cdef int k, col, wrow, size
-    for r in range(rows):
-        memcpy(gates + r * dm.W, bias, dm.W * sizeof(floating))
+    fold_bias(dm, b_ih, b_hh, gates)
+    for r in range(1, rows):
+        memcpy(gates + r * dm.W, gates, dm.W * sizeof(floating))
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, dm.H, k, &col, &wrow, &size)
         parallel_gemm(False, True, <int>rows, size, dm.E, x, dm.E,
@@ -463,6 +485,10 @@ cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
     dm.out_off = out_off
 
 
+cdef inline floating *ptr1(floating[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
 cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
 
@@ -475,7 +501,8 @@ def forward(int cell, bint reverse,
             floating[:, :, ::1] x,
             floating[:, ::1] w_ih,
             floating[:, ::1] w_hh,
-            floating[::1] bias,
+            floating[::1] b_ih,
+            floating[::1] b_hh,
             const int[::1] lengths,
             const int[::1] chunks,
             floating[:, ::1] h,
@@ -491,7 +518,8 @@ def forward(int cell, bint reverse,
     state of every row on exit.  ``out[..., out_off:out_off + H]`` receives the
     hidden states (rows past their length are left untouched, i.e. zero).
     ``gates`` (T, B, W) receives what ``backward`` needs; ``c_hist`` (T, B, H)
-    the LSTM cell states when training (empty otherwise).
+    the LSTM cell states when training (empty otherwise).  ``b_ih``/``b_hh``
+    are empty for a layer without bias.
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -506,7 +534,7 @@ def forward(int cell, bint reverse,
         if packed != NULL:
             prev_threads = blas_get_threads()
             blas_set_threads(1)
-            project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], &bias[0],
+            project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], ptr1(b_ih), ptr1(b_hh),
                            &gates[0, 0, 0], num_threads)
             for k in prange(nchunks, num_threads=num_threads, schedule="static",
                             chunksize=1):
@@ -557,8 +585,8 @@ def backward(int cell, bint reverse,
     cdef floating *c_hist_ptr = ptr3(c_hist)
     cdef floating *c0_ptr = ptr2(c0)
     cdef floating *d_x_ptr = ptr3(d_x)
-    cdef floating *db_ih_ptr = &db_ih[0] if db_ih.shape[0] > 0 else NULL
-    cdef floating *db_hh_ptr = &db_hh[0] if db_hh.shape[0] > 0 else NULL
+    cdef floating *db_ih_ptr = ptr1(db_ih)
+    cdef floating *db_hh_ptr = ptr1(db_hh)
     cdef floating *packed
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)

@@ -45,11 +45,12 @@ class _BatchPlan:
             sizes = [len(rows) for rows in dealt]
         self.chunks = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intc)
 
-    def to_kernel(self, array, axis=1):
-        """Rows of a user array in kernel order (a C-contiguous array)."""
+    def to_kernel(self, array, axis=1, copy=False):
+        """Rows of a user array in kernel order (C-contiguous; a new array when
+        ``copy``, as for states the kernels overwrite)."""
         if self.perm is not None:
-            array = np.take(array, self.perm, axis=axis)
-        return np.ascontiguousarray(array)
+            return np.take(array, self.perm, axis=axis)   # always a new array
+        return np.array(array, order="C", copy=True) if copy else np.ascontiguousarray(array)
 
     def to_user(self, array, axis=1):
         if self.perm is None:
@@ -83,6 +84,17 @@ class _Recurrent(Module):
         self._rng = np.random.default_rng(seed)
         self._cache = None
         self._init_parameters()
+        # Fixed per layer: kernel specialisations, buffer width, parameter slots.
+        precision = "float" if self.dtype == np.float32 else "double"
+        self._forward_kernel = kernels.forward[precision]
+        self._backward_kernel = kernels.backward[precision]
+        self._width = self.hidden_size if self._gates == 1 else 4 * self.hidden_size
+        self._slots = [self._layer_parameters(layer, direction)
+                       for layer in range(self.num_layers)
+                       for direction in range(self._directions)]
+        self._plans = {}
+        self._empty2 = np.empty((0, 0), dtype=self.dtype)
+        self._empty3 = np.empty((0, 0, 0), dtype=self.dtype)
 
     # -- parameters -----------------------------------------------------------
     def _names(self, layer, direction):
@@ -104,20 +116,14 @@ class _Recurrent(Module):
                 for name, shape in shapes.items():
                     self._add_parameter(name, self._rng.uniform(-bound, bound, shape))
 
-    def _weights(self, layer, direction):
-        w_ih, w_hh, b_ih, b_hh = self._names(layer, direction)
-        p = self._params
-        return p[w_ih], p[w_hh], p.get(b_ih), p.get(b_hh)
-
-    def _folded_bias(self, b_ih, b_hh):
-        """Initial gate-buffer row: biases summed where the kernel adds them."""
-        H = self.hidden_size
-        width = H if self._gates == 1 else 4 * H
-        if b_ih is None:
-            return np.zeros(width, dtype=self.dtype)
-        if self._cell == kernels.Cell.GRU:   # [r, z, hn, n]: b_hn stays with hn
-            return np.concatenate([b_ih[:2 * H] + b_hh[:2 * H], b_hh[2 * H:], b_ih[2 * H:]])
-        return b_ih + b_hh
+    def _layer_parameters(self, layer, direction):
+        """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; empty biases
+        when the layer has none (what the kernels expect)."""
+        names = self._names(layer, direction)
+        none = np.empty(0, dtype=self.dtype)
+        params = tuple(self._params.get(name, none) for name in names)
+        grads = tuple(self.grads.get(name, none) for name in names)
+        return params, grads
 
     # -- validation -----------------------------------------------------------
     def _time_major(self, name, array):
@@ -178,39 +184,37 @@ class _Recurrent(Module):
         if lengths is not None:
             lengths = lengths_array(lengths, batch, steps)
         num_threads = _threads.get_num_threads()
-        plan = _BatchPlan(lengths, batch, steps, num_threads)
-        h = plan.to_kernel(h0) if h0 is not None else None
-        c = plan.to_kernel(c0) if c0 is not None else None
+        plan = self._plan(lengths, batch, steps, num_threads)
+        # The kernels turn initial states into final states in place.
+        h_n = plan.to_kernel(h0, copy=True) if h0 is not None else self._zero_state(batch)
+        c_n = None
+        if self._has_cell_state:
+            c_n = plan.to_kernel(c0, copy=True) if c0 is not None else self._zero_state(batch)
         layer_input = plan.to_kernel(x)
         keep = self.training
         cache = []
         H, D = self.hidden_size, self._directions
-        h_n = np.empty(self._state_shape(batch), dtype=self.dtype)
-        c_n = np.empty_like(h_n) if self._has_cell_state else None
-        width = H if self._gates == 1 else 4 * H
+        new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
         gates = None
         with _threads.blas_region():
             for layer in range(self.num_layers):
-                out = np.zeros((steps, batch, D * H), dtype=self.dtype)
+                out = new_buffer((steps, batch, D * H), dtype=self.dtype)
                 saved = []
                 for direction in range(D):
                     k = layer * D + direction
                     if keep or gates is None:
-                        gates = np.empty((steps, batch, width), dtype=self.dtype)
-                    h_k = h[k].copy() if h is not None else np.zeros((batch, H), self.dtype)
-                    c_k = self._initial_cell(c, k, batch)
+                        gates = np.empty((steps, batch, self._width), dtype=self.dtype)
                     c_hist = (np.empty((steps, batch, H), self.dtype)
-                              if keep and self._has_cell_state else self._empty(3))
-                    h_start, c_start = (h_k.copy(), c_k.copy()) if keep else (None, None)
-                    w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
-                    kernels.forward(self._cell, direction == 1, layer_input, w_ih, w_hh,
-                                    self._folded_bias(b_ih, b_hh), plan.lengths,
-                                    plan.chunks, h_k, c_k, out, direction * H, gates,
-                                    c_hist, num_threads)
-                    h_n[k] = h_k
-                    if self._has_cell_state:
-                        c_n[k] = c_k
-                    saved.append((gates, c_hist, h_start, c_start))
+                              if keep and self._has_cell_state else self._empty3)
+                    c_k = c_n[k] if self._has_cell_state else self._empty2
+                    if keep:
+                        saved.append((gates, c_hist, h_n[k].copy(),
+                                      c_k.copy() if self._has_cell_state else self._empty2))
+                    (w_ih, w_hh, b_ih, b_hh), _ = self._slots[k]
+                    self._forward_kernel(self._cell, direction == 1, layer_input, w_ih,
+                                         w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
+                                         h_n[k], c_k, out, direction * H, gates, c_hist,
+                                         num_threads)
                 mask = self._dropout_mask(out.shape) if layer < self.num_layers - 1 else None
                 if keep:
                     cache.append((layer_input, out, saved, mask))
@@ -224,15 +228,20 @@ class _Recurrent(Module):
             return out, (h_n, plan.to_user(c_n))
         return out, h_n
 
-    def _initial_cell(self, c, k, batch):
-        if not self._has_cell_state:
-            return self._empty(2)
-        if c is None:
-            return np.zeros((batch, self.hidden_size), self.dtype)
-        return c[k].copy()
+    def _plan(self, lengths, batch, steps, num_threads):
+        """The batch plan; plans without lengths are reused (they are immutable)."""
+        if lengths is not None:
+            return _BatchPlan(lengths, batch, steps, num_threads)
+        key = (batch, steps, num_threads)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 16:
+                self._plans.clear()
+            plan = self._plans[key] = _BatchPlan(None, batch, steps, num_threads)
+        return plan
 
-    def _empty(self, ndim):
-        return np.empty((0,) * ndim, dtype=self.dtype)
+    def _zero_state(self, batch):
+        return np.zeros(self._state_shape(batch), dtype=self.dtype)
 
     def _dropout_mask(self, shape):
         if not (self.training and self.dropout > 0):
@@ -258,47 +267,38 @@ class _Recurrent(Module):
                 "backward needs a forward pass in training mode first (none since the "
                 "last backward, or the layer is in eval mode: call train())")
         plan, cache, had_h0 = self._cache
-        first_input, last_out = cache[0][0], cache[-1][1]
-        steps, batch = last_out.shape[:2]
-        d_out = float_array("d_out", d_out, self.dtype, ndim=3)
-        d_out = self._time_major("d_out", d_out)
-        check_shape("d_out" + (" (batch-first)" if self.batch_first else ""), d_out,
-                    last_out.shape)
+        last_out = cache[-1][1]
+        batch = last_out.shape[1]
+        d_out = self._time_major("d_out", float_array("d_out", d_out, self.dtype, ndim=3))
+        check_shape("d_out" + (" (time-major after batch_first)" if self.batch_first else ""),
+                    d_out, last_out.shape)
         check_finite("d_out", d_out)
         d_h, d_c = self._split_states("d_hn", d_hn, batch)
-        d_layer = plan.to_kernel(d_out)
-        d_h = plan.to_kernel(d_h) if d_h is not None else None
-        d_c = plan.to_kernel(d_c) if d_c is not None else None
         self._cache = None
+        # The kernels turn dL/d(final state) into dL/d(initial state) in place.
+        d_h0 = plan.to_kernel(d_h, copy=True) if d_h is not None else self._zero_state(batch)
+        d_c0 = None
+        if self._has_cell_state:
+            d_c0 = plan.to_kernel(d_c, copy=True) if d_c is not None else self._zero_state(batch)
+        d_layer = plan.to_kernel(d_out)
         num_threads = _threads.get_num_threads()
         H, D = self.hidden_size, self._directions
-        d_h0 = np.zeros(self._state_shape(batch), dtype=self.dtype)
-        d_c0 = np.zeros_like(d_h0) if self._has_cell_state else None
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
-                layer_input, out, saved, mask = cache[layer]
+                layer_input, out, saved, _ = cache[layer]
                 need_d_input = layer > 0 or input_grad
-                d_input = np.zeros_like(layer_input) if need_d_input else self._empty(3)
+                d_input = np.zeros_like(layer_input) if need_d_input else self._empty3
                 for direction in range(D):
                     k = layer * D + direction
                     gates, c_hist, h_start, c_start = saved[direction]
-                    dh = d_h[k].copy() if d_h is not None else np.zeros((batch, H), self.dtype)
-                    dc = self._initial_cell(d_c, k, batch)
-                    names = self._names(layer, direction)
-                    w_ih, w_hh, _, _ = self._weights(layer, direction)
-                    db_ih, db_hh = ((self.grads[names[2]], self.grads[names[3]])
-                                    if self.bias else (self._empty(1), self._empty(1)))
-                    kernels.backward(self._cell, direction == 1, layer_input, w_ih, w_hh,
-                                     plan.lengths, plan.chunks, h_start,
-                                     c_start if c_start is not None else self._empty(2),
-                                     had_h0, out, direction * H, gates, c_hist, d_layer,
-                                     dh, dc, d_input, self.grads[names[0]],
-                                     self.grads[names[1]], db_ih, db_hh,
-                                     np.empty((batch, w_hh.shape[0]), self.dtype),
-                                     num_threads)
-                    d_h0[k] = dh
-                    if self._has_cell_state:
-                        d_c0[k] = dc
+                    (w_ih, w_hh, _, _), (dw_ih, dw_hh, db_ih, db_hh) = self._slots[k]
+                    self._backward_kernel(
+                        self._cell, direction == 1, layer_input, w_ih, w_hh, plan.lengths,
+                        plan.chunks, h_start, c_start, had_h0, out, direction * H, gates,
+                        c_hist, d_layer, d_h0[k],
+                        d_c0[k] if self._has_cell_state else self._empty2,
+                        d_input, dw_ih, dw_hh, db_ih, db_hh,
+                        np.empty((batch, w_hh.shape[0]), self.dtype), num_threads)
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
                     d_layer = d_input * below_mask if below_mask is not None else d_input
