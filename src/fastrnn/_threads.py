@@ -1,13 +1,14 @@
 """Thread count for the kernels, and control of the BLAS they call.
 
-fastrnn runs its recurrences with OpenMP (one batch chunk per thread) and its
-whole-sequence products with scipy's BLAS.  One number, set here, governs
-both.  Inside an OpenMP region every thread issues its own small BLAS calls,
-so the BLAS must then be single-threaded or the cores are oversubscribed: the
-kernels switch scipy's OpenBLAS to one thread around such regions and back.
-threadpoolctl finds that library; its ``openblas_set_num_threads`` and
+fastrnn's parallelism is its own OpenMP: the recurrence runs one batch chunk
+per thread, and the whole-sequence products split their rows over the same
+threads, each thread calling a single-threaded BLAS.  A multithreaded BLAS
+would leave worker threads spinning against ours (2 threads measured up to
+10x slower than 1 that way), so the kernels switch scipy's OpenBLAS to one
+thread for the duration of a call and restore it afterwards.  threadpoolctl
+finds that library; its ``openblas_set_num_threads`` and
 ``openblas_get_num_threads`` entry points are handed to the kernels so the
-switch costs no Python call and no GIL.
+switch costs no Python call and needs no GIL.
 """
 
 import contextlib
@@ -84,11 +85,11 @@ _bound_blas = _bind()
 
 
 def blas_region():
-    """Context for a kernel call.
+    """Context for kernel calls: BLAS single-threaded while they run.
 
-    With a bound OpenBLAS the kernels switch its threads themselves, so this
-    does nothing.  Any other BLAS (MKL, BLIS, an OpenMP OpenBLAS) is limited
-    to one thread for the duration of the call through threadpoolctl.
+    With a bound OpenBLAS the kernels do this themselves, so this does
+    nothing.  Any other BLAS (MKL, BLIS, an OpenMP-threaded OpenBLAS) is
+    limited through threadpoolctl, at the cost of a Python-level call.
     """
     if _bound_blas is not None:
         return contextlib.nullcontext()

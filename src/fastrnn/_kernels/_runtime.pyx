@@ -1,11 +1,10 @@
 """Build facts and BLAS thread control for the kernels.
 
-The kernels call scipy's BLAS (``scipy.linalg.cython_blas``).  Inside an
-OpenMP region each thread runs its own small products, so that BLAS must be
-single-threaded there; outside, the big whole-sequence products use as many
-BLAS threads as fastrnn has.  ``fastrnn._threads`` finds scipy's BLAS with
-threadpoolctl and hands its ``set/get_num_threads`` entry points here, so the
-kernels can switch without the GIL and without a Python call.
+The kernels call scipy's BLAS (``scipy.linalg.cython_blas``) from their own
+OpenMP threads, so that BLAS must run single-threaded while they do.
+``fastrnn._threads`` finds scipy's BLAS with threadpoolctl and hands its
+``set/get_num_threads`` entry points here, so the kernels can switch it
+without the GIL and without a Python call.
 """
 
 cdef extern from "fr_math.h" nogil:
