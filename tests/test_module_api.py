@@ -1,0 +1,639 @@
+"""The module protocol: state dicts, live parameters, gradient accumulation,
+seeds and initialisation, train/eval, the backward contract and lengths."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from helpers import (CELLS, is_lstm, make_inputs, make_layer, make_torch_layer,
+                     pad_mask, run_fastrnn)
+
+STRUCTURES = list(itertools.product(CELLS, (1, 2, 3), (False, True), (True, False)))
+
+
+def _structure_id(structure):
+    cell, layers, bi, bias = structure
+    return f"{cell}-L{layers}" + ("-bi" if bi else "") + ("" if bias else "-nobias")
+
+
+def _assert_results_equal(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        if a[key] is None or b[key] is None:
+            assert a[key] is None and b[key] is None, key
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# -- state dicts ------------------------------------------------------------------
+
+@pytest.mark.torch
+@pytest.mark.parametrize("structure", STRUCTURES, ids=_structure_id)
+def test_state_dict_names_and_shapes_match_torch(torch, structure):
+    cell, layers, bi, bias = structure
+    layer = make_layer(cell, 7, 5, num_layers=layers, bidirectional=bi, bias=bias)
+    kwargs = dict(input_size=7, hidden_size=5, num_layers=layers, bidirectional=bi,
+                  bias=bias)
+    if cell.startswith("rnn_"):
+        module = torch.nn.RNN(nonlinearity=cell[4:], **kwargs)
+    else:
+        module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](**kwargs)
+    ours = layer.state_dict()
+    theirs = module.state_dict()
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        assert ours[name].shape == tuple(theirs[name].shape), name
+    assert list(layer.grads) == list(theirs)
+    assert [name for name, _ in layer.named_parameters()] == list(theirs)
+    assert [p.shape for p in layer.parameters()] == [tuple(t.shape) for t in theirs.values()]
+    # torch accepts our state dict as is (strict), and we accept torch's
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in ours.items()}, strict=True)
+    layer.load_state_dict(module.state_dict())
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, ours[name].astype(value.dtype))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("cell", CELLS)
+def test_load_state_dict_from_torch_tensors(torch, cell):
+    layer = make_layer(cell, 4, 6, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    module = make_torch_layer(torch, make_layer(cell, 4, 6, num_layers=2,
+                                                bidirectional=True, dtype="float64", seed=2))
+    layer.load_state_dict(module.state_dict())           # plain tensors
+    layer.load_state_dict(dict(module.named_parameters()))  # tensors requiring grad
+    for name, param in module.named_parameters():
+        np.testing.assert_array_equal(layer.state_dict()[name], param.detach().numpy())
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=_structure_id)
+def test_state_dict_shapes(structure):
+    """Shapes and names from the PyTorch formulas (no torch needed)."""
+    cell, layers, bi, bias = structure
+    E, H = 7, 5
+    G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell]
+    D = 2 if bi else 1
+    layer = make_layer(cell, E, H, num_layers=layers, bidirectional=bi, bias=bias)
+    expected = {}
+    for l, d in itertools.product(range(layers), range(D)):
+        sfx = f"l{l}" + ("_reverse" if d else "")
+        expected[f"weight_ih_{sfx}"] = (G * H, E if l == 0 else D * H)
+        expected[f"weight_hh_{sfx}"] = (G * H, H)
+        if bias:
+            expected[f"bias_ih_{sfx}"] = (G * H,)
+            expected[f"bias_hh_{sfx}"] = (G * H,)
+    got = {name: value.shape for name, value in layer.state_dict().items()}
+    assert got == expected
+    assert {name: g.shape for name, g in layer.grads.items()} == expected
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_state_dict_round_trip(cell, dtype):
+    rng = np.random.default_rng(0)
+    a = make_layer(cell, 3, 8, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
+    b = make_layer(cell, 3, 8, num_layers=2, bidirectional=True, dtype=dtype, seed=2)
+    inputs = make_inputs(a, rng, 5, 4, with_hx=True, with_lengths=True)
+    before = run_fastrnn(b, **inputs)
+    b.load_state_dict(a.state_dict())
+    for name, value in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[name], value)
+        assert b.state_dict()[name].dtype == np.dtype(dtype)
+    after_a, after_b = run_fastrnn(a, **inputs), run_fastrnn(b, **inputs)
+    _assert_results_equal(after_a, after_b)
+    assert not np.array_equal(before["out"], after_b["out"])
+
+
+def test_state_dict_returns_copies():
+    layer = fr.GRU(3, 4, seed=0)
+    state = layer.state_dict()
+    for value in state.values():
+        value += 1.0
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value + 1.0, state[name])
+
+
+def test_load_state_dict_copies_in_place_and_converts():
+    layer = fr.LSTM(3, 4, num_layers=2, dtype="float32", seed=0)
+    params_before = layer.parameters()
+    ids = [id(p) for p in params_before]
+    source = fr.LSTM(3, 4, num_layers=2, dtype="float64", seed=1).state_dict()
+    layer.load_state_dict(source)
+    assert [id(p) for p in layer.parameters()] == ids
+    for param, (name, value) in zip(params_before, source.items()):
+        assert param.dtype == np.float32
+        np.testing.assert_array_equal(param, value.astype(np.float32), err_msg=name)
+    # the loaded dict is not aliased: changing it afterwards changes nothing
+    snapshot = layer.state_dict()
+    for value in source.values():
+        value += 5.0
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, snapshot[name])
+
+
+def _changed_state(layer):
+    return {name: value + 0.25 for name, value in layer.state_dict().items()}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_load_state_dict_wrong_keys(cell):
+    layer = make_layer(cell, 3, 4, num_layers=2, seed=0)
+    original = layer.state_dict()
+    missing = _changed_state(layer)
+    del missing["weight_hh_l1"]
+    extra = _changed_state(layer)
+    extra["weight_hh_l2"] = np.zeros_like(extra["weight_hh_l1"])
+    renamed = _changed_state(layer)
+    renamed["weight_ih_l0_reverse"] = renamed.pop("weight_ih_l0")
+    for bad, name in ((missing, "weight_hh_l1"), (extra, "weight_hh_l2"),
+                      (renamed, "weight_ih_l0")):
+        with pytest.raises(ValueError, match=name):
+            layer.load_state_dict(bad)
+        _assert_results_equal(layer.state_dict(), original)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_load_state_dict_wrong_shape_changes_nothing(cell):
+    layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, seed=0)
+    original = layer.state_dict()
+    for victim in ("weight_ih_l0", "weight_hh_l1_reverse", "bias_hh_l1"):
+        bad = _changed_state(layer)   # every entry valid and different ...
+        bad[victim] = np.zeros(bad[victim].shape + (1,))   # ... except one
+        with pytest.raises(ValueError, match=victim):
+            layer.load_state_dict(bad)
+        _assert_results_equal(layer.state_dict(), original)
+        shape = bad[victim][..., 0].shape
+        bad[victim] = np.zeros((shape[0] + 1,) + shape[1:])      # one row too many
+        with pytest.raises(ValueError, match=victim):
+            layer.load_state_dict(bad)
+        _assert_results_equal(layer.state_dict(), original)
+
+
+def test_load_state_dict_bad_values_change_nothing():
+    layer = fr.GRU(3, 4, num_layers=2, seed=0)
+    original = layer.state_dict()
+    bad = _changed_state(layer)
+    bad["bias_ih_l1"] = bad["bias_ih_l1"].copy()
+    bad["bias_ih_l1"][2] = np.nan
+    with pytest.raises(ValueError, match="bias_ih_l1"):
+        layer.load_state_dict(bad)
+    _assert_results_equal(layer.state_dict(), original)
+    bad = _changed_state(layer)
+    bad["weight_hh_l1"] = np.full(bad["weight_hh_l1"].shape, "x")
+    with pytest.raises(TypeError, match="weight_hh_l1"):
+        layer.load_state_dict(bad)
+    _assert_results_equal(layer.state_dict(), original)
+    with pytest.raises(TypeError, match="state_dict"):
+        layer.load_state_dict([("weight_ih_l0", original["weight_ih_l0"])])
+    _assert_results_equal(layer.state_dict(), original)
+
+
+# -- live parameters and gradients ------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_parameters_are_live(cell):
+    rng = np.random.default_rng(1)
+    layer = make_layer(cell, 3, 6, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    inputs = make_inputs(layer, rng, 4, 3, with_hx=True)
+    before = run_fastrnn(layer, **inputs, backward=False)
+    for k, param in enumerate(layer.parameters()):
+        param *= 1.0 + 0.1 * (k + 1)        # in place
+    changed = run_fastrnn(layer, **inputs, backward=False)
+    assert not np.allclose(changed["out"], before["out"])
+    # ... and equals a fresh layer loaded with the modified values
+    fresh = make_layer(cell, 3, 6, num_layers=2, bidirectional=True, dtype="float64", seed=5)
+    fresh.load_state_dict(layer.state_dict())
+    _assert_results_equal(run_fastrnn(fresh, **inputs, backward=False), changed)
+    # named_parameters hands out the same live arrays
+    for (name, array), param in zip(layer.named_parameters(), layer.parameters()):
+        assert array is param
+    # a single element changed through parameters() is seen by the next forward
+    layer.parameters()[0][0, 0] += 1.0      # weight_ih_l0
+    assert not np.array_equal(run_fastrnn(layer, **inputs, backward=False)["out"],
+                              changed["out"])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_grads_accumulate_and_zero_grad_clears(cell):
+    rng = np.random.default_rng(2)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    grad_arrays = {name: g for name, g in layer.grads.items()}
+    inputs = make_inputs(layer, rng, 4, 3, with_hx=True, with_lengths=True)
+    once = run_fastrnn(layer, **inputs)        # zeroes first, then one backward
+    # second call without zero_grad: grads are the sum of both calls
+    out, _ = layer.forward(inputs["x"], hx=inputs["hx"], lengths=inputs["lengths"])
+    layer.backward(inputs["d_out"], inputs["d_hn"])
+    for name, grad in layer.grads.items():
+        assert grad is grad_arrays[name], "grads arrays must be updated in place"
+        np.testing.assert_allclose(grad, 2 * once["grad:" + name], rtol=1e-12, atol=1e-14)
+        assert np.any(grad != 0), name
+    # a different second input: grads = g1 + g2
+    other = make_inputs(layer, rng, 4, 3, with_hx=True, with_lengths=True)
+    second = run_fastrnn(layer, **other)
+    layer.zero_grad()
+    for batch in (inputs, other):
+        layer.forward(batch["x"], hx=batch["hx"], lengths=batch["lengths"])
+        layer.backward(batch["d_out"], batch["d_hn"])
+    for name, grad in layer.grads.items():
+        np.testing.assert_allclose(grad, once["grad:" + name] + second["grad:" + name],
+                                   rtol=1e-12, atol=1e-14)
+    layer.zero_grad()
+    for name, grad in layer.grads.items():
+        assert grad is grad_arrays[name]
+        assert not np.any(grad), name
+
+
+# -- seeds and initialisation -----------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_seed_same_weights_different_seed_differs(cell, dtype):
+    def build(seed):
+        return make_layer(cell, 5, 7, num_layers=2, bidirectional=True, dtype=dtype,
+                          seed=seed).state_dict()
+
+    a, b, c = build(123), build(123), build(124)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        assert not np.array_equal(a[name], c[name]), name
+    n1, n2 = build(None), build(None)
+    assert any(not np.array_equal(n1[k], n2[k]) for k in n1)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("hidden_size", [1, 4, 37, 100])
+def test_init_bounds(cell, hidden_size):
+    layer = make_layer(cell, 6, hidden_size, num_layers=2, bidirectional=True, seed=9)
+    bound = 1.0 / math.sqrt(hidden_size)
+    values = np.concatenate([p.ravel() for p in layer.parameters()]).astype(np.float64)
+    assert np.all(np.abs(values) <= bound * (1 + 1e-6))
+    # uniform over the whole interval, not a narrower one: extremes and spread
+    if values.size >= 200:   # P(no draw beyond 0.9 * bound) < 1e-4 at this size
+        assert values.max() > 0.9 * bound and values.min() < -0.9 * bound
+    if values.size >= 500:
+        assert abs(values.mean()) < 0.05 * bound
+        assert abs(values.std() - bound / math.sqrt(3)) < 0.05 * bound
+    for name, param in layer.named_parameters():
+        if param.size >= 16:
+            assert np.unique(param).size > param.size // 2, f"{name} looks degenerate"
+
+
+# -- train / eval and the backward contract ---------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_eval_forward_matches_train_and_backward_raises(cell):
+    rng = np.random.default_rng(3)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, seed=0)
+    inputs = make_inputs(layer, rng, 4, 3, with_hx=True, with_lengths=True)
+    train = run_fastrnn(layer, **inputs, backward=False)
+    assert layer.eval() is layer and layer.training is False
+    evaluated = run_fastrnn(layer, **inputs, backward=False)
+    _assert_results_equal(evaluated, train)
+    with pytest.raises(RuntimeError):
+        layer.backward(inputs["d_out"], inputs["d_hn"])
+    # a train-mode forward followed by an eval-mode forward: nothing to backward
+    layer.train()
+    layer.forward(inputs["x"], hx=inputs["hx"], lengths=inputs["lengths"])
+    layer.eval()
+    layer.forward(inputs["x"], hx=inputs["hx"], lengths=inputs["lengths"])
+    with pytest.raises(RuntimeError):
+        layer.backward(inputs["d_out"], inputs["d_hn"])
+    assert layer.train() is layer and layer.training is True
+    layer.train(False)
+    assert layer.training is False
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_twice_raises(cell):
+    rng = np.random.default_rng(4)
+    layer = make_layer(cell, 3, 5, num_layers=2, seed=0)
+    inputs = make_inputs(layer, rng, 4, 3)
+    layer.forward(inputs["x"])
+    layer.backward(inputs["d_out"], inputs["d_hn"])
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    with pytest.raises(RuntimeError):
+        layer.backward(inputs["d_out"], inputs["d_hn"])
+    _assert_results_equal(layer.grads, grads)   # the refused call added nothing
+    layer.forward(inputs["x"])                  # a new forward re-arms backward
+    layer.backward(inputs["d_out"], inputs["d_hn"])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_input_grad_false(cell, batch_first):
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 3, 5, num_layers=3, bidirectional=True, dtype="float64",
+                       batch_first=batch_first, seed=0)
+    inputs = make_inputs(layer, rng, 5, 4, with_hx=True, with_lengths=True)
+    full = run_fastrnn(layer, **inputs)
+    partial = run_fastrnn(layer, **inputs, input_grad=False)
+    assert partial["d_x"] is None
+    assert full["d_x"] is not None
+    del full["d_x"], partial["d_x"]
+    _assert_results_equal(partial, full)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_returns_shapes_and_dtypes(cell):
+    for dtype, batch_first in itertools.product(("float32", "float64"), (False, True)):
+        rng = np.random.default_rng(6)
+        layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype=dtype,
+                           batch_first=batch_first, seed=0)
+        inputs = make_inputs(layer, rng, 6, 4, with_hx=True)
+        result = run_fastrnn(layer, **inputs)
+        assert result["d_x"].shape == inputs["x"].shape
+        assert result["out"].shape == inputs["d_out"].shape
+        assert result["d_x"].dtype == np.dtype(dtype)
+        assert result["h_n"].shape == result["d_h0"].shape == (4, 4, 5)
+        if is_lstm(layer):
+            assert result["c_n"].shape == result["d_c0"].shape == (4, 4, 5)
+
+
+# -- layouts and states -----------------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_equals_time_major(cell):
+    rng = np.random.default_rng(7)
+    tm = make_layer(cell, 3, 6, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    bf = make_layer(cell, 3, 6, num_layers=2, bidirectional=True, dtype="float64",
+                    batch_first=True, seed=1)
+    inputs = make_inputs(tm, rng, 5, 4, with_hx=True, with_lengths=True)
+    ref = run_fastrnn(tm, **inputs)
+    swapped = dict(inputs, x=inputs["x"].transpose(1, 0, 2).copy(),
+                   d_out=inputs["d_out"].transpose(1, 0, 2).copy())
+    got = run_fastrnn(bf, **swapped)
+    for key in ("out", "d_x"):
+        got[key] = got[key].transpose(1, 0, 2)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-13, atol=1e-14, err_msg=key)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_hx_none_equals_zero_state(cell):
+    rng = np.random.default_rng(8)
+    layer = make_layer(cell, 3, 6, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    inputs = make_inputs(layer, rng, 5, 4, with_lengths=True)
+    ref = run_fastrnn(layer, **inputs)
+    zeros = np.zeros((4, 4, 6))
+    hx = (zeros, zeros.copy()) if is_lstm(layer) else zeros
+    got = run_fastrnn(layer, **dict(inputs, hx=hx))
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-13, atol=1e-14, err_msg=key)
+    if is_lstm(layer):
+        # a partial LSTM state: missing parts are zeros
+        h0 = rng.standard_normal((4, 4, 6))
+        full = run_fastrnn(layer, **dict(inputs, hx=(h0, zeros)))
+        part = run_fastrnn(layer, **dict(inputs, hx=(h0, None)))
+        for key in full:
+            np.testing.assert_allclose(part[key], full[key], rtol=1e-13, atol=1e-14,
+                                       err_msg=key)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_final_state_is_last_output(cell):
+    """Unidirectional: h_n of the last layer is out at each row's last valid step;
+    bidirectional: the reverse half of h_n is out at step 0."""
+    rng = np.random.default_rng(9)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=2)
+    inputs = make_inputs(layer, rng, 6, 5, with_hx=True, with_lengths=True)
+    res = run_fastrnn(layer, **inputs, backward=False)
+    out, h_n, lengths = res["out"], res["h_n"], inputs["lengths"]
+    for b, n in enumerate(lengths):
+        np.testing.assert_array_equal(h_n[2, b], out[n - 1, b, :5])
+        np.testing.assert_array_equal(h_n[3, b], out[0, b, 5:])
+
+
+# -- lengths semantics ------------------------------------------------------------
+
+LENGTH_OPTIONS = list(itertools.product(CELLS, (1, 3), (False, True), (False, True)))
+
+
+def _lengths_id(options):
+    cell, layers, bi, bf = options
+    return f"{cell}-L{layers}" + ("-bi" if bi else "") + ("-bf" if bf else "")
+
+
+@pytest.mark.parametrize("options", LENGTH_OPTIONS, ids=_lengths_id)
+def test_outputs_past_length_are_zero_and_padded_d_out_ignored(options):
+    cell, layers, bi, bf = options
+    rng = np.random.default_rng(10)
+    layer = make_layer(cell, 3, 5, num_layers=layers, bidirectional=bi, batch_first=bf,
+                       dtype="float64", seed=3)
+    inputs = make_inputs(layer, rng, 7, 6, with_hx=True, with_lengths=True)
+    lengths = inputs["lengths"]
+    mask = pad_mask(layer, lengths, 7, 6)
+    assert mask.any() and not mask.all()
+    ref = run_fastrnn(layer, **inputs)
+    assert np.all(ref["out"][mask] == 0.0)
+    if cell != "rnn_relu":     # ReLU units are legitimately zero at valid steps
+        assert np.all(ref["out"][~mask] != 0.0)
+    assert np.all(ref["d_x"][mask] == 0.0)
+    # garbage in d_out at padded positions changes no gradient at all
+    noisy = inputs["d_out"].copy()
+    noisy[mask] = 1e3 * rng.standard_normal(noisy[mask].shape)
+    got = run_fastrnn(layer, **dict(inputs, d_out=noisy))
+    _assert_results_equal(got, ref)
+    # ... and neither does x at padded positions (forward and backward)
+    x = inputs["x"].copy()
+    x[mask] = rng.standard_normal(x[mask].shape)
+    got = run_fastrnn(layer, **dict(inputs, x=x))
+    for key in ref:
+        if not key.startswith("grad:weight_ih_l0"):   # dW_ih of layer 0 sees x only
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-13, atol=1e-14,
+                                       err_msg=key)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lengths_match_running_each_row_alone(cell, bidirectional):
+    rng = np.random.default_rng(11)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=bidirectional,
+                       dtype="float64", seed=4)
+    T, B = 6, 5
+    inputs = make_inputs(layer, rng, T, B, with_hx=True, with_lengths=True)
+    ref = run_fastrnn(layer, **inputs)
+    lengths = inputs["lengths"]
+    for b, n in enumerate(lengths):
+        def row_state(state):
+            if state is None:
+                return None
+            if isinstance(state, tuple):
+                return tuple(s[:, b:b + 1] for s in state)
+            return state[:, b:b + 1]
+        single = run_fastrnn(layer, inputs["x"][:n, b:b + 1],
+                             hx=row_state(inputs["hx"]),
+                             d_out=inputs["d_out"][:n, b:b + 1],
+                             d_hn=row_state(inputs["d_hn"]))
+        np.testing.assert_allclose(ref["out"][:n, b], single["out"][:, 0], rtol=1e-12,
+                                   atol=1e-13)
+        np.testing.assert_allclose(ref["d_x"][:n, b], single["d_x"][:, 0], rtol=1e-12,
+                                   atol=1e-13)
+        for key in ("h_n", "c_n", "d_h0", "d_c0"):
+            if key in ref:
+                np.testing.assert_allclose(ref[key][:, b], single[key][:, 0],
+                                           rtol=1e-12, atol=1e-13, err_msg=key)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_parameter_grads_with_lengths_are_sum_of_rows(cell, bidirectional):
+    rng = np.random.default_rng(12)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=bidirectional,
+                       dtype="float64", seed=5)
+    inputs = make_inputs(layer, rng, 6, 4, with_hx=True, with_lengths=True)
+    ref = run_fastrnn(layer, **inputs)
+    total = {k: 0.0 for k in ref if k.startswith("grad:")}
+    for b, n in enumerate(inputs["lengths"]):
+        hx = inputs["hx"]
+        d_hn = inputs["d_hn"]
+        pick = (lambda s: tuple(p[:, b:b + 1] for p in s)) if is_lstm(layer) else \
+            (lambda s: s[:, b:b + 1])
+        single = run_fastrnn(layer, inputs["x"][:n, b:b + 1], hx=pick(hx),
+                             d_out=inputs["d_out"][:n, b:b + 1], d_hn=pick(d_hn))
+        for k in total:
+            total[k] = total[k] + single[k]
+    for k in total:
+        np.testing.assert_allclose(ref[k], total[k], rtol=1e-11, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lengths_all_full_equals_none(cell, batch_first):
+    rng = np.random.default_rng(13)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True,
+                       batch_first=batch_first, dtype="float64", seed=6)
+    inputs = make_inputs(layer, rng, 5, 4, with_hx=True)
+    ref = run_fastrnn(layer, **inputs)
+    for lengths in (np.full(4, 5), [5, 5, 5, 5], np.full(4, 5, dtype=np.int32)):
+        _assert_results_equal(run_fastrnn(layer, **dict(inputs, lengths=lengths)), ref)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_lengths_row_order_does_not_matter(cell):
+    """Permuting the batch permutes every per-row result (lengths sorted or not)."""
+    rng = np.random.default_rng(14)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=7)
+    inputs = make_inputs(layer, rng, 6, 5, with_hx=True, with_lengths=True)
+    ref = run_fastrnn(layer, **inputs)
+    perm = rng.permutation(5)
+
+    def permute(value, axis):
+        if value is None:
+            return None
+        if isinstance(value, tuple):
+            return tuple(permute(v, axis) for v in value)
+        return np.take(value, perm, axis=axis)
+
+    got = run_fastrnn(layer, x=permute(inputs["x"], 1), hx=permute(inputs["hx"], 1),
+                      lengths=inputs["lengths"][perm], d_out=permute(inputs["d_out"], 1),
+                      d_hn=permute(inputs["d_hn"], 1))
+    for key in ("out", "d_x", "h_n", "d_h0") + (("c_n", "d_c0") if is_lstm(layer) else ()):
+        np.testing.assert_allclose(got[key], permute(ref[key], 1), rtol=1e-12,
+                                   atol=1e-13, err_msg=key)
+    for key in ref:
+        if key.startswith("grad:"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-12, atol=1e-13,
+                                       err_msg=key)
+
+
+# -- dropout (no torch needed) ----------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_only_between_layers_and_only_in_training(cell):
+    rng = np.random.default_rng(15)
+    single = make_layer(cell, 3, 5, num_layers=1, dropout=0.5, dtype="float64", seed=8)
+    plain = make_layer(cell, 3, 5, num_layers=1, dtype="float64", seed=8)
+    inputs = make_inputs(single, rng, 5, 4, with_hx=True)
+    # one layer: no layer to drop between, train mode is deterministic
+    _assert_results_equal(run_fastrnn(single, **inputs), run_fastrnn(plain, **inputs))
+
+    deep = make_layer(cell, 3, 5, num_layers=2, dropout=0.5, dtype="float64", seed=8)
+    deep_plain = make_layer(cell, 3, 5, num_layers=2, dtype="float64", seed=8)
+    inputs = make_inputs(deep, rng, 5, 4, with_hx=True)
+    a = run_fastrnn(deep, **inputs)
+    b = run_fastrnn(deep, **inputs)
+    ref = run_fastrnn(deep_plain, **inputs)
+    assert not np.array_equal(a["out"], b["out"]), "masks must be redrawn every forward"
+    assert not np.allclose(a["out"], ref["out"])
+    # the first layer's final state is before any dropout
+    np.testing.assert_array_equal(a["h_n"][0], ref["h_n"][0])
+    deep.eval()
+    _assert_results_equal(run_fastrnn(deep, **inputs, backward=False),
+                          run_fastrnn(deep_plain, **inputs, backward=False))
+
+
+# -- calls that differ in shape, and arrays the caller keeps -----------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_varying_shapes_between_calls(cell):
+    """One layer serving many (T, B, lengths) combinations, in any order, gives the
+    same results as a fresh layer for each (nothing stale is reused)."""
+    rng = np.random.default_rng(16)
+    layer = make_layer(cell, 3, 7, num_layers=2, bidirectional=True, dtype="float64", seed=9)
+    shapes = [(5, 3), (2, 7), (1, 1), (9, 2), (5, 3), (3, 20)] + [(k + 1, 2) for k in range(18)]
+    batches = [make_inputs(layer, rng, T, B, with_hx=bool(k % 2), with_lengths=bool(k % 3))
+               for k, (T, B) in enumerate(shapes)]
+    expected = []
+    for inputs in batches:
+        fresh = make_layer(cell, 3, 7, num_layers=2, bidirectional=True, dtype="float64",
+                           seed=9)
+        expected.append(run_fastrnn(fresh, **inputs))
+    for k in list(range(len(batches))) + [0, 3, 1]:
+        _assert_results_equal(run_fastrnn(layer, **batches[k]), expected[k])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layout", ["time_major", "batch_first"])
+def test_input_modified_between_forward_and_backward(cell, layout):
+    """Reusing the input buffer for the next batch before backward (common in data
+    loaders) must not silently change the gradients: either backward gives the
+    gradients of the forward that ran, or it refuses."""
+    rng = np.random.default_rng(17)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64",
+                       batch_first=layout == "batch_first", seed=10)
+    inputs = make_inputs(layer, rng, 4, 3, with_hx=True)
+    ref = run_fastrnn(layer, **inputs)
+    x = inputs["x"].copy()
+    hx = (tuple(np.copy(s) for s in inputs["hx"]) if is_lstm(layer)
+          else inputs["hx"].copy())
+    layer.zero_grad()
+    layer.forward(x, hx=hx)
+    x[...] = rng.standard_normal(x.shape)         # caller reuses its buffers
+    for state in (hx if isinstance(hx, tuple) else (hx,)):
+        state[...] = 0.0
+    try:
+        d_x, _ = layer.backward(inputs["d_out"], inputs["d_hn"])
+    except (RuntimeError, ValueError):
+        return
+    np.testing.assert_allclose(d_x, ref["d_x"], rtol=1e-12, atol=1e-13)
+    for name, grad in layer.grads.items():
+        np.testing.assert_allclose(grad, ref["grad:" + name], rtol=1e-12, atol=1e-13,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layout", ["time_major", "batch_first"])
+def test_output_modified_in_place_before_backward(cell, layout):
+    """Changing the returned out / h_n in place (e.g. ``out += skip``) before
+    backward must not silently change the gradients: either backward gives the
+    gradients of the forward that ran, or it refuses."""
+    rng = np.random.default_rng(18)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64",
+                       batch_first=layout == "batch_first", seed=11)
+    inputs = make_inputs(layer, rng, 4, 3, with_hx=True)
+    ref = run_fastrnn(layer, **inputs)
+    layer.zero_grad()
+    out, state = layer.forward(inputs["x"], hx=inputs["hx"])
+    out += 1.0
+    for s in (state if isinstance(state, tuple) else (state,)):
+        s *= 2.0
+    try:
+        d_x, _ = layer.backward(inputs["d_out"], inputs["d_hn"])
+    except (RuntimeError, ValueError):
+        return
+    np.testing.assert_allclose(d_x, ref["d_x"], rtol=1e-12, atol=1e-13)
+    for name, grad in layer.grads.items():
+        np.testing.assert_allclose(grad, ref["grad:" + name], rtol=1e-12, atol=1e-13,
+                                   err_msg=name)
