@@ -14,7 +14,7 @@ import numpy as np
 from .. import _threads
 from .._kernels import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
-                           positive_int, resolve_dtype)
+                           positive_int, resolve_dtype, to_numpy)
 from .module import Module
 
 __all__ = ["RNN", "LSTM", "GRU"]
@@ -179,6 +179,7 @@ class _Recurrent(Module):
         Returns ``out`` (T, B, D * H) (batch-first if so built) and the final
         state ``h_n`` (num_layers * D, B, H), or ``(h_n, c_n)`` for the LSTM.
         """
+        x_given = x
         x = self._check_input(x)
         steps, batch, _ = x.shape
         h0, c0 = self._split_states("hx", hx, batch)
@@ -191,8 +192,11 @@ class _Recurrent(Module):
         c_n = None
         if self._has_cell_state:
             c_n = plan.to_kernel(c0, copy=True) if c0 is not None else self._zero_state(batch)
-        layer_input = plan.to_kernel(x)
         keep = self.training
+        # Backward reads the input again: keep a private copy, not the caller's
+        # buffer (a data loader may refill it before backward).
+        layer_input = plan.to_kernel(
+            x, copy=keep and np.may_share_memory(x, to_numpy(x_given)))
         cache = []
         H, D = self.hidden_size, self._directions
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
@@ -204,10 +208,10 @@ class _Recurrent(Module):
                 for direction in range(D):
                     k = layer * D + direction
                     if keep:
-                        gates = self._reused(("gates", k), (steps, batch, self._width))
+                        gates = self._take_buffer(("gates", k), (steps, batch, self._width))
                     elif gates is None:
                         gates = np.empty((steps, batch, self._width), dtype=self.dtype)
-                    c_hist = (self._reused(("c_hist", k), (steps, batch, H))
+                    c_hist = (self._take_buffer(("c_hist", k), (steps, batch, H))
                               if keep and self._has_cell_state else self._empty3)
                     c_k = c_n[k] if self._has_cell_state else self._empty2
                     if keep:
@@ -222,8 +226,11 @@ class _Recurrent(Module):
                 if keep:
                     cache.append((layer_input, out, saved, mask))
                 layer_input = out * mask if mask is not None else out
+        self._release_cache()
         self._cache = (plan, cache, h0 is not None) if keep else None
         out = plan.to_user(layer_input)
+        if keep and out is layer_input:
+            out = out.copy()     # the caller may change it; backward reads it
         if self.batch_first:
             out = out.transpose(1, 0, 2)
         h_n = plan.to_user(h_n)
@@ -243,23 +250,37 @@ class _Recurrent(Module):
             plan = self._plans[key] = _BatchPlan(None, batch, steps, num_threads)
         return plan
 
-    def _reused(self, key, shape):
-        """A training buffer kept from the last step when the shape still fits.
+    def _take_buffer(self, key, shape):
+        """A training buffer left by an earlier step, or a new one.
 
         Fresh multi-megabyte arrays cost page faults on every step (7% of an
-        LSTM training step measured at (100, 64, 256)).  Only training reuses
-        buffers; inference allocates per call so that several Python threads
-        can run one model at once.
+        LSTM training step measured at (100, 64, 256)).  A buffer is taken out
+        of the pool while a forward/backward pair uses it (so two Python
+        threads never share one) and returned by ``_release_cache``.
         """
-        buffer = self._buffers.get(key)
+        buffer = self._buffers.pop(key, None)
         if buffer is None or buffer.shape != shape:
-            buffer = self._buffers[key] = np.empty(shape, dtype=self.dtype)
+            buffer = np.empty(shape, dtype=self.dtype)
         return buffer
+
+    def _release_cache(self):
+        """Drop the activations of the last forward; recycle its buffers."""
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            self._recycle(cache)
+
+    def _recycle(self, cache):
+        for layer, (_, _, saved, _) in enumerate(cache[1]):
+            for direction, (gates, c_hist, _, _) in enumerate(saved):
+                k = layer * self._directions + direction
+                self._buffers[("gates", k)] = gates
+                if c_hist.size:
+                    self._buffers[("c_hist", k)] = c_hist
 
     def train(self, mode=True):
         if not mode:
+            self._release_cache()
             self._buffers.clear()
-            self._cache = None
         return super().train(mode)
 
     def _zero_state(self, batch):
@@ -288,7 +309,8 @@ class _Recurrent(Module):
             raise RuntimeError(
                 "backward needs a forward pass in training mode first (none since the "
                 "last backward, or the layer is in eval mode: call train())")
-        plan, cache, had_h0 = self._cache
+        taken = self._cache
+        plan, cache, had_h0 = taken
         last_out = cache[-1][1]
         batch = last_out.shape[1]
         d_out = self._time_major("d_out", float_array("d_out", d_out, self.dtype, ndim=3))
@@ -324,6 +346,7 @@ class _Recurrent(Module):
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
                     d_layer = d_input * below_mask if below_mask is not None else d_input
+        self._recycle(taken)
         d_x = None
         if input_grad:
             d_x = plan.to_user(d_input)
