@@ -46,3 +46,19 @@ def restore_num_threads():
 def rng(request):
     """A numpy Generator seeded from the test's node id (stable across runs)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(autouse=True)
+def split_small_problems():
+    """Small test problems are split over threads like big ones.
+
+    The kernels run problems below a work threshold on one thread (a
+    parallel region costs more than it saves there); the tests use small
+    problems, so they lower the threshold to exercise the parallel paths.
+    """
+    from fastrnn._kernels import _recurrent
+
+    before = _recurrent.parallel_min_work()
+    _recurrent.set_parallel_min_work(0)
+    yield
+    _recurrent.set_parallel_min_work(before)

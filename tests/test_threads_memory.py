@@ -302,3 +302,24 @@ def test_thread_count_changed_between_forward_and_backward(cell, order, lengths)
     d_x, _ = layer.backward(inputs["d_out"], inputs["d_hn"])
     got = {"d_x": d_x, **{"grad:" + k: v for k, v in layer.grads.items()}}
     _assert_close(got, {k: ref[k] for k in got}, "float64")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_work_threshold_does_not_change_results(cell):
+    """Small problems run on one thread by default; results are the same."""
+    from fastrnn._kernels import _recurrent
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 5, 3))
+    d_out = rng.standard_normal((6, 5, 8))
+    results = []
+    for threshold in (0.0, 1e30):
+        _recurrent.set_parallel_min_work(threshold)
+        fr.set_num_threads(2)
+        layer = {"rnn": fr.RNN, "lstm": fr.LSTM, "gru": fr.GRU}[cell](
+            3, 4, bidirectional=True, dtype="float64", seed=3)
+        out, _ = layer(x, lengths=[6, 2, 5, 1, 3])
+        d_x, _ = layer.backward(d_out)
+        results.append((out, d_x, layer.grads["weight_hh_l0"].copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

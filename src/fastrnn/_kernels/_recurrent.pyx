@@ -64,6 +64,22 @@ cpdef enum Cell:
     GRU = 3
 
 
+# Multiply-adds below which a product is not split over threads: entering an
+# OpenMP region costs about a microsecond on a quiet machine and far more on
+# a loaded one, more than splitting such a product saves.
+cdef double PARALLEL_MIN_WORK = 1 << 19
+
+
+def parallel_min_work():
+    return PARALLEL_MIN_WORK
+
+
+def set_parallel_min_work(double work):
+    """Tests set 0 to exercise the parallel paths on small problems."""
+    global PARALLEL_MIN_WORK
+    PARALLEL_MIN_WORK = work
+
+
 cdef struct Dims:
     int T, B, E, H
     int W               # width of the gate buffer
@@ -337,7 +353,7 @@ cdef void parallel_gemm(bint trans_a, bint trans_b, int m, int n, int k,
     All fastrnn parallelism is its own OpenMP; BLAS stays single-threaded, so
     no BLAS worker threads spin against the recurrence threads.
     """
-    cdef int blocks = num_threads if m >= 32 * num_threads else 1
+    cdef int blocks = num_threads if <double>m * n * k >= PARALLEL_MIN_WORK else 1
     cdef int blk, r0, r1
     if blocks <= 1:
         gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
