@@ -250,13 +250,22 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
 # --------------------------------------------------------------------------
 
 cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
-                        floating *gates, const floating *w_hh_packed,
-                        floating *h, floating *c,
-                        floating *out, floating *c_hist) noexcept nogil:
-    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
+                        const floating *x, const floating *bias_row,
+                        const floating **w_ih_packed, const floating *w_hh_packed,
+                        floating *gates, size_t gates_t_stride, floating *h,
+                        floating *c, floating *out, floating *c_hist) noexcept nogil:
+    """Rows r0..r1 through the whole sequence.
+
+    Per timestep: folded biases + the input product (one packed W_ih^T per
+    input block) + the recurrent product (packed W_hh^T), then the cell's gate
+    math.  ``gates_t_stride`` is B * W when every step is kept for backward,
+    0 in inference (one slab of B rows reused).  ``c`` and ``c_hist`` are NULL
+    except for the LSTM (``c_hist`` only when training).
+    """
+    cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = r1 - r0
     cdef int n = 0 if dm.reverse else rows     # rows still running
-    cdef int step, t, i, b
+    cdef int step, t, i, b, k, col, wrow, size
     cdef floating *g
     for step in range(T):
         t = T - 1 - step if dm.reverse else step
@@ -270,12 +279,18 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 n -= 1
             if n == 0:
                 break
-        g = gates + (<size_t>t * B + r0) * W
+        g = gates + t * gates_t_stride + <size_t>r0 * W
+        for i in range(n):
+            memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
+        for k in range(block_count(dm.cell)):
+            input_block(dm.cell, H, k, &col, &wrow, &size)
+            packed_gemm(n, size, E, x + (<size_t>t * B + r0) * E, E, w_ih_packed[k],
+                        g + col, W)
         packed_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
         for i in range(n):
             b = r0 + i
             cell_forward_row(dm.cell, H, g + <size_t>i * W, h + <size_t>b * H,
-                             c + <size_t>b * H,
+                             c + <size_t>b * H if c != NULL else NULL,
                              out + (<size_t>t * B + b) * dm.out_ld + dm.out_off)
             if c_hist != NULL:
                 memcpy(c_hist + (<size_t>t * B + b) * H, c + <size_t>b * H,
@@ -401,7 +416,7 @@ cdef void column_sums(const floating *a, int rows, int cols, int lda,
 
 cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
                     floating *row) noexcept nogil:
-    """The gate-buffer row before any product: biases summed where they meet.
+    """The gate-buffer row before any product: the biases, summed where they meet.
 
     The GRU keeps b_hn with hn (the reset gate multiplies W_hn h + b_hn).
     """
@@ -418,23 +433,6 @@ cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
     else:
         for j in range(dm.GH):
             row[j] = b_ih[j] + b_hh[j]
-
-
-cdef void project_inputs(const Dims *dm, const floating *x, const floating *w_ih,
-                         const floating *b_ih, const floating *b_hh,
-                         floating *gates, int num_threads) noexcept nogil:
-    """gates[t, b] = folded biases + (W_ih x[t, b]) placed in the input blocks."""
-    cdef size_t rows = <size_t>dm.T * dm.B
-    cdef size_t r
-    cdef int k, col, wrow, size
-    fold_bias(dm, b_ih, b_hh, gates)
-    for r in range(1, rows):
-        memcpy(gates + r * dm.W, gates, dm.W * sizeof(floating))
-    for k in range(block_count(dm.cell)):
-        input_block(dm.cell, dm.H, k, &col, &wrow, &size)
-        parallel_gemm(False, True, <int>rows, size, dm.E, x, dm.E,
-                      w_ih + <size_t>wrow * dm.E, dm.E, <floating>1, gates + col,
-                      dm.W, num_threads)
 
 
 cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x,
@@ -528,40 +526,52 @@ def forward(int cell, bint reverse,
             floating[:, :, ::1] gates,
             floating[:, :, ::1] c_hist,
             int num_threads):
-    """Run one layer direction over the whole sequence.
+    """Run one layer direction over the whole sequence in one parallel region.
 
     ``h`` (and ``c`` for the LSTM) hold the initial state on entry and the final
     state of every row on exit.  ``out[..., out_off:out_off + H]`` receives the
     hidden states (rows past their length are left untouched, i.e. zero).
-    ``gates`` (T, B, W) receives what ``backward`` needs; ``c_hist`` (T, B, H)
-    the LSTM cell states when training (empty otherwise).  ``b_ih``/``b_hh``
-    are empty for a layer without bias.
+    ``gates`` is (T, B, W) to keep what ``backward`` needs, or (1, B, W) as
+    workspace for inference; ``c_hist`` (T, B, H) the LSTM cell states when
+    training (empty otherwise).  ``b_ih``/``b_hh`` are empty without bias.
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
-    cdef int k, prev_threads
+    cdef int k, col, wrow, size
+    cdef bint ok
+    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>x.shape[1] * gates.shape[2]
     cdef floating *c_ptr = ptr2(c)
     cdef floating *c_hist_ptr = ptr3(c_hist)
-    cdef floating *packed
+    cdef floating *w_hh_packed
+    cdef floating *w_ih_packed[2]
+    cdef floating *bias_row
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
     with nogil:
-        packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, True)
-        if packed != NULL:
-            prev_threads = blas_get_threads()
-            blas_set_threads(1)
-            project_inputs(&dm, &x[0, 0, 0], &w_ih[0, 0], ptr1(b_ih), ptr1(b_hh),
-                           &gates[0, 0, 0], num_threads)
+        w_ih_packed[0] = NULL
+        w_ih_packed[1] = NULL
+        w_hh_packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, True)
+        ok = w_hh_packed != NULL
+        for k in range(block_count(cell)):
+            input_block(cell, dm.H, k, &col, &wrow, &size)
+            w_ih_packed[k] = pack_weights(&w_ih[wrow, 0], size, dm.E, True)
+            ok = ok and w_ih_packed[k] != NULL
+        bias_row = <floating *>malloc(dm.W * sizeof(floating))
+        ok = ok and bias_row != NULL
+        if ok:
+            fold_bias(&dm, ptr1(b_ih), ptr1(b_hh), bias_row)
             for k in prange(nchunks, num_threads=num_threads, schedule="static",
                             chunksize=1):
                 forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                              &gates[0, 0, 0], packed, &h[0, 0], c_ptr,
-                              &out[0, 0, 0], c_hist_ptr)
-            if prev_threads > 1:
-                blas_set_threads(prev_threads)
-            free(packed)
-    if packed == NULL:
-        raise MemoryError("fastrnn: no memory to pack the recurrent weights")
+                              &x[0, 0, 0], bias_row, <const floating **>w_ih_packed,
+                              w_hh_packed, &gates[0, 0, 0], gates_t_stride, &h[0, 0],
+                              c_ptr, &out[0, 0, 0], c_hist_ptr)
+        free(w_hh_packed)
+        free(w_ih_packed[0])
+        free(w_ih_packed[1])
+        free(bias_row)
+    if not ok:
+        raise MemoryError("fastrnn: no memory to pack the layer weights")
 
 
 def backward(int cell, bint reverse,

@@ -209,8 +209,8 @@ class _Recurrent(Module):
                     k = layer * D + direction
                     if keep:
                         gates = self._take_buffer(("gates", k), (steps, batch, self._width))
-                    elif gates is None:
-                        gates = np.empty((steps, batch, self._width), dtype=self.dtype)
+                    elif gates is None:   # inference: one timestep of workspace
+                        gates = np.empty((1, batch, self._width), dtype=self.dtype)
                     c_hist = (self._take_buffer(("c_hist", k), (steps, batch, H))
                               if keep and self._has_cell_state else self._empty3)
                     c_k = c_n[k] if self._has_cell_state else self._empty2
