@@ -35,7 +35,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from fastrnn._kernels._blas cimport gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
@@ -302,7 +302,7 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                          const floating *h0, const floating *c0,
                          const floating *out, const floating *c_hist,
                          const floating *d_out, floating *dh, floating *dc,
-                         floating *scratch) noexcept nogil:
+                         floating *scratch, floating *bias_acc) noexcept nogil:
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
@@ -352,6 +352,9 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                               dc + <size_t>b * H if dc != NULL else NULL,
                               out + (<size_t>t * B + b) * o_ld + dm.out_off,
                               h_prev, c_t, c_prev, scratch + <size_t>b * H)
+            if bias_acc != NULL:   # bias gradients while the row is in cache
+                for j in range(W):
+                    bias_acc[j] += g[<size_t>i * W + j]
         packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
 
 
@@ -403,15 +406,20 @@ cdef inline void input_block(int cell, int H, int which, int *col, int *wrow,
         size[0] = gate_rows(cell, H)
 
 
-cdef void column_sums(const floating *a, int rows, int cols, int lda,
-                      floating *acc) noexcept nogil:
-    """acc[j] += sum_i a[i, j]."""
-    cdef int i, j
-    cdef const floating *row
-    for i in range(rows):
-        row = a + <size_t>i * lda
-        for j in range(cols):
-            acc[j] += row[j]
+cdef void add_bias_gradients(const Dims *dm, const floating *bias_acc, int nchunks,
+                             floating *db_ih, floating *db_hh) noexcept nogil:
+    """Sum the chunks' gate-gradient column sums (in chunk order) into the
+    bias gradients: input blocks feed b_ih, columns [0, GH) feed b_hh."""
+    cdef int k, j, blk, col, wrow, size
+    cdef const floating *acc
+    for k in range(nchunks):
+        acc = bias_acc + <size_t>k * dm.W
+        for blk in range(block_count(dm.cell)):
+            input_block(dm.cell, dm.H, blk, &col, &wrow, &size)
+            for j in range(size):
+                db_ih[wrow + j] += acc[col + j]
+        for j in range(dm.GH):
+            db_hh[j] += acc[j]
 
 
 cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
@@ -439,9 +447,10 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                            const floating *w_ih, const floating *gates,
                            const floating *out, const floating *h0,
                            floating *last_rows, floating *d_x,
-                           floating *dw_ih, floating *dw_hh, floating *db_ih,
-                           floating *db_hh, int num_threads) noexcept nogil:
-    """Everything that follows from the pre-activation gradients in ``gates``."""
+                           floating *dw_ih, floating *dw_hh,
+                           int num_threads) noexcept nogil:
+    """The weight and input gradients: big products of the pre-activation
+    gradients in ``gates`` with the layer input and the hidden states."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = T * B
     cdef int k, col, wrow, size, b
@@ -453,10 +462,6 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
         if d_x != NULL:
             parallel_gemm(False, False, rows, E, size, gates + col, W,
                           w_ih + <size_t>wrow * E, E, <floating>1, d_x, E, num_threads)
-        if db_ih != NULL:
-            column_sums(gates + col, rows, size, W, db_ih + wrow)
-    if db_hh != NULL:
-        column_sums(gates, rows, GH, W, db_hh)
     if T > 1:
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
@@ -614,11 +619,17 @@ def backward(int cell, bint reverse,
     cdef floating *db_ih_ptr = ptr1(db_ih)
     cdef floating *db_hh_ptr = ptr1(db_hh)
     cdef floating *packed
+    cdef floating *bias_acc = NULL
+    cdef bint ok
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
     with nogil:
         packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, False)
-        if packed != NULL:
+        ok = packed != NULL
+        if db_ih_ptr != NULL:
+            bias_acc = <floating *>calloc(<size_t>nchunks * dm.W, sizeof(floating))
+            ok = ok and bias_acc != NULL
+        if ok:
             prev_threads = blas_get_threads()
             blas_set_threads(1)
             for k in prange(nchunks, num_threads=num_threads, schedule="static",
@@ -626,14 +637,17 @@ def backward(int cell, bint reverse,
                 backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
                                &gates[0, 0, 0], packed, &h0[0, 0], c0_ptr,
                                &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0],
-                               &dh[0, 0], dc_ptr, &scratch[0, 0])
-            free(packed)
+                               &dh[0, 0], dc_ptr, &scratch[0, 0],
+                               bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL)
+            if bias_acc != NULL:
+                add_bias_gradients(&dm, bias_acc, nchunks, db_ih_ptr, db_hh_ptr)
             weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
                              &gates[0, 0, 0], &out[0, 0, 0],
                              &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
-                             d_x_ptr, &dw_ih[0, 0], &dw_hh[0, 0], db_ih_ptr,
-                             db_hh_ptr, num_threads)
+                             d_x_ptr, &dw_ih[0, 0], &dw_hh[0, 0], num_threads)
             if prev_threads > 1:
                 blas_set_threads(prev_threads)
-    if packed == NULL:
+        free(packed)
+        free(bias_acc)
+    if not ok:
         raise MemoryError("fastrnn: no memory to pack the recurrent weights")
