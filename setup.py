@@ -20,7 +20,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_recurrent", "_runtime"]
+KERNELS = ["_recurrent", "_dense", "_runtime"]
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 
 

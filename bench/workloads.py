@@ -132,6 +132,16 @@ class NumpyHeadModel:
         out2 = out.reshape(self.N, self.H)
         z = np.matmul(out2, self.head_weight.T, out=self.logits)
         z += self.head_bias
+        loss = self.softmax_cross_entropy_(z)
+        np.matmul(z.T, out2, out=self.d_head_weight)
+        z.sum(axis=0, out=self.d_head_bias)
+        np.matmul(z, self.head_weight, out=self.d_out.reshape(self.N, self.H))
+        self.layer.backward(self.d_out, input_grad=False)
+        return loss
+
+    def softmax_cross_entropy_(self, z):
+        """Mean softmax cross-entropy of logits ``z`` (N, 64); ``z`` becomes
+        d loss / d logits in place."""
         z -= z.max(axis=1, keepdims=True)
         z_y = z[self.rows, self.y]
         np.exp(z, out=z)
@@ -140,10 +150,6 @@ class NumpyHeadModel:
         z /= s                                   # softmax
         z[self.rows, self.y] -= 1                # d loss / d logits, times N
         z *= self.inv_n
-        np.matmul(z.T, out2, out=self.d_head_weight)
-        z.sum(axis=0, out=self.d_head_bias)
-        np.matmul(z, self.head_weight, out=self.d_out.reshape(self.N, self.H))
-        self.layer.backward(self.d_out, input_grad=False)
         return float(loss)
 
     def sgd(self):
@@ -159,12 +165,44 @@ class NumpyHeadModel:
         return loss
 
 
+class FastrnnHeadModel(NumpyHeadModel):
+    """fastrnn layer + ``fr.Linear`` head: every product runs on fastrnn's own
+    threads (with numpy's multithreaded BLAS for the head, two thread pools
+    would compete for the cores).  Loss and SGD are the same numpy code."""
+
+    def __init__(self, layer, head_weight, head_bias, x, y, lr=LR):
+        import fastrnn as fr
+
+        super().__init__(layer, head_weight, head_bias, x, y, lr)
+        self.head = fr.Linear(self.H, HEAD)
+        self.head.load_state_dict({"weight": head_weight, "bias": head_bias})
+        self.head.train(layer.training)
+        self.params = layer.parameters() + self.head.parameters()
+        self.grads = list(layer.grads.values()) + list(self.head.grads.values())
+
+    def infer(self):
+        out, _ = self.layer(self.x)
+        return self.head(out).reshape(self.N, HEAD)
+
+    def forward_backward(self):
+        self.layer.zero_grad()
+        self.head.zero_grad()
+        out, _ = self.layer(self.x)
+        z = self.head(out)
+        loss = self.softmax_cross_entropy_(z.reshape(self.N, HEAD))
+        d_out = self.head.backward(z)
+        self.layer.backward(d_out, input_grad=False)
+        return loss
+
+
 def _numpy_like_workload(framework, layer, cell, mode, params, x, y):
     T, B, E = x.shape
     layer.load_state_dict({n: params[n] for n in LAYER_NAMES})
-    model = NumpyHeadModel(layer, params["head_weight"], params["head_bias"], x, y)
+    model_class = FastrnnHeadModel if framework == "fastrnn" else NumpyHeadModel
     if mode == "inference":
         layer.eval()
+    model = model_class(layer, params["head_weight"], params["head_bias"], x, y)
+    if mode == "inference":
         return Workload(framework, cell, mode, T, B, layer.hidden_size, E, model.infer,
                         lambda r: float(np.abs(r).mean(dtype=np.float64)), model)
     layer.train()

@@ -56,9 +56,9 @@ def split_small_problems():
     parallel region costs more than it saves there); the tests use small
     problems, so they lower the threshold to exercise the parallel paths.
     """
-    from fastrnn._kernels import _recurrent
+    from fastrnn._kernels import _runtime
 
-    before = _recurrent.parallel_min_work()
-    _recurrent.set_parallel_min_work(0)
+    before = _runtime.get_parallel_min_work()
+    _runtime.set_parallel_min_work(0)
     yield
-    _recurrent.set_parallel_min_work(before)
+    _runtime.set_parallel_min_work(before)

@@ -307,14 +307,14 @@ def test_thread_count_changed_between_forward_and_backward(cell, order, lengths)
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_work_threshold_does_not_change_results(cell):
     """Small problems run on one thread by default; results are the same."""
-    from fastrnn._kernels import _recurrent
+    from fastrnn._kernels import _runtime
 
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6, 5, 3))
     d_out = rng.standard_normal((6, 5, 8))
     results = []
     for threshold in (0.0, 1e30):
-        _recurrent.set_parallel_min_work(threshold)
+        _runtime.set_parallel_min_work(threshold)
         fr.set_num_threads(2)
         layer = {"rnn": fr.RNN, "lstm": fr.LSTM, "gru": fr.GRU}[cell](
             3, 4, bidirectional=True, dtype="float64", seed=3)

@@ -19,9 +19,9 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
-from .layers import GRU, LSTM, RNN, Module
+from .layers import GRU, LSTM, RNN, Linear, Module
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "Module", "set_num_threads", "get_num_threads",
+__all__ = ["RNN", "LSTM", "GRU", "Linear", "Module", "set_num_threads", "get_num_threads",
            "openmp_enabled", "blas_info", "__version__"]

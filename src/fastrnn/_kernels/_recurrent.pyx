@@ -37,8 +37,9 @@ from libc.string cimport memcpy, memset
 
 from libc.stdlib cimport calloc, free, malloc
 
-from fastrnn._kernels._blas cimport gemm
-from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
+from fastrnn._kernels._blas cimport gemm, parallel_gemm
+from fastrnn._kernels._packed cimport pack_weights, packed_gemm
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
 
 cdef extern from "fr_math.h" nogil:
     void fr_tanh_row_f(const float *x, float *y, int n)
@@ -46,38 +47,11 @@ cdef extern from "fr_math.h" nogil:
     void fr_sigmoid_row_f(const float *x, float *y, int n)
     void fr_sigmoid_row_d(const double *x, double *y, int n)
 
-cdef extern from "fr_gemm.h" nogil:
-    size_t fr_packed_size_f(int k, int n)
-    size_t fr_packed_size_d(int k, int n)
-    void fr_pack_f(int k, int n, const float *src, size_t s_p, size_t s_j, float *packed)
-    void fr_pack_d(int k, int n, const double *src, size_t s_p, size_t s_j, double *packed)
-    void fr_packed_gemm_f(int m, int n, int k, const float *A, int lda,
-                          const float *packed, float *C, int ldc)
-    void fr_packed_gemm_d(int m, int n, int k, const double *A, int lda,
-                          const double *packed, double *C, int ldc)
-
-
 cpdef enum Cell:
     RNN_TANH = 0
     RNN_RELU = 1
     LSTM = 2
     GRU = 3
-
-
-# Multiply-adds below which a product is not split over threads: entering an
-# OpenMP region costs about a microsecond on a quiet machine and far more on
-# a loaded one, more than splitting such a product saves.
-cdef double PARALLEL_MIN_WORK = 1 << 19
-
-
-def parallel_min_work():
-    return PARALLEL_MIN_WORK
-
-
-def set_parallel_min_work(double work):
-    """Tests set 0 to exercise the parallel paths on small problems."""
-    global PARALLEL_MIN_WORK
-    PARALLEL_MIN_WORK = work
 
 
 cdef struct Dims:
@@ -100,38 +74,6 @@ cdef inline int gate_rows(int cell, int H) noexcept nogil:
     if cell == GRU:
         return 3 * H
     return H
-
-
-cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
-                             const floating *packed, floating *c,
-                             int ldc) noexcept nogil:
-    """C (m x n) += A (m x k) @ B with B packed once per sequence (fr_gemm.h)."""
-    if floating is float:
-        fr_packed_gemm_f(m, n, k, a, lda, packed, c, ldc)
-    else:
-        fr_packed_gemm_d(m, n, k, a, lda, packed, c, ldc)
-
-
-cdef floating *pack_weights(const floating *w_hh, int rows, int cols,
-                            bint transpose) noexcept nogil:
-    """W_hh (rows x cols, row-major), or its transpose, packed for packed_gemm.
-
-    Returns NULL when out of memory; the caller frees.
-    """
-    cdef int k = cols if transpose else rows
-    cdef int n = rows if transpose else cols
-    cdef size_t s_p = 1 if transpose else cols
-    cdef size_t s_j = cols if transpose else 1
-    cdef floating *packed
-    if floating is float:
-        packed = <float *>malloc(fr_packed_size_f(k, n) * sizeof(float))
-        if packed != NULL:
-            fr_pack_f(k, n, w_hh, s_p, s_j, packed)
-    else:
-        packed = <double *>malloc(fr_packed_size_d(k, n) * sizeof(double))
-        if packed != NULL:
-            fr_pack_d(k, n, w_hh, s_p, s_j, packed)
-    return packed
 
 
 cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
@@ -359,30 +301,8 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
 
 
 # --------------------------------------------------------------------------
-# Whole-sequence pieces outside the parallel region (multithreaded BLAS).
+# Whole-sequence pieces after the sweep (products split over the threads).
 # --------------------------------------------------------------------------
-
-cdef void parallel_gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                        const floating *a, int lda, const floating *b, int ldb,
-                        floating beta, floating *c, int ldc,
-                        int num_threads) noexcept nogil:
-    """C (m x n) = op(A) op(B) + beta C with the rows of C split over threads.
-
-    All fastrnn parallelism is its own OpenMP; BLAS stays single-threaded, so
-    no BLAS worker threads spin against the recurrence threads.
-    """
-    cdef int blocks = num_threads if <double>m * n * k >= PARALLEL_MIN_WORK else 1
-    cdef int blk, r0, r1
-    if blocks <= 1:
-        gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
-        return
-    for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        r0 = <int>(<long>blk * m // blocks)
-        r1 = <int>(<long>(blk + 1) * m // blocks)
-        gemm(trans_a, trans_b, r1 - r0, n, k, <floating>1,
-             a + (r0 if trans_a else <size_t>r0 * lda), lda, b, ldb, beta,
-             c + <size_t>r0 * ldc, ldc)
-
 
 cdef inline int block_count(int cell) noexcept nogil:
     return 2 if cell == GRU else 1

@@ -40,6 +40,26 @@ cdef int blas_get_threads() noexcept nogil:
     return 0
 
 
+# Multiply-adds below which a product is not split over threads: entering an
+# OpenMP region costs about a microsecond on a quiet machine and far more on a
+# loaded one, more than splitting such a product saves.
+cdef double _parallel_min_work = 1 << 19
+
+
+cdef double parallel_min_work() noexcept nogil:
+    return _parallel_min_work
+
+
+def get_parallel_min_work():
+    return _parallel_min_work
+
+
+def set_parallel_min_work(double work):
+    """Tests set 0 to exercise the parallel paths on small problems."""
+    global _parallel_min_work
+    _parallel_min_work = work
+
+
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(fr_openmp_enabled())

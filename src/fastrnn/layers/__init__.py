@@ -1,6 +1,7 @@
 """Layers with explicit forward/backward (see ``module.Module``)."""
 
+from .linear import Linear
 from .module import Module
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "RNN", "LSTM", "GRU"]
+__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear"]

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _threads
 from .._kernels import _recurrent as kernels
+from .._kernels import _runtime
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, resolve_dtype, to_numpy)
 from .module import Module
@@ -240,7 +241,7 @@ class _Recurrent(Module):
 
     def _plan(self, lengths, batch, steps, num_threads):
         """The batch plan; plans without lengths are reused (they are immutable)."""
-        if steps * batch * self.hidden_size * self._width < kernels.parallel_min_work():
+        if steps * batch * self.hidden_size * self._width < _runtime.get_parallel_min_work():
             num_threads = 1      # too little work to pay for a parallel region
         if lengths is not None:
             return _BatchPlan(lengths, batch, steps, num_threads)

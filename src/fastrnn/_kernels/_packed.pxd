@@ -1,0 +1,66 @@
+# The packed-weight micro-kernel (fr_gemm.h) for float32 and float64.
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc
+
+from fastrnn._kernels._runtime cimport parallel_min_work
+
+cdef extern from "fr_gemm.h" nogil:
+    size_t fr_packed_size_f(int k, int n)
+    size_t fr_packed_size_d(int k, int n)
+    void fr_pack_f(int k, int n, const float *src, size_t s_p, size_t s_j, float *packed)
+    void fr_pack_d(int k, int n, const double *src, size_t s_p, size_t s_j, double *packed)
+    void fr_packed_gemm_f(int m, int n, int k, const float *A, int lda,
+                          const float *packed, float *C, int ldc)
+    void fr_packed_gemm_d(int m, int n, int k, const double *A, int lda,
+                          const double *packed, double *C, int ldc)
+
+
+cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
+                             const floating *packed, floating *c,
+                             int ldc) noexcept nogil:
+    """C (m x n) += A (m x k) @ B, B packed by ``pack_weights`` (fr_gemm.h)."""
+    if floating is float:
+        fr_packed_gemm_f(m, n, k, a, lda, packed, c, ldc)
+    else:
+        fr_packed_gemm_d(m, n, k, a, lda, packed, c, ldc)
+
+
+cdef inline floating *pack_weights(const floating *w, int rows, int cols,
+                                   bint transpose) noexcept nogil:
+    """A weight matrix (rows x cols, row-major), or its transpose, packed as
+    the B operand of ``packed_gemm``.  Returns NULL when out of memory; the
+    caller frees."""
+    cdef int k = cols if transpose else rows
+    cdef int n = rows if transpose else cols
+    cdef size_t s_p = 1 if transpose else cols
+    cdef size_t s_j = cols if transpose else 1
+    cdef floating *packed
+    if floating is float:
+        packed = <float *>malloc(fr_packed_size_f(k, n) * sizeof(float))
+        if packed != NULL:
+            fr_pack_f(k, n, w, s_p, s_j, packed)
+    else:
+        packed = <double *>malloc(fr_packed_size_d(k, n) * sizeof(double))
+        if packed != NULL:
+            fr_pack_d(k, n, w, s_p, s_j, packed)
+    return packed
+
+
+
+
+cdef inline void parallel_packed_gemm(int m, int n, int k, const floating *a,
+                                      int lda, const floating *packed,
+                                      floating *c, int ldc,
+                                      int num_threads) noexcept nogil:
+    """C (m x n) += A (m x k) @ B (packed), the rows of C split over threads."""
+    cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
+    cdef int blk, r0, r1
+    if blocks <= 1:
+        packed_gemm(m, n, k, a, lda, packed, c, ldc)
+        return
+    for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+        r0 = <int>(<long>blk * m // blocks)
+        r1 = <int>(<long>(blk + 1) * m // blocks)
+        packed_gemm(r1 - r0, n, k, a + <size_t>r0 * lda, lda, packed,
+                    c + <size_t>r0 * ldc, ldc)
