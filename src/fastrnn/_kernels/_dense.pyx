@@ -10,7 +10,7 @@ from cython cimport floating
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from fastrnn._kernels._blas cimport parallel_gemm
+from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights, parallel_packed_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
 
@@ -52,8 +52,8 @@ def linear_backward(floating[:, ::1] x, floating[:, ::1] weight, floating[:, ::1
     with nogil:
         prev_threads = blas_get_threads()
         blas_set_threads(1)
-        parallel_gemm(True, False, fan_out, fan_in, rows, &d_y[0, 0], fan_out,
-                      &x[0, 0], fan_in, 1, &d_weight[0, 0], fan_in, num_threads)
+        parallel_gemm_tn(fan_out, fan_in, rows, &d_y[0, 0], fan_out, &x[0, 0], fan_in,
+                         &d_weight[0, 0], fan_in, num_threads)
         if d_x.shape[0] > 0:
             parallel_gemm(False, False, rows, fan_in, fan_out, &d_y[0, 0], fan_out,
                           &weight[0, 0], fan_in, 0, &d_x[0, 0], fan_in, num_threads)
@@ -62,8 +62,8 @@ def linear_backward(floating[:, ::1] x, floating[:, ::1] weight, floating[:, ::1
             if ones != NULL:
                 for i in range(rows):
                     ones[i] = 1
-                parallel_gemm(True, False, fan_out, 1, rows, &d_y[0, 0], fan_out,
-                              ones, 1, 1, &d_bias[0], 1, num_threads)
+                parallel_gemm_tn(fan_out, 1, rows, &d_y[0, 0], fan_out, ones, 1,
+                                 &d_bias[0], 1, num_threads)
                 free(ones)
         if prev_threads > 1:
             blas_set_threads(prev_threads)

@@ -37,7 +37,7 @@ from libc.string cimport memcpy, memset
 
 from libc.stdlib cimport calloc, free, malloc
 
-from fastrnn._kernels._blas cimport gemm, parallel_gemm
+from fastrnn._kernels._blas cimport gemm, parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights, packed_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
 
@@ -377,8 +377,8 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     cdef const floating *h_shift = out + dm.out_off
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, H, k, &col, &wrow, &size)
-        parallel_gemm(True, False, size, E, rows, gates + col, W, x, E,
-                      <floating>1, dw_ih + <size_t>wrow * E, E, num_threads)
+        parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
+                         dw_ih + <size_t>wrow * E, E, num_threads)
         if d_x != NULL:
             parallel_gemm(False, False, rows, E, size, gates + col, W,
                           w_ih + <size_t>wrow * E, E, <floating>1, d_x, E, num_threads)
@@ -386,12 +386,12 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
         if dm.reverse:
-            parallel_gemm(True, False, GH, H, (T - 1) * B, gates, W,
-                          h_shift + <size_t>B * dm.out_ld, dm.out_ld, <floating>1,
-                          dw_hh, H, num_threads)
+            parallel_gemm_tn(GH, H, (T - 1) * B, gates, W,
+                             h_shift + <size_t>B * dm.out_ld, dm.out_ld, dw_hh, H,
+                             num_threads)
         else:
-            parallel_gemm(True, False, GH, H, (T - 1) * B, gates + <size_t>B * W, W,
-                          h_shift, dm.out_ld, <floating>1, dw_hh, H, num_threads)
+            parallel_gemm_tn(GH, H, (T - 1) * B, gates + <size_t>B * W, W,
+                             h_shift, dm.out_ld, dw_hh, H, num_threads)
     if h0 != NULL:
         # The step that started from h0: t = 0 forward, t = len - 1 reverse.
         if dm.reverse:
@@ -399,11 +399,9 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                 memcpy(last_rows + <size_t>b * GH,
                        gates + (<size_t>(lengths[b] - 1) * B + b) * W,
                        GH * sizeof(floating))
-            parallel_gemm(True, False, GH, H, B, last_rows, GH, h0, H,
-                          <floating>1, dw_hh, H, num_threads)
+            parallel_gemm_tn(GH, H, B, last_rows, GH, h0, H, dw_hh, H, num_threads)
         else:
-            parallel_gemm(True, False, GH, H, B, gates, W, h0, H,
-                          <floating>1, dw_hh, H, num_threads)
+            parallel_gemm_tn(GH, H, B, gates, W, h0, H, dw_hh, H, num_threads)
 
 
 # --------------------------------------------------------------------------
