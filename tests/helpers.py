@@ -271,3 +271,21 @@ def loss_value(result, R, S):
     if s_c is not None:
         total += np.sum(np.asarray(result["c_n"], np.float64) * s_c)
     return float(total)
+
+
+def central_differences(array, loss, eps, indices=None):
+    """Central differences of ``loss()`` w.r.t. entries of ``array`` (changed in
+    place and restored): the given flat ``indices``, or every entry."""
+    flat = array.reshape(-1)
+    if indices is None:
+        indices = np.arange(flat.size)
+    grads = np.empty(len(indices))
+    for k, index in enumerate(indices):
+        original = flat[index]
+        flat[index] = original + eps
+        plus = loss()
+        flat[index] = original - eps
+        minus = loss()
+        flat[index] = original
+        grads[k] = (plus - minus) / (2 * eps)
+    return grads

@@ -9,7 +9,8 @@ from every gate block so that each gate's gradient is exercised.
 import numpy as np
 import pytest
 
-from helpers import CELLS, loss_value, make_inputs, make_layer, run_fastrnn
+from helpers import (CELLS, central_differences, loss_value, make_inputs, make_layer,
+                     run_fastrnn)
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -61,18 +62,7 @@ def _param_indices(rng, layer, name, shape):
 
 
 def _numeric(array, indices, loss):
-    """Central differences of loss() w.r.t. the given flat entries of ``array``."""
-    flat = array.reshape(-1)
-    grads = np.empty(len(indices))
-    for k, index in enumerate(indices):
-        original = flat[index]
-        flat[index] = original + EPS
-        plus = loss()
-        flat[index] = original - EPS
-        minus = loss()
-        flat[index] = original
-        grads[k] = (plus - minus) / (2 * EPS)
-    return grads
+    return central_differences(array, loss, EPS, indices)
 
 
 def _check(analytic, numeric, what):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from helpers import require_torch
+from helpers import central_differences, require_torch
 
 
 @pytest.mark.torch
@@ -42,27 +42,10 @@ def test_finite_differences(bias):
 
     layer(x)
     d_x = layer.backward(r)
-    eps = 1e-6
     for name, param in layer.named_parameters():
-        numeric = np.zeros_like(param)
-        for idx in np.ndindex(param.shape):
-            keep = param[idx]
-            param[idx] = keep + eps
-            up = loss()
-            param[idx] = keep - eps
-            down = loss()
-            param[idx] = keep
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = central_differences(param, loss, 1e-6).reshape(param.shape)
         np.testing.assert_allclose(layer.grads[name], numeric, rtol=1e-6, atol=1e-8)
-    numeric = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        keep = x[idx]
-        x[idx] = keep + eps
-        up = loss()
-        x[idx] = keep - eps
-        down = loss()
-        x[idx] = keep
-        numeric[idx] = (up - down) / (2 * eps)
+    numeric = central_differences(x, loss, 1e-6).reshape(x.shape)
     np.testing.assert_allclose(d_x, numeric, rtol=1e-6, atol=1e-8)
 
 
