@@ -9,7 +9,6 @@ without the GIL and without a Python call.
 
 cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
-    int fr_omp_max_threads()
 
 ctypedef void (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
@@ -23,10 +22,6 @@ def bind_blas_threads(size_t set_address, size_t get_address):
     global _set_threads, _get_threads
     _set_threads = <set_threads_fn>set_address
     _get_threads = <get_threads_fn>get_address
-
-
-def blas_threads_bound():
-    return _set_threads != NULL and _get_threads != NULL
 
 
 cdef void blas_set_threads(int n) noexcept nogil:
@@ -63,7 +58,3 @@ def set_parallel_min_work(double work):
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(fr_openmp_enabled())
-
-
-def omp_max_threads():
-    return fr_omp_max_threads()

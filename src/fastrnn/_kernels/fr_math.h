@@ -14,12 +14,9 @@
 #include <string.h>
 
 #ifdef _OPENMP
-#include <omp.h>
 static inline int fr_openmp_enabled(void) { return 1; }
-static inline int fr_omp_max_threads(void) { return omp_get_max_threads(); }
 #else
 static inline int fr_openmp_enabled(void) { return 0; }
-static inline int fr_omp_max_threads(void) { return 1; }
 #endif
 
 /* 2^k and the reduced argument r of x = k ln2 + r, |r| <= ln2/2.  x is

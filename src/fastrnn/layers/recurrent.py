@@ -128,12 +128,12 @@ class _Recurrent(Module):
         return params, grads
 
     # -- validation -----------------------------------------------------------
-    def _time_major(self, name, array):
+    def _time_major(self, array):
         return np.ascontiguousarray(array.transpose(1, 0, 2)) if self.batch_first else array
 
     def _check_input(self, x):
         x = float_array("x", x, self.dtype, ndim=3)
-        x = self._time_major("x", x)
+        x = self._time_major(x)
         steps, batch, features = x.shape
         if features != self.input_size:
             raise ValueError(f"x must have {self.input_size} features (input_size) in "
@@ -316,7 +316,7 @@ class _Recurrent(Module):
         plan, cache, had_h0 = taken
         last_out = cache[-1][1]
         batch = last_out.shape[1]
-        d_out = self._time_major("d_out", float_array("d_out", d_out, self.dtype, ndim=3))
+        d_out = self._time_major(float_array("d_out", d_out, self.dtype, ndim=3))
         check_shape("d_out" + (" (time-major after batch_first)" if self.batch_first else ""),
                     d_out, last_out.shape)
         check_finite("d_out", d_out)
