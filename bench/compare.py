@@ -118,7 +118,7 @@ def _setup_threads(framework, n):
         import jaxlib
         info.update(jax=jax.__version__, jaxlib=jaxlib.__version__,
                     jax_devices=[str(d) for d in jax.devices()])
-    # every numpy/scipy BLAS (fastrnn's head, the numpy reference, data setup)
+    # every numpy/scipy BLAS (the numpy reference, data setup)
     limiter = threadpool_limits(limits=n, user_api="blas")
     info["threadpool"] = [{k: lib.get(k) for k in ("internal_api", "prefix", "version",
                                                    "num_threads", "threading_layer")}
@@ -618,9 +618,10 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
         f"{E_note}, zero initial state, identical weights and data in every framework. "
         f"**inference** = eval/no-grad forward + Linear head H→{workloads.HEAD} on every "
         f"step; **training** = forward + head + softmax cross-entropy (mean over T·B) + "
-        f"backward (no input gradient) + SGD update of all parameters. fastrnn's head, loss "
-        f"and SGD are numpy (one matmul over all T·B rows each); the numpy reference "
-        f"(`bench/numpy_reference.py`) uses the same head code; torch uses nn.RNN/LSTM/GRU + "
+        f"backward (no input gradient) + SGD update of all parameters. fastrnn's head is "
+        f"`fr.Linear` (on fastrnn's threads), its loss and SGD numpy; the numpy reference "
+        f"(`bench/numpy_reference.py`) uses numpy matmuls for the head and the same loss "
+        f"and SGD code; torch uses nn.RNN/LSTM/GRU + "
         f"nn.Linear + F.cross_entropy + optim.SGD (inference under `torch.inference_mode()`); "
         f"JAX uses `lax.scan` cells under `jax.jit` (training: `value_and_grad` + SGD in one "
         f"jitted function, parameters donated).",
