@@ -20,6 +20,7 @@ class Module:
         self.training = True
         self._params = {}
         self.grads = {}
+        self._rng = None    # layers that draw random numbers (dropout) set one
 
     def _add_parameter(self, name, array):
         self._params[name] = np.ascontiguousarray(array, dtype=self.dtype)
@@ -55,6 +56,22 @@ class Module:
     def zero_grad(self):
         for grad in self.grads.values():
             grad.fill(0)
+
+    # -- randomness -------------------------------------------------------------
+    def rng_state(self):
+        """The state of the layer's random generator (JSON-able), or None.
+
+        Checkpoints keep it so a resumed run draws the same dropout masks.
+        """
+        return None if self._rng is None else self._rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        if self._rng is None:
+            if state is not None:
+                raise ValueError(f"{type(self).__name__} has no random generator; "
+                                 f"got a generator state to restore")
+            return
+        self._rng.bit_generator.state = state
 
     def state_dict(self):
         """Copies of the parameters by name (PyTorch names and shapes)."""
