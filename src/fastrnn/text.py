@@ -26,12 +26,12 @@ atomic, so a crash mid-save leaves the previous file intact.
 import itertools
 import json
 import os
-import secrets
 import unicodedata
 from collections import Counter
 
 import numpy as np
 
+from ._io import atomic_write
 from ._validation import resolve_dtype, to_numpy
 
 __all__ = ["PAD", "UNK", "BOS", "EOS", "PAD_TOKEN", "UNK_TOKEN", "BOS_TOKEN", "EOS_TOKEN",
@@ -674,7 +674,7 @@ class Vocab:
         over ``path``, so ``path`` holds either the old or the new vocabulary,
         never half a file.  Returns ``path``."""
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
-        _atomic_write_text(path, text)
+        atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
         return path
 
     @classmethod
@@ -715,44 +715,6 @@ class Vocab:
         return (f"Vocab(size={len(self)}, tokens=[{shown}{more}], "
                 f"tokenizer={self.tokenizer!r})")
 
-
-def _atomic_write_text(path, text):
-    """Write ``text`` to ``path`` via a temp file in the same directory and
-    ``os.replace``; the temp file is removed if anything fails."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} "
-                                f"does not exist")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never follow or clobber an existing name; 0o666 lets the umask
-    # decide the final permissions, as for a normally created file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:   # make the rename itself durable (POSIX; best effort)
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-# --------------------------------------------------------------------------- one-hot
 
 def one_hot(ids, num_classes, dtype="float32"):
     """One-hot vectors for integer ids: shape ``ids.shape + (num_classes,)``.
