@@ -1,7 +1,9 @@
 """Layers with explicit forward/backward (see ``module.Module``)."""
 
+from .dropout import Dropout
+from .embedding import Embedding
 from .linear import Linear
 from .module import Module
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear"]
+__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout"]

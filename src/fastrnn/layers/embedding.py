@@ -1,0 +1,401 @@
+"""Embedding layer: a trainable lookup table from token ids to vectors.
+
+Pretrained vectors in text form (GloVe, word2vec) load through
+``Embedding.from_pretrained``; see its docstring for the file format.
+"""
+
+import collections.abc
+import numbers
+import os
+import warnings
+
+import numpy as np
+
+from .. import _threads
+from .._kernels import _embedding
+from .._validation import (check_finite, check_shape, float_array, positive_int,
+                           resolve_dtype, to_numpy)
+from .module import Module
+
+__all__ = ["Embedding"]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class Embedding(Module):
+    """``torch.nn.Embedding`` semantics: parameter ``weight`` (V, D).
+
+    Args:
+        num_embeddings: vocabulary size V.
+        embedding_dim: vector size D.
+        padding_idx: id whose row starts at zero and never receives a
+            gradient (for padding tokens); negative values count from the end
+            as in PyTorch (-1 is V - 1).  None: no padding row.
+        freeze: keep the weight fixed: it stays in ``state_dict`` /
+            ``load_state_dict`` but ``parameters()`` and ``named_parameters()``
+            are empty (optimizers skip it), no gradient array is kept and
+            ``backward`` does no work.  Settable later (``layer.freeze = False``).
+        dtype: "float32" (default) or "float64".
+        seed: seed for the N(0, 1) initialisation (``np.random.default_rng``).
+
+    ``forward(ids)`` takes integer ids of any shape, for example (T, B)
+    time-major or (B,), and returns ``ids.shape + (D,)``.  ``backward(d_out)``
+    accumulates into ``grads["weight"]`` and returns None (ids have no
+    gradient).  Gather and scatter run on fastrnn's threads; the gradient is
+    bit-identical for any thread count.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, freeze=False,
+                 dtype="float32", seed=None):
+        num_embeddings = positive_int("num_embeddings", num_embeddings)
+        embedding_dim = positive_int("embedding_dim", embedding_dim)
+        rng = np.random.default_rng(seed)
+        weight = rng.standard_normal((num_embeddings, embedding_dim))
+        self._setup(weight, padding_idx, freeze, dtype, zero_padding_row=True)
+
+    def _setup(self, weight, padding_idx, freeze, dtype, zero_padding_row):
+        """Shared by ``__init__`` and ``from_pretrained`` (which skips the random init)."""
+        super().__init__(resolve_dtype(dtype))
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx = _normalise_padding_idx(padding_idx, self.num_embeddings)
+        self._add_parameter("weight", weight)
+        if zero_padding_row and self.padding_idx is not None:
+            self._params["weight"][self.padding_idx] = 0
+        precision = "float" if self.dtype == np.float32 else "double"
+        self._gather = _embedding.gather[precision]
+        self._scatter_add = _embedding.scatter_add[precision]
+        self._frozen = False
+        self.freeze = freeze
+        self._cache = None
+
+    # -- freezing -------------------------------------------------------------
+    @property
+    def freeze(self):
+        """True: the weight is not trainable (see the class docstring)."""
+        return self._frozen
+
+    @freeze.setter
+    def freeze(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"freeze must be True or False, got {value!r}")
+        value = bool(value)
+        if value:
+            self.grads.pop("weight", None)    # a frozen table may be large
+        elif "weight" not in self.grads:
+            self.grads["weight"] = np.zeros_like(self._params["weight"])
+        self._frozen = value
+
+    def parameters(self):
+        return [] if self._frozen else super().parameters()
+
+    def named_parameters(self):
+        return [] if self._frozen else super().named_parameters()
+
+    @property
+    def weight(self):
+        """The live (V, D) weight array (also ``state_dict()["weight"]``, as a copy)."""
+        return self._params["weight"]
+
+    # -- forward / backward -----------------------------------------------------
+    def forward(self, ids):
+        ids_given = ids
+        ids = _id_array(ids, self.num_embeddings)
+        flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
+        out = np.empty((flat.shape[0], self.embedding_dim), dtype=self.dtype)
+        self._gather(flat, self._params["weight"], out, _threads.get_num_threads())
+        if self.training:
+            if np.may_share_memory(flat, to_numpy(ids_given)):
+                flat = flat.copy()    # backward reads it; the caller may refill it
+            self._cache = (flat, ids.shape)
+        else:
+            self._cache = None
+        return out.reshape(ids.shape + (self.embedding_dim,))
+
+    def backward(self, d_out):
+        """Accumulate the weight gradient of the last training-mode forward.
+
+        The ``padding_idx`` row gets nothing.  Returns None: integer ids have
+        no gradient.
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                "backward needs a forward pass in training mode first (none since the "
+                "last backward, or the layer is in eval mode: call train())")
+        flat, ids_shape = self._cache
+        expected = ids_shape + (self.embedding_dim,)
+        if self._frozen:
+            shape = np.shape(to_numpy(d_out))
+            if shape != expected:
+                raise ValueError(f"d_out must have shape {expected}, got {shape}")
+            self._cache = None
+            return None
+        d_out = float_array("d_out", d_out, self.dtype)
+        check_shape("d_out", d_out, expected)
+        check_finite("d_out", d_out)
+        self._cache = None
+        padding = -1 if self.padding_idx is None else self.padding_idx
+        self._scatter_add(flat, d_out.reshape(-1, self.embedding_dim), self.grads["weight"],
+                          padding, _threads.get_num_threads())
+        return None
+
+    def train(self, mode=True):
+        if not mode:
+            self._cache = None
+        return super().train(mode)
+
+    # -- pretrained vectors -------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, source, vocab=None, freeze=False, padding_idx=None,
+                        dtype="float32", seed=None):
+        """An Embedding initialised from pretrained vectors.
+
+        Args:
+            source: a (V, D) float array (numpy or tensor), or a path (str or
+                os.PathLike) to a GloVe or word2vec *text* file.
+            vocab: the token of every id.  Optional with an array (its length
+                must then be V); required with a path.  One of: an object
+                with a ``tokens`` attribute (tokens in id order, like
+                ``fr.Vocab``), a sequence of token strings in id order, or a
+                mapping token -> id with ids 0..V-1.
+            freeze: see the class docstring (default False: fine-tune).
+            padding_idx: as in the constructor.  With a file its row is zero;
+                with an array the given row is kept as is (as PyTorch does).
+            dtype: "float32" or "float64".
+            seed: seed for the random rows of vocab words missing from a file.
+
+        File format (UTF-8 text, one vector per line, fields separated by
+        spaces)::
+
+            word v1 v2 ... vD          # GloVe
+            the 0.418 0.24968 -0.41242 ...
+
+        word2vec text files are the same with a first header line
+        ``count dim`` (two integers), which is detected and skipped.  D comes
+        from the header, else from the first line.  The file is streamed:
+        only lines whose word is in the vocab are parsed and kept, so a large
+        file costs memory for the vocab only (and a line that is not needed is
+        never checked).  A word may contain spaces (glove.840B has a few): the
+        last D fields are the numbers.  If a word appears twice the first line
+        wins.  Vocab words missing from the file get random rows drawn from
+        N(0, s) with s the standard deviation of the loaded values, reported
+        in one UserWarning; the padding row is zero.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            if vocab is None:
+                raise ValueError("vocab is required when source is a file path: the "
+                                 "token of every id decides which vectors are read")
+            tokens = _vocab_tokens(vocab)
+            index = _normalise_padding_idx(padding_idx, len(tokens))
+            weight, missing, std = _read_text_vectors(os.fspath(source), tokens, index, seed)
+            if missing:
+                examples = ", ".join(repr(tokens[i]) for i in missing[:5])
+                more = ", ..." if len(missing) > 5 else ""
+                warnings.warn(
+                    f"{len(missing)} of {len(tokens)} vocab words are not in "
+                    f"{os.fspath(source)!r} and got random vectors (normal, std "
+                    f"{std:.4g}, seed {seed!r}): {examples}{more}",
+                    UserWarning, stacklevel=2)
+            zero_padding_row = True
+        else:
+            weight = _pretrained_array(source)
+            if vocab is not None:
+                tokens = _vocab_tokens(vocab)
+                if len(tokens) != weight.shape[0]:
+                    raise ValueError(f"vocab has {len(tokens)} tokens but source has "
+                                     f"{weight.shape[0]} rows; they must be equal")
+            zero_padding_row = False
+        layer = cls.__new__(cls)
+        layer._setup(weight, padding_idx, freeze, dtype, zero_padding_row)
+        return layer
+
+    def __repr__(self):
+        extra = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return (f"Embedding({self.num_embeddings}, {self.embedding_dim}{extra}, "
+                f"freeze={self._frozen}, dtype={self.dtype.name!r})")
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def _normalise_padding_idx(padding_idx, num_embeddings):
+    """padding_idx in [0, V), or None; negative values count from the end (PyTorch)."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, numbers.Integral):
+        raise TypeError(f"padding_idx must be an int or None, got {padding_idx!r}")
+    padding_idx = int(padding_idx)
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"padding_idx must lie in [-{num_embeddings}, {num_embeddings}) "
+                         f"(num_embeddings={num_embeddings}), got {padding_idx}")
+    return padding_idx % num_embeddings
+
+
+def _id_array(ids, num_embeddings):
+    """``ids`` as a numpy integer array after type and range checks (not yet int64:
+    the range is checked on the original values so huge uint64 cannot wrap)."""
+    if ids is None:
+        raise TypeError("ids must be an array of integer token ids, got None")
+    array = to_numpy(ids)
+    kind = array.dtype.kind
+    if kind not in "iu":
+        what = {"b": "booleans", "f": f"floats ({array.dtype})", "c": "complex numbers",
+                "U": "strings", "S": "bytes", "O": "Python objects"}.get(kind, str(array.dtype))
+        raise TypeError(f"ids must be integer token ids, got {what}")
+    if array.size and (array.min() < 0 or array.max() >= num_embeddings):
+        raise ValueError(f"ids must lie in [0, {num_embeddings}) (num_embeddings="
+                         f"{num_embeddings}), got values from {array.min()} to {array.max()}")
+    return array
+
+
+def _vocab_tokens(vocab):
+    """The list of token strings in id order, from any accepted vocab form."""
+    if hasattr(vocab, "tokens"):
+        tokens = vocab.tokens
+        tokens = list(tokens() if callable(tokens) else tokens)
+    elif isinstance(vocab, collections.abc.Mapping):
+        ids = list(vocab.values())
+        if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral)
+               for i in ids):
+            raise TypeError("vocab mapping must map tokens to int ids")
+        if sorted(int(i) for i in ids) != list(range(len(ids))):
+            raise ValueError(f"vocab mapping must use each id 0..{len(ids) - 1} exactly "
+                             f"once, got ids from {min(ids, default=None)} to "
+                             f"{max(ids, default=None)} for {len(ids)} tokens")
+        tokens = [None] * len(ids)
+        for token, i in vocab.items():
+            tokens[int(i)] = token
+    elif isinstance(vocab, (str, bytes)) or not isinstance(vocab, collections.abc.Iterable):
+        raise TypeError(f"vocab must have a 'tokens' attribute, or be a sequence of "
+                        f"tokens or a mapping token -> id, got {type(vocab).__name__}")
+    else:
+        tokens = list(vocab)
+    if not tokens:
+        raise ValueError("vocab must hold at least one token, got none")
+    seen = {}
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise TypeError(f"vocab tokens must be str, got {type(token).__name__} "
+                            f"{token!r} for id {i}")
+        if token in seen:
+            raise ValueError(f"vocab token {token!r} appears twice (ids {seen[token]} and {i})")
+        seen[token] = i
+    return tokens
+
+
+def _pretrained_array(source):
+    """A (V, D) float64 copy of an array source, checked."""
+    array = to_numpy(source)
+    if array.dtype.kind != "f":
+        raise TypeError(f"source must be a (V, D) float array or a file path, got an "
+                        f"array of dtype {array.dtype}")
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"source must be a (V, D) array with V, D >= 1, got shape "
+                         f"{array.shape}")
+    check_finite("source", array)
+    return np.array(array, dtype=np.float64)
+
+
+def _is_int(field):
+    try:
+        int(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_text_vectors(path, tokens, padding_idx, seed):
+    """Stream a GloVe / word2vec text file; keep the rows of vocab words.
+
+    Returns (weight (V, D) float64, ids missing from the file (padding
+    excluded), std used for their random rows).  Words are matched as UTF-8
+    bytes, so lines that are not needed are neither decoded nor parsed.
+    """
+    index = {token.encode("utf-8"): i for i, token in enumerate(tokens)}
+    # tokens with spaces: their first word is what a line starts with
+    spaced = {key.split(b" ", 1)[0] for key in index if b" " in key}
+    vocab_size = len(tokens)
+    weight = None
+    found = np.zeros(vocab_size, dtype=bool)
+    dim = None
+
+    def fail(lineno, message):
+        raise ValueError(f"{path}, line {lineno}: {message}")
+
+    def parse(lineno, word, fields):
+        if len(fields) != dim:
+            fail(lineno, f"expected {dim} values after the word {word!r}, got {len(fields)} "
+                         f"(inconsistent dimensions)")
+        try:
+            values = np.array(fields, dtype=np.float64)
+        except ValueError:
+            bad = next(f for f in fields if not _is_float(f))
+            fail(lineno, f"value {bad.decode('utf-8', 'replace')!r} for the word {word!r} "
+                         f"is not a number")
+        if not np.isfinite(values).all():
+            fail(lineno, f"the vector of {word!r} contains NaN or infinite values")
+        return values
+
+    with open(path, "rb") as handle:
+        lineno = 0
+        for lineno, line in enumerate(handle, 1):
+            if dim is None:
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM):]
+                fields = line.split()
+                if not fields:
+                    continue    # blank lines before the first vector
+                if len(fields) == 2 and _is_int(fields[0]) and _is_int(fields[1]):
+                    dim = int(fields[1])    # word2vec header "count dim"
+                    if dim < 1:
+                        fail(lineno, f"word2vec header gives dimension {dim}; expected >= 1")
+                    weight = np.zeros((vocab_size, dim))
+                    continue
+                dim = len(fields) - 1
+                if dim < 1:
+                    fail(lineno, "expected a word followed by its vector values, got "
+                                 "one field")
+                weight = np.zeros((vocab_size, dim))
+            space = line.find(b" ")
+            if space <= 0:    # blank, a word with no values, or a leading space
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                parts = stripped.rsplit(None, dim)
+                word = parts[0]
+            else:
+                word = line[:space]
+                if word in index:
+                    parts = None
+                elif word in spaced:
+                    parts = line.rsplit(None, dim)
+                    word = parts[0]
+                else:
+                    continue
+            i = index.get(word)
+            if i is None or found[i]:
+                continue    # not a vocab word, or a duplicate (first line wins)
+            fields = line[space + 1:].split() if parts is None else parts[1:]
+            weight[i] = parse(lineno, tokens[i], fields)
+            found[i] = True
+    if weight is None:
+        raise ValueError(f"{path} contains no vectors (the file is empty)")
+    if not found.any():
+        raise ValueError(f"none of the {vocab_size} vocab words was found in {path} "
+                         f"(vocab starts {tokens[:5]!r}); check the file and the "
+                         f"tokenization (case, special tokens)")
+    std = float(weight[found].std())
+    if padding_idx is not None:
+        weight[padding_idx] = 0
+        found[padding_idx] = True    # zero, not random
+    missing = np.flatnonzero(~found)
+    if missing.size:
+        rng = np.random.default_rng(seed)
+        weight[missing] = rng.normal(0.0, std, (missing.size, dim))
+    return weight, missing.tolist(), std
+
+
+def _is_float(field):
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
