@@ -1,0 +1,600 @@
+"""Optimizers: SGD, Adam, AdamW, RMSprop, Adagrad with fused update kernels.
+
+Hyperparameters, defaults and update rules are those of ``torch.optim`` (the
+single-tensor path, one parameter group), so the same gradients give the same
+parameters.  Each parameter array is updated in place by one compiled call
+that does the whole update in one pass over memory; bias corrections and
+decayed learning rates are computed here once per step, as PyTorch does.
+
+Two additions to PyTorch:
+
+* ``l1``: an L1 penalty.  ``l1 * sign(p)`` is added to the gradient before
+  everything else (before ``weight_decay``'s ``weight_decay * p``), so the
+  optimizer minimises ``loss + l1 * sum(|p|)``.  ``sign(0) = 0``.
+* Parameters are found through modules: ``module.named_parameters()`` at each
+  step (a frozen module lists none and is skipped; its state is kept) and the
+  gradient of ``name`` in ``module.grads[name]``.
+
+State is per parameter, created at its first update, as in PyTorch: a
+parameter's ``step`` counts its own updates, so one that was frozen for a
+while gets the bias corrections of the updates it actually had.
+"""
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import _threads
+from .._kernels import _optim
+from .._validation import to_numpy
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+_PRECISION = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def _flat(array):
+    """1-D view of a C-contiguous array (what the kernels take)."""
+    return array.reshape(-1)
+
+
+def _kernels(function):
+    """The float32 / float64 specialisations of a fused kernel, by dtype
+    (indexing once avoids the fused-type dispatch on every call)."""
+    return {dtype: function[name] for dtype, name in _PRECISION.items()}
+
+
+# -- modules ----------------------------------------------------------------------
+
+def _is_module(obj):
+    return callable(getattr(obj, "named_parameters", None)) and \
+        isinstance(getattr(obj, "grads", None), Mapping)
+
+
+def resolve_modules(modules, owner):
+    """The list of modules from one module, a list/tuple of them, or an object
+    with a ``modules()`` method (a task model), resolved once.  An object that
+    is itself a module (``named_parameters()`` and ``grads``) is one module.
+    The order fixes the module index ``k`` used in state-dict keys."""
+    given = modules
+    if not _is_module(modules) and callable(getattr(modules, "modules", None)):
+        modules = modules.modules()
+    if _is_module(modules):
+        return [modules]
+    if not isinstance(modules, (list, tuple)):
+        raise TypeError(f"{owner}: modules must be a Module, a list/tuple of Modules or "
+                        f"an object with a modules() method, got {type(given).__name__}")
+    modules = list(modules)
+    if not modules:
+        raise ValueError(f"{owner}: modules must not be empty, got no modules")
+    seen = set()
+    for index, module in enumerate(modules):
+        if not _is_module(module):
+            raise TypeError(f"{owner}: modules[{index}] must be a Module (with "
+                            f"named_parameters() and grads), got {type(module).__name__}")
+        if id(module) in seen:
+            raise ValueError(f"{owner}: modules[{index}] ({type(module).__name__}) appears "
+                             f"more than once; its parameters would be updated twice")
+        seen.add(id(module))
+    return modules
+
+
+def live_parameters(modules, owner, writeable_grads=False):
+    """(k, name, param, grad) of every parameter the modules list now, checked:
+    float32/float64, C-contiguous, grad of the parameter's shape and dtype."""
+    found = []
+    seen = {}
+    for k, module in enumerate(modules):
+        grads = module.grads
+        for name, param in module.named_parameters():
+            where = f"{owner}: modules[{k}] parameter {name!r}"
+            if id(param) in seen:
+                raise ValueError(f"{where} is the same array as {seen[id(param)]}; shared "
+                                 f"(tied) parameters would be updated once per listing")
+            seen[id(param)] = f"modules[{k}] parameter {name!r}"
+            if not isinstance(param, np.ndarray) or param.dtype not in _PRECISION:
+                raise TypeError(f"{where} must be a float32 or float64 numpy array, got "
+                                f"{getattr(param, 'dtype', type(param).__name__)}")
+            if not param.flags.c_contiguous:
+                raise ValueError(f"{where} must be C-contiguous")
+            grad = grads.get(name)
+            if not isinstance(grad, np.ndarray):
+                raise TypeError(f"{where}: grads[{name!r}] must be a numpy array, got "
+                                f"{type(grad).__name__}")
+            if grad.shape != param.shape or grad.dtype != param.dtype:
+                raise ValueError(f"{where}: the gradient must have the parameter's shape "
+                                 f"{param.shape} and dtype {param.dtype}, got {grad.shape} "
+                                 f"{grad.dtype}")
+            if not grad.flags.c_contiguous:
+                raise ValueError(f"{where}: its gradient must be C-contiguous")
+            if writeable_grads and not grad.flags.writeable:
+                raise ValueError(f"{where}: its gradient array is read-only")
+            found.append((k, name, param, grad))
+    return found
+
+
+def _all_parameters(module):
+    """Every parameter of a module by name, frozen or not (for checking state)."""
+    params = getattr(module, "_params", None)
+    if isinstance(params, Mapping):
+        return params
+    return dict(module.named_parameters())
+
+
+# -- hyperparameter checks ------------------------------------------------------------
+
+def _number(owner, name, value, low=None, low_open=False, high=None, high_open=False):
+    """A finite float within the bounds, or a ValueError/TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high}")
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        expected = " and ".join(bounds) if bounds else "finite"
+        raise ValueError(f"{owner}: {name} must be a finite number {expected}, got {value!r}")
+    return value
+
+
+def _flag(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _betas(owner, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {value!r}")
+    return [_number(owner, f"betas[{i}]", beta, 0.0, False, 1.0, True)
+            for i, beta in enumerate(value)]
+
+
+# -- base class ---------------------------------------------------------------------
+
+class Optimizer:
+    """Base class: module resolution, the step loop, zero_grad, state dicts.
+
+    Subclasses define ``_defaults`` (hyperparameter names in order),
+    ``_check(hp)`` (validated, JSON-able copy), ``_buffer_names(hp)``,
+    ``_counts_steps`` and ``_update(param, grad, state, threads)``.
+    """
+
+    _counts_steps = True
+
+    def __init__(self, modules, **hyperparameters):
+        name = type(self).__name__
+        self._modules = resolve_modules(modules, name)
+        self._hp = self._check(hyperparameters)
+        self._step = 0
+        self._state = {}    # (k, name) -> {"step": int, buffer name: array}
+        self._empty = {dtype: np.empty(0, dtype=dtype) for dtype in _PRECISION}
+
+    # -- hyperparameters ------------------------------------------------------------
+    @property
+    def lr(self):
+        """The learning rate (schedules set it between steps)."""
+        return self._hp["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        self._hp["lr"] = _number(type(self).__name__, "lr", value, 0.0)
+
+    @property
+    def hyperparameters(self):
+        """A copy of the hyperparameters (JSON-able)."""
+        return {key: list(value) if isinstance(value, list) else value
+                for key, value in self._hp.items()}
+
+    @property
+    def modules(self):
+        """The modules whose parameters this optimizer updates (index = ``k``)."""
+        return list(self._modules)
+
+    @property
+    def step_count(self):
+        """How many times ``step()`` has run."""
+        return self._step
+
+    # -- the update -------------------------------------------------------------------
+    def step(self):
+        """Update every parameter the modules list from its gradient, in place.
+
+        Everything is checked before the first parameter changes, so a bad
+        array leaves all parameters as they were.
+        """
+        name = type(self).__name__
+        params = live_parameters(self._modules, name)
+        for k, pname, param, _ in params:
+            if not param.flags.writeable:
+                raise ValueError(f"{name}: modules[{k}] parameter {pname!r} is read-only")
+            for key, buffer in self._state.get((k, pname), {}).items():
+                if key != "step" and (buffer.shape != param.shape
+                                      or buffer.dtype != param.dtype):
+                    raise ValueError(
+                        f"{name}: modules[{k}] parameter {pname!r} is now {param.shape} "
+                        f"{param.dtype}, but its optimizer state is {buffer.shape} "
+                        f"{buffer.dtype}: the parameter was replaced")
+        threads = _threads.get_num_threads()
+        for k, pname, param, grad in params:
+            state = self._state.get((k, pname))
+            if state is None:
+                state = self._state[(k, pname)] = {"step": 0} if self._counts_steps else {}
+            if self._counts_steps:
+                state["step"] += 1
+            self._update(param, grad, state, threads)
+        self._step += 1
+
+    def zero_grad(self):
+        """Set every module's gradients to zero (gradients accumulate)."""
+        for module in self._modules:
+            module.zero_grad()
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self):
+        """The optimizer state as numpy arrays and JSON-able values.
+
+        ``{"type": "Adam", "hyperparameters": {...}, "step": steps taken,
+        "buffers": {"<k>.<name>.<buffer>": array}}`` where ``k`` is the
+        module's index and ``<buffer>`` is e.g. ``exp_avg``; a parameter's own
+        update count is the 0-d int64 array ``"<k>.<name>.step"``.  Only
+        parameters updated at least once have entries.  Arrays are copies.
+        """
+        buffers = {}
+        for (k, pname), state in self._state.items():
+            for key, value in state.items():
+                if key == "step":
+                    buffers[f"{k}.{pname}.step"] = np.array(value, dtype=np.int64)
+                else:
+                    buffers[f"{k}.{pname}.{key}"] = value.copy()
+        return {"type": type(self).__name__, "hyperparameters": self.hyperparameters,
+                "step": self._step, "buffers": buffers}
+
+    def load_state_dict(self, state):
+        """Restore a ``state_dict()``: hyperparameters (``lr`` included), step
+        count and buffers.  All of it is checked (type, keys, shapes, values)
+        before anything changes; parameters without entries start fresh."""
+        name = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{name}.load_state_dict: state must be a mapping (from "
+                            f"state_dict()), got {type(state).__name__}")
+        expected = {"type", "hyperparameters", "step", "buffers"}
+        if set(state) != expected:
+            raise ValueError(f"{name}.load_state_dict: state keys must be "
+                             f"{sorted(expected)}, missing {sorted(expected - set(state))}, "
+                             f"unexpected {sorted(set(state) - expected, key=str)}")
+        if state["type"] != name:
+            raise ValueError(f"{name}.load_state_dict: the state is for a "
+                             f"{state['type']!r} optimizer, not {name!r}")
+        hp = state["hyperparameters"]
+        if not isinstance(hp, Mapping):
+            raise TypeError(f"{name}.load_state_dict: hyperparameters must be a mapping, "
+                            f"got {type(hp).__name__}")
+        if set(hp) != set(self._hp):
+            raise ValueError(f"{name}.load_state_dict: hyperparameters must be "
+                             f"{sorted(self._hp)}, missing {sorted(set(self._hp) - set(hp))}, "
+                             f"unexpected {sorted(set(hp) - set(self._hp), key=str)}")
+        hp = self._check(dict(hp))
+        steps = state["step"]
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral) \
+                or steps < 0:
+            raise ValueError(f"{name}.load_state_dict: step must be an int >= 0, "
+                             f"got {steps!r}")
+        buffers = state["buffers"]
+        if not isinstance(buffers, Mapping):
+            raise TypeError(f"{name}.load_state_dict: buffers must be a mapping of names "
+                            f"to arrays, got {type(buffers).__name__}")
+        staged = self._stage_buffers(buffers, hp)
+        self._hp = hp
+        self._step = int(steps)
+        self._state = staged
+
+    def _stage_buffers(self, buffers, hp):
+        """Checked copies of the buffers, as per-parameter state."""
+        name = type(self).__name__
+        wanted = set(self._buffer_names(hp)) | ({"step"} if self._counts_steps else set())
+        grouped = {}
+        for key, value in buffers.items():
+            parts = key.split(".") if isinstance(key, str) else []
+            if len(parts) < 3 or not parts[0].isdigit():
+                raise ValueError(f"{name}.load_state_dict: buffer key {key!r} is not "
+                                 f"'<module index>.<parameter>.<buffer>'")
+            k, pname, buffer = int(parts[0]), ".".join(parts[1:-1]), parts[-1]
+            if k >= len(self._modules):
+                raise ValueError(f"{name}.load_state_dict: buffer {key!r} names module {k}, "
+                                 f"but there are {len(self._modules)} modules")
+            params = _all_parameters(self._modules[k])
+            if pname not in params:
+                raise ValueError(f"{name}.load_state_dict: buffer {key!r}: modules[{k}] "
+                                 f"({type(self._modules[k]).__name__}) has no parameter "
+                                 f"{pname!r}; it has {sorted(params)}")
+            if buffer not in wanted:
+                raise ValueError(f"{name}.load_state_dict: buffer {key!r}: {name} with "
+                                 f"these hyperparameters keeps {sorted(wanted)}, not "
+                                 f"{buffer!r}")
+            grouped.setdefault((k, pname), {})[buffer] = value
+        staged = {}
+        for (k, pname), entries in grouped.items():
+            missing = wanted - set(entries)
+            if missing:
+                raise ValueError(f"{name}.load_state_dict: parameter '{k}.{pname}' is "
+                                 f"missing buffers {sorted(missing)}")
+            param = _all_parameters(self._modules[k])[pname]
+            state = {}
+            for buffer in sorted(entries):
+                key = f"{k}.{pname}.{buffer}"
+                array = to_numpy(entries[buffer])
+                if buffer == "step":
+                    if array.shape != () or array.dtype.kind not in "iu" or array < 1:
+                        raise ValueError(f"{name}.load_state_dict: buffer {key!r} must be "
+                                         f"a positive integer, got {entries[buffer]!r}")
+                    state["step"] = int(array)
+                    continue
+                if array.shape != param.shape:
+                    raise ValueError(f"{name}.load_state_dict: buffer {key!r} must have "
+                                     f"the parameter's shape {param.shape}, got "
+                                     f"{array.shape}")
+                if array.dtype.kind != "f":
+                    raise TypeError(f"{name}.load_state_dict: buffer {key!r} must hold "
+                                    f"floats, got {array.dtype}")
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{name}.load_state_dict: buffer {key!r} contains "
+                                     f"NaN or infinite values")
+                state[buffer] = np.array(array, dtype=param.dtype, order="C", copy=True)
+            staged[(k, pname)] = state
+        return staged
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={tuple(value) if isinstance(value, list) else value!r}"
+                         for key, value in self._hp.items())
+        return f"{type(self).__name__}({args})"
+
+
+# -- the optimizers -------------------------------------------------------------------
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
+
+    d = g + l1 sign(p) + weight_decay p; with momentum, buf = d at the first
+    step and buf = momentum buf + (1 - dampening) d after; d = d + momentum buf
+    (Nesterov) or buf; p -= lr d.
+
+    Args:
+        modules: a Module, a list/tuple of Modules, or an object with ``modules()``.
+        lr: learning rate (>= 0; torch's default 1e-3).
+        momentum: momentum factor (>= 0).
+        dampening: dampening of the momentum (in [0, 1]).
+        weight_decay: L2 penalty coefficient (>= 0), added to the gradient.
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
+        l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
+    """
+
+    _counts_steps = False
+
+    def __init__(self, modules, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, l1=0.0):
+        super().__init__(modules, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, l1=l1)
+        self._kernel = _kernels(_optim.sgd_step)
+
+    @classmethod
+    def _check(cls, hp):
+        owner = cls.__name__
+        out = {"lr": _number(owner, "lr", hp["lr"], 0.0),
+               "momentum": _number(owner, "momentum", hp["momentum"], 0.0),
+               "dampening": _number(owner, "dampening", hp["dampening"], 0.0, False, 1.0),
+               "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
+               "nesterov": _flag(owner, "nesterov", hp["nesterov"]),
+               "l1": _number(owner, "l1", hp["l1"], 0.0)}
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ValueError(f"{owner}: nesterov=True needs momentum > 0 and dampening 0, "
+                             f"got momentum={out['momentum']} dampening={out['dampening']}")
+        return out
+
+    @staticmethod
+    def _buffer_names(hp):
+        return ("momentum_buffer",) if hp["momentum"] != 0 else ()
+
+    def _update(self, p, g, state, threads):
+        hp = self._hp
+        buf = self._empty[p.dtype]
+        first = False
+        if hp["momentum"] != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.empty_like(p)
+                first = True
+        self._kernel[p.dtype](_flat(p), _flat(g), _flat(buf), hp["lr"], hp["weight_decay"],
+                              hp["l1"], hp["momentum"], hp["dampening"], hp["nesterov"],
+                              first, threads)
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (weight_decay is an L2 term in the gradient).
+
+    d = g + l1 sign(p) + weight_decay p; m = beta1 m + (1 - beta1) d;
+    v = beta2 v + (1 - beta2) d^2 (AMSGrad: v_max = max(v_max, v) is used);
+    p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), where t
+    counts the parameter's updates.
+
+    Args:
+        modules: a Module, a list/tuple of Modules, or an object with ``modules()``.
+        lr: learning rate (>= 0).
+        betas: (beta1, beta2), each in [0, 1).
+        eps: added to the denominator (> 0).
+        weight_decay: L2 penalty coefficient (>= 0).
+        amsgrad: use the maximum of past second moments (AMSGrad).
+        l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
+    """
+
+    _decoupled = False
+
+    def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, l1=0.0):
+        super().__init__(modules, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, l1=l1)
+        self._kernel = _kernels(_optim.adam_step)
+
+    @classmethod
+    def _check(cls, hp):
+        owner = cls.__name__
+        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
+                "betas": _betas(owner, hp["betas"]),
+                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
+                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
+                "amsgrad": _flag(owner, "amsgrad", hp["amsgrad"]),
+                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+
+    @staticmethod
+    def _buffer_names(hp):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hp["amsgrad"] else ())
+
+    def _update(self, p, g, state, threads):
+        hp = self._hp
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+            if hp["amsgrad"]:
+                state["max_exp_avg_sq"] = np.zeros_like(p)
+        lr, wd = hp["lr"], hp["weight_decay"]
+        beta1, beta2 = hp["betas"]
+        t = state["step"]
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        step_size = lr / bias_correction1
+        decay, coupled = (1 - lr * wd, 0.0) if self._decoupled else (1.0, wd)
+        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["exp_avg"]),
+                              _flat(state["exp_avg_sq"]),
+                              _flat(state.get("max_exp_avg_sq", self._empty[p.dtype])),
+                              decay, coupled, hp["l1"], beta1, beta2, step_size,
+                              bias_correction2 ** 0.5, hp["eps"], threads)
+
+
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.
+
+    Before the Adam update, p *= 1 - lr * weight_decay (the decay is not part
+    of the gradient, so the moments do not see it).  ``l1`` still enters the
+    gradient.  Arguments as ``Adam``; ``weight_decay`` defaults to 1e-2.
+    """
+
+    _decoupled = True
+
+    def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, l1=0.0):
+        super().__init__(modules, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, l1=l1)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as ``torch.optim.RMSprop``.
+
+    d = g + l1 sign(p) + weight_decay p; s = alpha s + (1 - alpha) d^2;
+    centered: a = alpha a + (1 - alpha) d and avg = sqrt(s - a^2) + eps, else
+    avg = sqrt(s) + eps; with momentum buf = momentum buf + d / avg and
+    p -= lr buf, else p -= lr d / avg.
+
+    Args:
+        modules: a Module, a list/tuple of Modules, or an object with ``modules()``.
+        lr: learning rate (>= 0).
+        alpha: smoothing constant of the squared-gradient average, in [0, 1).
+        eps: added to the denominator (> 0).
+        weight_decay: L2 penalty coefficient (>= 0).
+        momentum: momentum factor (>= 0).
+        centered: normalise by the estimated variance of the gradient.
+        l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
+    """
+
+    def __init__(self, modules, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, l1=0.0):
+        super().__init__(modules, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered, l1=l1)
+        self._kernel = _kernels(_optim.rmsprop_step)
+
+    @classmethod
+    def _check(cls, hp):
+        owner = cls.__name__
+        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
+                "alpha": _number(owner, "alpha", hp["alpha"], 0.0, False, 1.0, True),
+                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
+                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
+                "momentum": _number(owner, "momentum", hp["momentum"], 0.0),
+                "centered": _flag(owner, "centered", hp["centered"]),
+                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+
+    @staticmethod
+    def _buffer_names(hp):
+        return (("square_avg",) + (("momentum_buffer",) if hp["momentum"] > 0 else ())
+                + (("grad_avg",) if hp["centered"] else ()))
+
+    def _update(self, p, g, state, threads):
+        hp = self._hp
+        if "square_avg" not in state:
+            state["square_avg"] = np.zeros_like(p)
+            if hp["momentum"] > 0:
+                state["momentum_buffer"] = np.zeros_like(p)
+            if hp["centered"]:
+                state["grad_avg"] = np.zeros_like(p)
+        empty = self._empty[p.dtype]
+        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["square_avg"]),
+                              _flat(state.get("grad_avg", empty)),
+                              _flat(state.get("momentum_buffer", empty)), hp["lr"], hp["alpha"],
+                              hp["eps"], hp["weight_decay"], hp["l1"], hp["momentum"],
+                              threads)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as ``torch.optim.Adagrad``.
+
+    d = g + l1 sign(p) + weight_decay p; sum += d^2;
+    p -= lr / (1 + (t - 1) lr_decay) * d / (sqrt(sum) + eps), where t counts
+    the parameter's updates and ``sum`` starts at initial_accumulator_value.
+
+    Args:
+        modules: a Module, a list/tuple of Modules, or an object with ``modules()``.
+        lr: learning rate (>= 0).
+        lr_decay: learning-rate decay per update (>= 0).
+        weight_decay: L2 penalty coefficient (>= 0).
+        initial_accumulator_value: start of the squared-gradient sum (>= 0).
+        eps: added to the denominator (> 0).
+        l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
+    """
+
+    def __init__(self, modules, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, l1=0.0):
+        super().__init__(modules, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps,
+                         l1=l1)
+        self._kernel = _kernels(_optim.adagrad_step)
+
+    @classmethod
+    def _check(cls, hp):
+        owner = cls.__name__
+        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
+                "lr_decay": _number(owner, "lr_decay", hp["lr_decay"], 0.0),
+                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
+                "initial_accumulator_value": _number(owner, "initial_accumulator_value",
+                                                     hp["initial_accumulator_value"], 0.0),
+                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
+                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+
+    @staticmethod
+    def _buffer_names(hp):
+        return ("sum",)
+
+    def _update(self, p, g, state, threads):
+        hp = self._hp
+        if "sum" not in state:
+            state["sum"] = np.full_like(p, hp["initial_accumulator_value"])
+        clr = hp["lr"] / (1 + (state["step"] - 1) * hp["lr_decay"])
+        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["sum"]), clr, hp["eps"],
+                              hp["weight_decay"], hp["l1"], threads)
