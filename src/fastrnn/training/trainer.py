@@ -1,0 +1,675 @@
+"""``fr.Trainer``: the fit loop (Keras-like ``fit`` / ``evaluate``).
+
+The loop is plain Python per *batch* (the kernels do all per-timestep work):
+zero the gradients, let the model run forward + loss + backward, check the
+loss and the gradient norm are finite, clip, step the optimizer, step a
+per-batch schedule, call the callbacks.  Around it: epochs, validation,
+weight-averaged epoch metrics, history, progress display, early stop on
+NaN/inf, Ctrl-C handling and exact checkpoint/resume.
+
+The model protocol
+------------------
+The trainer drives any object with these methods (the task models
+implement them; so can a user's own stack of layers):
+
+``model.modules() -> list[Module]``
+    Every fastrnn Module with parameters or a random generator, in a stable
+    order (checkpoints store them by position).
+``model.train_batch(batch) -> (metrics, weight)``
+    Training step without the update: forward, loss, backward.  Parameter
+    gradients accumulate into the modules' ``grads`` (the trainer zeroes
+    them before the call, then checks, clips and steps the optimizer).
+    ``metrics`` is a dict ``name -> float`` with at least ``"loss"``;
+    ``weight`` is a number >= 0 (e.g. rows or tokens in the batch): epoch
+    metrics are the weight-averaged batch metrics.
+``model.evaluate_batch(batch) -> (metrics, weight)``
+    The same in eval mode, without gradients.
+``model.epoch_metrics(metrics) -> dict`` (optional)
+    Called with the averaged metrics of each epoch and evaluation pass; may
+    add metrics that are not averages of batch values, such as a language
+    model's perplexity, exp(mean loss).
+``model.on_epoch_begin(epoch, training)`` (optional)
+    Called before each training epoch (``training=True``) and each
+    evaluation pass (``False``), e.g. to reset a hidden state carried
+    between the chunks of a language model.  Not called again when a run
+    resumes in the middle of an epoch: the carried state comes from the
+    checkpoint's extra state.
+``model.extra_state() -> dict`` and ``model.load_extra_state(state)`` (optional)
+    Whatever else a checkpoint must keep to resume exactly (a carried
+    hidden state, counters): arrays, numbers, strings, lists, tuples, dicts.
+
+The trainer switches the modules between ``train()`` and ``eval()`` itself
+and puts back the modes they had when ``fit`` returns.  Batches are opaque
+to it; they come from any re-iterable source: a list of batches, a
+``fastrnn.data.BatchLoader`` or ``StreamBatcher``, or your own object.  If
+the source has ``set_epoch(epoch)`` it is called before every epoch (a
+BatchLoader's order is a function of its seed and the epoch, which is what
+makes resuming exact), and ``len()`` sizes the progress bar.
+
+Example: an LSTM regressor from layers, with a numpy loss::
+
+    import numpy as np
+    import fastrnn as fr
+
+    class LastStepRegressor:
+        def __init__(self, features, hidden, seed=0):
+            self.lstm = fr.LSTM(features, hidden, seed=seed)
+            self.head = fr.Linear(hidden, 1, seed=seed + 1)
+
+        def modules(self):
+            return [self.lstm, self.head]
+
+        def _forward(self, batch):
+            out, _ = self.lstm(batch.inputs, lengths=batch.lengths)
+            rows = np.arange(len(batch.lengths))
+            last = out[batch.lengths - 1, rows]           # (B, hidden)
+            return out, rows, self.head(last)[:, 0]        # (B,)
+
+        def train_batch(self, batch):
+            out, rows, pred = self._forward(batch)
+            err = pred - batch.targets
+            d_pred = (2.0 / len(err)) * err                # d mean(err**2)
+            d_last = self.head.backward(d_pred[:, None].astype(out.dtype))
+            d_out = np.zeros_like(out)
+            d_out[batch.lengths - 1, rows] = d_last
+            self.lstm.backward(d_out, input_grad=False)
+            return {"loss": float(np.mean(err ** 2))}, len(err)
+
+        def evaluate_batch(self, batch):
+            _, _, pred = self._forward(batch)
+            return {"loss": float(np.mean((pred - batch.targets) ** 2))}, len(pred)
+
+    model = LastStepRegressor(features=3, hidden=16)
+    loader = fr.data.BatchLoader(sequences, targets, batch_size=32, seed=0)
+    trainer = fr.Trainer(model, fr.optim.Adam(model.modules(), lr=1e-2), clip_norm=1.0)
+    history = trainer.fit(loader, epochs=10, validation_split=0.2)
+    history.history["val_loss"]
+
+Stopping
+--------
+* A callback sets ``trainer.stop_training = True`` (EarlyStopping does).
+* NaN/inf: if a batch's loss or the gradient norm is not finite, that
+  update is skipped, training stops with a ``RuntimeWarning`` and
+  ``history.stop_reason == "non_finite"`` (it does not raise: the model
+  keeps the weights after the last good batch and stays usable).
+* Ctrl-C (SIGINT, when ``fit`` runs in the main thread): training stops at
+  the next batch boundary, never inside an optimizer step; ``fit`` prints
+  that it was interrupted, sets ``history.stop_reason == "interrupted"``
+  and returns normally.  A second Ctrl-C raises KeyboardInterrupt at once.
+  The previous SIGINT handler is restored when ``fit`` returns.
+
+An epoch cut short is not recorded in the history; the trainer keeps its
+position (``epoch``, ``step_in_epoch``) so ``trainer.save_checkpoint(path)``
+followed by ``fit(..., resume_from=path)`` (with new objects, even in a new
+process) finishes it exactly as if the run had not stopped.
+"""
+
+import contextlib
+import math
+import numbers
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+
+from ..layers.module import Module
+from ..optim import clip_grad_norm, clip_grad_value
+from .callbacks import Callback, check_schedule, step_schedule
+from .checkpoint import restore_checkpoint, save_checkpoint
+from .history import History
+
+__all__ = ["Trainer"]
+
+
+# -- argument checks ----------------------------------------------------------------------
+
+def _int_arg(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_or_none(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not value > 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
+    return float(value)
+
+
+def _check_model(model):
+    missing = [name for name in ("modules", "train_batch", "evaluate_batch")
+               if not callable(getattr(model, name, None))]
+    if missing:
+        raise TypeError(f"model must implement the trainer protocol: modules(), "
+                        f"train_batch(batch) and evaluate_batch(batch); "
+                        f"{type(model).__name__} lacks {', '.join(m + '()' for m in missing)}")
+    modules = model.modules()
+    if not isinstance(modules, (list, tuple)):
+        raise TypeError(f"model.modules() must return a list of fastrnn Modules, "
+                        f"got {type(modules).__name__}")
+    modules = list(modules)
+    if not modules:
+        raise ValueError("model.modules() returned no modules: nothing to train")
+    for index, module in enumerate(modules):
+        if not isinstance(module, Module):
+            raise TypeError(f"model.modules()[{index}] must be a fastrnn Module, "
+                            f"got {type(module).__name__}")
+    if len({id(module) for module in modules}) != len(modules):
+        raise ValueError("model.modules() lists the same module more than once")
+    return modules
+
+
+def _check_optimizer(optimizer, modules):
+    try:
+        from ..optim import Optimizer
+    except ImportError:  # pragma: no cover - depends on the optim package's names
+        Optimizer = None
+    looks_right = all(callable(getattr(optimizer, name, None))
+                      for name in ("step", "zero_grad", "state_dict", "load_state_dict"))
+    if (Optimizer is not None and not isinstance(optimizer, Optimizer)) or not looks_right \
+            or not hasattr(optimizer, "lr"):
+        raise TypeError(f"optimizer must be a fastrnn.optim optimizer (SGD, Adam, AdamW, "
+                        f"RMSprop, Adagrad) built on model.modules(), "
+                        f"got {type(optimizer).__name__}")
+    owned = getattr(optimizer, "modules", None)
+    if owned is not None and not callable(owned):
+        owned_ids = {id(module) for module in owned}
+        strays = [index for index, module in enumerate(modules) if id(module) not in owned_ids]
+        if strays:
+            raise ValueError(f"optimizer does not update model.modules() {strays}: build it "
+                             f"on model.modules()")
+    return optimizer
+
+
+def _check_source(name, data):
+    if data is None or isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"{name} must be a re-iterable source of batches (a list of batches, "
+                        f"a fastrnn.data.BatchLoader or StreamBatcher), "
+                        f"got {type(data).__name__}")
+    if isinstance(data, tuple) and data and all(hasattr(item, "shape") for item in data):
+        raise TypeError(f"{name} must be a source of batches, got a tuple of arrays; wrap "
+                        f"them in a batch source, e.g. fastrnn.data.BatchLoader(inputs, "
+                        f"targets)")
+    if isinstance(data, Iterator):
+        raise TypeError(f"{name} must be re-iterable (it is read once per epoch), got a "
+                        f"one-shot iterator ({type(data).__name__}); pass a list of batches "
+                        f"or a BatchLoader")
+    if hasattr(data, "__len__") and len(data) == 0:
+        raise ValueError(f"{name} is empty: it has no batches")
+    return data
+
+
+def _size(data):
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _set_epoch(data, epoch):
+    set_epoch = getattr(data, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
+def _batch_result(name, result):
+    """Validate ``(metrics, weight)`` from train_batch/evaluate_batch."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise TypeError(f"model.{name}(batch) must return a tuple (metrics dict, weight), "
+                        f"got {type(result).__name__}")
+    metrics, weight = result
+    if not isinstance(metrics, dict) or "loss" not in metrics:
+        got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
+        raise TypeError(f"model.{name}(batch) must return metrics as a dict with at least "
+                        f"'loss', got {got}")
+    values = {}
+    for key, value in metrics.items():
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"model.{name}(batch) metric {key!r} must be a number, "
+                            f"got {type(value).__name__}") from None
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
+            or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"model.{name}(batch) weight must be a finite number >= 0, "
+                         f"got {weight!r}")
+    return values, float(weight)
+
+
+class _Accumulator:
+    """Weighted sums of batch metrics (plain floats: JSON-exact for resume)."""
+
+    def __init__(self, state=None):
+        state = state or {}
+        self.sums = dict(state.get("sums", {}))
+        self.weights = dict(state.get("weights", {}))
+        self.batches = int(state.get("batches", 0))
+
+    def add(self, metrics, weight):
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value * weight
+            self.weights[name] = self.weights.get(name, 0.0) + weight
+        self.batches += 1
+
+    def mean(self, name):
+        weight = self.weights.get(name, 0.0)
+        return self.sums[name] / weight if weight > 0 else math.nan
+
+    def averages(self, source):
+        if self.batches == 0:
+            raise ValueError(f"{source} produced no batches")
+        if self.weights.get("loss", 0.0) <= 0:
+            raise ValueError(f"{source}: every batch had weight 0; weights must sum to > 0")
+        return {name: self.mean(name) for name in self.sums}
+
+    def state_dict(self):
+        return {"sums": dict(self.sums), "weights": dict(self.weights), "batches": self.batches}
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+def _format_logs(logs):
+    parts = []
+    for name, value in logs.items():
+        parts.append(f"{name}: {value:.4g}" if name == "lr" else f"{name}: {value:.4f}")
+    return " - ".join(parts)
+
+
+class _Progress:
+    """verbose=1: a tqdm bar per epoch on a terminal (stderr isatty), else one
+    line per epoch; verbose=2: one line per epoch; verbose=0: nothing."""
+
+    def __init__(self, verbose, epochs):
+        self.epochs = epochs
+        self.mode = None
+        if verbose == 1 and _isatty(sys.stderr):
+            try:
+                from tqdm import tqdm  # lazy: only a terminal run needs it
+                self.mode, self._tqdm = "bar", tqdm
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                self.mode = "line"
+        elif verbose in (1, 2):
+            self.mode = "line"
+        self.bar = None
+
+    def begin_epoch(self, epoch, total, done):
+        self.start = time.perf_counter()
+        self.done_before = done
+        if self.mode == "bar":
+            self.bar = self._tqdm(total=total, initial=done, unit="batch", file=sys.stderr,
+                                  desc=f"Epoch {epoch + 1}/{self.epochs}", leave=True,
+                                  dynamic_ncols=True, mininterval=0.1)
+
+    def batch(self, loss):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss={loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def end_epoch(self, epoch, logs, batches):
+        seconds = time.perf_counter() - self.start
+        ran = batches - self.done_before
+        rate = f"{ran / seconds:.1f} batch/s" if seconds > 0 else "- batch/s"
+        if self.mode == "bar":
+            self.bar.set_postfix_str(_format_logs(logs), refresh=False)
+            self.close()
+        elif self.mode == "line":
+            print(f"Epoch {epoch + 1}/{self.epochs} - {batches} batches, {seconds:.2f}s "
+                  f"({rate}) - {_format_logs(logs)}", file=sys.stdout, flush=True)
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+
+class Trainer:
+    """Fit loop for a model that follows the trainer protocol (module docstring).
+
+    Args:
+        model: the model (``modules()``, ``train_batch``, ``evaluate_batch``;
+            optional ``on_epoch_begin``, ``extra_state`` / ``load_extra_state``).
+        optimizer: a fastrnn.optim optimizer built on ``model.modules()``.
+        clip_norm: clip the global gradient norm to this (None: no clipping).
+        clip_value: clip every gradient entry to ``[-clip_value, clip_value]``
+            (applied before ``clip_norm`` when both are given).
+        callbacks: list of :class:`Callback`.
+        verbose: 0 silent; 1 a progress bar on a terminal (one line per
+            epoch otherwise); 2 one line per epoch.
+        schedule: an fr.optim learning-rate schedule on ``optimizer``,
+            stepped after every epoch (ReduceLROnPlateau gets ``val_loss``,
+            or ``loss`` without validation) or, with
+            ``schedule_interval="batch"``, after every optimizer step.
+        schedule_interval: ``"epoch"`` or ``"batch"``.
+
+    Attributes: ``history`` (the last fit's :class:`History`), ``epoch`` (the
+    next epoch to run), ``step_in_epoch`` (its batches already done, > 0 after
+    a stop mid-epoch), ``global_step`` (optimizer steps so far),
+    ``stop_training`` (set by callbacks), ``modules``.
+    """
+
+    def __init__(self, model, optimizer, clip_norm=None, clip_value=None, callbacks=None,
+                 verbose=1, schedule=None, schedule_interval="epoch"):
+        self.modules = _check_model(model)
+        self.model = model
+        self.optimizer = _check_optimizer(optimizer, self.modules)
+        self.clip_norm = _positive_or_none("clip_norm", clip_norm)
+        self.clip_value = _positive_or_none("clip_value", clip_value)
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        self.verbose = verbose
+        self.schedule_interval = schedule_interval
+        if schedule is not None:
+            check_schedule("schedule", schedule, schedule_interval)
+            owner = getattr(schedule, "optimizer", None)
+            if owner is not None and owner is not optimizer:
+                raise ValueError("schedule was built on another optimizer than the trainer's")
+        elif schedule_interval not in ("epoch", "batch"):
+            raise ValueError(f"schedule_interval must be 'epoch' or 'batch', "
+                             f"got {schedule_interval!r}")
+        self.schedule = schedule
+        if callbacks is None:
+            callbacks = []
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of Callback objects, "
+                            f"got {type(callbacks).__name__}")
+        for index, callback in enumerate(callbacks):
+            if not isinstance(callback, Callback):
+                raise TypeError(f"callbacks[{index}] must be a fastrnn.training.Callback, "
+                                f"got {type(callback).__name__}")
+        self.callbacks = list(callbacks)
+        if schedule is not None and any(getattr(cb, "schedule", None) is schedule
+                                        for cb in self.callbacks):
+            raise ValueError("schedule is also wrapped by a LearningRateScheduler callback; "
+                             "pass it once (it would be stepped twice)")
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        self.history = History()
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.stop_training = False
+        self._partial = None          # the unfinished epoch's sums (JSON-able) or None
+        self._interrupt_requested = False
+
+    # -- public API ---------------------------------------------------------------------------
+    def fit(self, train_data, epochs=1, validation_data=None, validation_split=0.0,
+            initial_epoch=0, resume_from=None):
+        """Train for ``epochs`` epochs (counted from 0, so ``initial_epoch`` or a
+        resumed checkpoint continue up to the same total).
+
+        Args:
+            train_data: re-iterable source of batches.
+            epochs: the epoch count to reach (int >= 1).
+            validation_data: source of validation batches, evaluated after
+                every epoch (metrics logged as ``val_<name>``).
+            validation_split: fraction in [0, 1) of a BatchLoader
+                ``train_data`` to hold out (``BatchLoader.split``, seeded).
+            initial_epoch: first epoch index (to continue a run by hand).
+            resume_from: checkpoint path (or :class:`Checkpoint`): restores
+                the weights, optimizer, schedule, random generators,
+                callback states, history and position, then continues,
+                exactly as if the run had not stopped.
+        Returns:
+            the :class:`History` (with the checkpoint's earlier epochs when
+            resuming).
+        """
+        epochs = _int_arg("epochs", epochs, 1)
+        initial_epoch = _int_arg("initial_epoch", initial_epoch, 0)
+        if initial_epoch >= epochs:
+            raise ValueError(f"initial_epoch must be < epochs ({epochs}), got {initial_epoch}")
+        if resume_from is not None and initial_epoch != 0:
+            raise ValueError("pass either initial_epoch or resume_from, not both: a "
+                             "checkpoint knows its epoch")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be a number in [0, 1), "
+                             f"got {validation_split!r}")
+        _check_source("train_data", train_data)
+        if validation_split > 0:
+            if validation_data is not None:
+                raise ValueError("pass either validation_data or validation_split, not both")
+            if not callable(getattr(train_data, "split", None)):
+                raise TypeError(f"validation_split needs a train_data with split(fraction) "
+                                f"(a fastrnn.data.BatchLoader), got "
+                                f"{type(train_data).__name__}; pass validation_data instead")
+            train_data, validation_data = train_data.split(validation_split)
+        if validation_data is not None:
+            _check_source("validation_data", validation_data)
+
+        self.stop_training = False
+        self._interrupt_requested = False
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        modes = [module.training for module in self.modules]
+        if resume_from is None:
+            self.history = History()
+            self.epoch, self.step_in_epoch, self._partial = initial_epoch, 0, None
+        steps = _size(train_data)
+        self._call("on_train_begin", {"epochs": epochs, "resume": resume_from is not None})
+        if resume_from is not None:
+            checkpoint = restore_checkpoint(resume_from, self)
+            if checkpoint.epoch >= epochs:
+                warnings.warn(f"checkpoint {checkpoint.path!r} is at epoch {checkpoint.epoch}; "
+                              f"fit(epochs={epochs}) has nothing left to do", UserWarning,
+                              stacklevel=2)
+        history = self.history
+        history.stop_reason = history.stop_message = None
+        history.params = {"epochs": epochs, "steps": steps, "initial_epoch": self.epoch,
+                          "verbose": self.verbose, "validation": validation_data is not None}
+        progress = _Progress(self.verbose, epochs)
+        try:
+            with self._sigint_guard():
+                self._run(train_data, validation_data, epochs, steps, progress)
+        finally:
+            progress.close()
+            for module, mode in zip(self.modules, modes):
+                module.train(mode)
+        self._call("on_train_end", {"stop_reason": history.stop_reason})
+        return history
+
+    def evaluate(self, data):
+        """Weight-averaged metrics of the model over ``data`` (eval mode, no
+        gradients): a dict ``name -> float`` with at least ``"loss"``."""
+        _check_source("data", data)
+        modes = [module.training for module in self.modules]
+        try:
+            return self._evaluate(data, self.epoch, "data", interruptible=False)
+        finally:
+            for module, mode in zip(self.modules, modes):
+                module.train(mode)
+
+    def save_checkpoint(self, path):
+        """Write the complete training state to ``path`` (see ``save_checkpoint``)."""
+        return save_checkpoint(path, self)
+
+    def load_checkpoint(self, path):
+        """Restore a checkpoint without training (``fit(resume_from=...)`` also does)."""
+        return restore_checkpoint(path, self)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _run(self, train_data, validation_data, epochs, steps, progress):
+        while self.epoch < epochs:
+            epoch = self.epoch
+            resumed = self._partial is not None
+            if not resumed:
+                self.step_in_epoch = 0
+                self._partial = {"lr": float(self.optimizer.lr), "train": None}
+            for module in self.modules:
+                module.train()
+            _set_epoch(train_data, epoch)
+            if not resumed and callable(getattr(self.model, "on_epoch_begin", None)):
+                self.model.on_epoch_begin(epoch, True)
+            self._call("on_epoch_begin", epoch, {})
+            progress.begin_epoch(epoch, steps, self.step_in_epoch)
+            if not self._train_epoch(train_data, epoch, progress):
+                return
+            logs = self._epoch_metrics(_Accumulator(self._partial["train"]), "train_data")
+            if validation_data is not None:
+                val = self._evaluate(validation_data, epoch, "validation_data",
+                                     interruptible=True)
+                if val is None:
+                    self._stop_interrupted(epoch, progress, during="validation")
+                    return
+                logs.update({"val_" + name: value for name, value in val.items()})
+            logs["lr"] = self._partial["lr"]
+            batches = self.step_in_epoch
+            # The epoch is complete: advance the position before anything that
+            # might write a checkpoint.
+            self.epoch, self.step_in_epoch, self._partial = epoch + 1, 0, None
+            if self.schedule is not None and self.schedule_interval == "epoch":
+                step_schedule(self.schedule, logs)
+            self.history._append(epoch, logs)
+            progress.end_epoch(epoch, logs, batches)
+            self._call("on_epoch_end", epoch, dict(logs))
+            self._call("on_epoch_complete", epoch, dict(logs))
+            if self._interrupt_requested:
+                self._stop_interrupted(epoch + 1, progress, during=None)
+                return
+            if self.stop_training:
+                self.history._stop("callback", f"stopped by a callback after epoch "
+                                               f"{epoch + 1}")
+                return
+
+    def _train_epoch(self, train_data, epoch, progress):
+        """Run the epoch's remaining batches; False when training must stop."""
+        skip = self.step_in_epoch
+        sums = _Accumulator(self._partial["train"])
+        seen = False
+        for index, batch in enumerate(train_data):
+            seen = True
+            if index < skip:        # done before the checkpoint: same batches, same order
+                continue
+            self._call("on_batch_begin", index, {})
+            for module in self.modules:
+                module.zero_grad()
+            metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
+            loss = metrics["loss"]
+            if not math.isfinite(loss):
+                self._stop_non_finite(epoch, index, f"the loss is {loss}", progress)
+                return False
+            norm = self._clip_gradients()
+            if not math.isfinite(norm):
+                self._stop_non_finite(epoch, index, f"the gradient norm is {norm}", progress)
+                return False
+            self.optimizer.step()
+            self.global_step += 1
+            self.step_in_epoch = index + 1
+            sums.add(metrics, weight)
+            self._partial["train"] = sums.state_dict()
+            if self.schedule is not None and self.schedule_interval == "batch":
+                self.schedule.step()
+            progress.batch(sums.mean("loss"))
+            logs = dict(metrics, weight=weight, lr=float(self.optimizer.lr))
+            self._call("on_batch_end", index, logs)
+            if self._interrupt_requested:
+                self._stop_interrupted(epoch, progress, during="training")
+                return False
+            if self.stop_training:
+                progress.close()
+                self.history._stop("callback", f"stopped by a callback at epoch {epoch + 1}, "
+                                               f"batch {index + 1} (epoch left unfinished)")
+                return False
+        if not seen and skip == 0:
+            raise ValueError(f"train_data produced no batches in epoch {epoch}")
+        return True
+
+    def _clip_gradients(self):
+        """The global gradient norm before clipping (inf/NaN when not finite)."""
+        modules = self.modules
+        if self.clip_value is None:
+            max_norm = self.clip_norm if self.clip_norm is not None else math.inf
+            return float(clip_grad_norm(modules, max_norm))
+        norm = float(clip_grad_norm(modules, math.inf))
+        if math.isfinite(norm):
+            clip_grad_value(modules, self.clip_value)
+            if self.clip_norm is not None:
+                clip_grad_norm(modules, self.clip_norm)
+        return norm
+
+    def _evaluate(self, data, epoch, source, interruptible):
+        for module in self.modules:
+            module.eval()
+        _set_epoch(data, epoch)
+        if callable(getattr(self.model, "on_epoch_begin", None)):
+            self.model.on_epoch_begin(epoch, False)
+        sums = _Accumulator()
+        for batch in data:
+            metrics, weight = _batch_result("evaluate_batch", self.model.evaluate_batch(batch))
+            sums.add(metrics, weight)
+            if interruptible and self._interrupt_requested:
+                return None
+        return self._epoch_metrics(sums, source)
+
+    def _epoch_metrics(self, sums, source):
+        """Weight-averaged batch metrics, plus those the model derives from them."""
+        metrics = sums.averages(source)
+        derive = getattr(self.model, "epoch_metrics", None)
+        return dict(derive(metrics)) if callable(derive) else metrics
+
+    # -- stopping -----------------------------------------------------------------------------
+    def _stop_non_finite(self, epoch, index, what, progress):
+        progress.close()
+        message = (f"training stopped at epoch {epoch + 1}, batch {index + 1}: {what}. The "
+                   f"update was skipped, so the weights are those after the last good batch "
+                   f"(global step {self.global_step}). Lower the learning rate or clip the "
+                   f"gradients (clip_norm=...).")
+        self.history._stop("non_finite", message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _stop_interrupted(self, epoch, progress, during):
+        progress.close()
+        if during is None:
+            where = f"after epoch {epoch}"
+        else:
+            where = (f"at epoch {epoch + 1}, batch {self.step_in_epoch} "
+                     f"(during {during}; epoch left unfinished)")
+        message = (f"Training interrupted {where}. The model is usable; to continue later: "
+                   f"trainer.save_checkpoint(path), then fit(..., resume_from=path).")
+        self.history._stop("interrupted", message)
+        print(message, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def _sigint_guard(self):
+        """SIGINT sets a flag (checked between batches); a second one raises."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is None:      # a handler not installed from Python: leave it alone
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupt_requested:
+                raise KeyboardInterrupt
+            self._interrupt_requested = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _call(self, hook, *args):
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    def __repr__(self):
+        return (f"Trainer(model={type(self.model).__name__}, "
+                f"optimizer={type(self.optimizer).__name__}, epoch={self.epoch}, "
+                f"global_step={self.global_step})")
