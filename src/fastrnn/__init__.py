@@ -19,9 +19,29 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
-from .layers import GRU, LSTM, RNN, Linear, Module
+from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from . import data, metrics, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
+from .optim import clip_grad_norm, clip_grad_value
+from .text import Vocab
+from .training import EarlyStopping, History, ModelCheckpoint, Trainer
+from .tasks import (LanguageModel, NotFittedError, SequenceClassifier,
+                    SequenceRegressor, SequenceTagger, load)
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "Linear", "Module", "set_num_threads", "get_num_threads",
-           "openmp_enabled", "blas_info", "__version__"]
+__all__ = [
+    # layers
+    "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout", "Module",
+    # losses, optimizers, clipping
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "clip_grad_norm",
+    "clip_grad_value",
+    # data, text, training
+    "data", "text", "Vocab", "metrics", "training", "Trainer", "History", "EarlyStopping",
+    "ModelCheckpoint",
+    # task models
+    "LanguageModel", "SequenceClassifier", "SequenceTagger", "SequenceRegressor",
+    "NotFittedError", "load",
+    # runtime
+    "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
+]

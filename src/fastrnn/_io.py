@@ -23,6 +23,9 @@ def atomic_write(path, write):
     """Call ``write(binary_stream)`` on a temp file beside ``path``, then rename it
     over ``path``; on any failure the temp file is removed and ``path`` untouched."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory; give a "
+                                f"file name")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} "
@@ -52,7 +55,7 @@ def write_archive(path, arrays, meta):
     path = os.fspath(path)
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
-    document = json.dumps(meta, sort_keys=True, allow_nan=True).encode("utf-8")
+    document = json.dumps(meta, allow_nan=True, separators=(",", ":")).encode("utf-8")
     payload = {name: np.asarray(value) for name, value in arrays.items()}
     for name, value in payload.items():
         if value.dtype.hasobject:
@@ -62,38 +65,45 @@ def write_archive(path, arrays, meta):
     return atomic_write(path, lambda stream: np.savez(stream, **payload))
 
 
-def read_archive(path, kind, max_version):
+def read_archive(path, kind, max_version, what):
     """``(arrays, meta)`` from a file written by :func:`write_archive`.
 
     ``meta["format"]`` must equal ``kind`` and ``meta["version"]`` must not be
-    newer than ``max_version``; anything unreadable is a ValueError naming the
-    path (FileNotFoundError when it does not exist).
+    newer than ``max_version``.  ``what`` ("model", "checkpoint") names the
+    file in errors: FileNotFoundError when it does not exist, ValueError
+    naming the path when it cannot be read.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            # A .npy file loads as a bare array (no context manager, no names).
+            raise ValueError(f"it holds a single {type(archive).__name__}, not an archive")
+        with archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a fastrnn {kind} file (cannot read it as "
-                         f".npz: {exc})") from None
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError,
+            zipfile.BadZipFile) as exc:
+        raise ValueError(f"{what} {path!r} is corrupt or not an .npz file: "
+                         f"{type(exc).__name__}: {exc}") from None
     raw = arrays.pop(META_KEY, None)
-    if raw is None or raw.dtype != np.uint8:
-        raise ValueError(f"{path!r} is not a fastrnn {kind} file (no {META_KEY} entry)")
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path!r} is not a fastrnn {what} (no {META_KEY!r} entry)")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!r}: its {META_KEY} entry is corrupt ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != kind:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise ValueError(f"{path!r} is not a fastrnn {kind} file "
-                         f"(format {found!r})")
+        raise ValueError(f"{what} {path!r} is corrupt: its JSON entry cannot be read "
+                         f"({exc})") from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != kind:
+        raise ValueError(f"{path!r} is not a fastrnn {what} (format {found!r}, "
+                         f"expected {kind!r})")
     version = meta.get("version")
-    if not isinstance(version, int):
-        raise ValueError(f"{path!r}: missing or invalid format version {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{what} {path!r} has an invalid format version {version!r}")
     if version > max_version:
-        raise ValueError(f"{path!r} was written by a newer fastrnn ({kind} format "
-                         f"version {version}; this version reads up to {max_version}); "
-                         f"upgrade fastrnn to load it")
+        raise ValueError(f"{what} {path!r} has format version {version}, written by a "
+                         f"newer fastrnn ({meta.get('fastrnn_version')}); this fastrnn "
+                         f"reads versions up to {max_version}: upgrade fastrnn")
     return arrays, meta

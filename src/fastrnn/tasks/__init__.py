@@ -1,0 +1,10 @@
+"""Task models: one line to create, fit, predict, save (see ``base``)."""
+
+from .base import NotFittedError, TaskModel, load
+from .classifier import SequenceClassifier
+from .language_model import LanguageModel
+from .regressor import SequenceRegressor
+from .tagger import SequenceTagger
+
+__all__ = ["TaskModel", "NotFittedError", "load", "LanguageModel", "SequenceClassifier",
+           "SequenceTagger", "SequenceRegressor"]

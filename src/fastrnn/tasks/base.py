@@ -1,0 +1,349 @@
+"""What every task model shares: parameters, the fit plumbing, saving, loading.
+
+A task model keeps its constructor arguments as attributes (scikit-learn
+style: ``get_params``/``set_params``; fitted attributes end in ``_``) and
+implements the Trainer's model protocol (``modules``, ``train_batch``,
+``evaluate_batch``), so ``fit`` is batching + :class:`fastrnn.Trainer`.
+
+A saved model is one ``.npz`` file: every module's parameters plus a JSON
+document with the class name, the constructor parameters and the fitted
+state (vocabulary, classes, sizes).  Loading builds the model from that
+document and copies the arrays in; no pickle, no code runs.
+"""
+
+import inspect
+import json
+import numbers
+
+import numpy as np
+
+from .. import optim
+from .._io import read_archive, write_archive
+from ..data import BatchLoader
+from ..training import Trainer
+from .inputs import InputEncoder
+from .network import INPUTS, SequenceEncoder
+
+MODEL_FORMAT = "fastrnn.model"
+MODEL_VERSION = 1
+
+_MODEL_CLASSES = {}
+
+OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW,
+              "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``."""
+
+
+def make_optimizer(optimizer, modules, lr=None, weight_decay=0.0):
+    """An fr.optim optimizer from a name ("adam", ...) or an optimizer class."""
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (or an "
+                             f"fr.optim class), got {optimizer!r}")
+        optimizer = OPTIMIZERS[key]
+    if not (isinstance(optimizer, type) and issubclass(optimizer, optim.Optimizer)):
+        raise TypeError(f"optimizer must be a name or an fr.optim optimizer class, got "
+                        f"{optimizer!r}")
+    options = {"weight_decay": weight_decay}
+    if lr is not None:
+        options["lr"] = lr
+    return optimizer(modules, **options)
+
+
+def network_input(value, kind):
+    """The encoder's input kind: "numeric" for numeric data (whatever ``input``
+    says), else the model's ``input``, "embedding" or "onehot"."""
+    if value not in INPUTS:
+        raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got "
+                         f"{value!r}")
+    if kind == "numeric":
+        return "numeric"
+    if value == "numeric":
+        raise ValueError(f"input='numeric' needs numeric X (arrays of numbers), but X holds "
+                         f"{kind}; use input='embedding' or 'onehot'")
+    return value
+
+
+def check_validation_split(value):
+    """``validation_split`` as a float in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= value < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def fresh_seed(seed):
+    """``seed`` itself, or a random one when None (data order must be seeded)."""
+    if seed is not None:
+        return seed
+    return int(np.random.SeedSequence().generate_state(1)[0])
+
+
+class TaskModel:
+    """Base class of the task models; see the module docstring."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _MODEL_CLASSES[cls.__name__] = cls
+
+    # -- scikit-learn parameters ----------------------------------------------------
+    @classmethod
+    def _param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep=True):
+        """The constructor parameters as a dict."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Change constructor parameters; takes effect at the next ``fit``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; "
+                                 f"valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{name}={value!r}" for name, value in self.get_params().items()
+                   if not _same(value, defaults.get(name))]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- Trainer protocol (subclasses implement train_batch / evaluate_batch) ------
+    def modules(self):
+        """The layers, in a fixed order (saving and checkpoints rely on it)."""
+        raise NotImplementedError
+
+    def _check_fitted(self):
+        if not getattr(self, "is_fitted_", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call "
+                                 f"fit() first (or fastrnn.load a saved model)")
+
+    def _set_mode(self, training):
+        for module in self.modules():
+            module.train(training)
+
+    # -- building -------------------------------------------------------------------
+    def _input_encoder(self):
+        return InputEncoder(self.tokenizer, self.lower, self.min_freq, self.max_vocab)
+
+    def _sequence_encoder(self, inputs, seed):
+        """The encoder stack for fitted ``inputs`` (an InputEncoder).
+
+        Models without token inputs (the regressor) have no embedding options;
+        the defaults below are then unused.
+        """
+        kind = network_input(getattr(self, "input", "embedding"), inputs.kind)
+        return SequenceEncoder(self.cell, kind, inputs.size, self.hidden_size,
+                               num_layers=self.num_layers,
+                               bidirectional=bool(getattr(self, "bidirectional", False)),
+                               dropout=self.dropout,
+                               embedding_dim=getattr(self, "embedding_dim", None),
+                               pretrained=getattr(self, "pretrained", None),
+                               vocab=inputs.vocab,
+                               freeze_embedding=getattr(self, "freeze_embedding", False),
+                               dtype=self.dtype, seed=seed)
+
+    # -- fitting --------------------------------------------------------------------
+    def _loaders(self, inputs, targets, batch_size, validation, validation_split,
+                 per_step_targets=False):
+        """Training and validation BatchLoaders (validation may be None).
+
+        ``validation`` is already prepared ``(inputs, targets)`` or None.
+        """
+        validation_split = check_validation_split(validation_split)
+        seed = fresh_seed(self.seed)
+        options = {"batch_size": batch_size, "per_step_targets": per_step_targets}
+        train = BatchLoader(inputs, targets, shuffle=True, bucket=True, seed=seed, **options)
+        if validation is not None:
+            return train, BatchLoader(validation[0], validation[1], shuffle=False, **options)
+        if validation_split:
+            return train.split(validation_split)
+        return train, None
+
+    def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
+               clip_norm, weight_decay):
+        """Run the Trainer; the history is returned and kept as ``history_``."""
+        trainer = Trainer(self, make_optimizer(optimizer, self, lr, weight_decay),
+                          clip_norm=clip_norm, callbacks=callbacks, verbose=verbose)
+        self.is_fitted_ = True      # evaluate/predict work during callbacks
+        self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation)
+        self._set_mode(False)
+        return self.history_
+
+    def _batches(self, inputs, batch_size, targets=None, per_step_targets=False):
+        """Batches in data order for prediction, modules in eval mode."""
+        self._set_mode(False)
+        return BatchLoader(inputs, targets, batch_size=batch_size, shuffle=False,
+                           per_step_targets=per_step_targets)
+
+    # -- saving ---------------------------------------------------------------------
+    def _fitted_state(self):
+        """JSON-able fitted state (vocabulary, classes, sizes)."""
+        raise NotImplementedError
+
+    def _restore(self, state):
+        """Rebuild the fitted layers from :meth:`_fitted_state` (weights come after)."""
+        raise NotImplementedError
+
+    def save(self, path):
+        """Write the model to one ``.npz`` file atomically; ``fastrnn.load`` reads it."""
+        self._check_fitted()
+        from .. import __version__
+        arrays = {f"{index}/{name}": value
+                  for index, module in enumerate(self.modules())
+                  for name, value in module.state_dict().items()}
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
+                "fastrnn_version": __version__, "class": type(self).__name__,
+                "params": _json_params(self.get_params()),
+                "fitted": self._fitted_state()}
+        try:
+            json.dumps(meta)
+        except TypeError as exc:
+            raise TypeError(f"cannot save {type(self).__name__}: its parameters or fitted "
+                            f"state are not JSON-serialisable ({exc})") from None
+        return write_archive(path, arrays, meta)
+
+
+def fit_labels(y, count, name="y"):
+    """(classes, ids): the sorted distinct labels (first-seen order when they do
+    not sort) and each label's index."""
+    labels = list(y)
+    if len(labels) != count:
+        raise ValueError(f"{name} must have one label per sequence: {count} sequences "
+                         f"but {len(labels)} labels")
+    try:
+        distinct = list(dict.fromkeys(labels))
+    except TypeError:
+        bad = next(label for label in labels if not _hashable(label))
+        raise TypeError(f"{name} must hold one hashable label per sequence (str, int, "
+                        f"...), got a {type(bad).__name__}") from None
+    try:
+        distinct = sorted(distinct)
+    except TypeError:
+        pass
+    if len(distinct) < 2:
+        raise ValueError(f"{name} must contain at least 2 distinct labels, got "
+                         f"{distinct!r}")
+    return distinct, encode_labels(distinct, labels, name)
+
+
+def encode_labels(classes, labels, name="y"):
+    index = {label: i for i, label in enumerate(classes)}
+    ids = np.empty(len(labels), dtype=np.int64)
+    for position, label in enumerate(labels):
+        try:
+            ids[position] = index[label]
+        except (KeyError, TypeError):
+            raise ValueError(f"{name}[{position}] = {label!r} is not one of the labels "
+                             f"seen in fit: {classes!r}") from None
+    return ids
+
+
+def json_labels(classes):
+    """Labels as plain Python values (numpy scalars become int/float/str/bool).
+
+    Only such scalars (and None) survive a save and load unchanged, so other
+    labels (tuples, objects) are refused here rather than coming back altered.
+    """
+    plain = [label.item() if isinstance(label, np.generic) else label for label in classes]
+    for label in plain:
+        if label is not None and not isinstance(label, (str, int, float)):
+            raise TypeError(f"cannot save labels of type {type(label).__name__} "
+                            f"({label!r}); saved models need str, int, float or bool "
+                            f"labels")
+    return plain
+
+
+def label_array(classes):
+    """``classes`` as a 1-D array to index predictions with: numpy's own dtype
+    when it keeps every label as it is, else object (mixed str/int labels
+    would otherwise all become str, tuples a 2-D array)."""
+    plain = [label.item() if isinstance(label, np.generic) else label for label in classes]
+    try:
+        array = np.array(plain)
+    except (ValueError, TypeError):
+        array = None
+    if array is not None and array.ndim == 1 and array.dtype != object and all(
+            type(a) is type(b) and a == b for a, b in zip(array.tolist(), plain)):
+        return array
+    array = np.empty(len(classes), dtype=object)
+    for index, label in enumerate(classes):
+        array[index] = label
+    return array
+
+
+def validation_pair(value, name="validation_data"):
+    """``(X_val, y_val)`` from Keras-style ``validation_data``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (X, y), got {type(value).__name__}")
+    return value
+
+
+def load(path):
+    """The task model saved at ``path`` (by ``model.save``), of its own class."""
+    arrays, meta = read_archive(path, MODEL_FORMAT, MODEL_VERSION, "model")
+    try:
+        cls = _MODEL_CLASSES[meta["class"]]
+        params, fitted = meta["params"], meta["fitted"]
+    except KeyError as exc:
+        raise ValueError(f"{path!r}: model file is missing {exc} or names an unknown "
+                         f"model class") from None
+    model = cls(**params)
+    model._restore(fitted)
+    for index, module in enumerate(model.modules()):
+        prefix = f"{index}/"
+        state = {key[len(prefix):]: value for key, value in arrays.items()
+                 if key.startswith(prefix)}
+        try:
+            module.load_state_dict(state)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path!r}: weights of layer {index} "
+                             f"({type(module).__name__}) do not fit the model: {exc}") from None
+    expected = {f"{i}/{name}" for i, m in enumerate(model.modules()) for name in m.state_dict()}
+    if set(arrays) != expected:
+        raise ValueError(f"{path!r}: unexpected arrays {sorted(set(arrays) - expected)}")
+    model.is_fitted_ = True
+    model._set_mode(False)
+    return model
+
+
+def _json_params(params):
+    """Constructor parameters for the file.  Pretrained vectors are not needed
+    once trained (the embedding weights carry them) and are stored as None, so
+    loading never reads the vectors file again."""
+    return {name: (None if name == "pretrained" else _json_value(value))
+            for name, value in params.items()}
+
+
+def _json_value(value):
+    """numpy scalars as Python numbers, dtypes (np.float32, np.dtype) as names."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.dtype) or (isinstance(value, type)
+                                       and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    return value
+
+
+def _hashable(value):
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _same(a, b):
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b

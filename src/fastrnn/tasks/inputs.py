@@ -1,0 +1,162 @@
+"""Turning what users pass as ``X`` into the sequences a model runs on.
+
+Three kinds of input, told apart by looking at the data once at ``fit``:
+
+* ``"text"``: a list of strings, tokenized (characters or words) and mapped
+  to ids through a vocabulary built from the training texts;
+* ``"tokens"``: a list of token lists (already tokenized), vocabulary as above;
+* ``"numeric"``: an array (N, T, F) or (N, T), or a list of (T_i, F) / (T_i,)
+  arrays: feature vectors per step, no vocabulary.
+
+Later calls (``predict``, validation data) must be of the same kind.
+"""
+
+import numbers
+
+import numpy as np
+
+from ..text import Vocab, get_tokenizer
+
+KINDS = ("text", "tokens", "numeric")
+
+
+def _is_token_list(item):
+    return isinstance(item, (list, tuple)) and len(item) > 0 and all(
+        isinstance(token, str) for token in item)
+
+
+def detect_kind(X, name="X"):
+    """The input kind of ``X`` (see module docstring); errors name ``name``."""
+    if isinstance(X, str):
+        raise TypeError(f"{name} must be a list of sequences (for one text, pass [text]), "
+                        f"got a single string")
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold numbers when given as an array, got "
+                            f"dtype {X.dtype}")
+        if X.ndim not in (2, 3) or X.shape[0] == 0:
+            raise ValueError(f"{name} as an array must have shape (N, T) or (N, T, F) "
+                             f"with N >= 1, got {X.shape}")
+        return "numeric"
+    try:
+        items = list(X)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of sequences, got "
+                        f"{type(X).__name__}") from None
+    if not items:
+        raise ValueError(f"{name} is empty: need at least one sequence")
+    first = items[0]
+    if isinstance(first, str):
+        kind = "text"
+    elif _is_token_list(first):
+        kind = "tokens"
+    else:
+        kind = "numeric"
+    for index, item in enumerate(items):
+        if kind == "text" and not isinstance(item, str):
+            raise TypeError(f"{name}[{index}] must be a string like {name}[0], got "
+                            f"{type(item).__name__}")
+        if kind == "tokens" and not (isinstance(item, (list, tuple))
+                                     and all(isinstance(t, str) for t in item)):
+            raise TypeError(f"{name}[{index}] must be a list of token strings like "
+                            f"{name}[0], got {type(item).__name__}")
+    return kind
+
+
+class InputEncoder:
+    """Fitted mapping from user inputs to id or feature sequences.
+
+    tokenizer / lower: how texts are split ("word" or "char"); ignored for
+    token lists and numbers.  min_freq / max_vocab: vocabulary limits.
+    """
+
+    def __init__(self, tokenizer="word", lower=False, min_freq=1, max_vocab=None):
+        self.tokenizer = tokenizer
+        self.lower = lower
+        self.min_freq = min_freq
+        self.max_vocab = max_vocab
+        self.kind = None
+        self.vocab = None
+        self.num_features = None
+
+    # -- fitting ------------------------------------------------------------------
+    def fit(self, X, name="X"):
+        self.kind = detect_kind(X, name)
+        if self.kind == "numeric":
+            sequences = self._numeric(X, name, num_features=None)
+            self.num_features = sequences[0].shape[1]
+        else:
+            tokens = self._tokens(X, name)
+            self.vocab = Vocab.build(tokens, min_freq=self.min_freq, max_size=self.max_vocab)
+        return self
+
+    @property
+    def size(self):
+        """Input width: vocabulary size (ids) or features per step (numbers)."""
+        return len(self.vocab) if self.vocab is not None else self.num_features
+
+    def transform(self, X, name="X"):
+        """A list of 1-D int64 id arrays, or of (T_i, F) float arrays."""
+        kind = detect_kind(X, name)
+        if kind != self.kind:
+            raise TypeError(f"{name} holds {kind} inputs but the model was fitted on "
+                            f"{self.kind} inputs")
+        if kind == "numeric":
+            return self._numeric(X, name, self.num_features)
+        return [self.vocab.encode(tokens) for tokens in self._tokens(X, name)]
+
+    # -- helpers ------------------------------------------------------------------
+    def _tokens(self, X, name):
+        if self.kind == "text":
+            split = get_tokenizer(self.tokenizer, lower=self.lower).tokenize
+            sequences = [split(text) for text in X]
+        else:
+            sequences = [list(tokens) for tokens in X]
+        for index, tokens in enumerate(sequences):
+            if not tokens:
+                raise ValueError(f"{name}[{index}] is empty (no tokens); every sequence "
+                                 f"needs at least one")
+        return sequences
+
+    @staticmethod
+    def _numeric(X, name, num_features):
+        sequences = []
+        for index, item in enumerate(X):
+            array = np.asarray(item)
+            if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+                raise TypeError(f"{name}[{index}] must hold numbers, got dtype {array.dtype}")
+            if array.ndim == 1:
+                array = array[:, None]
+            if array.ndim != 2 or array.shape[0] == 0:
+                raise ValueError(f"{name}[{index}] must be a non-empty (T, F) or (T,) "
+                                 f"sequence, got shape {array.shape}")
+            if num_features is not None and array.shape[1] != num_features:
+                raise ValueError(f"{name}[{index}] has {array.shape[1]} features per step; "
+                                 f"the model expects {num_features}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}[{index}] contains NaN or infinite values")
+            num_features = array.shape[1]
+            sequences.append(np.asarray(array, dtype=np.float64))
+        return sequences
+
+    # -- saving -------------------------------------------------------------------
+    def to_dict(self):
+        return {"kind": self.kind, "tokenizer": self.tokenizer, "lower": self.lower,
+                "min_freq": self.min_freq, "max_vocab": self.max_vocab,
+                "num_features": self.num_features,
+                "vocab": None if self.vocab is None else self.vocab.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data):
+        encoder = cls(data["tokenizer"], data["lower"], data["min_freq"], data["max_vocab"])
+        encoder.kind = data["kind"]
+        encoder.num_features = data["num_features"]
+        if data["vocab"] is not None:
+            encoder.vocab = Vocab.from_dict(data["vocab"])
+        return encoder
+
+
+def check_count(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)

@@ -1,0 +1,436 @@
+"""Language modelling: predict the next character or word; generate text.
+
+The training texts become one token stream, ``<eos> text_1 <eos> text_2
+<eos> ...``: every text is preceded by the separator ``<eos>``, so the model
+learns how a text begins (what follows ``<eos>``) and how it ends.  The
+stream is cut into ``batch_size`` parallel columns read in chunks of
+``bptt`` steps (:class:`fastrnn.data.StreamBatcher`) and trained with
+truncated backpropagation through time: the hidden state is carried from
+one chunk to the next as a constant, so each column is read as one
+continuous text while gradients span at most ``bptt`` steps.
+"""
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from ..data import StreamBatcher
+from ..layers import Linear
+from ..losses import CrossEntropyLoss
+from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
+from .base import TaskModel
+from .inputs import check_count
+from .network import SequenceEncoder, check_choice, layer_seeds
+
+LEVELS = ("char", "word")
+LN2 = math.log(2.0)
+
+
+def _check_texts(value, name):
+    """A list of str from one text or a list/tuple of texts."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, np.ndarray)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a str or a list of str, got "
+                        f"{type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} is an empty list: need at least one text")
+    for index, text in enumerate(value):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{index}] must be a str, got {type(text).__name__}")
+    return list(value)
+
+
+def _check_real(name, value, low, high=math.inf, low_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or value > high \
+            or (value <= low if low_open else value < low):
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+class LanguageModel(TaskModel):
+    """Character- or word-level recurrent language model with text generation.
+
+    Args:
+        level: "char" (every character is a token) or "word" (words and
+            punctuation, see ``fastrnn.text.WordTokenizer``).
+        cell: "lstm", "gru" or "rnn".
+        hidden_size, num_layers: size of the recurrent stack (unidirectional:
+            a language model only sees the past).
+        dropout: dropout on the recurrent outputs (and between layers).
+        input: "embedding" (learned vectors of ``embedding_dim``) or "onehot"
+            (no input weights; good for small character vocabularies).
+        pretrained, freeze_embedding: initial embedding vectors (file or
+            array, rows matched through the vocabulary) and whether to keep
+            them fixed.
+        lower: casefold texts before tokenizing.
+        min_freq, max_vocab: vocabulary limits; rarer tokens become ``<unk>``.
+        dtype: "float32" or "float64".
+        seed: seeds the weights, dropout and nothing else (data order is fixed).
+
+    Example::
+
+        lm = fr.LanguageModel(level="char", hidden_size=128)
+        lm.fit(corpus, epochs=5, bptt=64)
+        lm.evaluate(held_out)       # {'loss': ..., 'perplexity': ..., 'bits_per_char': ...}
+        lm.generate("Once upon", length=100, temperature=0.8, seed=0)
+    """
+
+    def __init__(self, level="char", cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
+                 input="embedding", embedding_dim=64, pretrained=None,
+                 freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
+                 dtype="float32", seed=None):
+        self.level = level
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.input = input
+        self.embedding_dim = embedding_dim
+        self.pretrained = pretrained
+        self.freeze_embedding = freeze_embedding
+        self.lower = lower
+        self.min_freq = min_freq
+        self.max_vocab = max_vocab
+        self.dtype = dtype
+        self.seed = seed
+
+    # -- building -------------------------------------------------------------------
+    def _build(self, vocab):
+        check_choice("input", self.input, ("embedding", "onehot"))
+        network_seed, head_seed = layer_seeds(self.seed, 2)
+        self.vocab_ = vocab
+        self.network_ = SequenceEncoder(
+            self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
+            bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
+            pretrained=self.pretrained, vocab=vocab, freeze_embedding=self.freeze_embedding,
+            dtype=self.dtype, seed=network_seed)
+        self.head_ = Linear(self.network_.output_size, len(vocab), dtype=self.dtype,
+                            seed=head_seed)
+        self.loss_ = CrossEntropyLoss()
+        self._carry = {"train": None, "eval": None}      # state carried between chunks
+
+    def modules(self):
+        return self.network_.modules() + [self.head_]
+
+    def _tokenizer(self):
+        return get_tokenizer(check_choice("level", self.level, LEVELS), lower=self.lower)
+
+    def _stream(self, texts, name, vocab=None):
+        """``<eos> t_1 <eos> t_2 <eos> ...`` as one int64 id array (ids of
+        ``vocab``, by default the fitted one).
+
+        Texts without tokens (e.g. only spaces at word level) are skipped."""
+        vocab = self.vocab_ if vocab is None else vocab
+        parts = [np.array([EOS], dtype=np.int64)]
+        for text in texts:
+            ids = vocab.encode(vocab.tokenizer.tokenize(text))
+            if ids.size:
+                parts.append(ids)
+                parts.append(parts[0])
+        if len(parts) == 1:
+            raise ValueError(f"{name} contains no tokens (every text is empty)")
+        return np.concatenate(parts)
+
+    # -- truncated BPTT ----------------------------------------------------------------
+    def _start_state(self, key, chunk):
+        """The state a chunk starts from: zeros on a stream's first chunk,
+        else the previous chunk's final state (a constant: no gradient)."""
+        carry = self._carry[key]
+        if chunk.first or carry is None or carry[0].shape[1] != chunk.inputs.shape[1]:
+            return None
+        return tuple(carry) if len(carry) == 2 else carry[0]
+
+    def _keep_state(self, key, h_n):
+        parts = h_n if isinstance(h_n, tuple) else (h_n,)
+        self._carry[key] = [np.array(part, copy=True) for part in parts]
+
+    def _forward_chunk(self, chunk, key):
+        out, h_n = self.network_.forward(chunk.inputs, hx=self._start_state(key, chunk))
+        self._keep_state(key, h_n)
+        return self.head_(out)
+
+    def _metrics(self, loss):
+        """Batch metrics; all are linear in the loss, so their token-weighted
+        epoch means are exact (perplexity is added by ``epoch_metrics``)."""
+        metrics = {"loss": loss}
+        if self.level == "char":
+            metrics["bits_per_char"] = loss / LN2
+        return metrics
+
+    def epoch_metrics(self, metrics):
+        """Trainer hook: perplexity is exp of the epoch's mean loss."""
+        return dict(metrics, perplexity=_perplexity(metrics["loss"]))
+
+    # -- Trainer protocol -------------------------------------------------------------
+    def on_epoch_begin(self, epoch, training=True):
+        """Trainer hook: every pass over a stream starts from a zero state."""
+        key = "train" if training else "eval"
+        self._carry[key] = None
+
+    def train_batch(self, chunk):
+        logits = self._forward_chunk(chunk, "train")
+        loss, d_logits = self.loss_(logits, chunk.targets)
+        self.network_.backward(self.head_.backward(d_logits))
+        return self._metrics(loss), chunk.targets.size
+
+    def evaluate_batch(self, chunk):
+        loss, _ = self.loss_(self._forward_chunk(chunk, "eval"), chunk.targets)
+        return self._metrics(loss), chunk.targets.size
+
+    def extra_state(self):
+        """Trainer hook: the carried training state, so a checkpoint written
+        between chunks resumes exactly."""
+        carry = self._carry["train"]
+        return {"carry": None if carry is None else [part.copy() for part in carry]}
+
+    def load_extra_state(self, state):
+        carry = state["carry"]
+        if carry is not None:
+            expected = 2 if self.cell == "lstm" else 1
+            hidden = (self.num_layers, self.hidden_size)
+            carry = [np.asarray(part) for part in carry]
+            if len(carry) != expected or any(part.ndim != 3 or (part.shape[0], part.shape[2])
+                                             != hidden for part in carry):
+                raise ValueError(f"carried state must be {expected} array(s) of shape "
+                                 f"({hidden[0]}, B, {hidden[1]}), got "
+                                 f"{[part.shape for part in carry]}")
+            carry = [np.array(part, dtype=self.network_.dtype) for part in carry]
+        self._carry["train"] = carry
+
+    # -- public API -------------------------------------------------------------------
+    def fit(self, text_or_texts, epochs=10, batch_size=32, bptt=64, validation_data=None,
+            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
+            clip_norm=5.0, weight_decay=0.0):
+        """Train on a text or a list of texts; returns the History (``history_``).
+
+        Args:
+            text_or_texts: a str or a list of str (joined with ``<eos>``).
+            epochs, batch_size: passes over the stream and parallel columns.
+            bptt: steps per chunk; gradients flow back at most this far.
+            validation_data: held-out text(s), scored after every epoch
+                (takes precedence over ``validation_split``).
+            validation_split: fraction in [0, 1) of the token stream, taken
+                from its end, held out for validation instead.
+            callbacks, verbose, optimizer, lr, weight_decay: as ``fr.Trainer``
+                and ``fr.optim``.
+            clip_norm: gradients are clipped to this global norm (default
+                5.0; None turns it off).  Recurrent language models need it:
+                a rare long dependency can make one chunk's gradient explode
+                and undo many steps of training.
+
+        Epoch metrics: ``loss`` (mean cross-entropy per predicted token, in
+        nats), ``perplexity`` (exp of the mean loss) and, at char level,
+        ``bits_per_char`` (loss / ln 2), each also as ``val_*``.  Validation
+        streams are read with ``min(batch_size, (n - 1) // bptt)`` columns (at
+        least 1), so every column spans at least one chunk.  Per-batch logs
+        (``on_batch_end``) carry ``loss`` and ``bits_per_char`` only.
+
+        The hidden state carried between chunks is part of the Trainer's
+        checkpoints (``extra_state``), so a run resumed mid-epoch continues
+        exactly.
+        """
+        check_count("epochs", epochs)
+        check_count("batch_size", batch_size)
+        check_count("bptt", bptt)
+        if isinstance(validation_split, (bool, np.bool_)) \
+                or not isinstance(validation_split, numbers.Real) \
+                or not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be a number in [0, 1), "
+                             f"got {validation_split!r}")
+        check_choice("input", self.input, ("embedding", "onehot"))
+        tokenizer = self._tokenizer()
+        texts = _check_texts(text_or_texts, "text_or_texts")
+        corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
+        if not corpus:
+            raise ValueError("text_or_texts contains no tokens (every text is empty)")
+        vocab = Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
+                            max_size=self.max_vocab)
+        if len(vocab) <= EOS + 1:
+            raise ValueError(f"the vocabulary has no tokens besides the specials: "
+                             f"min_freq={self.min_freq!r} / max_vocab={self.max_vocab!r} "
+                             f"removed them all")
+        stream = self._stream(texts, "text_or_texts", vocab)
+        held_out = None
+        if validation_data is not None:
+            held_out = self._stream(_check_texts(validation_data, "validation_data"),
+                                    "validation_data", vocab)
+        elif validation_split:
+            cut = int(round(len(stream) * (1.0 - validation_split)))
+            if cut < batch_size + 1 or len(stream) - cut < 1:
+                raise ValueError(f"validation_split={validation_split} leaves "
+                                 f"{cut} training and {len(stream) - cut} validation "
+                                 f"tokens of {len(stream)}; training needs at least "
+                                 f"batch_size + 1 = {batch_size + 1} and validation 1")
+            stream, held_out = stream[:cut], stream[cut - 1:]   # every token predicted once
+        if len(stream) < batch_size + 1:
+            raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
+                             f"{len(stream)} tokens (with <eos> separators) give fewer "
+                             f"than 1 step per column; need at least {batch_size + 1} "
+                             f"tokens or a smaller batch_size")
+        self._build(vocab)     # only now: a refused call leaves a fitted model as it was
+        train = StreamBatcher(stream, batch_size, bptt)
+        validation = None
+        if held_out is not None:
+            columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
+            validation = StreamBatcher(held_out, columns, bptt)
+        return self._train(train, validation, epochs, callbacks, verbose, optimizer, lr,
+                           clip_norm, weight_decay)
+
+    def evaluate(self, text_or_texts, bptt=256, batch_size=1):
+        """Loss, perplexity (and bits per character) of the model on a text.
+
+        The text is read as in training (``<eos>``-separated stream, state
+        carried across chunks of ``bptt`` steps) in ``batch_size`` columns;
+        with the default ``batch_size=1`` every token is predicted from all
+        of the stream before it, and ``bptt`` only bounds the memory used.
+        Returns ``{"loss", "perplexity"}`` plus ``"bits_per_char"`` at char
+        level; the loss is the mean over all predicted tokens (including the
+        ``<eos>`` ending each text).
+        """
+        self._check_fitted()
+        check_count("bptt", bptt)
+        check_count("batch_size", batch_size)
+        stream = self._stream(_check_texts(text_or_texts, "text_or_texts"), "text_or_texts")
+        if len(stream) < batch_size + 1:
+            raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
+                             f"{len(stream)} tokens (with <eos> separators); need at "
+                             f"least {batch_size + 1}")
+        total = count = 0.0
+        with self._inference():
+            saved = self._carry["eval"]
+            try:
+                self._carry["eval"] = None
+                for chunk in StreamBatcher(stream, batch_size, bptt):
+                    loss, _ = self.loss_(self._forward_chunk(chunk, "eval"), chunk.targets)
+                    total += loss * chunk.targets.size
+                    count += chunk.targets.size
+            finally:
+                self._carry["eval"] = saved
+        return self.epoch_metrics(self._metrics(total / count))
+
+    def generate(self, prompt="", length=200, temperature=1.0, top_k=None, top_p=None,
+                 seed=None, stop_at_eos=False):
+        """Continue ``prompt`` with ``length`` sampled tokens.
+
+        The prompt is read as the start of a new text (after ``<eos>``, the
+        stream separator; an empty prompt starts from ``<eos>`` alone) in
+        one forward pass, then tokens are drawn one at a time from
+        ``softmax(logits / temperature)``, restricted by ``top_k`` (the k most
+        probable tokens) and ``top_p`` (nucleus: the fewest most probable
+        tokens whose probability sums to at least ``top_p``), both applied
+        when given.  ``<pad>``, ``<unk>`` and ``<bos>`` are never drawn; nor is
+        ``<eos>`` unless ``stop_at_eos`` (then drawing it ends the text early).
+
+        Args:
+            prompt: str; tokens the vocabulary lacks are read as ``<unk>``
+                (with a warning).
+            length: number of tokens to generate (int >= 0).
+            temperature: >= 0; 0 means greedy (always the most probable
+                token, ties to the lowest id), < 1 sharpens, > 1 flattens.
+            top_k: None or int >= 1.
+            top_p: None or a number in (0, 1].
+            seed: seed of the sampling generator: same seed, same text.
+            stop_at_eos: allow ``<eos>`` and stop when it is drawn.
+
+        Returns at char level the prompt followed by the generated
+        characters; at word level the prompt's and the generated words
+        joined by the tokenizer's ``detokenize`` (prompt words as tokenized:
+        casefolded with ``lower=True``).
+        """
+        self._check_fitted()
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        length = check_count("length", length, minimum=0)
+        temperature = _check_real("temperature", temperature, 0.0)
+        if top_k is not None:
+            top_k = check_count("top_k", top_k)
+        if top_p is not None:
+            top_p = _check_real("top_p", top_p, 0.0, 1.0, low_open=True)
+        rng = np.random.default_rng(seed)
+        tokens = self.vocab_.tokenizer.tokenize(prompt)
+        unknown = [token for token in tokens if token not in self.vocab_]
+        if unknown:
+            shown = ", ".join(map(repr, list(dict.fromkeys(unknown))[:5]))
+            warnings.warn(f"prompt has {len(unknown)} token(s) not in the vocabulary "
+                          f"({shown}); they are read as <unk>", UserWarning, stacklevel=2)
+        ids = np.concatenate([[EOS], self.vocab_.encode(tokens)]).astype(np.int64)
+        banned = np.zeros(len(self.vocab_), dtype=bool)
+        banned[[PAD, UNK, BOS]] = True
+        banned[EOS] = not stop_at_eos
+        generated = []
+        with self._inference():
+            out, state = self.network_.forward(ids[:, None])
+            logits = self.head_(out[-1])[0]
+            for step in range(length):
+                token = _sample(logits, banned, temperature, top_k, top_p, rng)
+                if token == EOS:
+                    break
+                generated.append(token)
+                if step + 1 < length:
+                    out, state = self.network_.forward(np.array([[token]], dtype=np.int64),
+                                                       hx=state)
+                    logits = self.head_(out[0])[0]
+        words = [self.vocab_.lookup(token) for token in generated]
+        if self.level == "char":
+            return prompt + "".join(words)
+        return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    def _inference(self):
+        return _EvalMode(self.modules())
+
+    # -- saving -----------------------------------------------------------------------
+    def _fitted_state(self):
+        return {"vocab": self.vocab_.to_dict()}
+
+    def _restore(self, state):
+        self._build(Vocab.from_dict(state["vocab"]))
+
+
+class _EvalMode:
+    """Modules in eval mode inside the block, their previous modes after it
+    (generate/evaluate may run from a callback in the middle of training)."""
+
+    def __init__(self, modules):
+        self.modules = modules
+
+    def __enter__(self):
+        self.modes = [module.training for module in self.modules]
+        for module in self.modules:
+            module.train(False)
+        return self
+
+    def __exit__(self, *exc):
+        for module, mode in zip(self.modules, self.modes):
+            module.train(mode)
+        return False
+
+
+def _perplexity(mean_loss):
+    return math.exp(min(mean_loss, 700.0))     # exp(700) ~ 1e304: stays finite
+
+
+def _sample(logits, banned, temperature, top_k, top_p, rng):
+    """One token id from (V,) logits; see ``LanguageModel.generate``."""
+    z = np.asarray(logits, dtype=np.float64).copy()
+    z[banned] = -np.inf
+    if temperature == 0.0:
+        return int(np.argmax(z))
+    order = np.argsort(-z, kind="stable")              # most probable first, ties by id
+    allowed = len(z) - int(banned.sum())
+    keep = allowed if top_k is None else min(top_k, allowed)
+    order = order[:keep]
+    scaled = (z[order] - z[order[0]]) / temperature   # <= 0: no overflow at tiny temperatures
+    probs = np.exp(scaled)
+    probs /= probs.sum()
+    if top_p is not None:
+        cumulative = np.cumsum(probs)
+        keep = min(int(np.searchsorted(cumulative, top_p * (1 - 1e-12))) + 1, len(probs))
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+    cumulative = np.cumsum(probs)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return int(order[min(index, len(order) - 1)])

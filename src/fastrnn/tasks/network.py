@@ -1,0 +1,171 @@
+"""Building blocks the task models share: an encoder stack and pooling.
+
+``SequenceEncoder`` is input layer (embedding, one-hot or numeric features)
+-> stacked (optionally bidirectional) RNN/LSTM/GRU -> dropout, with one
+forward and one backward for the whole stack.  ``Pooling`` turns per-step
+outputs into one vector per sequence for many-to-one tasks.
+"""
+
+import numpy as np
+
+from ..layers import GRU, LSTM, RNN
+from ..layers.dropout import Dropout
+from ..layers.embedding import Embedding
+from ..text import PAD, one_hot
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+INPUTS = ("embedding", "onehot", "numeric")
+POOLINGS = ("last", "mean", "max")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}")
+    return value
+
+
+def layer_seeds(seed, count):
+    """``count`` independent integer seeds from one user seed (None: fresh entropy)."""
+    children = np.random.SeedSequence(seed).spawn(count)
+    return [int(child.generate_state(1)[0]) for child in children]
+
+
+class SequenceEncoder:
+    """Input layer + recurrent stack + output dropout, as one unit.
+
+    input_kind "embedding"/"onehot" takes token ids (T, B) over ``input_size``
+    symbols; "numeric" takes features (T, B, input_size).  ``pretrained``: a
+    vectors file or array for the embedding, rows matched through ``vocab``.
+    """
+
+    def __init__(self, cell, input_kind, input_size, hidden_size, num_layers=1,
+                 bidirectional=False, dropout=0.0, embedding_dim=None, pretrained=None,
+                 vocab=None, freeze_embedding=False, dtype="float32", seed=None):
+        check_choice("cell", cell, tuple(CELLS))
+        check_choice("input", input_kind, INPUTS)
+        seeds = layer_seeds(seed, 3)
+        self.input_kind = input_kind
+        self.input_size = input_size
+        self.embedding = None
+        if input_kind == "embedding":
+            if pretrained is not None:
+                self.embedding = Embedding.from_pretrained(
+                    pretrained, vocab=vocab, freeze=freeze_embedding, padding_idx=PAD,
+                    dtype=dtype, seed=seeds[0])
+                if self.embedding.num_embeddings != input_size:
+                    raise ValueError(f"pretrained vectors must have {input_size} rows (one "
+                                     f"per vocabulary entry), got "
+                                     f"{self.embedding.num_embeddings}")
+            else:
+                self.embedding = Embedding(input_size, embedding_dim, padding_idx=PAD,
+                                           freeze=freeze_embedding, dtype=dtype,
+                                           seed=seeds[0])
+            features = self.embedding.embedding_dim
+        else:
+            features = input_size
+        self.rnn = CELLS[cell](features, hidden_size, num_layers=num_layers,
+                               dropout=dropout if num_layers > 1 else 0.0,
+                               bidirectional=bidirectional, dtype=dtype, seed=seeds[1])
+        self.dropout = Dropout(dropout, seed=seeds[2], dtype=dtype) if dropout > 0 else None
+        self.dtype = self.rnn.dtype
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+
+    def modules(self):
+        return [m for m in (self.embedding, self.rnn, self.dropout) if m is not None]
+
+    def _features(self, inputs):
+        if self.input_kind == "embedding":
+            return self.embedding(inputs)
+        if self.input_kind == "onehot":
+            return one_hot(inputs, self.input_size, dtype=self.dtype)
+        return inputs
+
+    def forward(self, inputs, lengths=None, hx=None):
+        """``(out (T, B, output_size), h_n)`` for ids (T, B) or features (T, B, F)."""
+        out, h_n = self.rnn(self._features(inputs), hx=hx, lengths=lengths)
+        if self.dropout is not None:
+            out = self.dropout(out)
+        self._out_shape = out.shape    # backward(None, d_hn) needs it
+        return out, h_n
+
+    def backward(self, d_out, d_hn=None):
+        """Back through the stack; returns the gradient of the initial state.
+
+        d_out None means the loss reached the stack only through ``d_hn``.
+        """
+        if d_out is None:
+            d_out = np.zeros(self._out_shape, dtype=self.dtype)
+        elif self.dropout is not None:
+            d_out = self.dropout.backward(d_out)
+        needs_input_grad = self.embedding is not None and bool(self.embedding.parameters())
+        d_x, d_hx = self.rnn.backward(d_out, d_hn=d_hn, input_grad=needs_input_grad)
+        if needs_input_grad:
+            self.embedding.backward(d_x)
+        return d_hx
+
+
+def top_state(h_n, bidirectional):
+    """The last layer's final hidden state, both directions concatenated: (B, D*H)."""
+    h = h_n[0] if isinstance(h_n, tuple) else h_n
+    if bidirectional:
+        return np.concatenate([h[-2], h[-1]], axis=1)
+    return h[-1]
+
+
+def top_state_grad(d_top, h_n, bidirectional):
+    """d_hn for the recurrent layer given the gradient of :func:`top_state`."""
+    h = h_n[0] if isinstance(h_n, tuple) else h_n
+    d_h = np.zeros_like(h)
+    if bidirectional:
+        hidden = h.shape[2]
+        d_h[-2] = d_top[:, :hidden]
+        d_h[-1] = d_top[:, hidden:]
+    else:
+        d_h[-1] = d_top
+    return (d_h, None) if isinstance(h_n, tuple) else d_h
+
+
+class Pooling:
+    """One vector per sequence from per-step outputs (T, B, F).
+
+    "last": the final hidden state of the top layer (for a bidirectional stack
+    the forward direction's last valid step and the reverse direction's first
+    step); "mean"/"max": over each row's valid steps only.
+    """
+
+    def __init__(self, mode, bidirectional):
+        self.mode = check_choice("pooling", mode, POOLINGS)
+        self.bidirectional = bidirectional
+        self._cache = None
+
+    def forward(self, out, h_n, lengths):
+        steps, batch = out.shape[:2]
+        valid = np.arange(steps)[:, None] < lengths[None, :]                 # (T, B)
+        if self.mode == "last":
+            pooled = top_state(h_n, self.bidirectional)
+            self._cache = (h_n,)
+        elif self.mode == "mean":
+            scale = (1.0 / lengths).astype(out.dtype)
+            pooled = (out * valid[:, :, None]).sum(axis=0) * scale[:, None]
+            self._cache = (valid, scale, out.shape)
+        else:
+            masked = np.where(valid[:, :, None], out, -np.inf)
+            argmax = masked.argmax(axis=0)                                     # (B, F)
+            pooled = np.take_along_axis(out, argmax[None], axis=0)[0]
+            self._cache = (argmax, out.shape)
+        return pooled
+
+    def backward(self, d_pooled):
+        """``(d_out or None, d_hn or None)`` for the encoder's backward."""
+        if self.mode == "last":
+            (h_n,) = self._cache
+            return None, top_state_grad(d_pooled, h_n, self.bidirectional)
+        if self.mode == "mean":
+            valid, scale, shape = self._cache
+            d_out = valid[:, :, None] * (d_pooled * scale[:, None])[None]
+            return np.ascontiguousarray(d_out, dtype=d_pooled.dtype), None
+        argmax, shape = self._cache
+        d_out = np.zeros(shape, dtype=d_pooled.dtype)
+        np.put_along_axis(d_out, argmax[None], d_pooled[None], axis=0)
+        return d_out, None

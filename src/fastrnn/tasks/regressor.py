@@ -1,0 +1,187 @@
+"""Sequence regression: numbers per sequence (many-to-one) or per step."""
+
+import numpy as np
+
+from ..layers import Linear
+from ..losses import MSELoss
+from .base import TaskModel, validation_pair
+from .inputs import InputEncoder, check_count
+from .network import Pooling, layer_seeds
+
+
+class SequenceRegressor(TaskModel):
+    """Predict a value or vector from numeric sequences, trained with MSE.
+
+    ``per_step=False``: one target per sequence, ``y`` of shape (N,) or (N, K)
+    (the encoder's output is pooled with ``pooling``).  ``per_step=True``: a
+    target at every step, ``y`` a list of (T_i,) or (T_i, K) arrays as long as
+    the inputs (forecasting the next value, smoothing, ...).
+    Inputs are (N, T, F) arrays or lists of (T_i, F) / (T_i,) arrays.  Feature
+    and target scaling is the caller's: standardise both (for example to mean
+    0 and variance 1) — recurrent nets train poorly on raw large values.
+
+    Example::
+
+        reg = fr.SequenceRegressor(hidden_size=32)
+        reg.fit(windows, next_values, epochs=20)      # windows (N, T, 1)
+        reg.predict(windows[:5])                      # -> (5,)
+    """
+
+    def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
+                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.per_step = per_step
+        self.pooling = pooling
+        self.dtype = dtype
+        self.seed = seed
+
+    # -- building -------------------------------------------------------------------
+    def _build(self, inputs, target_size, target_is_vector):
+        network_seed, head_seed = layer_seeds(self.seed, 2)
+        self.is_fitted_ = False     # a refit that fails from here on leaves no stale model
+        self.inputs_ = inputs
+        self.n_outputs_ = target_size
+        self.target_is_vector_ = target_is_vector
+        self.network_ = self._sequence_encoder(inputs, network_seed)
+        self.pool_ = None if self.per_step else Pooling(self.pooling, bool(self.bidirectional))
+        self.head_ = Linear(self.network_.output_size, target_size, dtype=self.dtype,
+                            seed=head_seed)
+        self.loss_ = MSELoss()
+
+    def modules(self):
+        return self.network_.modules() + [self.head_]
+
+    def _targets(self, y, sequences, name="y"):
+        """Targets as 2-D arrays: (N, K) per sequence, or a list of (T_i, K)."""
+        if not self.per_step:
+            array = _float_array(y, name)
+            if array.ndim not in (1, 2) or array.shape[0] != len(sequences):
+                raise ValueError(f"{name} must have shape (N,) or (N, K) with N = "
+                                 f"{len(sequences)} sequences, got {array.shape}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+            return array.reshape(len(sequences), -1), array.ndim == 2
+        items = list(y)
+        if len(items) != len(sequences):
+            raise ValueError(f"{name} must have one target sequence per input: "
+                             f"{len(sequences)} inputs but {len(items)} targets")
+        targets, vector = [], False
+        for index, (item, sequence) in enumerate(zip(items, sequences)):
+            array = _float_array(item, f"{name}[{index}]")
+            if array.ndim not in (1, 2):
+                raise ValueError(f"{name}[{index}] must be a (T,) or (T, K) array of "
+                                 f"per-step targets (per_step=True), got shape {array.shape}")
+            vector = array.ndim == 2
+            array = array.reshape(array.shape[0], -1)
+            if array.shape[0] != sequence.shape[0]:
+                raise ValueError(f"{name}[{index}] has {array.shape[0]} steps but its input "
+                                 f"has {sequence.shape[0]}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}[{index}] contains NaN or infinite values")
+            targets.append(array)
+        widths = {t.shape[1] for t in targets}
+        if len(widths) != 1:
+            raise ValueError(f"{name}: every step needs the same number of values, got "
+                             f"{sorted(widths)}")
+        return targets, vector
+
+    # -- Trainer protocol -------------------------------------------------------------
+    def _predict_batch(self, batch):
+        out, h_n = self.network_.forward(batch.inputs, batch.lengths)
+        if self.per_step:
+            return self.head_(out)
+        return self.head_(self.pool_.forward(out, h_n, batch.lengths))
+
+    def _mask(self, batch):
+        if not self.per_step:
+            return None
+        return np.arange(batch.inputs.shape[0])[:, None] < batch.lengths[None, :]
+
+    def train_batch(self, batch):
+        predictions = self._predict_batch(batch)
+        loss, d_predictions = self.loss_(predictions, batch.targets, mask=self._mask(batch))
+        d_hidden = self.head_.backward(d_predictions)
+        if self.per_step:
+            self.network_.backward(d_hidden)
+        else:
+            self.network_.backward(*self.pool_.backward(d_hidden))
+        return {"loss": loss}, len(batch.lengths)
+
+    def evaluate_batch(self, batch):
+        predictions = self._predict_batch(batch)
+        loss, _ = self.loss_(predictions, batch.targets, mask=self._mask(batch))
+        return {"loss": loss}, len(batch.lengths)
+
+    # -- public API -------------------------------------------------------------------
+    def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
+            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
+            clip_norm=None, weight_decay=0.0):
+        """Train with mean squared error; returns the History (``history_``)."""
+        check_count("epochs", epochs)
+        check_count("batch_size", batch_size)
+        inputs = InputEncoder().fit(X)
+        if inputs.kind != "numeric":
+            raise TypeError(f"X must be numeric sequences for a SequenceRegressor, got "
+                            f"{inputs.kind} (use a SequenceClassifier for text)")
+        sequences = inputs.transform(X)
+        targets, vector = self._targets(y, sequences)
+        width = targets[0].shape[1] if self.per_step else targets.shape[1]
+        self._build(inputs, width, vector)
+        validation = None
+        if validation_data is not None:
+            X_val, y_val = validation_pair(validation_data)
+            val_sequences = inputs.transform(X_val, "validation_data[0]")
+            validation = (val_sequences,
+                          self._targets(y_val, val_sequences, "validation_data[1]")[0])
+        train, held_out = self._loaders(sequences, targets, batch_size, validation,
+                                        validation_split, per_step_targets=self.per_step)
+        return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
+                           clip_norm, weight_decay)
+
+    def predict(self, X, batch_size=256):
+        """(N,) or (N, K) per sequence; per step a list of (T_i,) or (T_i, K) arrays."""
+        self._check_fitted()
+        sequences = self.inputs_.transform(X)
+        results = [None] * len(sequences)
+        for batch in self._batches(sequences, batch_size):
+            predictions = self._predict_batch(batch).astype(np.float64)
+            for column, row in enumerate(batch.indices):
+                value = (predictions[:batch.lengths[column], column] if self.per_step
+                         else predictions[column])
+                results[row] = value if self.target_is_vector_ else value[..., 0]
+        return results if self.per_step else np.stack(results)
+
+    def score(self, X, y):
+        """Coefficient of determination R^2 over all predicted values."""
+        predicted = self.predict(X)
+        sequences = self.inputs_.transform(X)
+        targets, _ = self._targets(y, sequences)
+        if self.per_step:
+            predicted = np.concatenate([np.reshape(p, (len(p), -1)) for p in predicted])
+            targets = np.concatenate(targets)
+        truth = np.reshape(targets, (len(targets), -1))
+        predicted = np.reshape(predicted, truth.shape)
+        residual = ((truth - predicted) ** 2).sum()
+        total = ((truth - truth.mean(axis=0)) ** 2).sum()
+        return float(1.0 - residual / total) if total > 0 else 0.0
+
+    # -- saving -----------------------------------------------------------------------
+    def _fitted_state(self):
+        return {"inputs": self.inputs_.to_dict(), "n_outputs": self.n_outputs_,
+                "target_is_vector": self.target_is_vector_}
+
+    def _restore(self, state):
+        self._build(InputEncoder.from_dict(state["inputs"]), state["n_outputs"],
+                    state["target_is_vector"])
+
+
+def _float_array(value, name):
+    """``value`` as a float64 array; ragged or non-numeric input is a ValueError."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be numbers forming a regular array: {exc}") from None

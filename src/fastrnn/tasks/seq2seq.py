@@ -1,0 +1,584 @@
+"""Sequence-to-sequence: an encoder reads the source, a decoder writes the target.
+
+The encoder's final state (h_n, and c_n for an LSTM) is the decoder's initial
+state, so the whole source must pass through that fixed-size state (no
+attention).  Training uses teacher forcing: the decoder reads ``<bos>`` +
+target and learns to predict target + ``<eos>``, one vectorised pass per
+batch.  Inference decodes one step at a time for a whole batch (greedy) or
+for a batch of beams (beam search); the Python loop runs per generated step,
+never per sequence or per token.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from ..data import BatchLoader
+from ..layers import Linear
+from ..losses import CrossEntropyLoss
+from ..text import BOS, EOS, PAD, get_tokenizer
+from .base import TaskModel, validation_pair
+from .inputs import InputEncoder, check_count, detect_kind
+from .network import SequenceEncoder, check_choice, layer_seeds, top_state
+
+IGNORE = -100               # padded decoder targets: CrossEntropyLoss's ignore_index
+BANNED = (PAD, BOS)         # never generated: PAD is never a target, BOS only an input
+
+
+class Seq2Seq(TaskModel):
+    """Encoder-decoder for sequence-to-sequence tasks: transliteration,
+    reversal/sorting toys, short translations, captioning-style one-to-many.
+
+    Sources are texts (split by ``tokenizer``), token lists, or numbers:
+    a 2-D array (N, F) or a list of (F,) vectors is one feature vector per
+    example, read as a length-1 sequence (one-to-many: a vector in, a
+    sequence out); a 3-D array (N, T, F) or a list of (T_i, F) arrays is a
+    feature sequence per example (a scalar series must be given as (T, 1)).
+    Targets are texts or token lists, with their own vocabulary (the source
+    and target vocabularies are separate; ``tokenizer``/``lower``/
+    ``min_freq``/``max_vocab`` apply to both sides).
+
+    Model: a unidirectional encoder stack (embedding / one-hot / numeric
+    input -> RNN, LSTM or GRU) whose final state starts a decoder stack of
+    the same cell and size over target ids, and a linear layer from the
+    decoder's outputs to target-token scores.  Training minimises the
+    per-token cross-entropy of target + ``<eos>`` given ``<bos>`` + target
+    (padding ignored); gradients flow head -> decoder -> (through the
+    initial state) encoder.
+
+    Args:
+        cell: "lstm", "gru" or "rnn" (both stacks).
+        hidden_size, num_layers, dropout: size of both stacks; dropout
+            between layers and on the outputs.
+        embedding_dim: size of the learned source and target embeddings.
+        input: "embedding" or "onehot" for token ids (numeric sources need
+            no choice; the decoder always reads target ids).
+        tokenizer: "char" or "word": how source and target texts are split.
+        lower: casefold texts before splitting.
+        min_freq, max_vocab: vocabulary limits (rarer tokens are ``<unk>``).
+        dtype: "float32" or "float64".  seed: int for reproducible runs
+            (weights, dropout, data order and scheduled sampling).
+
+    Example::
+
+        model = fr.Seq2Seq(hidden_size=128, tokenizer="char", seed=0)
+        model.fit(["abc", "hello"], ["cba", "olleh"], epochs=30)
+        model.predict(["abc"], beam_size=3)        # -> ['cba']
+        model.encode(["abc"])                      # (1, 128) source vectors
+    """
+
+    def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
+                 embedding_dim=64, input="embedding", tokenizer="char", lower=False,
+                 min_freq=1, max_vocab=None, dtype="float32", seed=None):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self.input = input
+        self.tokenizer = tokenizer
+        self.lower = lower
+        self.min_freq = min_freq
+        self.max_vocab = max_vocab
+        self.dtype = dtype
+        self.seed = seed
+
+    # -- building -------------------------------------------------------------------
+    def _build(self, inputs, outputs):
+        check_choice("input", self.input, ("embedding", "onehot"))
+        encoder_seed, decoder_seed, head_seed, sampling_seed = layer_seeds(self.seed, 4)
+        self.inputs_ = inputs
+        self.outputs_ = outputs
+        vocab = outputs.vocab
+        self._itos = np.array(vocab.tokens, dtype=object)
+        self.encoder_ = self._sequence_encoder(inputs, encoder_seed)
+        self.decoder_ = SequenceEncoder(
+            self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
+            bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
+            vocab=vocab, dtype=self.dtype, seed=decoder_seed)
+        self.head_ = Linear(self.decoder_.output_size, len(vocab), dtype=self.dtype,
+                            seed=head_seed)
+        self.loss_ = CrossEntropyLoss(ignore_index=IGNORE)
+        self._sampling_rng = np.random.default_rng(sampling_seed)
+        self._teacher_forcing = 1.0
+        self._table = None
+
+    def modules(self):
+        return self.encoder_.modules() + self.decoder_.modules() + [self.head_]
+
+    # -- input checks -------------------------------------------------------------------
+    @staticmethod
+    def _sources(X, name="sources"):
+        """``X`` with feature vectors turned into length-1 sequences (see the
+        class docstring); empty sequences are refused here, before the input
+        encoder guesses the kind from them."""
+        if isinstance(X, np.ndarray):
+            if X.dtype.kind in "fiu" and X.ndim == 2:
+                return X[:, None, :]
+            if X.dtype.kind in "fiu" and X.ndim != 3:
+                raise ValueError(f"{name} as an array must have shape (N, F) (one vector "
+                                 f"per example) or (N, T, F) (sequences), got {X.shape}")
+            return X
+        if not isinstance(X, str):
+            try:
+                X = list(X)
+            except TypeError:
+                pass            # detect_kind names the type
+        _check_nonempty(X, name, "source")
+        if detect_kind(X, name) != "numeric":
+            return X
+        converted = []
+        for item in X:
+            try:
+                array = np.asarray(item)
+            except ValueError:                  # ragged: the input encoder reports it
+                array = None
+            if array is not None and array.ndim == 1 and array.dtype.kind in "fiu":
+                item = array[None, :]
+            converted.append(item)
+        return converted
+
+    def _targets(self, y, name="targets"):
+        if isinstance(y, np.ndarray):
+            y = y.tolist()
+        _check_nonempty(y, name, "target")
+        kind = detect_kind(y, name)
+        if kind == "numeric":
+            raise TypeError(f"{name} must be texts or token lists (a decoder writes "
+                            f"tokens), got numbers")
+        return list(y)
+
+    @staticmethod
+    def _check_counts(n_sources, n_targets, names=("sources", "targets")):
+        if n_sources != n_targets:
+            raise ValueError(f"{names[0]} and {names[1]} must have the same length: "
+                             f"{n_sources} sources but {n_targets} targets")
+
+    def _target_ids(self, y, name="targets"):
+        return self.outputs_.transform(y, name)
+
+    # -- Trainer protocol -------------------------------------------------------------
+    def _encode_batch(self, batch):
+        """The encoder's final state for a batch (the decoder's initial state)."""
+        _, state = self.encoder_.forward(batch.inputs, batch.lengths)
+        return state
+
+    def _decode(self, decoder_inputs, lengths, state):
+        out, _ = self.decoder_.forward(decoder_inputs, lengths, hx=state)
+        return self.head_(out)                                       # (T, B, V)
+
+    def _scheduled_inputs(self, decoder_inputs, lengths, state):
+        """Parallel (two-pass) scheduled sampling.
+
+        A first teacher-forced pass of the decoder in eval mode (no dropout,
+        nothing kept for backward) gives the model's own prediction at every
+        step; each decoder input after ``<bos>`` is then replaced by the
+        prediction for its position with probability ``1 - teacher_forcing``.
+        The real training pass runs on these mixed inputs.  Unlike classic
+        scheduled sampling the predictions come from the gold prefix, not
+        from the mixed one: all steps stay one vectorised pass.
+        """
+        with _EvalMode(self.decoder_.modules() + [self.head_]):
+            logits = self._decode(decoder_inputs, lengths, state)
+        logits[..., list(BANNED)] = -np.inf
+        predicted = logits.argmax(axis=2)                            # (T, B)
+        steps, batch = decoder_inputs.shape
+        replace = self._sampling_rng.random((steps - 1, batch)) >= self._teacher_forcing
+        replace &= np.arange(1, steps)[:, None] < lengths[None, :]
+        mixed = decoder_inputs.copy()
+        mixed[1:][replace] = predicted[:-1][replace]
+        return mixed
+
+    def _step(self, batch, training):
+        decoder_inputs, targets, lengths = self._table.batch(batch.targets)
+        state = self._encode_batch(batch)
+        if training and self._teacher_forcing < 1.0:
+            decoder_inputs = self._scheduled_inputs(decoder_inputs, lengths, state)
+        logits = self._decode(decoder_inputs, lengths, state)
+        loss, d_logits = self.loss_(logits, targets)
+        if training:
+            d_state = self.decoder_.backward(self.head_.backward(d_logits))
+            self.encoder_.backward(None, d_hn=d_state)
+        real = targets != IGNORE
+        tokens = int(real.sum())
+        correct = int(((logits.argmax(axis=2) == targets) & real).sum())
+        # Weighted by tokens: epoch averages are per-token loss and accuracy.
+        return {"loss": loss, "accuracy": correct / tokens}, tokens
+
+    def train_batch(self, batch):
+        return self._step(batch, training=True)
+
+    def evaluate_batch(self, batch):
+        return self._step(batch, training=False)
+
+    def extra_state(self):
+        """Trainer hook: the scheduled-sampling generator, so a resumed run
+        draws the same replacements."""
+        return {"sampling_rng": self._sampling_rng.bit_generator.state}
+
+    def load_extra_state(self, state):
+        self._sampling_rng.bit_generator.state = state["sampling_rng"]
+
+    # -- public API -------------------------------------------------------------------
+    def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
+            validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
+            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=0.0):
+        """Train on ``sources`` and their ``targets``; returns the History (also
+        ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
+        ``<eos>`` included; ``val_*`` likewise on validation data).
+
+        Args:
+            sources: texts, token lists or numbers (see the class docstring).
+            targets: one text or token list per source.
+            epochs, batch_size: passes over the data and sources per batch.
+            teacher_forcing: in [0, 1]; 1 = the decoder always reads the true
+                previous token.  Below 1, two-pass scheduled sampling: each
+                decoder input is replaced by the model's own prediction with
+                probability ``1 - teacher_forcing`` (see
+                ``_scheduled_inputs``; seeded by ``seed``).
+            validation_data: ``(sources, targets)`` scored after each epoch;
+                or ``validation_split``, a fraction of the pairs held out.
+            callbacks, verbose, optimizer, lr, weight_decay: as ``fr.Trainer``
+                and ``fr.optim``.
+            clip_norm: global gradient-norm clipping (default 5.0; None
+                turns it off): long decoder chains can explode.
+
+        Batching: a BatchLoader over the sources carries each example's row
+        number as its target; the batch's decoder inputs and targets are
+        gathered from one flat table of target ids with a single vectorised
+        scatter (validation pairs live in the same table, after the training
+        ones).
+        """
+        check_count("epochs", epochs)
+        check_count("batch_size", batch_size)
+        teacher_forcing = _check_unit("teacher_forcing", teacher_forcing)
+        sources = self._sources(sources)
+        targets = self._targets(targets)
+        self._check_counts(len(sources), len(targets))
+        inputs = self._input_encoder().fit(sources, "sources")
+        source_ids = inputs.transform(sources, "sources")
+        outputs = self._input_encoder().fit(targets, "targets")
+        if len(outputs.vocab) <= EOS + 1:
+            raise ValueError(f"the target vocabulary has no tokens besides the specials: "
+                             f"min_freq={self.min_freq!r} / max_vocab={self.max_vocab!r} "
+                             f"removed them all")
+        self._build(inputs, outputs)
+        self._teacher_forcing = teacher_forcing
+        target_ids = self._target_ids(targets)
+        validation = None
+        if validation_data is not None:
+            val_sources, val_targets = validation_pair(validation_data)
+            val_sources = self._sources(val_sources, "validation_data[0]")
+            val_targets = self._targets(val_targets, "validation_data[1]")
+            self._check_counts(len(val_sources), len(val_targets),
+                               ("validation_data[0]", "validation_data[1]"))
+            val_ids = self._target_ids(val_targets, "validation_data[1]")
+            validation = (inputs.transform(val_sources, "validation_data[0]"),
+                          np.arange(len(target_ids), len(target_ids) + len(val_ids)))
+            target_ids = target_ids + val_ids
+        self._table = _TargetTable(target_ids)
+        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), batch_size,
+                                        validation, validation_split)
+        try:
+            return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
+                               clip_norm, weight_decay)
+        finally:
+            self._table = None
+
+    def predict(self, sources, max_length=50, beam_size=1, batch_size=64):
+        """The decoded target of every source: strings (joined with the target
+        tokenizer's ``detokenize``) when the targets were texts, token lists
+        when they were token lists.
+
+        Args:
+            max_length: most tokens generated per output (``<eos>`` not
+                counted); an output that reaches it is cut there.
+            beam_size: 1 = greedy decoding (the most probable token at each
+                step, ties to the lowest id); k > 1 = beam search (see
+                ``_beam_search`` for the scoring rule).
+            batch_size: sources decoded together (beam search runs
+                ``batch_size * beam_size`` rows per step).
+
+        ``<pad>`` and ``<bos>`` are never generated; ``<unk>`` can be (it
+        appears as the token "<unk>").
+        """
+        ids = self._predict_ids(sources, max_length, beam_size, batch_size)
+        tokens = [self._itos[row].tolist() for row in ids]
+        if self.outputs_.kind == "tokens":
+            return tokens
+        detokenize = get_tokenizer(self.tokenizer, lower=self.lower).detokenize
+        return [detokenize(row) for row in tokens]
+
+    def _predict_ids(self, sources, max_length, beam_size, batch_size):
+        self._check_fitted()
+        max_length = check_count("max_length", max_length)
+        beam_size = check_count("beam_size", beam_size)
+        batch_size = check_count("batch_size", batch_size)
+        source_ids = self.inputs_.transform(self._sources(sources), "sources")
+        results = [None] * len(source_ids)
+        with _EvalMode(self.modules()):
+            for batch in self._loader(source_ids, batch_size):
+                state = self._encode_batch(batch)
+                if beam_size == 1:
+                    decoded = self._greedy(state, len(batch.lengths), max_length)
+                else:
+                    decoded = self._beam_search(state, len(batch.lengths), max_length,
+                                                beam_size)
+                for row, ids in zip(batch.indices.tolist(), decoded):
+                    results[row] = ids
+        return results
+
+    @staticmethod
+    def _loader(source_ids, batch_size):
+        return BatchLoader(source_ids, batch_size=batch_size, shuffle=False)
+
+    def _log_probs(self, tokens, state):
+        """One decoder step for every row: ``(log-probabilities (rows, V) float64
+        with the banned tokens at -inf, new state)``."""
+        out, state = self.decoder_.forward(tokens[None, :], hx=state)
+        z = self.head_(out[0]).astype(np.float64)
+        z[:, list(BANNED)] = -np.inf
+        top = z.max(axis=1, keepdims=True)
+        z -= top
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return z, state
+
+    def _greedy(self, state, batch, max_length):
+        """Greedy decoding of a batch: one 1-step decoder forward per step for
+        all rows, until every row has produced ``<eos>`` or ``max_length``."""
+        tokens = np.full(batch, BOS, dtype=np.int64)
+        generated = np.zeros((max_length, batch), dtype=np.int64)
+        lengths = np.full(batch, max_length, dtype=np.int64)
+        finished = np.zeros(batch, dtype=bool)
+        for step in range(max_length):
+            log_probs, state = self._log_probs(tokens, state)
+            tokens = log_probs.argmax(axis=1)
+            generated[step] = tokens
+            ended = (tokens == EOS) & ~finished
+            lengths[ended] = step
+            finished |= ended
+            if finished.all():
+                break
+        return [generated[:lengths[b], b] for b in range(batch)]
+
+    def _beam_search(self, state, batch, max_length, beam_size):
+        """Beam search for a batch of sources, all beams as rows of one batch.
+
+        Each source keeps ``k = beam_size`` live hypotheses; the ``k * B``
+        rows go through one 1-step decoder forward per step.  Of each
+        source's ``k * V`` extensions the 2k best (by summed log-probability;
+        all live hypotheses have the same length, so this is also the
+        normalised order) are taken: an ``<eos>`` among the first k finishes
+        a hypothesis, and the best k that do not end become the live beams.
+        A source is done when k hypotheses have finished, or at
+        ``max_length`` (its live beams then compete as they are).
+
+        Scoring rule (length normalisation): a finished hypothesis is ranked
+        by its mean log-probability per generated token, ``<eos>`` counted
+        as a token: ``sum(log p) / (n_tokens + 1)``; a hypothesis cut at
+        ``max_length`` by ``sum(log p) / max_length``.  With ``beam_size=1``
+        this is exactly greedy decoding.
+        """
+        k, rows = beam_size, batch * beam_size
+        state = _repeat_state(state, k)
+        tokens = np.full(rows, BOS, dtype=np.int64)
+        sums = np.full((batch, k), -np.inf)
+        sums[:, 0] = 0.0                         # one live hypothesis to start from
+        history = np.zeros((batch, k, 0), dtype=np.int64)
+        done_scores = np.full((batch, k), -np.inf)
+        done_tokens = np.zeros((batch, k, max_length), dtype=np.int64)
+        done_lengths = np.zeros((batch, k), dtype=np.int64)
+        done_count = np.zeros(batch, dtype=np.int64)
+        done = np.zeros(batch, dtype=bool)
+        source = np.arange(batch)
+        for step in range(max_length):
+            log_probs, state = self._log_probs(tokens, state)
+            vocab = log_probs.shape[1]
+            scores = (sums[:, :, None] + log_probs.reshape(batch, k, vocab)).reshape(batch, -1)
+            best = _top(scores, 2 * k)                                 # (B, 2k) flat ids
+            best_scores = np.take_along_axis(scores, best, axis=1)
+            parent, token = best // vocab, best % vocab
+            ending = token == EOS
+            # Finished hypotheses: <eos> ranked within the first k.
+            add = ending & (np.arange(2 * k) < k) & np.isfinite(best_scores) & ~done[:, None]
+            slot = done_count[:, None] + np.cumsum(add, axis=1) - 1
+            add &= slot < k
+            b_idx, c_idx = np.nonzero(add)
+            s_idx = slot[b_idx, c_idx]
+            done_scores[b_idx, s_idx] = best_scores[b_idx, c_idx] / (step + 1)
+            done_tokens[b_idx, s_idx, :step] = history[b_idx, parent[b_idx, c_idx]]
+            done_lengths[b_idx, s_idx] = step
+            done_count += add.sum(axis=1)
+            done |= done_count >= k
+            if done.all():
+                break
+            # Live beams: the k best extensions that do not end here.
+            keep = np.argsort(ending, axis=1, kind="stable")[:, :k]
+            parent = np.take_along_axis(parent, keep, axis=1)
+            token = np.take_along_axis(token, keep, axis=1)
+            sums = np.take_along_axis(best_scores, keep, axis=1)
+            history = np.concatenate(
+                [history[source[:, None], parent], token[:, :, None]], axis=2)
+            state = _gather_state(state, (source[:, None] * k + parent).reshape(-1))
+            tokens = token.reshape(-1)
+        else:
+            # max_length reached: unfinished sources also consider their live beams.
+            live = np.where(done[:, None], -np.inf, sums / max_length)
+            candidates = np.concatenate([done_scores, live], axis=1)
+            pick = candidates.argmax(axis=1)
+            results = []
+            for b in range(batch):
+                if pick[b] < k:
+                    results.append(done_tokens[b, pick[b], :done_lengths[b, pick[b]]])
+                else:
+                    results.append(history[b, pick[b] - k])
+            return results
+        pick = done_scores.argmax(axis=1)
+        return [done_tokens[b, pick[b], :done_lengths[b, pick[b]]] for b in range(batch)]
+
+    def encode(self, sources, batch_size=256):
+        """One fixed-size vector per source: the encoder's final hidden state of
+        the top layer, ``(N, hidden_size)``.
+
+        Trained with ``targets = sources`` the model is a sequence
+        autoencoder: the vector must hold all the decoder needs to rebuild
+        the source, so similar sources get nearby vectors (usable for
+        search, clustering or as features for another model).
+        """
+        self._check_fitted()
+        batch_size = check_count("batch_size", batch_size)
+        source_ids = self.inputs_.transform(self._sources(sources), "sources")
+        vectors = np.empty((len(source_ids), self.hidden_size), dtype=self.encoder_.dtype)
+        with _EvalMode(self.modules()):
+            for batch in self._loader(source_ids, batch_size):
+                vectors[batch.indices] = top_state(self._encode_batch(batch), False)
+        return vectors
+
+    def score(self, sources, targets, max_length=50, beam_size=1, batch_size=64):
+        """``{"exact_match", "token_accuracy"}`` of ``predict(sources)`` against
+        ``targets`` (texts are compared as token sequences after the target
+        tokenizer, so spacing does not matter).
+
+        exact_match: the fraction of outputs equal to their target.
+        token_accuracy: position-by-position matches of output + ``<eos>``
+        against target + ``<eos>``, over the longer of the two for each pair
+        (a missing or extra token counts as an error).
+        """
+        self._check_fitted()
+        targets = self._targets(targets)
+        predicted = self._predict_ids(sources, max_length, beam_size, batch_size)
+        self._check_counts(len(predicted), len(targets))
+        if self.outputs_.kind == "text":
+            split = get_tokenizer(self.tokenizer, lower=self.lower).tokenize
+            expected = [split(text) for text in targets]
+        else:
+            expected = [list(tokens) for tokens in targets]
+        exact = matches = total = 0
+        for ids, truth in zip(predicted, expected):
+            output = self._itos[ids].tolist()
+            exact += output == truth
+            matches += sum(a == b for a, b in zip(output, truth)) + (len(output) == len(truth))
+            total += max(len(output), len(truth)) + 1
+        return {"exact_match": exact / len(expected), "token_accuracy": matches / total}
+
+    # -- saving -----------------------------------------------------------------------
+    def _fitted_state(self):
+        return {"sources": self.inputs_.to_dict(), "targets": self.outputs_.to_dict()}
+
+    def _restore(self, state):
+        self._build(InputEncoder.from_dict(state["sources"]),
+                    InputEncoder.from_dict(state["targets"]))
+
+
+class _TargetTable:
+    """All target id sequences in one flat array; a batch's decoder inputs
+    (``<bos>`` + target, padded with PAD) and decoder targets (target +
+    ``<eos>``, padded with IGNORE) are gathered with one vectorised scatter."""
+
+    def __init__(self, sequences):
+        self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64,
+                                   count=len(sequences))
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.flat = np.concatenate(sequences).astype(np.int64, copy=False)
+
+    def batch(self, rows):
+        """``(decoder inputs (T, B), decoder targets (T, B), lengths (B,))``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.lengths[rows]
+        batch = len(rows)
+        steps = int(counts.max()) + 1
+        inputs = np.full((steps, batch), PAD, dtype=np.int64)
+        inputs[0] = BOS
+        targets = np.full((steps, batch), IGNORE, dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        time = np.arange(int(counts.sum())) - np.repeat(starts, counts)
+        column = np.repeat(np.arange(batch), counts)
+        values = self.flat[np.repeat(self.offsets[rows], counts) + time]
+        inputs[time + 1, column] = values
+        targets[time, column] = values
+        targets[counts, np.arange(batch)] = EOS
+        return inputs, targets, counts + 1
+
+
+class _EvalMode:
+    """Modules in eval mode inside the block and back in their previous modes
+    after it (a first scheduled-sampling pass runs mid-training; predict may
+    run from a callback)."""
+
+    def __init__(self, modules):
+        self.modules = modules
+
+    def __enter__(self):
+        self.modes = [module.training for module in self.modules]
+        for module in self.modules:
+            module.train(False)
+        return self
+
+    def __exit__(self, *exc):
+        for module, mode in zip(self.modules, self.modes):
+            module.train(mode)
+        return False
+
+
+def _check_nonempty(X, name, what):
+    if isinstance(X, (list, tuple)):
+        for index, item in enumerate(X):
+            if isinstance(item, np.ndarray):
+                empty = item.ndim > 0 and item.size == 0
+            else:
+                empty = isinstance(item, (list, tuple, str)) and len(item) == 0
+            if empty:
+                raise ValueError(f"{name}[{index}] is an empty {what}: every {what} needs "
+                                 f"at least one token or step")
+
+
+def _check_unit(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _top(scores, count):
+    """Column ids of the ``count`` largest entries of each row, best first
+    (ties: lower id first)."""
+    if count < scores.shape[1]:
+        part = np.argpartition(-scores, count - 1, axis=1)[:, :count]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -values), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _repeat_state(state, k):
+    if isinstance(state, tuple):
+        return tuple(np.repeat(part, k, axis=1) for part in state)
+    return np.repeat(state, k, axis=1)
+
+
+def _gather_state(state, rows):
+    if isinstance(state, tuple):
+        return tuple(np.ascontiguousarray(part[:, rows]) for part in state)
+    return np.ascontiguousarray(state[:, rows])
