@@ -25,7 +25,7 @@ from . import data, metrics, optim, text, training  # noqa: E402  (submodules: f
 from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
 from .training import EarlyStopping, History, ModelCheckpoint, Trainer
-from .tasks import (LanguageModel, NotFittedError, SequenceClassifier,
+from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
                     SequenceRegressor, SequenceTagger, load)
 
 __version__ = "0.1.0"
@@ -40,7 +40,7 @@ __all__ = [
     "data", "text", "Vocab", "metrics", "training", "Trainer", "History", "EarlyStopping",
     "ModelCheckpoint",
     # task models
-    "LanguageModel", "SequenceClassifier", "SequenceTagger", "SequenceRegressor",
+    "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
     "NotFittedError", "load",
     # runtime
     "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",

@@ -4,7 +4,8 @@ from .base import NotFittedError, TaskModel, load
 from .classifier import SequenceClassifier
 from .language_model import LanguageModel
 from .regressor import SequenceRegressor
+from .seq2seq import Seq2Seq
 from .tagger import SequenceTagger
 
 __all__ = ["TaskModel", "NotFittedError", "load", "LanguageModel", "SequenceClassifier",
-           "SequenceTagger", "SequenceRegressor"]
+           "SequenceTagger", "Seq2Seq", "SequenceRegressor"]

@@ -139,15 +139,22 @@ class Seq2Seq(TaskModel):
             converted.append(item)
         return converted
 
-    def _targets(self, y, name="targets"):
+    @staticmethod
+    def _targets(y, name="targets"):
+        """``y`` as a list of texts or token lists (numbers are refused)."""
         if isinstance(y, np.ndarray):
             y = y.tolist()
+        elif not isinstance(y, str):
+            try:
+                y = list(y)
+            except TypeError:
+                pass            # detect_kind names the type
         _check_nonempty(y, name, "target")
         kind = detect_kind(y, name)
         if kind == "numeric":
             raise TypeError(f"{name} must be texts or token lists (a decoder writes "
                             f"tokens), got numbers")
-        return list(y)
+        return y
 
     @staticmethod
     def _check_counts(n_sources, n_targets, names=("sources", "targets")):
