@@ -201,9 +201,15 @@ class TaskModel:
         arrays = {f"{index}/{name}": value
                   for index, module in enumerate(self.modules())
                   for name, value in module.state_dict().items()}
+        params = _json_params(self.get_params())
+        embedding = getattr(getattr(self, "network_", None), "embedding", None)
+        if self.get_params().get("pretrained") is not None and embedding is not None:
+            # The vectors live on in the embedding weights; the loaded model is
+            # built without them, so it needs their width as embedding_dim.
+            params["embedding_dim"] = embedding.embedding_dim
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "fastrnn_version": __version__, "class": type(self).__name__,
-                "params": _json_params(self.get_params()),
+                "params": params,
                 "fitted": self._fitted_state()}
         try:
             json.dumps(meta)
@@ -291,14 +297,21 @@ def validation_pair(value, name="validation_data"):
 def load(path):
     """The task model saved at ``path`` (by ``model.save``), of its own class."""
     arrays, meta = read_archive(path, MODEL_FORMAT, MODEL_VERSION, "model")
+    missing = [key for key in ("class", "params", "fitted") if key not in meta]
+    if missing:
+        raise ValueError(f"{path!r}: model file is missing its {', '.join(missing)} "
+                         f"entry")
+    name = meta["class"]
+    cls = _MODEL_CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"{path!r}: unknown model class {name!r}; known: "
+                         f"{', '.join(sorted(_MODEL_CLASSES))}")
     try:
-        cls = _MODEL_CLASSES[meta["class"]]
-        params, fitted = meta["params"], meta["fitted"]
-    except KeyError as exc:
-        raise ValueError(f"{path!r}: model file is missing {exc} or names an unknown "
-                         f"model class") from None
-    model = cls(**params)
-    model._restore(fitted)
+        model = cls(**meta["params"])
+        model._restore(meta["fitted"])
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{path!r}: the saved {name} settings do not fit this fastrnn "
+                         f"({type(exc).__name__}: {exc})") from None
     for index, module in enumerate(model.modules()):
         prefix = f"{index}/"
         state = {key[len(prefix):]: value for key, value in arrays.items()

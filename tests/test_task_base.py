@@ -1,0 +1,732 @@
+"""What the task models share (fastrnn.tasks.base / inputs / network, fastrnn._io):
+parameters, repr, saving and loading, errors before fit, input checks,
+validation data, optimizers, callbacks."""
+
+import inspect
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn._io import META_KEY, atomic_write, read_archive, write_archive
+from fastrnn.tasks.base import MODEL_FORMAT, NotFittedError, make_optimizer
+from fastrnn.tasks.inputs import InputEncoder, check_count, detect_kind
+from fastrnn.tasks.network import Pooling, SequenceEncoder, layer_seeds
+from fastrnn.text import UNK
+from fastrnn.training import Callback, EarlyStopping, LambdaCallback
+
+FAST = dict(verbose=0, batch_size=16, lr=0.02)
+TEXTS = ["good film", "bad plot", "good plot", "bad film", "a good one", "a bad one"] * 5
+LABELS = ["pos", "neg", "pos", "neg", "pos", "neg"] * 5
+
+
+def numeric(rng, n=40, steps=5, features=2, classes=2):
+    labels = rng.integers(classes, size=n)
+    X = rng.standard_normal((n, steps, features))
+    X[np.arange(n), :, labels % features] += 2.0
+    return X, labels
+
+
+def ragged(rng, n=30, features=2):
+    return [rng.standard_normal((rng.integers(2, 7), features)) for _ in range(n)]
+
+
+# -- parameters and repr -----------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [fr.SequenceClassifier, fr.SequenceRegressor])
+def test_get_and_set_params(cls):
+    model = cls(hidden_size=8, seed=3)
+    params = model.get_params()
+    names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    assert list(params) == names
+    assert params["hidden_size"] == 8 and params["seed"] == 3 and params["cell"] == "lstm"
+    assert model.get_params(deep=False) == params
+    assert model.set_params(hidden_size=5, cell="gru") is model
+    assert model.hidden_size == 5 and model.cell == "gru"
+    with pytest.raises(ValueError, match=rf"{cls.__name__} has no parameter 'hiden_size'; "
+                                         rf"valid: cell, hidden_size"):
+        model.set_params(hiden_size=4)
+    assert model.hidden_size == 5
+    clone = cls(**model.get_params())
+    assert clone.get_params() == model.get_params() and not hasattr(clone, "network_")
+
+
+def test_set_params_takes_effect_at_the_next_fit(rng):
+    X, y = numeric(rng)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    model.set_params(hidden_size=6, cell="gru", bidirectional=True)
+    assert model.network_.rnn.hidden_size == 4             # unchanged until fit
+    model.fit(X, y, epochs=1, **FAST)
+    assert isinstance(model.network_.rnn, fr.GRU)
+    assert model.network_.output_size == 12 and model.head_.in_features == 12
+
+
+def test_repr_shows_only_non_defaults():
+    assert repr(fr.SequenceClassifier()) == "SequenceClassifier()"
+    assert repr(fr.SequenceRegressor()) == "SequenceRegressor()"
+    assert repr(fr.SequenceClassifier(seed=0, hidden_size=64, cell="gru", pooling="max",
+                                      dropout=0)) == \
+        "SequenceClassifier(cell='gru', pooling='max', seed=0)"
+    assert repr(fr.SequenceRegressor(per_step=True, dtype="float64")) == \
+        "SequenceRegressor(per_step=True, dtype='float64')"
+    vectors = np.zeros((3, 2))
+    assert "pretrained=array(" in repr(fr.SequenceClassifier(pretrained=vectors))
+
+
+# -- save / load --------------------------------------------------------------------
+
+def _save_load(model, path):
+    model.save(path)
+    loaded = fr.load(path)
+    assert type(loaded) is type(model)
+    assert loaded.is_fitted_ and loaded.get_params() == model.get_params()
+    return loaded
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_save_load_classifier_identical_predictions(tmp_path, dtype, bidirectional):
+    model = fr.SequenceClassifier(cell="gru", hidden_size=6, embedding_dim=4, dropout=0.2,
+                                  num_layers=2, bidirectional=bidirectional, pooling="max",
+                                  dtype=dtype, seed=1)
+    model.fit(TEXTS, LABELS, epochs=2, **FAST)
+    loaded = _save_load(model, tmp_path / "clf.npz")
+    test = ["good good film", "unseen words here", "bad"]
+    np.testing.assert_array_equal(loaded.predict_proba(test), model.predict_proba(test))
+    np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
+    assert loaded.classes_ == model.classes_ == ["neg", "pos"]
+    assert loaded.inputs_.vocab.tokens == model.inputs_.vocab.tokens
+    assert loaded.predict_proba(test).dtype == np.float64
+    assert loaded.network_.dtype == np.dtype(dtype)
+    for a, b in zip(loaded.modules(), model.modules()):
+        assert a.training is False
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert x.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    # Eval mode: dropout is off, predictions are repeatable.
+    np.testing.assert_array_equal(loaded.predict_proba(test), loaded.predict_proba(test))
+    assert loaded.score(TEXTS, LABELS) == model.score(TEXTS, LABELS)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("per_step,bidirectional", [(False, True), (True, False), (True, True)])
+def test_save_load_regressor_identical_predictions(tmp_path, rng, dtype, per_step,
+                                                    bidirectional):
+    X = ragged(rng)
+    y = ([np.cumsum(x, axis=0) for x in X] if per_step
+         else np.stack([x.sum(axis=0) for x in X]))
+    model = fr.SequenceRegressor(hidden_size=5, per_step=per_step, pooling="mean",
+                                 bidirectional=bidirectional, dtype=dtype, seed=2)
+    model.fit(X, y, epochs=2, **FAST)
+    loaded = _save_load(model, tmp_path / "reg")            # no extension needed
+    assert os.path.exists(tmp_path / "reg")
+    before, after = model.predict(X), loaded.predict(X)
+    if per_step:
+        assert len(before) == len(after)
+        for a, b in zip(after, before):
+            assert a.shape == b.shape and a.shape[1] == 2
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert after.shape == (len(X), 2)
+        np.testing.assert_array_equal(after, before)
+    assert loaded.n_outputs_ == 2 and loaded.target_is_vector_ is True
+
+
+def test_save_load_keeps_label_types_and_numpy_settings(tmp_path, rng):
+    X, ids = numeric(rng, classes=3, features=3)
+    names = ["b", 2, 3.5]                          # unsortable: first-seen order
+    y = [names[i] for i in ids]
+    model = fr.SequenceClassifier(hidden_size=4, dtype=np.float32, seed=np.int64(5))
+    model.fit(X, y, epochs=1, **FAST)
+    loaded = fr.load(model.save(tmp_path / "m.npz"))
+    assert loaded.classes_ == model.classes_ == list(dict.fromkeys(y))
+    assert [type(c) for c in loaded.classes_] == [type(c) for c in model.classes_]
+    assert loaded.dtype == "float32" and loaded.seed == 5
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.predict(X).dtype == object
+
+
+def test_save_refuses_labels_that_would_not_come_back(tmp_path, rng):
+    X, ids = numeric(rng)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, [(0, i) for i in ids], epochs=1, **FAST)
+    assert model.predict(X[:3]).shape == (3,)                 # tuples stay whole labels
+    with pytest.raises(TypeError, match="cannot save labels of type tuple"):
+        model.save(tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)
+
+
+def test_save_load_with_pretrained_vectors(tmp_path):
+    vocab_size = len(InputEncoder("word", True).fit(TEXTS).vocab)
+    vectors = np.random.default_rng(0).standard_normal((vocab_size, 3))
+    model = fr.SequenceClassifier(hidden_size=4, pretrained=vectors, freeze_embedding=True,
+                                  seed=0)
+    model.fit(TEXTS, LABELS, epochs=1, **FAST)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        params = json.loads(archive[META_KEY].tobytes())["params"]
+    assert params["pretrained"] is None and params["embedding_dim"] == 3
+    loaded = fr.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS), model.predict_proba(TEXTS))
+    np.testing.assert_allclose(loaded.network_.embedding.state_dict()["weight"],
+                               vectors.astype(np.float32))
+
+
+def test_saved_file_is_a_plain_npz(tmp_path, rng):
+    X, y = numeric(rng)
+    model = fr.SequenceClassifier(cell="lstm", hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    path = model.save(tmp_path / "m.npz")
+    assert os.fspath(path) == os.fspath(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    assert meta["format"] == MODEL_FORMAT and meta["version"] == 1
+    assert meta["class"] == "SequenceClassifier" and meta["fastrnn_version"] == fr.__version__
+    assert meta["params"] == model.get_params()
+    assert meta["fitted"]["classes"] == [0, 1]
+    assert meta["fitted"]["inputs"]["kind"] == "numeric"
+    expected = {f"0/{n}" for n in model.network_.rnn.state_dict()} | {"1/weight", "1/bias"}
+    assert set(arrays) == expected
+    np.testing.assert_array_equal(arrays["1/weight"], model.head_.state_dict()["weight"])
+    assert all(a.dtype == np.float32 for a in arrays.values())
+
+
+def test_save_is_atomic(tmp_path, rng, monkeypatch):
+    X, y = numeric(rng)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    original = path.read_bytes()
+    model.fit(X, 1 - y, epochs=1, **FAST)                   # different weights
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path)
+    assert path.read_bytes() == original and sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+    def interrupted(stream, **arrays):
+        stream.write(b"PK half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    assert path.read_bytes() == original and sorted(os.listdir(tmp_path)) == ["m.npz"]
+    monkeypatch.undo()
+    model.save(path)
+    assert path.read_bytes() != original
+    np.testing.assert_array_equal(fr.load(path).predict_proba(X), model.predict_proba(X))
+
+
+def test_atomic_write_and_archive_helpers(tmp_path):
+    target = tmp_path / "data.bin"
+    atomic_write(target, lambda stream: stream.write(b"one"))
+    assert target.read_bytes() == b"one"
+
+    def failing(stream):
+        stream.write(b"two")
+        raise ValueError("stop")
+
+    with pytest.raises(ValueError, match="stop"):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"one" and os.listdir(tmp_path) == ["data.bin"]
+    with pytest.raises(FileNotFoundError, match="directory .* does not exist"):
+        atomic_write(tmp_path / "missing" / "x.npz", lambda stream: None)
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        atomic_write(tmp_path, lambda stream: None)
+    assert os.listdir(tmp_path) == ["data.bin"]
+
+    arrays = {"a/b": np.arange(6.0).reshape(2, 3), "c": np.array([1, 2], dtype=np.int64)}
+    meta = {"format": "test.kind", "version": 2, "text": "é", "nan": float("nan")}
+    write_archive(tmp_path / "arc.npz", arrays, meta)
+    read, got = read_archive(tmp_path / "arc.npz", "test.kind", 2, "thing")
+    assert set(read) == set(arrays) and got["text"] == "é" and np.isnan(got["nan"])
+    for name in arrays:
+        np.testing.assert_array_equal(read[name], arrays[name])
+        assert read[name].dtype == arrays[name].dtype
+    with pytest.raises(ValueError, match="thing .* has format version 2, written by a newer"):
+        read_archive(tmp_path / "arc.npz", "test.kind", 1, "thing")
+    with pytest.raises(ValueError, match="is not a fastrnn thing .format 'test.kind', "
+                                         "expected 'other'"):
+        read_archive(tmp_path / "arc.npz", "other", 2, "thing")
+    with pytest.raises(ValueError, match="'__meta__' is reserved"):
+        write_archive(tmp_path / "x.npz", {META_KEY: np.zeros(1)}, {})
+    with pytest.raises(TypeError, match="array 'o' holds Python objects"):
+        write_archive(tmp_path / "x.npz", {"o": np.array([{}], dtype=object)}, {})
+    with pytest.raises(TypeError):
+        write_archive(tmp_path / "x.npz", {}, {"bad": object()})
+    assert sorted(os.listdir(tmp_path)) == ["arc.npz", "data.bin"]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rng = np.random.default_rng(1)
+    X, y = numeric(rng)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays.pop(META_KEY).tobytes())
+    return path, arrays, meta
+
+
+def _rewrite(path, arrays, meta):
+    write_archive(path, arrays, meta)
+    return path
+
+
+def test_load_errors(saved, tmp_path):
+    path, arrays, meta = saved
+    with pytest.raises(FileNotFoundError, match="model .*nope.npz' does not exist"):
+        fr.load(tmp_path / "nope.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive at all" * 10)
+    with pytest.raises(ValueError, match="model .*garbage.npz' is corrupt or not an .npz"):
+        fr.load(garbage)
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="corrupt or not an .npz file.*single ndarray"):
+        fr.load(tmp_path / "single.npy")
+    other = tmp_path / "other.npz"
+    np.savez(other, weights=np.zeros(3))
+    with pytest.raises(ValueError, match=r"other.npz' is not a fastrnn model \(no "
+                                         r"'__meta__' entry\)"):
+        fr.load(other)
+    checkpoint = _rewrite(tmp_path / "ckpt.npz", {}, {"format": "fastrnn.checkpoint",
+                                                       "version": 1})
+    with pytest.raises(ValueError, match=r"is not a fastrnn model \(format "
+                                         r"'fastrnn.checkpoint', expected 'fastrnn.model'\)"):
+        fr.load(checkpoint)
+    newer = _rewrite(tmp_path / "newer.npz", arrays, {**meta, "version": 2})
+    with pytest.raises(ValueError, match="has format version 2, written by a newer fastrnn "
+                                         r"\(0.1.0\); this fastrnn reads versions up to 1: "
+                                         "upgrade fastrnn"):
+        fr.load(newer)
+    for version in ("1", True, 0, None):
+        bad = _rewrite(tmp_path / "v.npz", arrays, {**meta, "version": version})
+        with pytest.raises(ValueError, match="has an invalid format version"):
+            fr.load(bad)
+    broken_json = tmp_path / "json.npz"
+    np.savez(broken_json, **arrays, **{META_KEY: np.frombuffer(b"{not json", np.uint8)})
+    with pytest.raises(ValueError, match="its JSON entry cannot be read"):
+        fr.load(broken_json)
+
+
+def test_load_errors_in_the_model_document(saved, tmp_path):
+    path, arrays, meta = saved
+    unknown = _rewrite(tmp_path / "u.npz", arrays, {**meta, "class": "Transformer"})
+    with pytest.raises(ValueError, match="unknown model class 'Transformer'; known: .*"
+                                         "SequenceClassifier"):
+        fr.load(unknown)
+    missing = _rewrite(tmp_path / "m.npz", arrays,
+                       {k: v for k, v in meta.items() if k != "fitted"})
+    with pytest.raises(ValueError, match="missing its fitted entry"):
+        fr.load(missing)
+    odd = _rewrite(tmp_path / "p.npz", arrays, {**meta, "params": {**meta["params"],
+                                                                   "colour": "red"}})
+    with pytest.raises(ValueError, match="saved SequenceClassifier settings do not fit"):
+        fr.load(odd)
+    shape = dict(arrays)
+    shape["1/weight"] = np.zeros((2, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"weights of layer 1 \(Linear\) do not fit the "
+                                         r"model: state_dict\['weight'\] must have shape"):
+        fr.load(_rewrite(tmp_path / "s.npz", shape, meta))
+    dropped = {k: v for k, v in arrays.items() if k != "1/bias"}
+    with pytest.raises(ValueError, match="weights of layer 1 .*missing \\['bias'\\]"):
+        fr.load(_rewrite(tmp_path / "d.npz", dropped, meta))
+    extra = {**arrays, "7/weight": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError, match=r"unexpected arrays \['7/weight'\]"):
+        fr.load(_rewrite(tmp_path / "e.npz", extra, meta))
+    nan = {**arrays, "1/bias": np.full_like(arrays["1/bias"], np.nan)}
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fr.load(_rewrite(tmp_path / "n.npz", nan, meta))
+
+
+def test_truncated_or_damaged_files_are_clear_errors(saved, tmp_path):
+    path, _, _ = saved
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.npz"
+    cuts = np.linspace(1, len(data) - 1, 25).astype(int)
+    for cut in cuts:
+        damaged.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="corrupt"):
+            fr.load(damaged)
+    # A flipped byte inside the stored weights breaks the archive's CRC check.
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("1/weight.npy")
+    offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size - 1
+    flipped = bytearray(data)
+    flipped[offset] ^= 0xFF
+    damaged.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="corrupt"):
+        fr.load(damaged)
+
+
+# -- before fit ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [fr.SequenceClassifier, fr.SequenceRegressor])
+def test_not_fitted_errors(cls, tmp_path, rng):
+    model = cls()
+    X = rng.standard_normal((3, 4, 2))
+    calls = [lambda: model.predict(X), lambda: model.score(X, [0, 1, 0]),
+             lambda: model.save(tmp_path / "m.npz")]
+    if cls is fr.SequenceClassifier:
+        calls.append(lambda: model.predict_proba(X))
+    for call in calls:
+        with pytest.raises(NotFittedError, match=f"this {cls.__name__} is not fitted yet: "
+                                                 f"call fit"):
+            call()
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+    assert fr.NotFittedError is NotFittedError
+    assert not os.listdir(tmp_path)
+
+
+def test_a_failed_refit_leaves_no_stale_model(rng):
+    X, y = numeric(rng)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        model.fit(X, y, optimizer="nadam", verbose=0)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+
+
+# -- input and label checks -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def text_model():
+    model = fr.SequenceClassifier(hidden_size=4, embedding_dim=4, seed=0)
+    model.fit(TEXTS, LABELS, epochs=1, **FAST)
+    return model
+
+
+@pytest.fixture(scope="module")
+def numeric_model():
+    X, y = numeric(np.random.default_rng(2))
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=1, **FAST)
+    return model, X, y
+
+
+def test_unknown_labels_are_errors(text_model):
+    with pytest.raises(ValueError, match=r"y\[1\] = 'meh' is not one of the labels seen in "
+                                         r"fit: \['neg', 'pos'\]"):
+        text_model.score(TEXTS[:3], ["pos", "meh", "pos"])
+    with pytest.raises(ValueError, match=r"validation_data\[1\]\[0\] = 'meh' is not one of"):
+        fr.SequenceClassifier(hidden_size=4).fit(TEXTS, LABELS, verbose=0,
+                                                 validation_data=(TEXTS[:2], ["meh", "pos"]))
+
+
+def test_label_and_input_counts_must_match(text_model):
+    with pytest.raises(ValueError, match="y must have one label per sequence: 30 sequences "
+                                         "but 29 labels"):
+        fr.SequenceClassifier().fit(TEXTS, LABELS[:-1], verbose=0)
+    with pytest.raises(ValueError, match="y must have one label per sequence: 3 sequences "
+                                         "but 2 labels"):
+        text_model.score(TEXTS[:3], LABELS[:2])
+    with pytest.raises(ValueError, match=r"validation_data\[1\] must have one label per "
+                                         r"sequence: 3 sequences but 2 labels"):
+        fr.SequenceClassifier().fit(TEXTS, LABELS, verbose=0,
+                                    validation_data=(TEXTS[:3], LABELS[:2]))
+    with pytest.raises(TypeError, match="y must hold one hashable label per sequence"):
+        fr.SequenceClassifier().fit(TEXTS, np.eye(2)[[0, 1] * 15], verbose=0)
+
+
+def test_bad_inputs_at_fit_and_predict(text_model, numeric_model):
+    with pytest.raises(ValueError, match="X is empty: need at least one sequence"):
+        fr.SequenceClassifier().fit([], [], verbose=0)
+    with pytest.raises(ValueError, match="X is empty"):
+        text_model.predict([])
+    with pytest.raises(ValueError, match=r"X\[1\] is empty \(no tokens\)"):
+        fr.SequenceClassifier().fit(["good", "", "bad"], [1, 0, 1], verbose=0)
+    with pytest.raises(ValueError, match=r"X\[0\] is empty \(no tokens\)"):
+        text_model.predict(["   "])
+    with pytest.raises(TypeError, match="for one text, pass \\[text\\]"):
+        text_model.predict("good film")
+    with pytest.raises(TypeError, match="X holds numeric inputs but the model was fitted on "
+                                        "text inputs"):
+        text_model.predict(np.zeros((2, 3, 1)))
+    with pytest.raises(TypeError, match="X holds tokens inputs but the model was fitted on "
+                                        "text"):
+        text_model.predict([["good", "film"]])
+    model, X, _ = numeric_model
+    with pytest.raises(TypeError, match="X holds text inputs but the model was fitted on "
+                                        "numeric inputs"):
+        model.predict(["good film"])
+    with pytest.raises(ValueError, match=r"X\[0\] has 3 features per step; the model "
+                                         r"expects 2"):
+        model.predict(np.zeros((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"X\[1\] has 1 features per step; the model "
+                                         r"expects 2"):
+        model.predict([np.zeros((4, 2)), np.zeros(4)])
+    bad = X[:2].copy()
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1\] contains NaN or infinite values"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match=r"X\[0\] must be a non-empty \(T, F\) or \(T,\) "
+                                         r"sequence, got shape \(0, 2\)"):
+        model.predict([np.zeros((0, 2))])
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+        fr.SequenceClassifier().fit(X, [0, 1] * 20, epochs=0, verbose=0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 2.5"):
+        fr.SequenceClassifier().fit(X, [0, 1] * 20, batch_size=2.5, verbose=0)
+
+
+def test_input_option_is_checked_against_the_data(rng):
+    with pytest.raises(ValueError, match="input='numeric' needs numeric X .* X holds text"):
+        fr.SequenceClassifier(input="numeric").fit(TEXTS, LABELS, verbose=0)
+    with pytest.raises(ValueError, match="input must be one of 'embedding', 'onehot', "
+                                         "'numeric', got 'glove'"):
+        fr.SequenceClassifier(input="glove").fit(*numeric(rng), verbose=0)
+    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got "
+                                         "'transformer'"):
+        fr.SequenceClassifier(cell="transformer").fit(TEXTS, LABELS, verbose=0)
+
+
+# -- validation data ----------------------------------------------------------------------
+
+def test_validation_data_pair_is_evaluated_after_each_epoch(rng):
+    X, y = numeric(rng, n=60)
+    model = fr.SequenceClassifier(hidden_size=6, dtype="float64", seed=0)
+    history = model.fit(X[:40], y[:40], epochs=3, validation_data=(X[40:], y[40:]), **FAST)
+    assert history is model.history_ and history.epoch == [0, 1, 2]
+    assert len(history.history["val_loss"]) == 3
+    # The last epoch's validation metrics are those of the final model.
+    probabilities = model.predict_proba(X[40:])
+    loss = -np.mean(np.log(probabilities[np.arange(20), y[40:]]))
+    assert history.history["val_loss"][-1] == pytest.approx(loss, rel=1e-9)
+    assert history.history["val_accuracy"][-1] == pytest.approx(model.score(X[40:], y[40:]))
+    with pytest.raises(TypeError, match="validation_data must be a pair"):
+        model.fit(X, y, validation_data=X[:5], verbose=0)
+    with pytest.raises(TypeError, match=r"validation_data\[0\] holds text inputs"):
+        model.fit(X, y, validation_data=(["a b"], [0]), verbose=0)
+
+
+def test_validation_split_holds_out_a_seeded_fraction(rng):
+    X, y = numeric(rng, n=40)
+    model = fr.SequenceClassifier(hidden_size=6, dtype="float64", seed=7)
+    history = model.fit(X, y, epochs=2, validation_split=0.25, **FAST)
+    assert len(history.history["val_accuracy"]) == 2
+    held_out = fr.data.BatchLoader(list(X), y, seed=7).split(0.25)[1].source_indices
+    assert len(held_out) == 10
+    assert history.history["val_accuracy"][-1] == pytest.approx(
+        model.score(X[held_out], y[held_out]))
+    for bad in (1.0, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match=r"validation_split must be a number in \[0, 1\)"):
+            model.fit(X, y, validation_split=bad, verbose=0)
+
+
+# -- optimizers and callbacks --------------------------------------------------------------
+
+@pytest.mark.parametrize("name,cls", [("sgd", fr.optim.SGD), ("Adam", fr.optim.Adam),
+                                      ("adamw", fr.optim.AdamW),
+                                      ("RMSprop", fr.optim.RMSprop),
+                                      ("adagrad", fr.optim.Adagrad)])
+def test_make_optimizer_by_name(name, cls):
+    layer = fr.Linear(2, 2, seed=0)
+    optimizer = make_optimizer(name, [layer], lr=0.3, weight_decay=0.01)
+    assert type(optimizer) is cls and optimizer.lr == 0.3
+    assert optimizer.hyperparameters["weight_decay"] == 0.01
+    assert optimizer.modules == [layer]
+    default = make_optimizer(name, [layer])
+    assert default.lr == cls([layer]).lr          # lr=None: the optimizer's own default
+
+
+def test_make_optimizer_class_and_bad_values():
+    layer = fr.Linear(2, 2, seed=0)
+    assert type(make_optimizer(fr.optim.RMSprop, [layer], lr=0.1)) is fr.optim.RMSprop
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, adamw, "
+                                         "rmsprop, adagrad .* got 'nadam'"):
+        make_optimizer("nadam", [layer])
+    for bad in (fr.optim.Adam([layer]), 3, dict, None):
+        with pytest.raises(TypeError, match="optimizer must be a name or an fr.optim "
+                                            "optimizer class"):
+            make_optimizer(bad, [layer])
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+        make_optimizer("sgd", [layer], lr=-1.0)
+    with pytest.raises(TypeError, match="lr must be a number"):
+        make_optimizer("adam", [layer], lr="fast")
+
+
+class _Spy(Callback):
+    """Records the trainer's optimizer and what predict gives during training."""
+
+    def __init__(self, X):
+        self.X, self.optimizer, self.predictions = X, None, []
+
+    def on_train_begin(self, logs=None):
+        self.optimizer = self.trainer.optimizer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.predictions.append(self.trainer.model.predict(self.X))
+
+
+def test_fit_uses_the_requested_optimizer_and_runs_callbacks(rng):
+    X, y = numeric(rng)
+    spy = _Spy(X[:5])
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    model.fit(X, y, epochs=2, optimizer="sgd", lr=0.5, weight_decay=0.001, callbacks=[spy],
+              verbose=0)
+    assert type(spy.optimizer) is fr.optim.SGD and spy.optimizer.lr == 0.5
+    assert spy.optimizer.hyperparameters["weight_decay"] == 0.001
+    assert len(spy.predictions) == 2 and spy.predictions[0].shape == (5,)
+    ended = []
+    model.fit(X, y, epochs=1, callbacks=[LambdaCallback(on_train_end=ended.append)],
+              verbose=0)
+    assert len(ended) == 1
+
+
+def test_early_stopping(rng):
+    X, y = numeric(rng)
+    # Nothing can improve the loss by 1e9: the run stops at the second epoch.
+    stopper = EarlyStopping(monitor="loss", min_delta=1e9, patience=0)
+    model = fr.SequenceClassifier(hidden_size=4, seed=0)
+    history = model.fit(X, y, epochs=20, callbacks=[stopper], **FAST)
+    assert history.epoch == [0, 1] and history.stop_reason == "callback"
+    assert stopper.stopped_epoch == 1 and model.is_fitted_
+    assert model.predict(X).shape == (40,)
+    # restore_best_weights: the weights after fit are the best epoch's.
+    stopper = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    history = model.fit(X, y, epochs=6, validation_split=0.25, callbacks=[stopper], **FAST)
+    best = stopper.best_epoch
+    assert history.history["val_loss"][best] == min(history.history["val_loss"])
+
+
+def test_regressor_accepts_callbacks_and_validation_split(rng):
+    X = ragged(rng, 40)
+    y = np.array([x.sum() for x in X])
+    stopper = EarlyStopping(monitor="val_loss", min_delta=1e9)
+    model = fr.SequenceRegressor(hidden_size=4, seed=0)
+    history = model.fit(X, y, epochs=10, validation_split=0.2, callbacks=[stopper], **FAST)
+    assert history.epoch == [0, 1] and "val_loss" in history.history
+
+
+# -- inputs.py ------------------------------------------------------------------------------
+
+def test_detect_kind():
+    assert detect_kind(["a b", "c"]) == "text"
+    assert detect_kind([["a", "b"], ("c",)]) == "tokens"
+    assert detect_kind(np.zeros((2, 3))) == "numeric"
+    assert detect_kind(np.zeros((2, 3, 4), dtype=np.int32)) == "numeric"
+    assert detect_kind([np.zeros((3, 2)), [[1, 2]]]) == "numeric"
+    assert detect_kind(x for x in ["a"]) == "text"                     # any iterable
+    with pytest.raises(TypeError, match="X must be a list of sequences .for one text, "
+                                        "pass \\[text\\]"):
+        detect_kind("abc")
+    with pytest.raises(TypeError, match="X must be a list of sequences, got int"):
+        detect_kind(5)
+    with pytest.raises(TypeError, match="must hold numbers when given as an array, got "
+                                        "dtype <U1"):
+        detect_kind(np.array([["a"]]))
+    with pytest.raises(ValueError, match=r"shape \(N, T\) or \(N, T, F\) with N >= 1, got "
+                                         r"\(3,\)"):
+        detect_kind(np.zeros(3))
+    with pytest.raises(ValueError, match=r"got \(0, 3\)"):
+        detect_kind(np.zeros((0, 3)))
+    with pytest.raises(TypeError, match=r"Xv\[1\] must be a string like Xv\[0\], got list"):
+        detect_kind(["a", ["b"]], "Xv")
+    with pytest.raises(TypeError, match=r"X\[1\] must be a list of token strings like "
+                                        r"X\[0\], got str"):
+        detect_kind([["a"], "b"])
+    with pytest.raises(TypeError, match=r"X\[1\] must be a list of token strings"):
+        detect_kind([["a"], ["b", 3]])
+
+
+def test_input_encoder_text_tokens_numeric():
+    words = InputEncoder("word", lower=True).fit(["Good film", "good plot"])
+    assert words.kind == "text" and words.size == len(words.vocab) == 4 + 3
+    ids = words.transform(["GOOD unseen film"])
+    assert ids[0].dtype == np.int64
+    assert ids[0].tolist() == [words.vocab["good"], UNK, words.vocab["film"]]
+    chars = InputEncoder("char").fit(["ab", "ba"])
+    assert chars.transform(["abc"])[0].tolist() == [chars.vocab["a"], chars.vocab["b"], UNK]
+    limited = InputEncoder("word", min_freq=2).fit(["a a b", "a c"])
+    assert limited.vocab.tokens[4:] == ["a"]
+    tokens = InputEncoder().fit([["x", "y"], ["y"]])
+    assert tokens.kind == "tokens"
+    assert tokens.transform([("y", "x")])[0].tolist() == [tokens.vocab["y"], tokens.vocab["x"]]
+    series = InputEncoder().fit(np.arange(6).reshape(2, 3))
+    assert series.kind == "numeric" and series.size == series.num_features == 1
+    out = series.transform([np.array([1, 2]), [3.5]])
+    assert [o.shape for o in out] == [(2, 1), (1, 1)] and out[0].dtype == np.float64
+    with pytest.raises(TypeError, match=r"X\[0\] must hold numbers, got dtype bool"):
+        series.transform([np.array([True])])
+    for encoder in (words, chars, tokens, series):
+        data = json.loads(json.dumps(encoder.to_dict()))
+        copy = InputEncoder.from_dict(data)
+        assert copy.kind == encoder.kind and copy.size == encoder.size
+        sample = [[1.0, 2.0]] if encoder.kind == "numeric" else (
+            [["x", "q"]] if encoder.kind == "tokens" else ["good abc film"])
+        for a, b in zip(copy.transform(sample), encoder.transform(sample)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_check_count():
+    assert check_count("n", 3) == 3 and check_count("n", np.int64(2)) == 2
+    for bad in (0, -1, 1.5, True, "3", None):
+        with pytest.raises(ValueError, match="n must be an int >= 1, got"):
+            check_count("n", bad)
+
+
+# -- network.py -------------------------------------------------------------------------
+
+def test_sequence_encoder_layers_and_shapes(rng):
+    encoder = SequenceEncoder("gru", "embedding", 10, 4, num_layers=2, bidirectional=True,
+                              dropout=0.1, embedding_dim=3, dtype="float64", seed=0)
+    embedding, rnn, dropout = encoder.modules()
+    assert isinstance(embedding, fr.Embedding) and isinstance(rnn, fr.GRU)
+    assert isinstance(dropout, fr.Dropout) and rnn.dropout == 0.1
+    assert embedding.padding_idx == 0 and encoder.output_size == 8
+    ids = rng.integers(1, 10, size=(5, 3))
+    lengths = np.array([5, 2, 3])
+    out, h_n = encoder.forward(ids, lengths)
+    assert out.shape == (5, 3, 8) and h_n.shape == (4, 3, 4) and out.dtype == np.float64
+    assert not out[2:, 1].any()                             # padded steps emit zeros
+    d_hx = encoder.backward(None, np.ones_like(h_n))       # only through the final state
+    assert d_hx.shape == h_n.shape and embedding.grads["weight"].any()
+    single = SequenceEncoder("rnn", "numeric", 2, 3, dropout=0.5, seed=0)
+    assert single.rnn.dropout == 0.0 and isinstance(single.modules()[-1], fr.Dropout)
+    onehot = SequenceEncoder("lstm", "onehot", 6, 3, seed=0)
+    assert onehot.modules() == [onehot.rnn] and onehot.rnn.input_size == 6
+    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got 'x'"):
+        SequenceEncoder("x", "numeric", 2, 3)
+    with pytest.raises(ValueError, match="input must be one of 'embedding', 'onehot', "
+                                         "'numeric', got 'y'"):
+        SequenceEncoder("gru", "y", 2, 3)
+    with pytest.raises(ValueError, match="pretrained vectors must have 5 rows"):
+        SequenceEncoder("gru", "embedding", 5, 3, pretrained=np.zeros((4, 2)))
+
+
+def test_same_seed_same_model_and_layer_seeds(rng):
+    assert layer_seeds(3, 4) == layer_seeds(3, 4)
+    assert len(set(layer_seeds(3, 4))) == 4 and layer_seeds(3, 2) != layer_seeds(4, 2)
+    assert layer_seeds(None, 2) != layer_seeds(None, 2)
+    X, y = numeric(rng)
+    runs = []
+    for _ in range(2):
+        model = fr.SequenceClassifier(hidden_size=4, dropout=0.3, seed=11)
+        model.fit(X, y, epochs=2, **FAST)
+        runs.append(model.predict_proba(X))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_pooling_last_gradient_goes_to_the_top_layer_only():
+    h = np.arange(4 * 2 * 3, dtype=np.float64).reshape(4, 2, 3)   # 2 layers x 2 directions
+    pool = Pooling("last", bidirectional=True)
+    top = pool.forward(np.zeros((3, 2, 6)), (h, h + 100), np.array([3, 1]))
+    np.testing.assert_array_equal(top, np.concatenate([h[2], h[3]], axis=1))
+    d_out, (d_h, d_c) = pool.backward(np.arange(12.0).reshape(2, 6))
+    assert d_out is None and d_c is None
+    assert not d_h[:2].any()
+    np.testing.assert_array_equal(d_h[2], [[0, 1, 2], [6, 7, 8]])
+    np.testing.assert_array_equal(d_h[3], [[3, 4, 5], [9, 10, 11]])
