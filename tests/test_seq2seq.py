@@ -11,7 +11,8 @@ import pytest
 
 from fastrnn.data import BatchLoader
 from fastrnn.tasks import NotFittedError, load
-from fastrnn.tasks.seq2seq import BANNED, IGNORE, Seq2Seq, _EvalMode, _TargetTable
+from fastrnn.tasks.base import eval_mode
+from fastrnn.tasks.seq2seq import BANNED, IGNORE, Seq2Seq, _TargetTable
 from fastrnn.text import BOS, EOS, PAD
 
 LETTERS = "abcdef"
@@ -173,7 +174,7 @@ def test_numeric_sequence_sources():
 def encoder_states(model, sources):
     ids = model.inputs_.transform(model._sources(sources))
     batch = next(iter(BatchLoader(ids, batch_size=len(ids), shuffle=False)))
-    with _EvalMode(model.modules()):
+    with eval_mode(model.modules()):
         return model._encode_batch(batch), batch
 
 
@@ -185,7 +186,7 @@ def test_beam_size_one_is_greedy_exactly():
     model.fit(train, reverse(train), epochs=2, verbose=0, lr=0.01)
     sources = random_strings(rng, 50)
     state, batch = encoder_states(model, sources)
-    with _EvalMode(model.modules()):
+    with eval_mode(model.modules()):
         for max_length in (3, 8):
             greedy = model._greedy(state, len(sources), max_length)
             beam = model._beam_search(state, len(sources), max_length, 1)
@@ -205,7 +206,7 @@ def reference_log_probs(model, state, sequences):
         inputs[1:len(s) + 1, column] = s
     hx = tuple(np.repeat(part, n, axis=1) for part in state) \
         if isinstance(state, tuple) else np.repeat(state, n, axis=1)
-    with _EvalMode(model.modules()):
+    with eval_mode(model.modules()):
         z = model._decode(inputs, np.array([len(s) + 1 for s in sequences]), hx)
     z = z.astype(np.float64)
     z[..., list(BANNED)] = -np.inf
@@ -234,7 +235,7 @@ def test_wide_beam_finds_the_exhaustive_best(cell, max_length, epochs):
     cut = [list(s) for s in itertools.product(allowed, repeat=max_length)]
     sources = random_strings(rng, 8, letters="abc", low=1, high=3)
     state, _ = encoder_states(model, sources)
-    with _EvalMode(model.modules()):
+    with eval_mode(model.modules()):
         beam = model._beam_search(state, len(sources), max_length, beam_size=200)
         greedy = model._greedy(state, len(sources), max_length)
     improved = cut_wins = 0
@@ -338,7 +339,7 @@ def test_scheduled_sampling_mixes_in_the_model_predictions():
     decoder_inputs, _, lengths = model._table.batch(batch.targets)
     model._set_mode(True)
     state = model._encode_batch(batch)
-    with _EvalMode(model.modules()):
+    with eval_mode(model.modules()):
         z = model._decode(decoder_inputs, lengths, state)
     z[..., list(BANNED)] = -np.inf
     predicted = z.argmax(axis=2)

@@ -540,6 +540,9 @@ def test_make_optimizer_by_name(name, cls):
     assert optimizer.modules == [layer]
     default = make_optimizer(name, [layer])
     assert default.lr == cls([layer]).lr          # lr=None: the optimizer's own default
+    # weight_decay=None keeps the optimizer's default (AdamW: 1e-2, decoupled)
+    assert (default.hyperparameters["weight_decay"]
+            == cls([layer]).hyperparameters["weight_decay"])
 
 
 def test_make_optimizer_class_and_bad_values():

@@ -11,6 +11,7 @@ state (vocabulary, classes, sizes).  Loading builds the model from that
 document and copies the arrays in; no pickle, no code runs.
 """
 
+import contextlib
 import inspect
 import json
 import numbers
@@ -37,8 +38,12 @@ class NotFittedError(ValueError, AttributeError):
     """A method that needs a fitted model was called before ``fit``."""
 
 
-def make_optimizer(optimizer, modules, lr=None, weight_decay=0.0):
-    """An fr.optim optimizer from a name ("adam", ...) or an optimizer class."""
+def make_optimizer(optimizer, modules, lr=None, weight_decay=None):
+    """An fr.optim optimizer from a name ("adam", ...) or an optimizer class.
+
+    ``lr`` / ``weight_decay`` None keep the optimizer's own defaults (AdamW's
+    decoupled decay is 1e-2, the others' 0), as in torch.optim.
+    """
     if isinstance(optimizer, str):
         key = optimizer.lower()
         if key not in OPTIMIZERS:
@@ -48,9 +53,11 @@ def make_optimizer(optimizer, modules, lr=None, weight_decay=0.0):
     if not (isinstance(optimizer, type) and issubclass(optimizer, optim.Optimizer)):
         raise TypeError(f"optimizer must be a name or an fr.optim optimizer class, got "
                         f"{optimizer!r}")
-    options = {"weight_decay": weight_decay}
+    options = {}
     if lr is not None:
         options["lr"] = lr
+    if weight_decay is not None:
+        options["weight_decay"] = weight_decay
     return optimizer(modules, **options)
 
 
@@ -95,6 +102,11 @@ class TaskModel:
     def _param_names(cls):
         signature = inspect.signature(cls.__init__)
         return [name for name in signature.parameters if name != "self"]
+
+    def _store_params(self, values):
+        """Keep the constructor arguments as attributes (call with ``locals()``)."""
+        for name in self._param_names():
+            setattr(self, name, values[name])
 
     def get_params(self, deep=True):
         """The constructor parameters as a dict."""
@@ -180,10 +192,12 @@ class TaskModel:
         return self.history_
 
     def _batches(self, inputs, batch_size, targets=None, per_step_targets=False):
-        """Batches in data order for prediction, modules in eval mode."""
-        self._set_mode(False)
-        return BatchLoader(inputs, targets, batch_size=batch_size, shuffle=False,
-                           per_step_targets=per_step_targets)
+        """Batches in data order for prediction, the modules in eval mode while
+        they are consumed (their modes come back afterwards)."""
+        loader = BatchLoader(inputs, targets, batch_size=batch_size, shuffle=False,
+                             per_step_targets=per_step_targets)
+        with eval_mode(self.modules()):
+            yield from loader
 
     # -- saving ---------------------------------------------------------------------
     def _fitted_state(self):
@@ -285,6 +299,20 @@ def label_array(classes):
     for index, label in enumerate(classes):
         array[index] = label
     return array
+
+
+@contextlib.contextmanager
+def eval_mode(modules):
+    """Modules in eval mode inside the block, their previous modes after it
+    (predict/generate may run from a callback in the middle of training)."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.train(False)
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 def validation_pair(value, name="validation_data"):

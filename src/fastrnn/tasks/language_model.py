@@ -20,7 +20,7 @@ from ..data import StreamBatcher
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
-from .base import TaskModel
+from .base import TaskModel, eval_mode
 from .inputs import check_count
 from .network import SequenceEncoder, check_choice, layer_seeds
 
@@ -84,20 +84,7 @@ class LanguageModel(TaskModel):
                  input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
                  dtype="float32", seed=None):
-        self.level = level
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.dropout = dropout
-        self.input = input
-        self.embedding_dim = embedding_dim
-        self.pretrained = pretrained
-        self.freeze_embedding = freeze_embedding
-        self.lower = lower
-        self.min_freq = min_freq
-        self.max_vocab = max_vocab
-        self.dtype = dtype
-        self.seed = seed
+        self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, vocab):
@@ -205,7 +192,7 @@ class LanguageModel(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, text_or_texts, epochs=10, batch_size=32, bptt=64, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=5.0, weight_decay=0.0):
+            clip_norm=5.0, weight_decay=None):
         """Train on a text or a list of texts; returns the History (``history_``).
 
         Args:
@@ -301,7 +288,7 @@ class LanguageModel(TaskModel):
                              f"{len(stream)} tokens (with <eos> separators); need at "
                              f"least {batch_size + 1}")
         total = count = 0.0
-        with self._inference():
+        with eval_mode(self.modules()):
             saved = self._carry["eval"]
             try:
                 self._carry["eval"] = None
@@ -363,7 +350,7 @@ class LanguageModel(TaskModel):
         banned[[PAD, UNK, BOS]] = True
         banned[EOS] = not stop_at_eos
         generated = []
-        with self._inference():
+        with eval_mode(self.modules()):
             out, state = self.network_.forward(ids[:, None])
             logits = self.head_(out[-1])[0]
             for step in range(length):
@@ -380,9 +367,6 @@ class LanguageModel(TaskModel):
             return prompt + "".join(words)
         return self.vocab_.tokenizer.detokenize(tokens + words)
 
-    def _inference(self):
-        return _EvalMode(self.modules())
-
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
         return {"vocab": self.vocab_.to_dict()}
@@ -390,24 +374,6 @@ class LanguageModel(TaskModel):
     def _restore(self, state):
         self._build(Vocab.from_dict(state["vocab"]))
 
-
-class _EvalMode:
-    """Modules in eval mode inside the block, their previous modes after it
-    (generate/evaluate may run from a callback in the middle of training)."""
-
-    def __init__(self, modules):
-        self.modules = modules
-
-    def __enter__(self):
-        self.modes = [module.training for module in self.modules]
-        for module in self.modules:
-            module.train(False)
-        return self
-
-    def __exit__(self, *exc):
-        for module, mode in zip(self.modules, self.modes):
-            module.train(mode)
-        return False
 
 
 def _perplexity(mean_loss):

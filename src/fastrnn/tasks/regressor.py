@@ -29,15 +29,7 @@ class SequenceRegressor(TaskModel):
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
                  dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None):
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bidirectional = bidirectional
-        self.dropout = dropout
-        self.per_step = per_step
-        self.pooling = pooling
-        self.dtype = dtype
-        self.seed = seed
+        self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, target_size, target_is_vector):
@@ -119,7 +111,7 @@ class SequenceRegressor(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=0.0):
+            clip_norm=None, weight_decay=None):
         """Train with mean squared error; returns the History (``history_``)."""
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)

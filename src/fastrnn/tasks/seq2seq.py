@@ -18,7 +18,7 @@ from ..data import BatchLoader
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
-from .base import TaskModel, validation_pair
+from .base import TaskModel, eval_mode, validation_pair
 from .inputs import InputEncoder, check_count, detect_kind
 from .network import SequenceEncoder, check_choice, layer_seeds, top_state
 
@@ -71,18 +71,7 @@ class Seq2Seq(TaskModel):
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  embedding_dim=64, input="embedding", tokenizer="char", lower=False,
                  min_freq=1, max_vocab=None, dtype="float32", seed=None):
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.dropout = dropout
-        self.embedding_dim = embedding_dim
-        self.input = input
-        self.tokenizer = tokenizer
-        self.lower = lower
-        self.min_freq = min_freq
-        self.max_vocab = max_vocab
-        self.dtype = dtype
-        self.seed = seed
+        self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, outputs):
@@ -186,7 +175,7 @@ class Seq2Seq(TaskModel):
         scheduled sampling the predictions come from the gold prefix, not
         from the mixed one: all steps stay one vectorised pass.
         """
-        with _EvalMode(self.decoder_.modules() + [self.head_]):
+        with eval_mode(self.decoder_.modules() + [self.head_]):
             logits = self._decode(decoder_inputs, lengths, state)
         logits[..., list(BANNED)] = -np.inf
         predicted = logits.argmax(axis=2)                            # (T, B)
@@ -230,7 +219,7 @@ class Seq2Seq(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
             validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
-            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=0.0):
+            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None):
         """Train on ``sources`` and their ``targets``; returns the History (also
         ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
         ``<eos>`` included; ``val_*`` likewise on validation data).
@@ -324,7 +313,7 @@ class Seq2Seq(TaskModel):
         batch_size = check_count("batch_size", batch_size)
         source_ids = self.inputs_.transform(self._sources(sources), "sources")
         results = [None] * len(source_ids)
-        with _EvalMode(self.modules()):
+        with eval_mode(self.modules()):
             for batch in self._loader(source_ids, batch_size):
                 state = self._encode_batch(batch)
                 if beam_size == 1:
@@ -457,7 +446,7 @@ class Seq2Seq(TaskModel):
         batch_size = check_count("batch_size", batch_size)
         source_ids = self.inputs_.transform(self._sources(sources), "sources")
         vectors = np.empty((len(source_ids), self.hidden_size), dtype=self.encoder_.dtype)
-        with _EvalMode(self.modules()):
+        with eval_mode(self.modules()):
             for batch in self._loader(source_ids, batch_size):
                 vectors[batch.indices] = top_state(self._encode_batch(batch), False)
         return vectors
@@ -527,25 +516,6 @@ class _TargetTable:
         targets[counts, np.arange(batch)] = EOS
         return inputs, targets, counts + 1
 
-
-class _EvalMode:
-    """Modules in eval mode inside the block and back in their previous modes
-    after it (a first scheduled-sampling pass runs mid-training; predict may
-    run from a callback)."""
-
-    def __init__(self, modules):
-        self.modules = modules
-
-    def __enter__(self):
-        self.modes = [module.training for module in self.modules]
-        for module in self.modules:
-            module.train(False)
-        return self
-
-    def __exit__(self, *exc):
-        for module, mode in zip(self.modules, self.modes):
-            module.train(mode)
-        return False
 
 
 def _check_nonempty(X, name, what):

@@ -53,21 +53,7 @@ class SequenceTagger(TaskModel):
                  dropout=0.0, input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, tokenizer="word", lower=False, min_freq=1,
                  max_vocab=None, dtype="float32", seed=None):
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bidirectional = bidirectional
-        self.dropout = dropout
-        self.input = input
-        self.embedding_dim = embedding_dim
-        self.pretrained = pretrained
-        self.freeze_embedding = freeze_embedding
-        self.tokenizer = tokenizer
-        self.lower = lower
-        self.min_freq = min_freq
-        self.max_vocab = max_vocab
-        self.dtype = dtype
-        self.seed = seed
+        self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, classes):
@@ -155,7 +141,7 @@ class SequenceTagger(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=0.0):
+            clip_norm=None, weight_decay=None):
         """Train on sentences ``X`` (token lists or texts) and their tags ``y``
         (one tag list per sentence, one tag per token); returns the History
         (also kept as ``history_``) with per-token "loss" and "accuracy".
