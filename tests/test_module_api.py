@@ -622,9 +622,9 @@ def test_input_modified_between_forward_and_backward(cell, layout):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layout", ["time_major", "batch_first"])
 def test_output_modified_in_place_before_backward(cell, layout):
-    """Changing the returned out / h_n in place (e.g. ``out += skip``) before
-    backward must not silently change the gradients: either backward gives the
-    gradients of the forward that ran, or it refuses."""
+    """The returned out is read-only in training mode (backward reads it), so
+    ``out += skip`` fails loudly; changing h_n (a copy) must not change the
+    gradients.  In eval mode nothing is kept and out is writable."""
     rng = np.random.default_rng(18)
     layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, dtype="float64",
                        batch_first=layout == "batch_first", seed=11)
@@ -632,7 +632,29 @@ def test_output_modified_in_place_before_backward(cell, layout):
     ref = run_fastrnn(layer, **inputs)
     layer.zero_grad()
     out, state = layer.forward(inputs["x"], hx=inputs["hx"])
-    out += 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        out += 1.0
     for s in (state if isinstance(state, tuple) else (state,)):
         s *= 2.0
     _assert_gradients_of_forward_or_refused(layer, inputs, ref)
+    layer.eval()
+    out, _ = layer.forward(inputs["x"], hx=inputs["hx"])
+    out += 1.0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_read_only_input_is_kept_without_a_copy(cell):
+    """A read-only input (a fastrnn layer's training-mode output) cannot change
+    before backward, so the layer keeps it as it is; gradients are unchanged."""
+    rng = np.random.default_rng(19)
+    layer = make_layer(cell, 3, 5, dtype="float64", seed=12)
+    inputs = make_inputs(layer, rng, 4, 3)
+    ref = run_fastrnn(layer, **inputs)
+    x = inputs["x"].copy()
+    x.flags.writeable = False
+    layer.zero_grad()
+    layer.forward(x)
+    kept = layer._cache[1][0][0]            # the first layer's input, as backward reads it
+    assert np.shares_memory(kept, x)
+    d_x, _ = layer.backward(inputs["d_out"], inputs["d_hn"])
+    np.testing.assert_allclose(d_x, ref["d_x"], rtol=1e-12, atol=1e-13)

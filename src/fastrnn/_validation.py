@@ -7,6 +7,9 @@ import numbers
 
 import numpy as np
 
+from . import _threads
+from ._kernels import _runtime
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -56,7 +59,13 @@ def float_array(name, value, dtype, ndim=None):
 
 
 def check_finite(name, array):
-    if not np.isfinite(array).all():
+    """ValueError when ``array`` holds NaN or inf (one threaded pass for
+    contiguous float arrays: numpy's isfinite().all() makes two and a temporary)."""
+    if array.dtype in SUPPORTED_DTYPES and array.flags.c_contiguous:
+        finite = _runtime.all_finite(array.reshape(-1), _threads.get_num_threads())
+    else:
+        finite = bool(np.isfinite(array).all())
+    if not finite:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -77,3 +86,22 @@ def lengths_array(lengths, batch, steps):
         raise ValueError(f"lengths must lie in 1..{steps} (the sequence length), "
                          f"got values from {array.min()} to {array.max()}")
     return np.ascontiguousarray(array, dtype=np.intc)
+
+
+def private_input(array, given):
+    """``array`` (the checked form of the caller's ``given``) safe to keep for
+    backward: a copy when it shares memory with a writable caller array, which
+    could be refilled before backward reads it.  Read-only arrays -- the
+    training-mode outputs of fastrnn layers -- are kept without a copy."""
+    given = to_numpy(given)
+    if given.flags.writeable and np.may_share_memory(array, given):
+        return array.copy()
+    return array
+
+
+def read_only(array):
+    """A read-only view: a training-mode output that a later backward may read
+    (so the next layer can keep it without copying)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view

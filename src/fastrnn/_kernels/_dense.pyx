@@ -15,8 +15,8 @@ from fastrnn._kernels._packed cimport pack_weights, parallel_packed_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
 
 
-def linear_forward(floating[:, ::1] x, floating[:, ::1] weight, floating[::1] bias,
-                   floating[:, ::1] y, int num_threads):
+def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                   const floating[::1] bias, floating[:, ::1] y, int num_threads):
     """y (N, out) = x (N, in) @ weight (out, in)^T + bias (empty: no bias).
 
     The weight is packed once and the rows go through the same micro-kernel
@@ -41,8 +41,8 @@ def linear_forward(floating[:, ::1] x, floating[:, ::1] weight, floating[::1] bi
         raise MemoryError("fastrnn: no memory to pack the weight")
 
 
-def linear_backward(floating[:, ::1] x, floating[:, ::1] weight, floating[:, ::1] d_y,
-                    floating[:, ::1] d_x, floating[:, ::1] d_weight,
+def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                    const floating[:, ::1] d_y, floating[:, ::1] d_x, floating[:, ::1] d_weight,
                     floating[::1] d_bias, int num_threads):
     """d_weight += d_y^T x; d_bias += column sums of d_y (if not empty);
     d_x = d_y @ weight (if not empty)."""

@@ -426,6 +426,10 @@ cdef inline floating *ptr1(floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef inline const floating *const_ptr1(const floating[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
 cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
 
@@ -435,11 +439,11 @@ cdef inline floating *ptr3(floating[:, :, ::1] a) noexcept nogil:
 
 
 def forward(int cell, bint reverse,
-            floating[:, :, ::1] x,
-            floating[:, ::1] w_ih,
-            floating[:, ::1] w_hh,
-            floating[::1] b_ih,
-            floating[::1] b_hh,
+            const floating[:, :, ::1] x,
+            const floating[:, ::1] w_ih,
+            const floating[:, ::1] w_hh,
+            const floating[::1] b_ih,
+            const floating[::1] b_hh,
             const int[::1] lengths,
             const int[::1] chunks,
             floating[:, ::1] h,
@@ -482,7 +486,7 @@ def forward(int cell, bint reverse,
         bias_row = <floating *>malloc(dm.W * sizeof(floating))
         ok = ok and bias_row != NULL
         if ok:
-            fold_bias(&dm, ptr1(b_ih), ptr1(b_hh), bias_row)
+            fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), bias_row)
             for k in prange(nchunks, num_threads=num_threads, schedule="static",
                             chunksize=1):
                 forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
@@ -498,9 +502,9 @@ def forward(int cell, bint reverse,
 
 
 def backward(int cell, bint reverse,
-             floating[:, :, ::1] x,
-             floating[:, ::1] w_ih,
-             floating[:, ::1] w_hh,
+             const floating[:, :, ::1] x,
+             const floating[:, ::1] w_ih,
+             const floating[:, ::1] w_hh,
              const int[::1] lengths,
              const int[::1] chunks,
              floating[:, ::1] h0,
@@ -510,7 +514,7 @@ def backward(int cell, bint reverse,
              int out_off,
              floating[:, :, ::1] gates,
              floating[:, :, ::1] c_hist,
-             floating[:, :, ::1] d_out,
+             const floating[:, :, ::1] d_out,
              floating[:, ::1] dh,
              floating[:, ::1] dc,
              floating[:, :, ::1] d_x,

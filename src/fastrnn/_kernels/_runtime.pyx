@@ -7,8 +7,13 @@ OpenMP threads, so that BLAS must run single-threaded while they do.
 without the GIL and without a Python call.
 """
 
+from cython cimport floating
+from cython.parallel cimport prange
+
 cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
+    int fr_all_finite_f(const float *x, long n)
+    int fr_all_finite_d(const double *x, long n)
 
 ctypedef void (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
@@ -58,3 +63,30 @@ def set_parallel_min_work(double work):
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(fr_openmp_enabled())
+
+
+cdef inline bint _finite(const floating *x, long n) noexcept nogil:
+    if floating is float:
+        return fr_all_finite_f(x, n)
+    else:
+        return fr_all_finite_d(x, n)
+
+
+def all_finite(const floating[::1] values, int num_threads):
+    """True when no value is NaN or infinite: one pass, split over threads
+    for large arrays (a validation of every batch must not cost a step)."""
+    cdef long n = values.shape[0], size
+    cdef int chunks = 1, c, bad = 0
+    if n == 0:
+        return True
+    if num_threads > 1 and n >= (1 << 18):
+        chunks = num_threads
+    size = (n + chunks - 1) // chunks
+    with nogil:
+        if chunks == 1:
+            bad = not _finite(&values[0], n)
+        else:
+            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
+                if c * size < n:
+                    bad += not _finite(&values[c * size], min(size, n - c * size))
+    return bad == 0

@@ -19,6 +19,21 @@ static inline int fr_openmp_enabled(void) { return 1; }
 static inline int fr_openmp_enabled(void) { return 0; }
 #endif
 
+/* 1 when all n values are finite.  x * 0 is 0 for a finite x and NaN for
+ * an infinite or NaN one, so a single vectorised pass (no branch, no
+ * temporary array) answers it; NaN is the only value not equal to itself. */
+#define FR_ALL_FINITE(NAME, T)                                                 \
+static inline int NAME(const T *x, long n)                                     \
+{                                                                              \
+    T acc = 0;                                                                 \
+    _Pragma("omp simd reduction(+:acc)")                                       \
+    for (long i = 0; i < n; ++i)                                               \
+        acc += x[i] * (T)0;                                                    \
+    return acc == acc;                                                         \
+}
+FR_ALL_FINITE(fr_all_finite_f, float)
+FR_ALL_FINITE(fr_all_finite_d, double)
+
 /* 2^k and the reduced argument r of x = k ln2 + r, |r| <= ln2/2.  x is
  * clamped to [-87, 88] so 2^k stays a normal float.  ln2 is split in two
  * parts so that k * ln2_hi is exact. */

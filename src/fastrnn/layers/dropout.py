@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_shape, float_array, resolve_dtype
+from .._validation import check_shape, float_array, read_only, resolve_dtype
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -54,7 +54,7 @@ class Dropout(Module):
         mask = mask.astype(self.dtype)
         mask *= self.dtype.type(1.0 / keep)
         self._cache = (x.shape, mask)
-        return x * mask
+        return read_only(x * mask)
 
     def backward(self, d_y):
         """``d_y * mask`` for the last training-mode forward (once per forward)."""

@@ -14,7 +14,7 @@ import numpy as np
 from .. import _threads
 from .._kernels import _embedding
 from .._validation import (check_finite, check_shape, float_array, positive_int,
-                           resolve_dtype, to_numpy)
+                           private_input, read_only, resolve_dtype, to_numpy)
 from .module import Module
 
 __all__ = ["Embedding"]
@@ -103,13 +103,12 @@ class Embedding(Module):
         flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
         out = np.empty((flat.shape[0], self.embedding_dim), dtype=self.dtype)
         self._gather(flat, self._params["weight"], out, _threads.get_num_threads())
-        if self.training:
-            if np.may_share_memory(flat, to_numpy(ids_given)):
-                flat = flat.copy()    # backward reads it; the caller may refill it
-            self._cache = (flat, ids.shape)
-        else:
+        out = out.reshape(ids.shape + (self.embedding_dim,))
+        if not self.training:
             self._cache = None
-        return out.reshape(ids.shape + (self.embedding_dim,))
+            return out
+        self._cache = (private_input(flat, ids_given), ids.shape)    # backward reads them
+        return read_only(out)
 
     def backward(self, d_out):
         """Accumulate the weight gradient of the last training-mode forward.

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _threads
 from .._kernels import _dense
 from .._validation import (check_finite, check_shape, float_array, positive_int,
-                           resolve_dtype, to_numpy)
+                           private_input, read_only, resolve_dtype)
 from .module import Module
 
 __all__ = ["Linear"]
@@ -51,14 +51,15 @@ class Linear(Module):
             raise ValueError(f"x must not be empty, got shape {x.shape}")
         check_finite("x", x)
         rows = x.reshape(-1, self.in_features)
-        if self.training and np.may_share_memory(rows, to_numpy(x_given)):
-            rows = rows.copy()    # backward reads it; the caller may refill it
+        if self.training:
+            rows = private_input(rows, x_given)    # backward reads it
         y = np.empty((rows.shape[0], self.out_features), dtype=self.dtype)
         self._forward_kernel(rows, self._params["weight"],
                              self._params.get("bias", self._no_bias), y,
                              _threads.get_num_threads())
         self._cache = (rows, x.shape) if self.training else None
-        return y.reshape(x.shape[:-1] + (self.out_features,))
+        y = y.reshape(x.shape[:-1] + (self.out_features,))
+        return read_only(y) if self.training else y
 
     def backward(self, d_y, input_grad=True):
         if self._cache is None:

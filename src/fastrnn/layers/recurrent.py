@@ -15,7 +15,7 @@ from .. import _threads
 from .._kernels import _recurrent as kernels
 from .._kernels import _runtime
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
-                           positive_int, resolve_dtype, to_numpy)
+                           positive_int, private_input, read_only, resolve_dtype)
 from .module import Module
 
 __all__ = ["RNN", "LSTM", "GRU"]
@@ -194,10 +194,10 @@ class _Recurrent(Module):
         if self._has_cell_state:
             c_n = plan.to_kernel(c0, copy=True) if c0 is not None else self._zero_state(batch)
         keep = self.training
-        # Backward reads the input again: keep a private copy, not the caller's
-        # buffer (a data loader may refill it before backward).
-        layer_input = plan.to_kernel(
-            x, copy=keep and np.may_share_memory(x, to_numpy(x_given)))
+        # Backward reads the input again (see private_input).
+        layer_input = plan.to_kernel(x)
+        if keep:
+            layer_input = private_input(layer_input, x_given)
         cache = []
         H, D = self.hidden_size, self._directions
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
@@ -231,7 +231,7 @@ class _Recurrent(Module):
         self._cache = (plan, cache, h0 is not None) if keep else None
         out = plan.to_user(layer_input)
         if keep and out is layer_input:
-            out = out.copy()     # the caller may change it; backward reads it
+            out = read_only(out)     # backward reads it
         if self.batch_first:
             out = out.transpose(1, 0, 2)
         h_n = plan.to_user(h_n)
