@@ -614,17 +614,23 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
         f"tables. Before each worker the driver waits up to {settings['quiet_wait']:.0f} s "
         f"for the CPUs to be idle. Multi-threaded runs suffer most from other load: a thread that is "
         f"descheduled stalls every barrier of its team.",
-        f"- Workloads (`bench/workloads.py`): one layer, one direction, time-major, float32, "
-        f"{E_note}, zero initial state, identical weights and data in every framework. "
-        f"**inference** = eval/no-grad forward + Linear head H→{workloads.HEAD} on every "
-        f"step; **training** = forward + head + softmax cross-entropy (mean over T·B) + "
-        f"backward (no input gradient) + SGD update of all parameters. fastrnn's head is "
-        f"`fr.Linear` (on fastrnn's threads), its loss and SGD numpy; the numpy reference "
-        f"(`bench/numpy_reference.py`) uses numpy matmuls for the head and the same loss "
-        f"and SGD code; torch uses nn.RNN/LSTM/GRU + "
-        f"nn.Linear + F.cross_entropy + optim.SGD (inference under `torch.inference_mode()`); "
-        f"JAX uses `lax.scan` cells under `jax.jit` (training: `value_and_grad` + SGD in one "
-        f"jitted function, parameters donated).",
+        f"- Workloads (`bench/workloads.py`): token ids (T, B) over a vocabulary of "
+        f"{workloads.VOCAB} → Embedding({workloads.VOCAB}, E) → one recurrent layer (one "
+        f"direction, time-major, float32, {E_note}, zero initial state) → Linear head "
+        f"H→{workloads.HEAD} on every step; identical weights and data in every framework. "
+        f"**inference** = eval/no-grad forward of all of it; **training** = forward + softmax "
+        f"cross-entropy (mean over T·B) + backward through head, layer (with its input "
+        f"gradient) and embedding (scatter-add into the table) + one Adam update of all "
+        f"parameters (lr {workloads.LR:g}, betas {workloads.BETAS}, eps {workloads.EPS:g}). "
+        f"fastrnn: `fr.Embedding`, `fr.RNN/LSTM/GRU`, `fr.Linear`, `fr.CrossEntropyLoss`, "
+        f"`fr.optim.Adam` (public API only); the numpy reference "
+        f"(`bench/numpy_reference.py`): `np.take` / `np.add.at` embedding, numpy head, "
+        f"softmax cross-entropy and Adam into preallocated buffers; torch: nn.Embedding + "
+        f"nn.RNN/LSTM/GRU + nn.Linear + F.cross_entropy + torch.optim.Adam (its default "
+        f"implementation; on CPU that is the single-tensor loop) (inference under "
+        f"`torch.inference_mode()`); JAX: `jnp.take` + `lax.scan` cells under `jax.jit` "
+        f"(training: `value_and_grad` + a hand-written Adam in one jitted function, "
+        f"parameters and optimizer state donated).",
         f"- Timing: `time.perf_counter` around each step; first call (allocation / JIT "
         f"compile) and ≥1 more warm-up call ({settings['warmup']} s) discarded; then at least "
         f"{settings['min_reps']} repeats, more until {settings['budget']} s or "
@@ -644,8 +650,10 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
         f"(best of {settings['roofline_reps']}), measured in the numpy worker of the same "
         f"run with the same thread count and pinning. FLOPs count matrix products only: "
         f"forward = 2·T·B·(E·G·H + H·G·H + H·{workloads.HEAD}) with G = 1/4/3 for "
-        f"rnn/lstm/gru; training = 3 × forward (the convention, although no input gradient "
-        f"is computed). % roofline = (FLOPs / median step time) / roofline.",
+        f"rnn/lstm/gru; training = 3 × forward (each forward product has two backward "
+        f"products; the layer's input gradient is computed, it feeds the embedding). The "
+        f"embedding gather / scatter-add, the loss and Adam are memory traffic and not "
+        f"counted. % roofline = (FLOPs / median step time) / roofline.",
     ]
     L.append("")
 

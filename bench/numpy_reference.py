@@ -22,8 +22,12 @@ same training-step code as fastrnn.
 
 ``python bench/numpy_reference.py`` runs ``self_check()``: outputs, final
 states and all gradients against ``torch.nn.RNN/LSTM/GRU`` (float64, tight
-tolerance, and float32), plus the benchmark's head + softmax cross-entropy
-step (and the JAX implementation from ``workloads.py`` when jax is importable).
+tolerance, and float32), plus the benchmark's training step (embedding
+gather / scatter-add, layer, head, softmax cross-entropy: loss and every
+gradient) of this reference, of fastrnn and of the JAX implementation in
+``workloads.py`` against torch, and the Adam update of each (``NumpyAdam``,
+``fr.optim.Adam``, ``workloads.jax_adam``) against ``torch.optim.Adam``;
+fastrnn and JAX are skipped when not importable.
 """
 
 import math
@@ -480,7 +484,8 @@ def _check_layer_vs_torch(torch, cell, dtype, T=7, B=3, E=5, H=4, seed=0):
 
 
 def self_check(verbose=True):
-    """Numpy reference vs torch (and the benchmark training step vs torch/JAX)."""
+    """Numpy reference vs torch (and the benchmark training step and Adam of
+    numpy, fastrnn and JAX vs torch)."""
     import torch
     import workloads
 
@@ -496,8 +501,9 @@ def self_check(verbose=True):
             if verbose:
                 print(f"{'ok  ' if passed else 'FAIL'} layer {cell:4s} {dtype}: "
                       f"max rel error {errors[worst]:.2e} ({worst}); tol {tol:.0e}")
-    # the full training step (head + softmax cross-entropy + backward) of the
-    # numpy-based workloads against torch, and the JAX gradients if available
+    # the benchmark training step (embedding + layer + head + softmax
+    # cross-entropy + backward) of the numpy reference, fastrnn and JAX
+    # against torch, then the Adam update of each against torch.optim.Adam
     for cell in ("rnn", "lstm", "gru"):
         errors = workloads.check_training_gradients(cell, T=6, B=4, E=5, H=8, seed=1)
         for name, (err, tol) in errors.items():
@@ -506,6 +512,12 @@ def self_check(verbose=True):
             if verbose:
                 print(f"{'ok  ' if passed else 'FAIL'} train step {cell:4s} {name}: "
                       f"max rel error over loss and all gradients {err:.2e}; tol {tol:.0e}")
+    for name, (err, tol) in workloads.check_adam().items():
+        passed = err <= tol
+        ok &= passed
+        if verbose:
+            print(f"{'ok  ' if passed else 'FAIL'} {name}: max rel error of the parameters "
+                  f"after 3 steps {err:.2e}; tol {tol:.0e}")
     if verbose:
         print("self-check", "PASSED" if ok else "FAILED")
     return ok

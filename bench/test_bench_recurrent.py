@@ -7,10 +7,11 @@ Run from the repository root::
     FASTRNN_BENCH_THREADS=1 pytest bench/ --benchmark-only    # thread count (default: fastrnn's)
     pytest bench/ --benchmark-only -k lstm --benchmark-group-by=group
 
-The workloads are the ones ``compare.py`` times (``workloads.py``): one layer,
-E = H, float32; *inference* = eval forward + Linear head (H -> 64) on every
-step; *training* = forward + head + softmax cross-entropy + backward
-(``input_grad=False``) + SGD, head/loss/SGD in numpy.  ``extra_info`` of every
+The workloads are the ones ``compare.py`` times (``workloads.py``): token ids
+(T, B) -> ``fr.Embedding`` (V = 1000, E = H) -> one recurrent layer -> ``fr.Linear``
+head (H -> 64) on every step, float32; *inference* = eval forward of all of it;
+*training* = forward + ``fr.CrossEntropyLoss`` + backward (embedding gradient
+included) + ``fr.optim.Adam`` step.  ``extra_info`` of every
 benchmark carries the configuration, the thread count, the FLOP count and,
 when timing is enabled, seq/s and GFLOP/s from the median.
 """
@@ -47,7 +48,8 @@ def _run(benchmark, threads, cell, T, B, H, mode):
     assert first == first and abs(first) < 1e6, f"non-finite first step: {first}"
     benchmark.group = f"{cell}-{mode}"
     benchmark.extra_info.update(framework="fastrnn", cell=cell, mode=mode, T=T, B=B, H=H,
-                                E=H, threads=threads, flops=wl.flops)
+                                E=H, vocab=workloads.VOCAB, threads=threads,
+                                flops=wl.flops)
     benchmark(wl.step)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:               # None under --benchmark-disable

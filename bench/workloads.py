@@ -1,29 +1,49 @@
-"""Benchmark workloads shared by ``compare.py`` and ``test_bench_recurrent.py``.
+"""Benchmark workloads shared by ``compare.py``, ``step_breakdown.py`` and
+``test_bench_recurrent.py``.
 
-A workload is one recurrent layer (RNN tanh / LSTM / GRU, one layer, one
-direction, time-major, float32) followed by a Linear head (H -> 64) applied at
-every timestep, in one of two modes:
+A workload is a small token model, time-major, float32, in one of two modes:
 
-* ``inference``: eval / no-grad forward of the layer and the head;
-* ``training``: forward, head, softmax cross-entropy over all T*B steps (mean),
-  backward, plain SGD update of every parameter (layer and head).
+    token ids (T, B) in [0, V) -> Embedding(V, E) -> recurrent layer (RNN tanh /
+    LSTM / GRU, one layer, one direction, zero initial state) -> Linear head
+    (H -> 64) at every timestep
 
-Every framework starts from the same weights (``make_params``, PyTorch's
-U(-1/sqrt(H), 1/sqrt(H)) init drawn with numpy) and the same data
-(``make_data``), so their first-step outputs must agree; ``compare.py`` checks.
+* ``inference``: eval / no-grad forward of the whole model (embedding lookup,
+  layer, head); the value checked across frameworks is mean |logits|;
+* ``training``: forward, softmax cross-entropy over all T*B steps (mean),
+  backward through the head, the layer (including its input gradient) and
+  the embedding (a scatter-add into the (V, E) table), then one Adam update of
+  every parameter (lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's
+  defaults).  The value checked is the loss before the update.
+
+Both modes use the embedding, so inference and training time the same model.
+V = ``VOCAB`` = 1000 by default.
+
+Every framework starts from the same weights (``make_params``: PyTorch's
+U(-1/sqrt(H), 1/sqrt(H)) init for the layer and the head, N(0, 1) for the
+embedding table as ``nn.Embedding``, drawn with numpy) and the same data
+(``make_data``), so their first-step values must agree; ``compare.py`` checks.
 
 Frameworks:
 
-* ``fastrnn``: the fastrnn layer; head, loss and SGD in numpy
-  (``NumpyHeadModel``: one matmul over all T*B rows for the head forward and
-  one each for its two gradients, in-place softmax, no per-step Python);
-* ``numpy``: the plain-numpy BPTT reference (``numpy_reference.py``) driven
-  by the same ``NumpyHeadModel``;
-* ``torch``: ``torch.nn.RNN/LSTM/GRU`` + ``nn.Linear``, ``F.cross_entropy``,
-  ``torch.optim.SGD``; inference under ``torch.inference_mode()``;
-* ``jax``: ``jax.lax.scan`` cells (input projection as one matmul before the
-  scan), ``jax.jit``; training is ``jax.value_and_grad`` + SGD in one jitted
-  function with the parameters donated.
+* ``fastrnn``: ``fr.Embedding``, ``fr.RNN/LSTM/GRU``, ``fr.Linear``,
+  ``fr.CrossEntropyLoss``, ``fr.optim.Adam`` (``FastrnnModel``): the public
+  API only, as a user would write the loop;
+* ``numpy``: the plain-numpy BPTT reference (``numpy_reference.py``) with a
+  numpy gather (``np.take``) / scatter-add (``np.add.at``) embedding, numpy
+  head and softmax cross-entropy and a numpy Adam, all into preallocated
+  buffers (``NumpyModel``, ``NumpyAdam``);
+* ``torch``: ``nn.Embedding`` + ``nn.RNN/LSTM/GRU`` + ``nn.Linear``,
+  ``F.cross_entropy``, ``torch.optim.Adam`` with its default implementation
+  (on CPU tensors torch 2.x picks the single-tensor loop: ``foreach`` and
+  ``fused`` default to on only for CUDA-like devices; ``optim_step.py`` times
+  all three); inference under ``torch.inference_mode()``;
+* ``jax``: ``jnp.take`` + ``jax.lax.scan`` cells (input projection as one
+  matmul before the scan) + head, ``jax.jit``; training is
+  ``jax.value_and_grad`` + a hand-written Adam in one jitted function with the
+  parameters and optimizer state donated (no optax).
+
+FLOPs (``flops``) count matrix products only; the embedding gather /
+scatter, the loss and Adam are memory-bound and not counted.
 
 Only the framework that is asked for is imported.
 """
@@ -37,14 +57,23 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 MODES = ("inference", "training")
 FRAMEWORKS = ("fastrnn", "torch", "numpy", "jax")
 HEAD = 64            # classes of the Linear head / softmax
-LR = 1e-3            # SGD learning rate (small: repeated steps stay finite)
+VOCAB = 1000         # rows of the embedding table
+LR = 1e-3            # Adam: torch.optim.Adam's defaults
+BETAS = (0.9, 0.999)
+EPS = 1e-8
 LAYER_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+PARAM_NAMES = ("embedding_weight",) + LAYER_NAMES + ("head_weight", "head_bias")
 
 
 def flops(cell, T, B, H, E=None, mode="inference"):
     """Matrix-product FLOPs of one step (elementwise work is not counted).
 
-    forward = 2*T*B*(E*G*H + H*G*H + H*64); training = 3 * forward.
+    forward = 2*T*B*(E*G*H + H*G*H + H*64): input projection, recurrent
+    product, head.  The embedding lookup is a gather, not a product.
+    training = 3 * forward: every forward product has two backward products
+    (the gradient of each operand; the layer's input gradient is computed
+    because it feeds the embedding).  Loss, embedding scatter-add and Adam
+    are memory traffic, not counted.
     """
     E = H if E is None else E
     G = GATES[cell]
@@ -52,24 +81,30 @@ def flops(cell, T, B, H, E=None, mode="inference"):
     return forward if mode == "inference" else 3 * forward
 
 
-def make_params(cell, E, H, seed=0):
-    """Layer parameters (PyTorch names/shapes) and the head, float32."""
+def make_params(cell, E, H, seed=0, vocab=VOCAB):
+    """All parameters by name (the layer's with PyTorch names), float32.
+
+    Layer and head ~ U(-1/sqrt(H), 1/sqrt(H)) (drawn first, in the same order
+    as before the embedding existed), then ``embedding_weight`` (V, E) ~ N(0, 1).
+    """
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     bound = 1.0 / math.sqrt(H)
     shapes = {"weight_ih_l0": (G * H, E), "weight_hh_l0": (G * H, H),
               "bias_ih_l0": (G * H,), "bias_hh_l0": (G * H,),
               "head_weight": (HEAD, H), "head_bias": (HEAD,)}
-    return {name: rng.uniform(-bound, bound, shape).astype(np.float32)
-            for name, shape in shapes.items()}
+    params = {name: rng.uniform(-bound, bound, shape).astype(np.float32)
+              for name, shape in shapes.items()}
+    params["embedding_weight"] = rng.standard_normal((vocab, E), dtype=np.float32)
+    return params
 
 
-def make_data(T, B, E, seed=0):
-    """x: (T, B, E) float32 standard normal; y: (T, B) int64 class per step."""
+def make_data(T, B, seed=0, vocab=VOCAB):
+    """ids: (T, B) int64 token ids in [0, vocab); y: (T, B) int64 class per step."""
     rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((T, B, E), dtype=np.float32)
+    ids = rng.integers(0, vocab, size=(T, B), dtype=np.int64)
     y = rng.integers(0, HEAD, size=(T, B), dtype=np.int64)
-    return x, y
+    return ids, y
 
 
 class Workload:
@@ -91,24 +126,137 @@ class Workload:
                 f"B={self.B}, H={self.H}, E={self.E})")
 
 
-# -- numpy head / loss / SGD (fastrnn and the numpy reference) -------------------
-class NumpyHeadModel:
-    """A recurrent layer with fastrnn's module protocol + Linear head + softmax
-    cross-entropy + SGD, all in numpy with preallocated buffers.
+def _mean_abs(array):
+    return float(np.abs(np.asarray(array)).mean(dtype=np.float64))
 
-    ``infer()`` -> logits (T*B, 64); ``forward_backward()`` -> loss (leaves the
-    gradients in ``layer.grads`` / ``d_head_weight`` / ``d_head_bias``);
-    ``train_step()`` = ``forward_backward()`` + ``sgd()``.
+
+# -- fastrnn -------------------------------------------------------------------------
+class FastrnnModel:
+    """The workload with fastrnn's public API only.
+
+    ``infer()`` -> logits (T, B, 64); ``forward_backward()`` -> loss (gradients
+    left in every module's ``grads``); ``train_step()`` = ``forward_backward()``
+    + ``Adam.step()``.  ``modules`` = [embedding, layer, head].
     """
 
-    def __init__(self, layer, head_weight, head_bias, x, y, lr=LR):
+    def __init__(self, layer, params, ids, y, lr=LR):
+        import fastrnn as fr
+
+        vocab, E = params["embedding_weight"].shape
+        self.embedding = fr.Embedding(vocab, E)
+        self.embedding.load_state_dict({"weight": params["embedding_weight"]})
         self.layer = layer
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        T, B, _ = self.x.shape
+        self.layer.load_state_dict({n: params[n] for n in LAYER_NAMES})
+        self.head = fr.Linear(layer.hidden_size, HEAD)
+        self.head.load_state_dict({"weight": params["head_weight"],
+                                   "bias": params["head_bias"]})
+        self.modules = [self.embedding, self.layer, self.head]
+        self.criterion = fr.CrossEntropyLoss()
+        self.optimizer = fr.optim.Adam(self.modules, lr=lr, betas=BETAS, eps=EPS)
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.y = np.ascontiguousarray(y, dtype=np.int64)
+
+    def train(self, mode=True):
+        for module in self.modules:
+            module.train(mode)
+        return self
+
+    def infer(self):
+        out, _ = self.layer(self.embedding(self.ids))
+        return self.head(out)
+
+    def forward_backward(self):
+        self.optimizer.zero_grad()
+        x = self.embedding(self.ids)
+        out, _ = self.layer(x)
+        loss, d_logits = self.criterion(self.head(out), self.y)
+        d_x, _ = self.layer.backward(self.head.backward(d_logits))
+        self.embedding.backward(d_x)
+        return loss
+
+    def train_step(self):
+        loss = self.forward_backward()
+        self.optimizer.step()
+        return loss
+
+
+def build_fastrnn(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
+    import fastrnn as fr
+
+    E = H if E is None else E
+    layer = {"rnn": lambda: fr.RNN(E, H, nonlinearity="tanh"),
+             "lstm": lambda: fr.LSTM(E, H), "gru": lambda: fr.GRU(E, H)}[cell]()
+    ids, y = make_data(T, B, seed, vocab)
+    model = FastrnnModel(layer, make_params(cell, E, H, seed, vocab), ids, y)
+    if mode == "inference":
+        model.train(False)
+        return Workload("fastrnn", cell, mode, T, B, H, E, model.infer, _mean_abs, model)
+    model.train(True)
+    return Workload("fastrnn", cell, mode, T, B, H, E, model.train_step, float, model)
+
+
+# -- numpy reference ----------------------------------------------------------------
+class NumpyAdam:
+    """``torch.optim.Adam``'s update (no weight decay / amsgrad) in numpy,
+    in place, with one preallocated temporary per parameter:
+
+    m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    """
+
+    def __init__(self, params, grads, lr=LR, betas=BETAS, eps=EPS):
+        self.params, self.grads = list(params), list(grads)
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.tmp = [np.empty_like(p) for p in self.params]
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        step_size = self.lr / (1 - b1 ** self.t)
+        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
+        for p, g, m, v, tmp in zip(self.params, self.grads, self.m, self.v, self.tmp):
+            dt = p.dtype.type
+            m *= dt(b1)
+            np.multiply(g, dt(1 - b1), out=tmp)
+            m += tmp
+            v *= dt(b2)
+            np.multiply(g, g, out=tmp)
+            tmp *= dt(1 - b2)
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp /= dt(bc2_sqrt)
+            tmp += dt(self.eps)
+            np.divide(m, tmp, out=tmp)
+            tmp *= dt(step_size)
+            p -= tmp
+
+
+class NumpyModel:
+    """The workload in plain numpy around a layer with fastrnn's module
+    protocol (the numpy BPTT reference), preallocated buffers throughout.
+
+    Embedding: ``np.take`` gather, ``np.add.at`` scatter-add; head: one matmul
+    over all T*B rows forward and one for each gradient; in-place softmax
+    cross-entropy; ``NumpyAdam``.  ``infer()`` -> logits (T*B, 64);
+    ``forward_backward()`` -> loss; ``train_step()`` adds the Adam update.
+    """
+
+    def __init__(self, layer, params, ids, y, lr=LR):
+        self.layer = layer
+        layer.load_state_dict({n: params[n] for n in LAYER_NAMES})
+        self.ids = np.ascontiguousarray(np.asarray(ids).reshape(-1), dtype=np.intp)
+        T, B = np.shape(ids)
         self.H = layer.hidden_size
         self.N = T * B
-        self.head_weight = np.array(head_weight, dtype=np.float32)    # (64, H)
-        self.head_bias = np.array(head_bias, dtype=np.float32)
+        self.embedding_weight = np.array(params["embedding_weight"], dtype=np.float32)
+        self.E = self.embedding_weight.shape[1]
+        self.d_embedding_weight = np.zeros_like(self.embedding_weight)
+        self.x = np.empty((T, B, self.E), np.float32)
+        self.head_weight = np.array(params["head_weight"], dtype=np.float32)    # (64, H)
+        self.head_bias = np.array(params["head_bias"], dtype=np.float32)
         self.d_head_weight = np.zeros_like(self.head_weight)
         self.d_head_bias = np.zeros_like(self.head_bias)
         self.y = np.ascontiguousarray(np.asarray(y).reshape(-1), dtype=np.intp)
@@ -116,19 +264,31 @@ class NumpyHeadModel:
         self.logits = np.empty((self.N, HEAD), np.float32)
         self.d_out = np.empty((T, B, self.H), np.float32)
         self.inv_n = np.float32(1.0 / self.N)
-        self.lr = np.float32(lr)
-        self.params = layer.parameters() + [self.head_weight, self.head_bias]
-        self.grads = list(layer.grads.values()) + [self.d_head_weight, self.d_head_bias]
+        params_ = ([self.embedding_weight] + layer.parameters()
+                   + [self.head_weight, self.head_bias])
+        grads = ([self.d_embedding_weight] + list(layer.grads.values())
+                 + [self.d_head_weight, self.d_head_bias])
+        self.optimizer = NumpyAdam(params_, grads, lr=lr)
+
+    def gradients(self):
+        """The gradients by ``PARAM_NAMES`` name (live arrays)."""
+        return dict(self.layer.grads, embedding_weight=self.d_embedding_weight,
+                    head_weight=self.d_head_weight, head_bias=self.d_head_bias)
+
+    def _embed(self):
+        np.take(self.embedding_weight, self.ids, axis=0, out=self.x.reshape(self.N, self.E))
+        return self.x
 
     def infer(self):
-        out, _ = self.layer(self.x)
+        out, _ = self.layer(self._embed())
         logits = np.matmul(out.reshape(self.N, self.H), self.head_weight.T, out=self.logits)
         logits += self.head_bias
         return logits
 
     def forward_backward(self):
         self.layer.zero_grad()
-        out, _ = self.layer(self.x)
+        self.d_embedding_weight.fill(0)
+        out, _ = self.layer(self._embed())
         out2 = out.reshape(self.N, self.H)
         z = np.matmul(out2, self.head_weight.T, out=self.logits)
         z += self.head_bias
@@ -136,7 +296,8 @@ class NumpyHeadModel:
         np.matmul(z.T, out2, out=self.d_head_weight)
         z.sum(axis=0, out=self.d_head_bias)
         np.matmul(z, self.head_weight, out=self.d_out.reshape(self.N, self.H))
-        self.layer.backward(self.d_out, input_grad=False)
+        d_x, _ = self.layer.backward(self.d_out, input_grad=True)
+        np.add.at(self.d_embedding_weight, self.ids, d_x.reshape(self.N, self.E))
         return loss
 
     def softmax_cross_entropy_(self, z):
@@ -152,132 +313,88 @@ class NumpyHeadModel:
         z *= self.inv_n
         return float(loss)
 
-    def sgd(self):
-        """p -= lr * g in place (the gradients are scaled in place: they are
-        zeroed again by the next ``forward_backward``)."""
-        for p, g in zip(self.params, self.grads):
-            g *= self.lr
-            p -= g
-
     def train_step(self):
         loss = self.forward_backward()
-        self.sgd()
+        self.optimizer.step()
         return loss
 
 
-class FastrnnHeadModel(NumpyHeadModel):
-    """fastrnn layer + ``fr.Linear`` head: every product runs on fastrnn's own
-    threads (with numpy's multithreaded BLAS for the head, two thread pools
-    would compete for the cores).  Loss and SGD are the same numpy code."""
-
-    def __init__(self, layer, head_weight, head_bias, x, y, lr=LR):
-        import fastrnn as fr
-
-        super().__init__(layer, head_weight, head_bias, x, y, lr)
-        self.head = fr.Linear(self.H, HEAD)
-        self.head.load_state_dict({"weight": head_weight, "bias": head_bias})
-        self.head.train(layer.training)
-        self.params = layer.parameters() + self.head.parameters()
-        self.grads = list(layer.grads.values()) + list(self.head.grads.values())
-
-    def infer(self):
-        out, _ = self.layer(self.x)
-        return self.head(out).reshape(self.N, HEAD)
-
-    def forward_backward(self):
-        self.layer.zero_grad()
-        self.head.zero_grad()
-        out, _ = self.layer(self.x)
-        z = self.head(out)
-        loss = self.softmax_cross_entropy_(z.reshape(self.N, HEAD))
-        d_out = self.head.backward(z)
-        self.layer.backward(d_out, input_grad=False)
-        return loss
-
-
-def _numpy_like_workload(framework, layer, cell, mode, params, x, y):
-    T, B, E = x.shape
-    layer.load_state_dict({n: params[n] for n in LAYER_NAMES})
-    model_class = FastrnnHeadModel if framework == "fastrnn" else NumpyHeadModel
-    if mode == "inference":
-        layer.eval()
-    model = model_class(layer, params["head_weight"], params["head_bias"], x, y)
-    if mode == "inference":
-        return Workload(framework, cell, mode, T, B, layer.hidden_size, E, model.infer,
-                        lambda r: float(np.abs(r).mean(dtype=np.float64)), model)
-    layer.train()
-    return Workload(framework, cell, mode, T, B, layer.hidden_size, E, model.train_step,
-                    float, model)
-
-
-def build_fastrnn(cell, T, B, H, E=None, mode="inference", seed=0):
-    import fastrnn as fr
-
-    E = H if E is None else E
-    layer = {"rnn": lambda: fr.RNN(E, H, nonlinearity="tanh"),
-             "lstm": lambda: fr.LSTM(E, H), "gru": lambda: fr.GRU(E, H)}[cell]()
-    x, y = make_data(T, B, E, seed)
-    return _numpy_like_workload("fastrnn", layer, cell, mode, make_params(cell, E, H, seed),
-                                x, y)
-
-
-def build_numpy(cell, T, B, H, E=None, mode="inference", seed=0):
+def build_numpy(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
     import numpy_reference
 
     E = H if E is None else E
     layer = numpy_reference.make_layer(cell, E, H, dtype="float32")
-    x, y = make_data(T, B, E, seed)
-    return _numpy_like_workload("numpy", layer, cell, mode, make_params(cell, E, H, seed),
-                                x, y)
+    ids, y = make_data(T, B, seed, vocab)
+    model = NumpyModel(layer, make_params(cell, E, H, seed, vocab), ids, y)
+    if mode == "inference":
+        layer.eval()
+        return Workload("numpy", cell, mode, T, B, H, E, model.infer, _mean_abs, model)
+    layer.train()
+    return Workload("numpy", cell, mode, T, B, H, E, model.train_step, float, model)
 
 
 # -- torch -------------------------------------------------------------------------
 def torch_modules(cell, E, H, params):
+    """(nn.Embedding, nn.RNN/LSTM/GRU, nn.Linear) holding ``params``."""
     import torch
 
+    vocab = params["embedding_weight"].shape[0]
+    embedding = torch.nn.Embedding(vocab, E)
     rnn = {"rnn": lambda: torch.nn.RNN(E, H, nonlinearity="tanh"),
            "lstm": lambda: torch.nn.LSTM(E, H), "gru": lambda: torch.nn.GRU(E, H)}[cell]()
     head = torch.nn.Linear(H, HEAD)
     with torch.no_grad():
+        embedding.weight.copy_(torch.from_numpy(params["embedding_weight"]))
         for name, p in rnn.named_parameters():
             p.copy_(torch.from_numpy(params[name]))
         head.weight.copy_(torch.from_numpy(params["head_weight"]))
         head.bias.copy_(torch.from_numpy(params["head_bias"]))
-    return rnn, head
+    return embedding, rnn, head
 
 
-def build_torch(cell, T, B, H, E=None, mode="inference", seed=0):
+def torch_named_parameters(embedding, rnn, head):
+    """{PARAM_NAMES name: tensor}."""
+    named = {"embedding_weight": embedding.weight, "head_weight": head.weight,
+             "head_bias": head.bias}
+    named.update(dict(rnn.named_parameters()))
+    return named
+
+
+def build_torch(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
     import torch
     import torch.nn.functional as F
 
     E = H if E is None else E
-    rnn, head = torch_modules(cell, E, H, make_params(cell, E, H, seed))
-    x_np, y_np = make_data(T, B, E, seed)
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).reshape(-1)
+    embedding, rnn, head = torch_modules(cell, E, H, make_params(cell, E, H, seed, vocab))
+    modules = (embedding, rnn, head)
+    ids_np, y_np = make_data(T, B, seed, vocab)
+    ids, y = torch.from_numpy(ids_np), torch.from_numpy(y_np).reshape(-1)
     if mode == "inference":
-        rnn.eval()
-        head.eval()
+        for m in modules:
+            m.eval()
 
         def step():
             with torch.inference_mode():
-                out, _ = rnn(x)
+                out, _ = rnn(embedding(ids))
                 return head(out)
 
         return Workload("torch", cell, mode, T, B, H, E, step,
-                        lambda r: float(r.double().abs().mean()), (rnn, head))
-    rnn.train()
-    head.train()
-    opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=LR)
+                        lambda r: float(r.double().abs().mean()), modules)
+    for m in modules:
+        m.train()
+    opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=LR,
+                           betas=BETAS, eps=EPS)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out, _ = rnn(x)
+        out, _ = rnn(embedding(ids))
         loss = F.cross_entropy(head(out).reshape(-1, HEAD), y)
         loss.backward()
         opt.step()
         return loss
 
-    return Workload("torch", cell, mode, T, B, H, E, step, lambda r: r.item(), (rnn, head))
+    return Workload("torch", cell, mode, T, B, H, E, step, lambda r: r.item(),
+                    modules + (opt,))
 
 
 # -- JAX ---------------------------------------------------------------------------
@@ -322,48 +439,70 @@ def jax_forward(cell, p, x):
     return out
 
 
-def jax_logits(cell, p, x):
-    out = jax_forward(cell, p, x)
+def jax_logits(cell, p, ids):
+    import jax.numpy as jnp
+
+    out = jax_forward(cell, p, jnp.take(p["embedding_weight"], ids, axis=0))
     return out.reshape(-1, out.shape[-1]) @ p["head_weight"].T + p["head_bias"]
 
 
-def jax_loss(cell, p, x, y):
+def jax_loss(cell, p, ids, y):
     import jax
     import jax.numpy as jnp
 
-    logp = jax.nn.log_softmax(jax_logits(cell, p, x), axis=-1)
+    logp = jax.nn.log_softmax(jax_logits(cell, p, ids), axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, y.reshape(-1, 1), axis=1))
 
 
-def build_jax(cell, T, B, H, E=None, mode="inference", seed=0):
+def jax_adam(p, g, m, v, t, lr=LR, betas=BETAS, eps=EPS):
+    """One Adam update of the pytrees (torch.optim.Adam's formula); ``t`` is
+    the update count before this step (a float32 scalar).  Returns
+    (p, m, v, t + 1).  Traceable: used inside the jitted training step."""
+    import jax
+    import jax.numpy as jnp
+
+    b1, b2 = betas
+    t = t + 1
+    step_size = lr / (1 - b1 ** t)
+    bc2_sqrt = jnp.sqrt(1 - b2 ** t)
+    tm = jax.tree_util.tree_map
+    m = tm(lambda m, g: b1 * m + (1 - b1) * g, m, g)
+    v = tm(lambda v, g: b2 * v + (1 - b2) * (g * g), v, g)
+    p = tm(lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / bc2_sqrt + eps), p, m, v)
+    return p, m, v, t
+
+
+def build_jax(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
     import functools
 
     import jax
     import jax.numpy as jnp
 
     E = H if E is None else E
-    params = {k: jnp.asarray(v) for k, v in make_params(cell, E, H, seed).items()}
-    x_np, y_np = make_data(T, B, E, seed)
-    x, y = jnp.asarray(x_np), jnp.asarray(y_np.astype(np.int32))
+    params = {k: jnp.asarray(v) for k, v in make_params(cell, E, H, seed, vocab).items()}
+    ids_np, y_np = make_data(T, B, seed, vocab)
+    ids, y = jnp.asarray(ids_np.astype(np.int32)), jnp.asarray(y_np.astype(np.int32))
     if mode == "inference":
         infer = jax.jit(functools.partial(jax_logits, cell))
 
         def step():
-            return infer(params, x).block_until_ready()
+            return infer(params, ids).block_until_ready()
 
-        return Workload("jax", cell, mode, T, B, H, E, step,
-                        lambda r: float(np.abs(np.asarray(r)).mean(dtype=np.float64)))
+        return Workload("jax", cell, mode, T, B, H, E, step, _mean_abs)
 
-    def train(p, x, y):
-        loss, g = jax.value_and_grad(functools.partial(jax_loss, cell))(p, x, y)
-        return jax.tree_util.tree_map(lambda a, b: a - LR * b, p, g), loss
+    def train(state, ids, y):
+        p, m, v, t = state
+        loss, g = jax.value_and_grad(functools.partial(jax_loss, cell))(p, ids, y)
+        return jax_adam(p, g, m, v, t), loss
 
     train = jax.jit(train, donate_argnums=0)
-    state = {"p": params}
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    box = {"state": (params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params),
+                     jnp.zeros((), jnp.float32))}
 
     def step():
-        state["p"], loss = train(state["p"], x, y)
-        jax.block_until_ready(state["p"])
+        box["state"], loss = train(box["state"], ids, y)
+        jax.block_until_ready(box["state"])
         return loss.block_until_ready()
 
     return Workload("jax", cell, mode, T, B, H, E, step, lambda r: float(r))
@@ -373,13 +512,15 @@ BUILDERS = {"fastrnn": build_fastrnn, "torch": build_torch, "numpy": build_numpy
             "jax": build_jax}
 
 
-def build(framework, cell, T, B, H, E=None, mode="inference", seed=0):
-    """One ``Workload``; E defaults to H."""
+def build(framework, cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
+    """One ``Workload``; E defaults to H, the vocabulary to ``VOCAB``."""
+    if framework not in BUILDERS:
+        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return BUILDERS[framework](cell, T, B, H, E, mode, seed)
+    return BUILDERS[framework](cell, T, B, H, E, mode, seed, vocab)
 
 
 # -- correctness of the training step (used by numpy_reference.self_check) ---------
@@ -388,41 +529,128 @@ def _max_rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-def check_training_gradients(cell, T=6, B=4, E=5, H=8, seed=1, tol=1e-4):
-    """Loss and all gradients of one training step (before the SGD update):
-    the numpy reference + ``NumpyHeadModel`` vs torch, and JAX vs torch when
-    jax is importable.  Returns {name: (max relative error, tolerance)}."""
+def check_training_gradients(cell, T=6, B=4, E=5, H=8, vocab=11, seed=1, tol=1e-4):
+    """Loss and all gradients (embedding table included) of one training
+    step, before the update: the numpy reference (``NumpyModel``), fastrnn
+    (``FastrnnModel``) and JAX vs torch, each when importable.  A small
+    vocabulary so that rows get several ids (the scatter-add accumulates).
+    Returns {name: (max relative error, tolerance)}."""
     import torch
     import torch.nn.functional as F
 
     import numpy_reference
 
-    params = make_params(cell, E, H, seed)
-    x, y = make_data(T, B, E, seed)
+    params = make_params(cell, E, H, seed, vocab)
+    ids, y = make_data(T, B, seed, vocab)
 
-    rnn, head = torch_modules(cell, E, H, params)
-    out, _ = rnn(torch.from_numpy(x))
+    modules = torch_modules(cell, E, H, params)
+    embedding, rnn, head = modules
+    out, _ = rnn(embedding(torch.from_numpy(ids)))
     loss_t = F.cross_entropy(head(out).reshape(-1, HEAD), torch.from_numpy(y).reshape(-1))
     loss_t.backward()
-    ref = {n: p.grad.numpy() for n, p in rnn.named_parameters()}
-    ref["head_weight"] = head.weight.grad.numpy()
-    ref["head_bias"] = head.bias.grad.numpy()
+    ref = {n: p.grad.numpy() for n, p in torch_named_parameters(*modules).items()}
+    assert set(ref) == set(PARAM_NAMES)
+
+    def error(loss, grads):
+        return max([abs(loss - loss_t.item()) / abs(loss_t.item())]
+                   + [_max_rel(grads[n], ref[n]) for n in ref])
 
     layer = numpy_reference.make_layer(cell, E, H)
-    layer.load_state_dict({n: params[n] for n in LAYER_NAMES})
-    model = NumpyHeadModel(layer, params["head_weight"], params["head_bias"], x, y)
-    loss = model.forward_backward()
-    got = dict(layer.grads, head_weight=model.d_head_weight, head_bias=model.d_head_bias)
-    errors = {"numpy vs torch": (max([abs(loss - loss_t.item()) / abs(loss_t.item())]
-                                     + [_max_rel(got[n], ref[n]) for n in ref]), tol)}
+    model = NumpyModel(layer, params, ids, y)
+    errors = {"numpy vs torch": (error(model.forward_backward(), model.gradients()), tol)}
+    try:
+        import fastrnn as fr
+    except ImportError:
+        pass
+    else:
+        layer = {"rnn": fr.RNN, "lstm": fr.LSTM, "gru": fr.GRU}[cell](E, H)
+        model = FastrnnModel(layer, params, ids, y)
+        loss = model.forward_backward()
+        grads = dict(layer.grads, embedding_weight=model.embedding.grads["weight"],
+                     head_weight=model.head.grads["weight"], head_bias=model.head.grads["bias"])
+        errors["fastrnn vs torch"] = (error(loss, grads), tol)
     try:
         import jax
         import jax.numpy as jnp
     except ImportError:
         return errors
     p = {k: jnp.asarray(v) for k, v in params.items()}
-    loss_j, g = jax.value_and_grad(lambda p: jax_loss(cell, p, jnp.asarray(x),
+    loss_j, g = jax.value_and_grad(lambda p: jax_loss(cell, p, jnp.asarray(ids.astype(np.int32)),
                                                       jnp.asarray(y.astype(np.int32))))(p)
-    errors["jax vs torch"] = (max([abs(float(loss_j) - loss_t.item()) / abs(loss_t.item())]
-                                  + [_max_rel(np.asarray(g[n]), ref[n]) for n in ref]), tol)
+    errors["jax vs torch"] = (error(float(loss_j), {n: np.asarray(g[n]) for n in g}), tol)
+    return errors
+
+
+class _ArrayModule:
+    """One parameter array ``w`` behind the module protocol fr.optim needs
+    (``named_parameters()`` and ``grads``)."""
+
+    def __init__(self, w):
+        self.w = w.copy()
+        self.grads = {"w": np.zeros_like(w)}
+
+    def named_parameters(self):
+        return [("w", self.w)]
+
+
+def check_adam(steps=3, seed=0, tol=1e-5):
+    """Parameters after ``steps`` Adam updates with the same (random) gradients:
+    ``NumpyAdam``, ``jax_adam`` and ``fr.optim.Adam`` vs ``torch.optim.Adam``
+    (default implementation), each when importable.  Gradients include exact
+    zeros (unused embedding rows) and differ per step.
+    Returns {name: (max relative error, tolerance)}."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    shapes = [(7, 5), (12, 5), (12,), (64, 3)]
+    start = [rng.uniform(-1, 1, s).astype(np.float32) for s in shapes]
+    grads = [[(rng.standard_normal(s) * 10.0 ** rng.integers(-4, 1, s)).astype(np.float32)
+              for s in shapes] for _ in range(steps)]
+    for g in grads:
+        g[0][:2] = 0                           # rows no id touched
+
+    tensors = [torch.tensor(p, requires_grad=True) for p in start]
+    opt = torch.optim.Adam(tensors, lr=LR, betas=BETAS, eps=EPS)
+    for g in grads:
+        for t, gi in zip(tensors, g):
+            t.grad = torch.from_numpy(gi.copy())
+        opt.step()
+    ref = [t.detach().numpy() for t in tensors]
+
+    def error(result):
+        return max(_max_rel(a, b) for a, b in zip(result, ref))
+
+    params = [p.copy() for p in start]
+    live = [np.zeros_like(p) for p in params]
+    ours = NumpyAdam(params, live)
+    for g in grads:
+        for dst, src in zip(live, g):
+            dst[...] = src
+        ours.step()
+    errors = {"numpy Adam vs torch": (error(params), tol)}
+    try:
+        import fastrnn as fr
+    except ImportError:
+        pass
+    else:
+        modules = [_ArrayModule(p) for p in start]
+        opt_fr = fr.optim.Adam(modules, lr=LR, betas=BETAS, eps=EPS)
+        for g in grads:
+            for module, gi in zip(modules, g):
+                module.grads["w"][...] = gi
+            opt_fr.step()
+        errors["fastrnn Adam vs torch"] = (error([m.w for m in modules]), tol)
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return errors
+    p = [jnp.asarray(a) for a in start]
+    m = [jnp.zeros_like(a) for a in p]
+    v = [jnp.zeros_like(a) for a in p]
+    t = jnp.zeros((), jnp.float32)
+    update = jax.jit(jax_adam)
+    for g in grads:
+        p, m, v, t = update(p, [jnp.asarray(a) for a in g], m, v, t)
+    errors["jax Adam vs torch"] = (error([np.asarray(a) for a in p]), tol)
     return errors
