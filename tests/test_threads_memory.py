@@ -3,6 +3,9 @@ stability over many iterations, and use from several Python threads."""
 
 import gc
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import tracemalloc
 import zlib
@@ -323,3 +326,27 @@ def test_work_threshold_does_not_change_results(cell):
         results.append((out, d_x, layer.grads["weight_hh_l0"].copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+
+def _settings_after_import(**env_changes):
+    """(malloc tuned?, GOMP_SPINCOUNT) seen by a fresh interpreter importing fastrnn
+    with none of the user's own MALLOC_* / OpenMP wait settings, plus ``env_changes``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                                                        "FASTRNN_MALLOC_TUNING")}
+    env.update(env_changes)
+    code = ("import os, fastrnn; from fastrnn import _process; "
+            "print(_process.malloc_tuned, os.environ.get('GOMP_SPINCOUNT'))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_process_settings_at_import_respect_the_user():
+    assert _settings_after_import() == ["True", "1000"]
+    assert _settings_after_import(FASTRNN_MALLOC_TUNING="0")[0] == "False"
+    assert _settings_after_import(MALLOC_TRIM_THRESHOLD_="1000000")[0] == "False"
+    assert _settings_after_import(GOMP_SPINCOUNT="5")[1] == "5"
+    assert _settings_after_import(OMP_WAIT_POLICY="passive")[1] == "None"

@@ -6,17 +6,10 @@
     d_x, d_h0 = rnn.backward(d_out)    # parameter gradients in rnn.grads
 """
 
-import os as _os
+from . import _process
 
-# Idle OpenMP threads spin before they sleep: GNU OpenMP's default is 300,000
-# rounds of a pause instruction, about 20 ms on Skylake-X, during which they
-# hold cores that another thread pool (numpy's BLAS, a data loader) needs.
-# Measured here: an RNN step followed by a numpy matmul took 9.3 ms with 2
-# threads instead of 0.4 ms.  Unless the user chose a wait policy, spin about
-# 1,000 rounds, enough to bridge the regions of one kernel call.  This only
-# acts if fastrnn is the first to load libgomp in the process.
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["GOMP_SPINCOUNT"] = "1000"
+_process.limit_openmp_spinning()     # before the kernels load libgomp
+_process.keep_freed_arrays_mapped()
 
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
 from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
