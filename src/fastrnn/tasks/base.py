@@ -182,12 +182,18 @@ class TaskModel:
         return train, None
 
     def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
-               clip_norm, weight_decay):
-        """Run the Trainer; the history is returned and kept as ``history_``."""
+               clip_norm, weight_decay, resume_from):
+        """Run the Trainer; the history is returned and kept as ``history_``.
+
+        ``resume_from``: a training checkpoint (``fr.ModelCheckpoint`` /
+        ``Trainer.save_checkpoint``) written by the same fit on the same data
+        and seed; training continues from it exactly.
+        """
         trainer = Trainer(self, make_optimizer(optimizer, self, lr, weight_decay),
                           clip_norm=clip_norm, callbacks=callbacks, verbose=verbose)
         self.is_fitted_ = True      # evaluate/predict work during callbacks
-        self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation)
+        self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation,
+                                    resume_from=resume_from)
         self._set_mode(False)
         return self.history_
 

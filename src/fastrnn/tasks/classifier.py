@@ -86,7 +86,7 @@ class SequenceClassifier(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None):
+            clip_norm=None, weight_decay=None, resume_from=None):
         """Train on sequences ``X`` and one label per sequence ``y``; returns the
         History (also kept as ``history_``).  Keras keywords: ``validation_data``
         = (X_val, y_val) or ``validation_split`` (a fraction held out)."""
@@ -109,7 +109,7 @@ class SequenceClassifier(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay)
+                           clip_norm, weight_decay, resume_from)
 
     def predict_proba(self, X, batch_size=256):
         """Class probabilities (N, n_classes), columns in ``classes_`` order."""

@@ -192,7 +192,7 @@ class LanguageModel(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, text_or_texts, epochs=10, batch_size=32, bptt=64, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=5.0, weight_decay=None):
+            clip_norm=5.0, weight_decay=None, resume_from=None):
         """Train on a text or a list of texts; returns the History (``history_``).
 
         Args:
@@ -266,7 +266,7 @@ class LanguageModel(TaskModel):
             columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
             validation = StreamBatcher(held_out, columns, bptt)
         return self._train(train, validation, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay)
+                           clip_norm, weight_decay, resume_from)
 
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
         """Loss, perplexity (and bits per character) of the model on a text.

@@ -111,7 +111,7 @@ class SequenceRegressor(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None):
+            clip_norm=None, weight_decay=None, resume_from=None):
         """Train with mean squared error; returns the History (``history_``)."""
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
@@ -132,7 +132,7 @@ class SequenceRegressor(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split, per_step_targets=self.per_step)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay)
+                           clip_norm, weight_decay, resume_from)
 
     def predict(self, X, batch_size=256):
         """(N,) or (N, K) per sequence; per step a list of (T_i,) or (T_i, K) arrays."""

@@ -219,7 +219,7 @@ class Seq2Seq(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
             validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
-            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None):
+            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None, resume_from=None):
         """Train on ``sources`` and their ``targets``; returns the History (also
         ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
         ``<eos>`` included; ``val_*`` likewise on validation data).
@@ -278,7 +278,7 @@ class Seq2Seq(TaskModel):
                                         validation, validation_split)
         try:
             return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                               clip_norm, weight_decay)
+                               clip_norm, weight_decay, resume_from)
         finally:
             self._table = None
 

@@ -141,7 +141,7 @@ class SequenceTagger(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None):
+            clip_norm=None, weight_decay=None, resume_from=None):
         """Train on sentences ``X`` (token lists or texts) and their tags ``y``
         (one tag list per sentence, one tag per token); returns the History
         (also kept as ``history_``) with per-token "loss" and "accuracy".
@@ -166,7 +166,7 @@ class SequenceTagger(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split, per_step_targets=True)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay)
+                           clip_norm, weight_decay, resume_from)
 
     def _index_of(self):
         return {tag: i for i, tag in enumerate(self.classes_)}

@@ -1,0 +1,322 @@
+"""The ``fastrnn`` command line, end to end in subprocesses, and the demo corpus.
+
+Every CLI test runs ``python -m fastrnn ...`` exactly as a user would, on
+small files written to a temporary directory, and checks the exit status,
+the output and what was learned (models must beat a stated bar).
+"""
+
+import collections
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn.corpus import SKIPPED_DIRS, stdlib_docstrings, unigram_entropy
+
+
+def run(cwd, *args, input=None, expect=0):
+    """``python -m fastrnn *args`` in ``cwd``; returns the completed process
+    after checking its exit status."""
+    env = dict(os.environ, FASTRNN_TRACEBACK="")
+    env.pop("FASTRNN_TRACEBACK")
+    proc = subprocess.run([sys.executable, "-m", "fastrnn", *map(str, args)], cwd=cwd,
+                          input=input, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == expect, (
+        f"exit {proc.returncode} (expected {expect}) for {args}\n"
+        f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def assert_user_error(proc, *fragments):
+    """Exit status 2, exactly one line on stderr, no traceback, naming ``fragments``."""
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def entropy(text):
+    counts = collections.Counter(text).values()
+    return -sum(c / len(text) * math.log2(c / len(text)) for c in counts)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+def write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def sentiment(rng, n):
+    good, bad = ["great", "superb", "lovely", "fine"], ["awful", "dull", "poor", "boring"]
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        word = rng.choice(good if label == "pos" else bad)
+        rows.append((f"the film was {word} today", label))
+    return rows
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# -- demo and generate ----------------------------------------------------------------------
+
+def test_demo_quick_reports_bpc_and_entropy_saves_a_model_that_generates(tmp_path):
+    proc = run(tmp_path, "demo", "--quick", "-o", "demo.npz", "--seed", "3")
+    out = proc.stdout
+    match = re.search(r"validation ([0-9.]+) bits/char vs unigram entropy ([0-9.]+) bits/char",
+                      out)
+    assert match, out
+    bpc, reported_entropy = map(float, match.groups())
+    assert 3 < reported_entropy < 6
+    assert 0 < bpc < reported_entropy          # even the quick model learns something
+    assert re.search(r"epoch 1: train [0-9.]+ bpc, validation [0-9.]+ bpc", out)
+    assert "characters/s trained" in out and "temperature 0.8" in out
+    from fastrnn.tasks import LanguageModel, load
+    model = load(tmp_path / "demo.npz")
+    assert isinstance(model, LanguageModel) and model.level == "char"
+    # The reported entropy is the corpus's, computed independently here.
+    corpus = stdlib_docstrings(max_chars=60_000)
+    assert reported_entropy == pytest.approx(entropy(corpus), abs=1e-3)
+
+    first = run(tmp_path, "generate", "demo.npz", "--prompt", "Return", "--length", "30",
+                "--seed", "5").stdout
+    again = run(tmp_path, "generate", "demo.npz", "--prompt", "Return", "--length", "30",
+                "--seed", "5").stdout
+    assert first == again and first.startswith("Return")
+    assert len(first.rstrip("\n")) == len("Return") + 30
+
+
+def test_lm_train_generate_evaluate(tmp_path):
+    text = "the cat sat on the mat. " * 60
+    write(tmp_path / "train.txt", [text])
+    write(tmp_path / "valid.txt", ["the cat sat on the mat. " * 5])
+    proc = run(tmp_path, "train", "lm", "train.txt", "-o", "lm.npz", "--hidden-size", "32",
+               "--epochs", "20", "--bptt", "16", "--batch-size", "8", "--lr", "0.01",
+               "--validation-data", "valid.txt")
+    assert "Saved the model to lm.npz" in proc.stdout
+    scores = json.loads(run(tmp_path, "evaluate", "lm.npz", "valid.txt", "--json").stdout)
+    assert set(scores) == {"loss", "perplexity", "bits_per_char"}
+    assert scores["bits_per_char"] == pytest.approx(scores["loss"] / math.log(2))
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
+    # Learned: well below the characters' unigram entropy (about 3.1 bits).
+    assert scores["bits_per_char"] < 0.6 * entropy(text)
+    greedy = run(tmp_path, "generate", "lm.npz", "--prompt", "the cat", "--length", "20",
+                 "--temperature", "0").stdout.rstrip("\n")
+    assert greedy.startswith("the cat") and len(greedy) == len("the cat") + 20
+    assert "sat on the mat" in greedy
+
+
+# -- classify / tag / seq2seq / regress -------------------------------------------------------
+
+def test_classify_tsv_and_jsonl_predict_evaluate_plot(tmp_path):
+    import random
+    rows = sentiment(random.Random(0), 240)
+    write(tmp_path / "train.tsv", [f"{t}\t{lab}" for t, lab in rows])
+    test_rows = sentiment(random.Random(1), 40)
+    write(tmp_path / "test.jsonl", [json.dumps({"text": t, "label": lab}) for t, lab in test_rows])
+    run(tmp_path, "train", "classify", "train.tsv", "-o", "clf.npz", "--hidden-size", "16",
+        "--embedding-dim", "16", "--epochs", "6", "--lr", "0.02", "--cell", "gru",
+        "--validation-split", "0.2", "--plot", "curves.png", "--quiet")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    scores = json.loads(run(tmp_path, "evaluate", "clf.npz", "test.jsonl", "--json").stdout)
+    assert scores["accuracy"] >= 0.95 and scores["examples"] == 40
+    predicted = run(tmp_path, "predict", "clf.npz", "-",
+                    input="the film was superb today\nthe film was dull today\n").stdout
+    assert predicted.splitlines() == ["pos", "neg"]
+
+
+def test_tag_conll_predict_evaluate(tmp_path):
+    import random
+    r = random.Random(0)
+    names, cities = ["Ann", "Bob", "Eve", "Max", "Ida"], ["Rome", "Oslo", "Lima", "Pisa"]
+    lines = ["-DOCSTART- -X- O O", ""]
+    for _ in range(120):
+        for token, tag in ((r.choice(names), "B-PER"), ("lives", "O"), ("in", "O"),
+                           (r.choice(cities), "B-LOC"), (".", "O")):
+            lines.append(f"{token}\t{tag}")
+        lines.append("")
+    write(tmp_path / "train.conll", lines)
+    write(tmp_path / "test.jsonl", [json.dumps({"tokens": ["Eve", "lives", "in", "Oslo", "."],
+                                                "tags": ["B-PER", "O", "O", "B-LOC", "O"]})])
+    run(tmp_path, "train", "tag", "train.conll", "-o", "tag.npz", "--hidden-size", "16",
+        "--embedding-dim", "16", "--epochs", "5", "--lr", "0.02", "-q")
+    scores = json.loads(run(tmp_path, "evaluate", "tag.npz", "test.jsonl", "--json").stdout)
+    assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
+    out = run(tmp_path, "predict", "tag.npz", "-", input="Max lives in Lima .\nIda lives in Rome\n")
+    assert out.stdout.splitlines() == ["B-PER O O B-LOC O", "B-PER O O B-LOC"]
+
+
+def test_seq2seq_reverse_predict_evaluate(tmp_path):
+    import random
+    r = random.Random(0)
+    words = ["".join(r.choice("abcd") for _ in range(r.randint(2, 4))) for _ in range(300)]
+    write(tmp_path / "train.tsv", [f"{w}\t{w[::-1]}" for w in words])
+    write(tmp_path / "test.jsonl", [json.dumps({"source": w, "target": w[::-1]})
+                                    for w in ("abc", "dcab", "bd", "cab")])
+    run(tmp_path, "train", "seq2seq", "train.tsv", "-o", "s2s.npz", "--hidden-size", "48",
+        "--epochs", "25", "--lr", "0.01", "-q")
+    scores = json.loads(run(tmp_path, "evaluate", "s2s.npz", "test.jsonl", "--json").stdout)
+    assert scores["exact_match"] >= 0.75
+    out = run(tmp_path, "predict", "s2s.npz", "-", "--beam-size", "2", input="abcd\nba\n")
+    assert out.stdout.splitlines() == ["dcba", "ab"]
+
+
+def test_regress_tsv_predict_evaluate(tmp_path, rng):
+    lines = []
+    for _ in range(300):
+        xs = rng.normal(size=rng.integers(3, 7))
+        lines.append(" ".join(f"{x:.4f}" for x in xs) + f"\t{xs.mean():.4f}")
+    write(tmp_path / "train.tsv", lines)
+    run(tmp_path, "train", "regress", "train.tsv", "-o", "reg.npz", "--hidden-size", "16",
+        "--epochs", "12", "--lr", "0.01", "-q")
+    scores = json.loads(run(tmp_path, "evaluate", "reg.npz", "train.tsv", "--json").stdout)
+    assert scores["r2"] > 0.5 and scores["rmse"] < scores["rmse_of_mean"]
+    values = run(tmp_path, "predict", "reg.npz", "-", input="1 1 1\n-1,-1,-1\n").stdout.split()
+    assert float(values[0]) > 0.3 > -0.3 > float(values[1])
+
+
+def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
+    import random
+    write(tmp_path / "train.tsv", [f"{t}\t{lab}" for t, lab in sentiment(random.Random(2), 96)])
+    options = ["--hidden-size", "8", "--embedding-dim", "8", "--seed", "4", "-q"]
+    run(tmp_path, "train", "classify", "train.tsv", "-o", "full.npz", "--epochs", "3",
+        "--checkpoint", "full.ckpt.npz", *options)
+    run(tmp_path, "train", "classify", "train.tsv", "-o", "part.npz", "--epochs", "1",
+        "--checkpoint", "run.ckpt.npz", *options)
+    run(tmp_path, "train", "classify", "train.tsv", "-o", "part.npz", "--epochs", "3",
+        "--resume", "run.ckpt.npz", *options)
+    from fastrnn.tasks import load
+    texts = ["the film was fine today", "the film was poor today"]
+    full, resumed = load(tmp_path / "full.npz"), load(tmp_path / "part.npz")
+    np.testing.assert_array_equal(full.predict_proba(texts), resumed.predict_proba(texts))
+    mismatch = run(tmp_path, "train", "classify", "train.tsv", "-o", "x.npz", "--epochs", "3",
+                   "--resume", "run.ckpt.npz", "--hidden-size", "12", "-q", expect=2)
+    assert_user_error(mismatch, "checkpoint", "does not fit")
+
+
+# -- info, bench ------------------------------------------------------------------------------
+
+def test_info(tmp_path):
+    import fastrnn as fr
+    out = run(tmp_path, "info").stdout
+    assert f"fastrnn   {fr.__version__}".split() == out.splitlines()[0].split()[:2]
+    assert re.search(r"^OpenMP\s+(on|off)", out, re.M)
+    assert re.search(r"^numpy\s+" + re.escape(np.__version__), out, re.M)
+    assert "BLAS" in out and "threads" in out
+
+
+def test_bench_quick(tmp_path):
+    out = run(tmp_path, "bench", "--quick").stdout
+    assert re.search(r"roofline: numpy float32 GEMM \d+\^3 = [0-9.]+ GFLOP/s", out)
+    for cell in ("lstm", "gru", "rnn"):
+        row = re.search(rf"^{cell}\s+20\s+16\s+64 \|\s+([0-9.]+)", out, re.M)
+        assert row and float(row.group(1)) > 0, out
+
+
+# -- user errors: one line, exit status 2 -----------------------------------------------------
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write(tmp_path / "bad.tsv", ["good film\tpos", "a line without a label", "ok\tneg"])
+    write(tmp_path / "bad.jsonl", ['{"text": "fine", "label": "pos"}', '{"text": "dull"}'])
+    write(tmp_path / "ok.tsv", ["good film\tpos", "bad film\tneg"] * 4)
+    write(tmp_path / "spaces.tsv", ["a whole sentence\tpos"])
+    write(tmp_path / "notamodel.npz", ["hello"])
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["frobnicate"], ["invalid choice", "frobnicate"]),
+    (["train", "classify", "missing.tsv"], ["missing.tsv", "no such file"]),
+    (["train", "classify", "bad.tsv"], ["bad.tsv, line 2", "text<TAB>label"]),
+    (["train", "classify", "bad.jsonl"], ["bad.jsonl, line 2", "missing key 'label'"]),
+    (["train", "tag", "spaces.tsv"], ["line 1", "one token per line"]),
+    (["train", "classify", "ok.tsv", "--epochs", "0"], ["--epochs", "int >= 1", "'0'"]),
+    (["train", "classify", "ok.tsv", "--dropout", "1.5"], ["--dropout"]),
+    (["train", "lm", "ok.tsv", "--pooling", "max"], ["unrecognized arguments"]),
+    (["predict", "notamodel.npz", "ok.tsv"], ["not a fastrnn model"]),
+    (["evaluate", "missing.npz", "ok.tsv"], ["missing.npz", "no such model file"]),
+    (["demo", "--max-chars", "10"], ["--max-chars"]),
+], ids=["unknown-command", "missing-file", "malformed-tsv", "jsonl-key", "conll-spaces",
+        "epochs-0", "dropout", "wrong-option", "not-a-model", "missing-model", "max-chars"])
+def test_user_errors_exit_2_with_one_line(data_dir, args, fragments):
+    assert_user_error(run(data_dir, *args, expect=2), *fragments)
+
+
+def test_plot_without_matplotlib_is_a_user_error_before_training(tmp_path):
+    write(tmp_path / "ok.tsv", ["good film\tpos", "bad film\tneg"] * 4)
+    script = ("import sys\n"
+              "class Block:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] == 'matplotlib':\n"
+              "            raise ImportError('blocked for the test')\n"
+              "sys.meta_path.insert(0, Block())\n"
+              "from fastrnn.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", script, "train", "classify", "ok.tsv",
+                           "--plot", "curves.png", "-o", "clf.npz"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert_user_error(proc, "--plot needs matplotlib", "pip install matplotlib")
+    assert not (tmp_path / "clf.npz").exists()
+
+
+def test_wrong_model_kind_for_the_command(tmp_path):
+    write(tmp_path / "ok.tsv", ["good film\tpos", "bad film\tneg"] * 4)
+    run(tmp_path, "train", "classify", "ok.tsv", "-o", "clf.npz", "--epochs", "1",
+        "--hidden-size", "4", "-q")
+    assert_user_error(run(tmp_path, "generate", "clf.npz", expect=2),
+                      "SequenceClassifier", "language model")
+    write(tmp_path / "empty.txt", [""])
+    assert_user_error(run(tmp_path, "predict", "clf.npz", "empty.txt", expect=2),
+                      "no examples")
+
+
+# -- the corpus ---------------------------------------------------------------------------
+
+def test_stdlib_docstrings_reads_sources_in_order_and_skips_noise(tmp_path):
+    (tmp_path / "b.py").write_text('"""Module B."""\n\ndef f():\n    """Function f.\n\n'
+                                   '       Indented."""\n', encoding="utf-8")
+    (tmp_path / "a.py").write_text('"""Module A."""\nclass C:\n    """Class C."""\n',
+                                   encoding="utf-8")
+    (tmp_path / "broken.py").write_text('"""Never read."""\ndef (:\n', encoding="utf-8")
+    for skipped in ("test", "site-packages", "idlelib"):
+        assert skipped in SKIPPED_DIRS
+        (tmp_path / skipped).mkdir()
+        (tmp_path / skipped / "m.py").write_text('"""Noise."""\n', encoding="utf-8")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text('"""Package module."""\n', encoding="utf-8")
+    text = stdlib_docstrings(max_chars=None, root=tmp_path)
+    assert text == ("Module A.\n\nClass C.\n\nModule B.\n\nFunction f.\n\nIndented.\n\n"
+                    "Package module.")
+    assert stdlib_docstrings(max_chars=20, root=tmp_path) == "Module A.\n\nClass C."
+
+
+def test_stdlib_docstrings_is_deterministic_and_capped():
+    first = stdlib_docstrings(max_chars=50_000)
+    assert first == stdlib_docstrings(max_chars=50_000)
+    assert 40_000 < len(first) <= 50_000
+    with pytest.raises(ValueError, match="max_chars must be an int >= 1"):
+        stdlib_docstrings(max_chars=0)
+
+
+def test_unigram_entropy():
+    assert unigram_entropy("aabb") == pytest.approx(1.0)
+    assert unigram_entropy("abcd") == pytest.approx(2.0)
+    assert unigram_entropy("aaaa") == 0.0
+    text = "hello world"
+    assert unigram_entropy(text) == pytest.approx(entropy(text))
+    with pytest.raises(ValueError, match="empty"):
+        unigram_entropy("")
+    with pytest.raises(TypeError, match="must be a str"):
+        unigram_entropy(b"bytes")
