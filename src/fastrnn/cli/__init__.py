@@ -1,0 +1,19 @@
+"""The ``fastrnn`` command line: demo, train, generate, predict, evaluate, bench, info.
+
+    fastrnn demo                                   # char-level LM on the stdlib's docstrings
+    fastrnn train classify reviews.tsv -o clf.npz  # text<TAB>label lines
+    fastrnn predict clf.npz new_reviews.txt        # one label per line
+    fastrnn evaluate clf.npz test.tsv
+    fastrnn generate lm.npz --prompt "Return the" --temperature 0.8
+    fastrnn bench --quick
+    fastrnn info
+
+Every subcommand has ``--help`` (``fastrnn train TASK --help`` documents the
+data format of each task).  Mistakes in the arguments or in data files
+print one line on stderr and exit with status 2; a traceback means a bug.
+Set FASTRNN_TRACEBACK=1 to see the traceback of a user error too.
+"""
+
+from .main import build_parser, main
+
+__all__ = ["main", "build_parser"]
