@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _threads
 from ._kernels import _losses
-from ._validation import float_array, to_numpy
+from ._validation import float_array, produced, to_numpy
 
 __all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss"]
 
@@ -231,7 +231,7 @@ class CrossEntropyLoss(_Loss):
                               partial, block, self.label_smoothing, scale,
                               _threads.get_num_threads())
         loss = _finish(float(partial.sum()), count, self.reduction, "logits")
-        return float(loss), grad
+        return float(loss), produced(grad)
 
     def __repr__(self):
         return (f"CrossEntropyLoss(ignore_index={self.ignore_index}, "
@@ -309,7 +309,7 @@ class BCEWithLogitsLoss(_Loss):
                                 kmask.view(np.uint8), weights, grad.reshape(rows, cols),
                                 partial, block, scale, _threads.get_num_threads())
         loss = _finish(float(partial.sum()), count, self.reduction, "logits")
-        return float(loss), grad
+        return float(loss), produced(grad)
 
     def __repr__(self):
         pw = None if self.pos_weight is None else self.pos_weight.tolist()
@@ -346,7 +346,7 @@ class MSELoss(_Loss):
                     grad.reshape(rows, cols), partial, block, scale,
                     _threads.get_num_threads())
         loss = _finish(float(partial.sum()), count, self.reduction, "predictions")
-        return float(loss), grad
+        return float(loss), produced(grad)
 
     def __repr__(self):
         return f"MSELoss(reduction={self.reduction!r})"

@@ -366,11 +366,14 @@ cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
 cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x,
                            const floating *w_ih, const floating *gates,
                            const floating *out, const floating *h0,
-                           floating *last_rows, floating *d_x,
+                           floating *last_rows, floating *d_x, bint add_to_d_x,
                            floating *dw_ih, floating *dw_hh,
                            int num_threads) noexcept nogil:
     """The weight and input gradients: big products of the pre-activation
-    gradients in ``gates`` with the layer input and the hidden states."""
+    gradients in ``gates`` with the layer input and the hidden states.
+
+    ``d_x`` is overwritten (padded rows get 0: their gradients are 0), or
+    added to with ``add_to_d_x`` (the second direction of a layer)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = T * B
     cdef int k, col, wrow, size, b
@@ -381,7 +384,8 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                          dw_ih + <size_t>wrow * E, E, num_threads)
         if d_x != NULL:
             parallel_gemm(False, False, rows, E, size, gates + col, W,
-                          w_ih + <size_t>wrow * E, E, <floating>1, d_x, E, num_threads)
+                          w_ih + <size_t>wrow * E, E,
+                          <floating>(1 if add_to_d_x or k > 0 else 0), d_x, E, num_threads)
     if T > 1:
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
@@ -518,6 +522,7 @@ def backward(int cell, bint reverse,
              floating[:, ::1] dh,
              floating[:, ::1] dc,
              floating[:, :, ::1] d_x,
+             bint add_to_d_x,
              floating[:, ::1] dw_ih,
              floating[:, ::1] dw_hh,
              floating[::1] db_ih,
@@ -527,9 +532,9 @@ def backward(int cell, bint reverse,
     """Backpropagate through one layer direction (after ``forward`` with storage).
 
     ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
-    on exit.  ``d_x`` (may be empty: not needed), the weight and bias
-    gradients are accumulated (+=).  ``gates`` is overwritten with the
-    pre-activation gradients.  ``scratch`` is workspace (B, GH).
+    on exit.  ``d_x`` (may be empty: not needed) is written, or added to with
+    ``add_to_d_x``; the weight and bias gradients are accumulated (+=).
+    ``gates`` is overwritten with the pre-activation gradients.  ``scratch`` is workspace (B, GH).
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -566,7 +571,7 @@ def backward(int cell, bint reverse,
             weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
                              &gates[0, 0, 0], &out[0, 0, 0],
                              &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
-                             d_x_ptr, &dw_ih[0, 0], &dw_hh[0, 0], num_threads)
+                             d_x_ptr, add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], num_threads)
             if prev_threads > 1:
                 blas_set_threads(prev_threads)
         free(packed)

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_shape, float_array, read_only, resolve_dtype
+from .._validation import check_shape, float_array, produced, read_only, resolve_dtype
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -66,7 +66,7 @@ class Dropout(Module):
         d_y = float_array("d_y", d_y, self.dtype)
         check_shape("d_y", d_y, shape)
         self._cache = None
-        return d_y.copy() if mask is None else d_y * mask
+        return produced(d_y.copy() if mask is None else d_y * mask)
 
     def train(self, mode=True):
         if not mode:

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _threads
 from .._kernels import _dense
 from .._validation import (check_finite, check_shape, float_array, positive_int,
-                           private_input, read_only, resolve_dtype)
+                           private_input, produced, read_only, resolve_dtype)
 from .module import Module
 
 __all__ = ["Linear"]
@@ -76,7 +76,7 @@ class Linear(Module):
                               d_y.reshape(-1, self.out_features), d_x,
                               self.grads["weight"], self.grads.get("bias", self._no_bias),
                               _threads.get_num_threads())
-        return d_x.reshape(x_shape) if input_grad else None
+        return produced(d_x.reshape(x_shape)) if input_grad else None
 
     def __repr__(self):
         return (f"Linear({self.in_features}, {self.out_features}, bias={self.bias}, "

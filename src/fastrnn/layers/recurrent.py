@@ -15,7 +15,7 @@ from .. import _threads
 from .._kernels import _recurrent as kernels
 from .._kernels import _runtime
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
-                           positive_int, private_input, read_only, resolve_dtype)
+                           positive_int, private_input, produced, read_only, resolve_dtype)
 from .module import Module
 
 __all__ = ["RNN", "LSTM", "GRU"]
@@ -334,7 +334,8 @@ class _Recurrent(Module):
             for layer in reversed(range(self.num_layers)):
                 layer_input, out, saved, _ = cache[layer]
                 need_d_input = layer > 0 or input_grad
-                d_input = np.zeros_like(layer_input) if need_d_input else self._empty3
+                # the first direction writes it, the second adds
+                d_input = np.empty_like(layer_input) if need_d_input else self._empty3
                 for direction in range(D):
                     k = layer * D + direction
                     gates, c_hist, h_start, c_start = saved[direction]
@@ -344,7 +345,7 @@ class _Recurrent(Module):
                         plan.chunks, h_start, c_start, had_h0, out, direction * H, gates,
                         c_hist, d_layer, d_h0[k],
                         d_c0[k] if self._has_cell_state else self._empty2,
-                        d_input, dw_ih, dw_hh, db_ih, db_hh,
+                        d_input, direction == 1, dw_ih, dw_hh, db_ih, db_hh,
                         np.empty((batch, w_hh.shape[0]), self.dtype), num_threads)
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
@@ -355,6 +356,7 @@ class _Recurrent(Module):
             d_x = plan.to_user(d_input)
             if self.batch_first:
                 d_x = d_x.transpose(1, 0, 2)
+            produced(d_x)
         d_h0 = plan.to_user(d_h0)
         if self._has_cell_state:
             return d_x, (d_h0, plan.to_user(d_c0))
