@@ -34,13 +34,14 @@ def main():
           f"unigram entropy {entropy:.3f} bits/char")
 
     model = fr.LanguageModel(level="char", cell="lstm", hidden_size=hidden, embedding_dim=32,
-                          seed=args.seed)
+                             seed=args.seed)
     start = time.perf_counter()
     history = model.fit(train, epochs=epochs, batch_size=32, bptt=64, lr=3e-3,
                         validation_data=held_out, verbose=0 if args.quick else 1)
     seconds = time.perf_counter() - start
     print(f"trained {epochs} epoch(s) in {seconds:.1f} s "
-          f"({epochs * len(train) / seconds:,.0f} characters/s)")
+          f"({epochs * len(train) / seconds:,.0f} training characters/s, validation "
+          f"included)")
     for epoch, (bpc, val_bpc) in enumerate(zip(history.history["bits_per_char"],
                                                history.history["val_bits_per_char"]), 1):
         print(f"  epoch {epoch}: train {bpc:.3f} bpc, held-out {val_bpc:.3f} bpc")

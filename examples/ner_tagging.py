@@ -119,7 +119,7 @@ def main():
           f"  tags: {' '.join(y[0])}")
 
     tagger = fr.SequenceTagger(cell="lstm", hidden_size=64, embedding_dim=48, min_freq=2,
-                            bidirectional=True, seed=args.seed)
+                               bidirectional=True, seed=args.seed)
     start = time.perf_counter()
     tagger.fit(X, y, epochs=epochs, batch_size=32, lr=5e-3, validation_split=0.1,
                verbose=0 if args.quick else 1)

@@ -94,7 +94,7 @@ def main():
     print(f"{n_train} training reviews, e.g. {texts[0]!r} -> {labels[0]}")
 
     model = fr.SequenceClassifier(cell="gru", hidden_size=64, embedding_dim=32,
-                               bidirectional=True, seed=args.seed)
+                                  bidirectional=True, seed=args.seed)
     start = time.perf_counter()
     model.fit(texts, labels, epochs=epochs, batch_size=32, lr=5e-3, validation_split=0.1,
               verbose=0 if args.quick else 1)

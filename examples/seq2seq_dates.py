@@ -71,7 +71,7 @@ def main():
     print(f"{n_train} training pairs, e.g. {train_x[0]!r} -> {train_y[0]!r}")
 
     model = fr.Seq2Seq(cell="lstm", hidden_size=hidden, embedding_dim=32, tokenizer="char",
-                    seed=args.seed)
+                       seed=args.seed)
     start = time.perf_counter()
     model.fit(train_x, train_y, epochs=epochs, batch_size=64, lr=5e-3, teacher_forcing=1.0,
               validation_split=0.05, verbose=0 if args.quick else 1)

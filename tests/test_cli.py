@@ -153,7 +153,8 @@ def test_tag_conll_predict_evaluate(tmp_path):
         "--embedding-dim", "16", "--epochs", "5", "--lr", "0.02", "-q")
     scores = json.loads(run(tmp_path, "evaluate", "tag.npz", "test.jsonl", "--json").stdout)
     assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
-    out = run(tmp_path, "predict", "tag.npz", "-", input="Max lives in Lima .\nIda lives in Rome\n")
+    out = run(tmp_path, "predict", "tag.npz", "-",
+              input="Max lives in Lima .\nIda lives in Rome\n")
     assert out.stdout.splitlines() == ["B-PER O O B-LOC O", "B-PER O O B-LOC"]
 
 
@@ -244,12 +245,20 @@ def data_dir(tmp_path):
     (["train", "tag", "spaces.tsv"], ["line 1", "one token per line"]),
     (["train", "classify", "ok.tsv", "--epochs", "0"], ["--epochs", "int >= 1", "'0'"]),
     (["train", "classify", "ok.tsv", "--dropout", "1.5"], ["--dropout"]),
+    (["train", "classify", "ok.tsv", "--threads", "0"], ["--threads", "int >= 1"]),
     (["train", "lm", "ok.tsv", "--pooling", "max"], ["unrecognized arguments"]),
     (["predict", "notamodel.npz", "ok.tsv"], ["not a fastrnn model"]),
     (["evaluate", "missing.npz", "ok.tsv"], ["missing.npz", "no such model file"]),
     (["demo", "--max-chars", "10"], ["--max-chars"]),
+    (["demo", "--max-chars", "2000"], ["--max-chars 2000 gives only", "larger value"]),
+    (["train", "classify", "ok.tsv", "-o", "nodir/x.npz"],
+     ["--output nodir/x.npz", "does not exist"]),
+    (["train", "classify", "ok.tsv", "--validation-data", "ok.tsv", "--validation-split",
+      "0.1"], ["either --validation-data or --validation-split"]),
+    (["predict", "notamodel.npz", "-"], ["not a fastrnn model"]),
 ], ids=["unknown-command", "missing-file", "malformed-tsv", "jsonl-key", "conll-spaces",
-        "epochs-0", "dropout", "wrong-option", "not-a-model", "missing-model", "max-chars"])
+        "epochs-0", "dropout", "threads-0", "wrong-option", "not-a-model", "missing-model",
+        "max-chars", "max-chars-cut", "output-dir", "two-validations", "model-before-stdin"])
 def test_user_errors_exit_2_with_one_line(data_dir, args, fragments):
     assert_user_error(run(data_dir, *args, expect=2), *fragments)
 
@@ -280,6 +289,200 @@ def test_wrong_model_kind_for_the_command(tmp_path):
     write(tmp_path / "empty.txt", [""])
     assert_user_error(run(tmp_path, "predict", "clf.npz", "empty.txt", expect=2),
                       "no examples")
+
+
+# -- reading every format, options that do not apply, output -------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A directory with small trained models and the files they were trained on:
+    clf.npz (classify, train.tsv), tag.npz (tag, train.conll), reg2.npz (regress,
+    2 features and 2 targets per sequence, reg2.jsonl), abc.npz (lm on 'abc' lines)."""
+    import random
+    path = tmp_path_factory.mktemp("trained")
+    rows = sentiment(random.Random(5), 120)
+    write(path / "train.tsv", [f"{t}\t{lab}" for t, lab in rows])
+    write(path / "texts.txt", [t for t, _ in rows])
+    write(path / "train.jsonl", [json.dumps({"text": t, "label": lab, "id": i})
+                                 for i, (t, lab) in enumerate(rows)])
+    r = random.Random(0)
+    sentences = [[r.choice(["Ann", "Bob", "Eve"]), "lives", "in", r.choice(["Rome", "Oslo"])]
+                 for _ in range(40)]
+    conll = []
+    for tokens in sentences:
+        conll += [f"{token}\t{'B-PER' if i == 0 else 'B-LOC' if i == 3 else 'O'}"
+                  for i, token in enumerate(tokens)] + [""]
+    write(path / "train.conll", conll)
+    write(path / "sentences.txt", [" ".join(tokens) for tokens in sentences])
+    write(path / "reg2.jsonl", [json.dumps({"sequence": [[x, -x] for x in range(n)],
+                                            "target": [n / 10, -n / 10]})
+                                for n in range(1, 30)])
+    write(path / "abc.txt", ["abc"] * 200)
+    small = ["--hidden-size", "16", "-q"]
+    run(path, "train", "classify", "train.tsv", "-o", "clf.npz", "--epochs", "4", "--lr", "0.05",
+        *small)
+    run(path, "train", "tag", "train.conll", "-o", "tag.npz", "--epochs", "2", *small)
+    run(path, "train", "regress", "reg2.jsonl", "-o", "reg2.npz", "--epochs", "1", *small)
+    run(path, "train", "lm", "abc.txt", "--lines", "-o", "abc.npz", "--epochs", "15", "--lr",
+        "0.03", "--bptt", "8", "--batch-size", "4", *small)
+    return path
+
+
+def test_predict_reads_the_training_files_too(trained):
+    """A tab ends a predict input (the label of a TSV file is ignored), CoNLL input
+    gives one line of tags per sentence, JSONL ignores other keys; all agree."""
+    from_texts = run(trained, "predict", "clf.npz", "texts.txt").stdout
+    assert run(trained, "predict", "clf.npz", "train.tsv", "--threads", "1").stdout == from_texts
+    assert run(trained, "predict", "clf.npz", "train.jsonl").stdout == from_texts
+    labels = [line.split("\t")[1] for line in (trained / "train.tsv").read_text().splitlines()]
+    assert np.mean(np.array(from_texts.splitlines()) == np.array(labels)) >= 0.9
+
+    sentences = (trained / "sentences.txt").read_text().splitlines()
+    from_lines = run(trained, "predict", "tag.npz", "sentences.txt").stdout
+    assert len(from_lines.splitlines()) == len(sentences)
+    assert [len(tags.split()) for tags in from_lines.splitlines()] == [4] * len(sentences)
+    assert run(trained, "predict", "tag.npz", "train.conll").stdout == from_lines
+    conll = (trained / "train.conll").read_text()
+    assert run(trained, "predict", "tag.npz", "-", "--format", "conll",
+               input=conll).stdout == from_lines
+
+
+@pytest.mark.parametrize("args, stdin, fragments", [
+    (["predict", "clf.npz", "texts.txt", "--beam-size", "2"], None,
+     ["--beam-size applies to Seq2Seq models only", "clf.npz is a SequenceClassifier"]),
+    (["evaluate", "clf.npz", "train.tsv", "--lines"], None,
+     ["--lines applies to language models only"]),
+    (["evaluate", "tag.npz", "train.conll", "--format", "tsv"], None,
+     ["--format tsv does not apply to a SequenceTagger", "conll or jsonl"]),
+    (["predict", "clf.npz", "texts.txt", "--format", "conll"], None,
+     ["--format conll does not apply to a SequenceClassifier"]),
+    (["evaluate", "abc.npz", "abc.txt", "--format", "jsonl"], None,
+     ["does not apply to a LanguageModel", "plain text"]),
+    (["predict", "reg2.npz", "-"], "1 2 3\n",
+     ["<stdin>: the model expects 2 feature(s) per step, the data has 1", "JSONL"]),
+    (["evaluate", "reg2.npz", "-", "--format", "jsonl"],
+     '{"sequence": [[1, 2], [3, 4]], "target": 0.5}\n',
+     ["<stdin>: the model predicts 2 value(s) per sequence, the targets have 1"]),
+    (["predict", "clf.npz", "-"], "", ["<stdin>: no examples found"]),
+], ids=["beam-size-classifier", "lines-classifier", "tsv-tagger", "conll-classifier",
+        "format-lm", "features", "targets", "empty-stdin"])
+def test_options_and_data_that_do_not_fit_the_model(trained, args, stdin, fragments):
+    assert_user_error(run(trained, *args, input=stdin, expect=2), *fragments)
+
+
+def test_generate_stop_at_eos_ends_samples_where_the_texts_end(trained):
+    out = run(trained, "generate", "abc.npz", "--temperature", "0", "--stop-at-eos",
+              "--length", "10", "-n", "2").stdout
+    assert out == "abc\n---\nabc\n"
+    # Without it the end of a text cannot be drawn: all 10 characters are generated.
+    out = run(trained, "generate", "abc.npz", "--temperature", "0", "--length", "10").stdout
+    assert out.startswith("abc") and len(out.rstrip("\n")) == 10
+
+
+def test_regress_jsonl_scalar_targets_and_a_byte_order_mark(tmp_path, rng):
+    """JSONL targets may be plain numbers (as documented); a UTF-8 BOM (Windows
+    editors) is not part of the first number."""
+    sequences = [rng.normal(size=rng.integers(2, 6)) for _ in range(40)]
+    write(tmp_path / "scalar.jsonl", [json.dumps({"sequence": list(x), "target": x.mean()})
+                                      for x in sequences])
+    (tmp_path / "bom.tsv").write_text("\ufeff" + "".join(
+        " ".join(f"{v:.4f}" for v in x) + f"\t{x.mean():.4f}\n" for x in sequences),
+        encoding="utf-8")
+    for name in ("scalar.jsonl", "bom.tsv"):
+        out = run(tmp_path, "train", "regress", name, "-o", "reg.npz", "--epochs", "1",
+                  "--hidden-size", "4").stdout
+        assert "40 sequences (1 feature per step, 1 target value each)" in out
+    scores = json.loads(run(tmp_path, "evaluate", "reg.npz", "scalar.jsonl", "--json").stdout)
+    assert scores["examples"] == 40 and math.isfinite(scores["r2"])
+    assert len(run(tmp_path, "predict", "reg.npz", "bom.tsv").stdout.split()) == 40
+    from fastrnn.tasks import load
+    assert load(tmp_path / "reg.npz").n_outputs_ == 1
+
+
+def test_train_reports_the_data_and_the_epoch_whose_weights_it_saved(tmp_path):
+    """With --patience the saved weights are the best epoch's; the summary says
+    which, with that epoch's metrics (checked here against the saved model)."""
+    import random
+    r = random.Random(1)
+
+    def noisy(n):
+        return [(" ".join(r.choice("abcdefgh") for _ in range(5)), r.choice("xy"))
+                for _ in range(n)]
+    train, valid = noisy(120), noisy(40)
+    write(tmp_path / "train.tsv", [f"{t}\t{lab}" for t, lab in train])
+    write(tmp_path / "valid.tsv", [f"{t}\t{lab}" for t, lab in valid])
+    out = run(tmp_path, "train", "classify", "train.tsv", "--validation-data", "valid.tsv",
+              "--patience", "2", "--epochs", "40", "--lr", "0.05", "--hidden-size", "16",
+              "-o", "clf.npz").stdout
+    assert "on 120 examples (2 labels) from train.tsv" in out
+    assert "validation: 40 examples (2 labels) from valid.tsv" in out
+    match = re.search(r"Early stopping: val_loss has not improved for 2 epochs; saved the "
+                      r"weights of epoch (\d+): .*val_loss ([0-9.]+)", out)
+    assert match, out
+    epochs_run = int(re.search(r"After epoch (\d+)", out).group(1))
+    assert int(match.group(1)) == epochs_run - 2
+    from fastrnn.tasks import load
+    model = load(tmp_path / "clf.npz")
+    proba = model.predict_proba([t for t, _ in valid])
+    index = {label: i for i, label in enumerate(model.classes_)}
+    loss = -np.mean(np.log([p[index[lab]] for p, (_, lab) in zip(proba, valid)]))
+    assert loss == pytest.approx(float(match.group(2)), abs=2e-4)
+
+
+def test_interrupted_training_saves_the_model_and_exits_130(tmp_path):
+    import random
+    import signal
+    r = random.Random(0)
+    write(tmp_path / "big.tsv", [" ".join(r.choice(["good", "bad", "film", "not"])
+                                          for _ in range(20)) + f"\t{r.choice('ab')}"
+                                 for _ in range(2000)])
+    proc = subprocess.Popen([sys.executable, "-m", "fastrnn", "train", "classify", "big.tsv",
+                             "-o", "big.npz", "--epochs", "10000", "--checkpoint", "run.ckpt",
+                             "--threads", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("Epoch 1/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted; saved the model as it was to big.npz" in err
+    assert "--resume run.ckpt" in err
+    assert "Saved the model to big.npz" in out
+    assert (tmp_path / "big.npz").exists() and (tmp_path / "run.ckpt").exists()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "classify"], ["text<TAB>label", "clip the gradient norm to C (default: no "
+                             "clipping)", "learning rate (default: 0.001 for adam",
+                             "0.01 for adamw", "(default: no limit)"]),
+    (["train", "lm"], ["--lines", "parallel text streams per batch", "(default: 5.0)"]),
+    (["train", "regress"], ["x1 x2 x3 ...<TAB>y", "--pooling"]),
+    (["predict"], ["(default: 1)", "(default: 50)", "A tab ends the input", "--threads"]),
+    (["evaluate"], ["conll or jsonl (tag)", "--threads"]),
+    (["generate"], ["--stop-at-eos", "characters or words"]),
+])
+def test_help_says_formats_and_defaults(capsys, args, fragments):
+    from fastrnn.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for fragment in fragments:
+        assert fragment in text, fragment
+
+
+def test_bench_counts_the_flops_of_a_training_step():
+    """Training (no input gradient) = forward (x W_ih, h W_hh) + dW_ih + dW_hh +
+    the gradient to the previous state (dz W_hh): 2 input and 3 hidden products."""
+    from fastrnn.cli.bench import _recurrent_flops
+    forward, train = _recurrent_flops("lstm", T=7, B=3, H=5, E=2)
+    assert forward == 2 * 7 * 3 * (2 * 20 + 5 * 20)
+    assert train == 2 * 7 * 3 * (2 * 2 * 20 + 3 * 5 * 20)
 
 
 # -- the corpus ---------------------------------------------------------------------------
