@@ -93,6 +93,12 @@ def test_zero_division():
     assert entity_scores([["O", "O"]], [["O", "O"]], zero_division=1.0) == (1.0, 1.0, 1.0)
     # Nothing predicted, something to find: precision undefined, recall 0.
     assert entity_scores([["B-X"]], [["O"]], zero_division=1.0) == (1.0, 0.0, 0.0)
+    # A non-number used to come back as the "score" itself.
+    for bad in ("x", None, True, 2.0, -0.5):
+        with pytest.raises(ValueError, match=r"zero_division must be a number in \[0, 1\]"):
+            entity_scores([["O"]], [["O"]], zero_division=bad)
+        with pytest.raises(ValueError, match="zero_division must be a number"):
+            entity_scores_by_type([["O"]], [["O"]], zero_division=bad)
 
 
 def test_spans_scheme_for_non_bio_tags():
@@ -115,6 +121,13 @@ def test_entity_scores_by_type():
     report = entity_scores_by_type(y_true, y_pred)
     assert report["PER"] == (1.0, 1.0, 1.0, 1)
     assert report["LOC"] == (1.0, 0.5, pytest.approx(2 / 3), 2)
+    # Types come in sorted order (a set's order changes from run to run with
+    # string hashing); types that do not sort keep first-seen order.
+    report = entity_scores_by_type([["B-ZED", "B-ALPHA", "O", "B-MID"]],
+                                   [["O", "O", "B-BETA", "O"]])
+    assert list(report) == ["ALPHA", "BETA", "MID", "ZED"]
+    mixed = entity_scores_by_type([["b", 2, "O", "b"]], [["b", 2, "O", 1]], scheme="spans")
+    assert list(mixed) == ["b", 2, 1]
 
 
 # -- bad input -------------------------------------------------------------------------

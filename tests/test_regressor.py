@@ -276,3 +276,38 @@ def test_validation_targets_are_checked(rng):
         reg.fit(X, y, validation_data=([X[0], np.zeros((4, 3))], y[:2]), verbose=0)
     history = reg.fit(X, y, validation_data=(X[:4], y[:4]), epochs=2, verbose=0)
     assert len(history.history["val_loss"]) == 2
+
+
+def test_target_widths_must_match_the_model(rng):
+    """Validation targets of another width used to fail only after a whole
+    training epoch, inside the loss; score's failed in a reshape."""
+    X = ragged(rng, 20)
+    y = np.stack([x.sum(axis=0) for x in X])                          # (N, 2)
+    model = fr.SequenceRegressor(hidden_size=4, seed=0)
+    with pytest.raises(ValueError, match=r"validation_data\[1\] has 3 value\(s\) per target "
+                                         r"but y has 2"):
+        model.fit(X, y, validation_data=(X[:5], np.zeros((5, 3))), epochs=1, **FAST)
+    model.fit(X, y, epochs=1, **FAST)
+    with pytest.raises(ValueError, match=r"y has 1 value\(s\) per target but the model "
+                                         r"predicts 2"):
+        model.score(X, y[:, 0])
+    assert model.score(X, y, batch_size=3) == pytest.approx(model.score(X, y), rel=1e-6)
+    step = fr.SequenceRegressor(hidden_size=4, per_step=True, seed=0)
+    targets = [np.cumsum(x, axis=0) for x in X]                       # (T_i, 2)
+    with pytest.raises(ValueError, match=r"validation_data\[1\] has 1 value\(s\) per target "
+                                         r"but y has 2"):
+        step.fit(X, targets, validation_data=(X[:3], [t[:, 0] for t in targets[:3]]),
+                 epochs=1, **FAST)
+
+
+def test_diverging_training_stops_cleanly_with_the_last_good_weights():
+    """A NaN born inside the model (pooled gradient of a diverged run) reaches the
+    Trainer's gradient check, not a layer's input check: the run stops cleanly."""
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(rng.integers(3, 9), 2)) for _ in range(200)]
+    y = np.array([x[:, 0].sum() for x in X]) * 100
+    reg = fr.SequenceRegressor(hidden_size=16, seed=0)
+    with pytest.warns(RuntimeWarning, match="not finite|nan|inf"):
+        history = reg.fit(X, y, epochs=3, verbose=0, optimizer="sgd", lr=100.0)
+    assert history.stop_reason == "non_finite"
+    assert all(np.isfinite(p).all() for m in reg.modules() for p in m.parameters())

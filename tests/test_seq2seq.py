@@ -258,12 +258,13 @@ def test_wide_beam_finds_the_exhaustive_best(cell, max_length, epochs):
         assert cut_wins >= 1
 
 
-def test_max_length_cuts_outputs(reverser):
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_max_length_cuts_outputs(reverser, max_length):
     model, test = reverser
     for beam_size in (1, 3):
-        outputs = model.predict(test[:20], max_length=2, beam_size=beam_size)
-        assert all(len(o) <= 2 for o in outputs)
-        assert np.mean([o == t[::-1][:2] for o, t in zip(outputs, test[:20])]) >= 0.9
+        outputs = model.predict(test[:20], max_length=max_length, beam_size=beam_size)
+        assert all(len(o) <= max_length for o in outputs)
+        assert np.mean([o == t[::-1][:max_length] for o, t in zip(outputs, test[:20])]) >= 0.9
 
 
 def test_deeper_models_with_dropout_train_and_predict_deterministically():
@@ -440,8 +441,12 @@ def test_bad_input():
         Seq2Seq(input="numeric").fit(["ab"], ["ba"], verbose=0)
     with pytest.raises(ValueError, match="epochs must be an int >= 1"):
         model.fit(["ab"], ["ba"], epochs=0, verbose=0)
-    with pytest.raises(ValueError, match="target vocabulary has no tokens"):
+    with pytest.raises(ValueError, match="the vocabulary of sources has no tokens besides "
+                                         "the specials: min_freq=5 / max_vocab=None"):
         Seq2Seq(min_freq=5).fit(["ab"], ["ba"], verbose=0)
+    with pytest.raises(ValueError, match="the vocabulary of targets has no tokens besides "
+                                         "the specials: min_freq=2"):
+        Seq2Seq(min_freq=2).fit(["ab", "ab"], ["ba", "cd"], verbose=0)
     with pytest.raises(ValueError, match=r"validation_data\[0\] and validation_data\[1\] "
                                          r"must have the same length"):
         model.fit(["ab"], ["ba"], validation_data=(["ab", "ba"], ["ba"]), verbose=0)
@@ -470,6 +475,11 @@ def test_bad_prediction_arguments(tiny):
         tiny.predict("abc")
     with pytest.raises(ValueError, match="same length: 2 sources but 1 targets"):
         tiny.score(["abc", "bca"], ["cba"])
+    # Token lists against a model of text targets: named, not the tokenizer's "text must
+    # be a str" from deep inside.
+    with pytest.raises(TypeError, match="targets holds tokens but the model was fitted on "
+                                        "text targets"):
+        tiny.score(["abc"], [["c", "b", "a"]])
     # Characters never seen in training are <unk> on the way in, not an error.
     assert len(tiny.predict(["xyz"])) == 1
 

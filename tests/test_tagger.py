@@ -300,7 +300,8 @@ def test_bad_calls_after_fit(tmp_path):
         tagger.predict(X_SMALL, batch_size=0)
     tuples = _small()
     tuples.fit(X_SMALL, [[("P",), "O", "O"], [("P",), "O"]], epochs=1, verbose=0)
-    with pytest.raises(TypeError, match=r"tag \('P',\) of type tuple does not survive JSON"):
+    with pytest.raises(TypeError, match=r"cannot save tags of type tuple \(\('P',\)\); saved "
+                                        r"models need str, int, float or bool tags"):
         tuples.save(tmp_path / "tuples.npz")
 
 
@@ -309,3 +310,17 @@ def test_bad_constructor_arguments_surface_at_fit():
         SequenceTagger(cell="tcn").fit(X_SMALL, Y_SMALL, verbose=0)
     with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
         _small().fit(X_SMALL, Y_SMALL, epochs=0, verbose=0)
+
+
+def test_tag_containers_and_score_batch_size():
+    # A dict iterates over its keys: the "tags" would have been its key strings.
+    with pytest.raises(TypeError, match="y must be a list of tag lists .one per sentence., "
+                                        "got dict"):
+        _small().fit(X_SMALL, {"Anna": "B-PER"}, verbose=0)
+    tagger = _small()
+    tagger.fit(X_SMALL, [np.array(tags) for tags in Y_SMALL], epochs=1, verbose=0)
+    assert tagger.classes_ == ["B-PER", "O"]
+    assert tagger.score(X_SMALL, Y_SMALL, batch_size=1) == tagger.score(X_SMALL, Y_SMALL)
+    # A tag never seen in fit is a wrong prediction, not an error (as in classifier.score).
+    scores = tagger.score([["Anna"]], [["B-LOC"]])
+    assert scores["accuracy"] == 0.0 and scores["recall"] == 0.0

@@ -116,6 +116,12 @@ def test_get_tokenizer():
         get_tokenizer({"name": "word"})
     with pytest.raises(TypeError, match="lower must be a bool, got str"):
         get_tokenizer("word", lower="yes")
+    with pytest.raises(TypeError, match="lower must be a bool, got int"):
+        get_tokenizer("word", lower=1)
+    # numpy booleans (from a config array, a dataframe) are booleans too
+    folded = get_tokenizer("word", lower=np.True_)
+    assert folded == WordTokenizer(lower=True) and type(folded.lower) is bool
+    assert folded.tokenize("ÉTÉ") == ["été"]
 
 
 def test_tokenizer_bad_input():

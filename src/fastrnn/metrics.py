@@ -203,6 +203,19 @@ def _entity_sets(y_true, y_pred, scheme, outside):
     return true_set, pred_set
 
 
+def _check_zero_division(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"zero_division must be a number in [0, 1] (usually 0.0 or 1.0), "
+                         f"got {_describe(value)}")
+    return float(value)
+
+
+def _order(span):
+    """Sort key of an entity ``(sentence, type, start, end)``: position first."""
+    return span[0], span[2], span[3]
+
+
 def _prf(correct, found, expected, zero_division):
     precision = correct / found if found else zero_division
     recall = correct / expected if expected else zero_division
@@ -229,6 +242,7 @@ def entity_scores(y_true, y_pred, scheme="auto", outside=OUTSIDE, zero_division=
 
     An entity is correct only when type, start and end all match.
     """
+    zero_division = _check_zero_division(zero_division)
     true_set, pred_set = _entity_sets(y_true, y_pred, scheme, outside)
     return _prf(len(true_set & pred_set), len(pred_set), len(true_set), zero_division)
 
@@ -236,9 +250,15 @@ def entity_scores(y_true, y_pred, scheme="auto", outside=OUTSIDE, zero_division=
 def entity_scores_by_type(y_true, y_pred, scheme="auto", outside=OUTSIDE,
                           zero_division=0.0):
     """Per entity type: ``{type: (precision, recall, f1, support)}``, support =
-    number of true entities of that type.  Arguments as in :func:`entity_scores`."""
+    number of true entities of that type, types in sorted order (first-seen
+    when they do not sort).  Arguments as in :func:`entity_scores`."""
+    zero_division = _check_zero_division(zero_division)
     true_set, pred_set = _entity_sets(y_true, y_pred, scheme, outside)
-    kinds = {span[1] for span in true_set | pred_set}
+    kinds = list(dict.fromkeys(span[1] for span in sorted(true_set | pred_set, key=_order)))
+    try:
+        kinds = sorted(kinds)
+    except TypeError:
+        pass
     report = {}
     for kind in kinds:
         true_k = {span for span in true_set if span[1] == kind}

@@ -95,14 +95,16 @@ class Tokenizer:
     name = None
 
     def __init__(self, lower=False):
-        if not isinstance(lower, bool):
+        if not isinstance(lower, (bool, np.bool_)):
             raise TypeError(f"lower must be a bool, got {_describe(lower)}")
-        self.lower = lower
+        self.lower = bool(lower)
 
     def tokenize(self, text):
+        """The tokens of ``text`` (a str) as a list of str."""
         raise NotImplementedError
 
     def detokenize(self, tokens):
+        """A str from a list of tokens (see each tokenizer for the join rule)."""
         raise NotImplementedError
 
     def __call__(self, text):

@@ -14,6 +14,7 @@ document and copies the arrays in; no pickle, no code runs.
 import contextlib
 import inspect
 import json
+import math
 import numbers
 
 import numpy as np
@@ -90,6 +91,13 @@ def fresh_seed(seed):
     return int(np.random.SeedSequence().generate_state(1)[0])
 
 
+def check_flag(name, value):
+    """``value`` as a bool; anything else (a string like "no" is truthy) is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 class TaskModel:
     """Base class of the task models; see the module docstring."""
 
@@ -109,11 +117,18 @@ class TaskModel:
             setattr(self, name, values[name])
 
     def get_params(self, deep=True):
-        """The constructor parameters as a dict."""
+        """The constructor parameters as a dict (scikit-learn protocol; ``deep``
+        is accepted for compatibility and has no effect: no parameter is an
+        estimator)."""
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params):
-        """Change constructor parameters; takes effect at the next ``fit``."""
+        """Change constructor parameters (``name=value``); returns the model.
+
+        The change takes effect at the next ``fit``: a fitted model keeps
+        predicting, scoring and saving with the parameters it was fitted
+        with (an unknown name is a ValueError).
+        """
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -131,8 +146,27 @@ class TaskModel:
 
     # -- Trainer protocol (subclasses implement train_batch / evaluate_batch) ------
     def modules(self):
-        """The layers, in a fixed order (saving and checkpoints rely on it)."""
-        raise NotImplementedError
+        """The layers, in a fixed order (saving and checkpoints rely on it):
+        the encoder stack (``network_``), then the linear head (``head_``).
+        Models with other layers override this."""
+        return self.network_.modules() + [self.head_]
+
+    def _begin_build(self):
+        """Start (re)building the fitted layers; every ``_build`` calls it first.
+
+        The model is unfitted from here until training starts, so a refit
+        that fails leaves no stale model behind, and the parameters are
+        frozen as they are now: predict, score and save use these (through
+        :meth:`_fitted_param`) even if ``set_params`` changes the attributes
+        before the next fit.
+        """
+        self.is_fitted_ = False
+        self._fitted_params = self.get_params()
+
+    def _fitted_param(self, name):
+        """The value parameter ``name`` had when the model was built."""
+        params = getattr(self, "_fitted_params", None)
+        return params[name] if params is not None else getattr(self, name)
 
     def _check_fitted(self):
         if not getattr(self, "is_fitted_", False):
@@ -140,11 +174,13 @@ class TaskModel:
                                  f"fit() first (or fastrnn.load a saved model)")
 
     def _set_mode(self, training):
+        """Every module in training (True) or eval (False) mode."""
         for module in self.modules():
             module.train(training)
 
     # -- building -------------------------------------------------------------------
     def _input_encoder(self):
+        """An unfitted InputEncoder with the model's text settings."""
         return InputEncoder(self.tokenizer, self.lower, self.min_freq, self.max_vocab)
 
     def _sequence_encoder(self, inputs, seed):
@@ -156,12 +192,15 @@ class TaskModel:
         kind = network_input(getattr(self, "input", "embedding"), inputs.kind)
         return SequenceEncoder(self.cell, kind, inputs.size, self.hidden_size,
                                num_layers=self.num_layers,
-                               bidirectional=bool(getattr(self, "bidirectional", False)),
+                               bidirectional=check_flag(
+                                   "bidirectional", getattr(self, "bidirectional", False)),
                                dropout=self.dropout,
                                embedding_dim=getattr(self, "embedding_dim", None),
                                pretrained=getattr(self, "pretrained", None),
                                vocab=inputs.vocab,
-                               freeze_embedding=getattr(self, "freeze_embedding", False),
+                               freeze_embedding=check_flag(
+                                   "freeze_embedding",
+                                   getattr(self, "freeze_embedding", False)),
                                dtype=self.dtype, seed=seed)
 
     # -- fitting --------------------------------------------------------------------
@@ -178,7 +217,11 @@ class TaskModel:
         if validation is not None:
             return train, BatchLoader(validation[0], validation[1], shuffle=False, **options)
         if validation_split:
-            return train.split(validation_split)
+            try:
+                return train.split(validation_split)
+            except ValueError as exc:
+                raise ValueError(f"validation_split={validation_split} cannot split "
+                                 f"{len(inputs)} sequences: {exc}") from None
         return train, None
 
     def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
@@ -198,10 +241,15 @@ class TaskModel:
         return self.history_
 
     def _batches(self, inputs, batch_size, targets=None, per_step_targets=False):
-        """Batches in data order for prediction, the modules in eval mode while
-        they are consumed (their modes come back afterwards)."""
-        loader = BatchLoader(inputs, targets, batch_size=batch_size, shuffle=False,
-                             per_step_targets=per_step_targets)
+        """Batches for prediction, the modules in eval mode while they are
+        consumed (their modes come back afterwards).
+
+        Sequences of similar length are batched together (deterministic
+        bucketing: no shuffling), which cuts the padding computed on mixed
+        lengths; ``batch.indices`` give each row's position in ``inputs``,
+        so results are written back in data order.
+        """
+        loader = prediction_loader(inputs, batch_size, targets, per_step_targets)
         with eval_mode(self.modules()):
             yield from loader
 
@@ -215,15 +263,24 @@ class TaskModel:
         raise NotImplementedError
 
     def save(self, path):
-        """Write the model to one ``.npz`` file atomically; ``fastrnn.load`` reads it."""
+        """Write the fitted model to one ``.npz`` file, atomically (a temporary
+        file renamed over ``path``); ``fastrnn.load(path)`` reads it back.
+
+        Args:
+            path: file path (str or os.PathLike); no extension is added.
+
+        Returns ``path``.  The parameters saved are those the model was
+        fitted with (see ``set_params``).
+        """
         self._check_fitted()
         from .. import __version__
         arrays = {f"{index}/{name}": value
                   for index, module in enumerate(self.modules())
                   for name, value in module.state_dict().items()}
-        params = _json_params(self.get_params())
+        fitted = getattr(self, "_fitted_params", None) or self.get_params()
+        params = _json_params(fitted)
         embedding = getattr(getattr(self, "network_", None), "embedding", None)
-        if self.get_params().get("pretrained") is not None and embedding is not None:
+        if fitted.get("pretrained") is not None and embedding is not None:
             # The vectors live on in the embedding weights; the loaded model is
             # built without them, so it needs their width as embedding_dim.
             params["embedding_dim"] = embedding.embedding_dim
@@ -239,42 +296,101 @@ class TaskModel:
         return write_archive(path, arrays, meta)
 
 
-def fit_labels(y, count, name="y"):
-    """(classes, ids): the sorted distinct labels (first-seen order when they do
-    not sort) and each label's index."""
-    labels = list(y)
+def label_list(y, count, name="y"):
+    """``y`` as a list of ``count`` labels, one per sequence.
+
+    A bare string, unordered containers (set, dict) and arrays that are not
+    1-D (one-hot rows, say) are refused: iterating them would not give the
+    sequences' labels in order.
+    """
+    if isinstance(y, (str, bytes)):
+        raise TypeError(f"{name} must be a list of labels (one per sequence), got a single "
+                        f"{type(y).__name__} {y[:40]!r}")
+    if isinstance(y, (set, frozenset, dict)):
+        raise TypeError(f"{name} must be an ordered list of labels (one per sequence), got "
+                        f"a {type(y).__name__}")
+    if isinstance(y, np.ndarray) and y.ndim != 1:
+        hint = "; for one-hot rows pass y.argmax(axis=1)" if y.ndim == 2 else ""
+        raise ValueError(f"{name} must be 1-D (one label per sequence), got an array of "
+                         f"shape {y.shape}{hint}")
+    try:
+        labels = list(y)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of labels (one per sequence), got "
+                        f"{type(y).__name__}") from None
     if len(labels) != count:
         raise ValueError(f"{name} must have one label per sequence: {count} sequences "
                          f"but {len(labels)} labels")
+    return labels
+
+
+def _position(k):
+    return f"[{k}]"
+
+
+def distinct_labels(labels, name="y", what="labels", where=_position):
+    """The distinct values of ``labels``, sorted (first-seen order when they
+    do not sort); at least two, none NaN.
+
+    Shared by every model with a label set (classes, tags).  ``what`` names
+    them in messages, ``where(k)`` gives the index text of ``labels[k]``
+    (tags are ``[sentence][token]``).
+    """
     try:
         distinct = list(dict.fromkeys(labels))
     except TypeError:
-        bad = next(label for label in labels if not _hashable(label))
-        raise TypeError(f"{name} must hold one hashable label per sequence (str, int, "
-                        f"...), got a {type(bad).__name__}") from None
+        _raise_unhashable(labels, name, what, where)
+    for label in distinct:
+        if _is_nan(label):
+            k = next(k for k, value in enumerate(labels) if _is_nan(value))
+            raise ValueError(f"{name}{where(k)} is NaN: {what} must not be missing (drop "
+                             f"or fill those sequences before fit)")
     try:
         distinct = sorted(distinct)
     except TypeError:
         pass
     if len(distinct) < 2:
-        raise ValueError(f"{name} must contain at least 2 distinct labels, got "
+        raise ValueError(f"{name} must contain at least 2 distinct {what}, got "
                          f"{distinct!r}")
-    return distinct, encode_labels(distinct, labels, name)
+    return distinct
 
 
-def encode_labels(classes, labels, name="y"):
-    index = {label: i for i, label in enumerate(classes)}
-    ids = np.empty(len(labels), dtype=np.int64)
-    for position, label in enumerate(labels):
-        try:
-            ids[position] = index[label]
-        except (KeyError, TypeError):
-            raise ValueError(f"{name}[{position}] = {label!r} is not one of the labels "
-                             f"seen in fit: {classes!r}") from None
+def fit_labels(y, count, name="y"):
+    """(classes, ids): the distinct labels of ``y`` (see :func:`distinct_labels`)
+    and each label's index; ``y`` holds one label per sequence."""
+    labels = label_list(y, count, name)
+    classes = distinct_labels(labels, name)
+    return classes, encode_labels(classes, labels, name)
+
+
+def encode_labels(classes, labels, name="y", what="labels", where=_position, strict=True):
+    """Each label's index in ``classes`` (int64).
+
+    strict: a label not in ``classes`` is a ValueError naming it; with False
+    it gets id -1 (scores count it as wrong: it can never be predicted).
+    An unhashable label is a TypeError either way.
+    """
+    get = {label: i for i, label in enumerate(classes)}.get
+    try:
+        ids = np.fromiter((get(label, -1) for label in labels), dtype=np.int64,
+                          count=len(labels))
+    except TypeError:
+        _raise_unhashable(labels, name, what, where)
+    if strict and ids.size and ids.min() < 0:
+        k = int(np.argmax(ids < 0))
+        raise ValueError(f"{name}{where(k)} = {labels[k]!r} is not one of the {what} seen "
+                         f"in fit: {list(classes)!r}")
     return ids
 
 
-def json_labels(classes):
+def _raise_unhashable(labels, name, what, where):
+    k = next(k for k, label in enumerate(labels) if not _hashable(label))
+    raise TypeError(f"{name}{where(k)} = {_short(labels[k])} is not hashable: {what} must "
+                    f"be hashable values (str, int, ...), got a "
+                    f"{type(labels[k]).__name__}") from None
+
+
+def json_labels(classes, what="labels"):
     """Labels as plain Python values (numpy scalars become int/float/str/bool).
 
     Only such scalars (and None) survive a save and load unchanged, so other
@@ -283,9 +399,9 @@ def json_labels(classes):
     plain = [label.item() if isinstance(label, np.generic) else label for label in classes]
     for label in plain:
         if label is not None and not isinstance(label, (str, int, float)):
-            raise TypeError(f"cannot save labels of type {type(label).__name__} "
+            raise TypeError(f"cannot save {what} of type {type(label).__name__} "
                             f"({label!r}); saved models need str, int, float or bool "
-                            f"labels")
+                            f"{what}")
     return plain
 
 
@@ -307,6 +423,13 @@ def label_array(classes):
     return array
 
 
+def prediction_loader(inputs, batch_size, targets=None, per_step_targets=False):
+    """A BatchLoader for inference: no shuffling, sorted by length inside
+    windows of batches (see ``TaskModel._batches``)."""
+    return BatchLoader(inputs, targets, batch_size=batch_size, shuffle=False, bucket=True,
+                       per_step_targets=per_step_targets)
+
+
 @contextlib.contextmanager
 def eval_mode(modules):
     """Modules in eval mode inside the block, their previous modes after it
@@ -324,12 +447,22 @@ def eval_mode(modules):
 def validation_pair(value, name="validation_data"):
     """``(X_val, y_val)`` from Keras-style ``validation_data``."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (X, y), got {type(value).__name__}")
+        got = (f"a {type(value).__name__} of length {len(value)}"
+               if isinstance(value, (tuple, list)) else type(value).__name__)
+        raise TypeError(f"{name} must be a pair (X, y) of inputs and targets, got {got}")
     return value
 
 
 def load(path):
-    """The task model saved at ``path`` (by ``model.save``), of its own class."""
+    """The task model saved at ``path`` by ``model.save``, of its own class,
+    fitted and in eval mode (its predictions equal the saved model's).
+
+    Args:
+        path: the file (str or os.PathLike).
+
+    Raises FileNotFoundError for a missing file and ValueError for one that
+    is not a fastrnn model, is damaged, or was written by a newer fastrnn.
+    """
     arrays, meta = read_archive(path, MODEL_FORMAT, MODEL_VERSION, "model")
     missing = [key for key in ("class", "params", "fitted") if key not in meta]
     if missing:
@@ -379,6 +512,15 @@ def _json_value(value):
                                        and issubclass(value, np.generic)):
         return np.dtype(value).name
     return value
+
+
+def _is_nan(value):
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _hashable(value):

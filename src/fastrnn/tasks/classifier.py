@@ -5,7 +5,7 @@ import numpy as np
 from ..layers import Linear
 from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
 from .base import (TaskModel, encode_labels, fit_labels, json_labels, label_array,
-                   validation_pair)
+                   label_list, validation_pair)
 from .inputs import InputEncoder, check_count
 from .network import Pooling, check_choice, layer_seeds
 
@@ -19,6 +19,21 @@ class SequenceClassifier(TaskModel):
     "softmax" (cross-entropy over the classes) or "sigmoid" (binary tasks: one
     logit, binary cross-entropy).  Labels may be any hashable values that
     sort or not; saved models need str/int/float/bool labels.
+
+    Args:
+        cell: "lstm", "gru" or "rnn".
+        hidden_size, num_layers, bidirectional, dropout: the recurrent stack
+            (dropout between layers and on its output).
+        pooling: "last", "mean" or "max" (see above).
+        output: "softmax" or "sigmoid" (2 classes only).
+        input: "embedding" (learned or ``pretrained`` vectors, optionally
+            frozen with ``freeze_embedding``) or "onehot" for tokens; numeric
+            inputs need no choice.
+        embedding_dim: size of a learned embedding.
+        tokenizer, lower, min_freq, max_vocab: how texts are split ("word" or
+            "char", casefolded by default) and the vocabulary is built.
+        dtype: "float32" or "float64".  seed: None or an int >= 0 for
+            reproducible weights, dropout and data order.
 
     Example::
 
@@ -36,12 +51,12 @@ class SequenceClassifier(TaskModel):
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, classes):
+        self._begin_build()
         check_choice("output", self.output, ("softmax", "sigmoid"))
         if self.output == "sigmoid" and len(classes) != 2:
             raise ValueError(f"output='sigmoid' is for 2 classes; y has {len(classes)} "
                              f"(use output='softmax')")
         network_seed, head_seed = layer_seeds(self.seed, 2)
-        self.is_fitted_ = False     # a refit that fails from here on leaves no stale model
         self.inputs_ = inputs
         self.classes_ = list(classes)
         self.network_ = self._sequence_encoder(inputs, network_seed)
@@ -50,9 +65,8 @@ class SequenceClassifier(TaskModel):
         self.head_ = Linear(self.network_.output_size, outputs, dtype=self.dtype,
                             seed=head_seed)
         self.loss_ = BCEWithLogitsLoss() if self.output == "sigmoid" else CrossEntropyLoss()
+        self._sigmoid = self.output == "sigmoid"
 
-    def modules(self):
-        return self.network_.modules() + [self.head_]
 
     # -- Trainer protocol -------------------------------------------------------------
     def _logits(self, batch):
@@ -60,16 +74,17 @@ class SequenceClassifier(TaskModel):
         return self.head_(self.pool_.forward(out, h_n, batch.lengths))
 
     def _loss(self, logits, labels):
-        if self.output == "sigmoid":
+        if self._sigmoid:
             return self.loss_(logits, labels[:, None].astype(logits.dtype))
         return self.loss_(logits, labels)
 
     def _predicted_ids(self, logits):
-        if self.output == "sigmoid":
+        if self._sigmoid:
             return (logits[:, 0] > 0).astype(np.int64)
         return logits.argmax(axis=1)
 
     def train_batch(self, batch):
+        """Trainer protocol: forward, backward, ``({"loss", "accuracy"}, batch size)``."""
         logits = self._logits(batch)
         loss, d_logits = self._loss(logits, batch.targets)
         d_out, d_hn = self.pool_.backward(self.head_.backward(d_logits))
@@ -78,6 +93,7 @@ class SequenceClassifier(TaskModel):
         return {"loss": loss, "accuracy": accuracy}, len(batch.lengths)
 
     def evaluate_batch(self, batch):
+        """Trainer protocol: loss and accuracy of a batch, no gradients."""
         logits = self._logits(batch)
         loss, _ = self._loss(logits, batch.targets)
         accuracy = float(np.mean(self._predicted_ids(logits) == batch.targets))
@@ -87,23 +103,37 @@ class SequenceClassifier(TaskModel):
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
             clip_norm=None, weight_decay=None, resume_from=None):
-        """Train on sequences ``X`` and one label per sequence ``y``; returns the
-        History (also kept as ``history_``).  Keras keywords: ``validation_data``
-        = (X_val, y_val) or ``validation_split`` (a fraction held out)."""
+        """Train on sequences ``X`` and one label per sequence ``y``.
+
+        Args:
+            X: texts, token lists, or numeric sequences ((N, T, F) / (N, T)
+                array or a list of (T_i, F) / (T_i,) arrays); any iterable.
+            y: one hashable label per sequence (at least 2 distinct).
+            epochs, batch_size: passes over the data and sequences per step.
+            validation_data: ``(X_val, y_val)`` scored after every epoch
+                (takes precedence over ``validation_split``); its labels
+                must be ones seen in ``y``.
+            validation_split: fraction in [0, 1) of the sequences held out
+                (a seeded random choice).
+            callbacks, verbose, resume_from: as ``fr.Trainer``.
+            optimizer: a name ("adam", "sgd", "adamw", "rmsprop", "adagrad")
+                or an ``fr.optim`` class; lr / weight_decay None keep its
+                defaults.  clip_norm: global gradient-norm clipping (None: off).
+
+        Returns the :class:`fastrnn.training.History` (also ``history_``),
+        with per-sequence "loss" and "accuracy" (and ``val_*``).
+        """
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
-        inputs = self._input_encoder().fit(X)
-        sequences = inputs.transform(X)
+        inputs = self._input_encoder()
+        sequences = inputs.fit_transform(X)
         classes, targets = fit_labels(y, len(sequences))
         self._build(inputs, classes)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
             val_sequences = inputs.transform(X_val, "validation_data[0]")
-            y_val = list(y_val)
-            if len(y_val) != len(val_sequences):
-                raise ValueError(f"validation_data[1] must have one label per sequence: "
-                                 f"{len(val_sequences)} sequences but {len(y_val)} labels")
+            y_val = label_list(y_val, len(val_sequences), "validation_data[1]")
             validation = (val_sequences,
                           encode_labels(self.classes_, y_val, "validation_data[1]"))
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
@@ -112,13 +142,20 @@ class SequenceClassifier(TaskModel):
                            clip_norm, weight_decay, resume_from)
 
     def predict_proba(self, X, batch_size=256):
-        """Class probabilities (N, n_classes), columns in ``classes_`` order."""
+        """Class probabilities: a float64 array (N, n_classes), columns in
+        ``classes_`` order, rows in the order of ``X``.
+
+        Args:
+            X: sequences of the kind seen in fit (at least one).
+            batch_size: sequences per forward pass (memory, not results).
+        """
         self._check_fitted()
+        check_count("batch_size", batch_size)
         sequences = self.inputs_.transform(X)
         probabilities = np.empty((len(sequences), len(self.classes_)))
         for batch in self._batches(sequences, batch_size):
             logits = self._logits(batch).astype(np.float64)
-            if self.output == "sigmoid":
+            if self._sigmoid:
                 # sigmoid(+-z) = exp(-log(1 + exp(-+z))): no overflow for large |z|.
                 z = logits[:, 0]
                 probabilities[batch.indices] = np.exp(-np.logaddexp(0.0, np.stack([z, -z], 1)))
@@ -128,23 +165,34 @@ class SequenceClassifier(TaskModel):
         return probabilities
 
     def predict(self, X, batch_size=256):
-        """The most probable label of each sequence."""
+        """The most probable label of each sequence: a 1-D array (N,) of the
+        labels themselves (numpy's dtype when it keeps them exactly, else
+        object).
+
+        Args:
+            X, batch_size: as in :meth:`predict_proba`.
+        """
         ids = self.predict_proba(X, batch_size).argmax(axis=1)
         return label_array(self.classes_)[ids]
 
-    def score(self, X, y):
-        """Accuracy of ``predict(X)`` against ``y``; every label in ``y`` must be
-        one seen in fit (ValueError otherwise)."""
-        predicted = self.predict_proba(X).argmax(axis=1)
-        labels = list(y)
-        if len(labels) != len(predicted):
-            raise ValueError(f"y must have one label per sequence: {len(predicted)} "
-                             f"sequences but {len(labels)} labels")
-        return float(np.mean(predicted == encode_labels(self.classes_, labels, "y")))
+    def score(self, X, y, batch_size=256):
+        """Accuracy of ``predict(X)`` against ``y``: a float in [0, 1].
+
+        Args:
+            X: sequences of the kind seen in fit.
+            y: one label per sequence.  A label not seen in fit counts as
+                a wrong prediction (the model can never predict it).
+            batch_size: as in :meth:`predict_proba`.
+        """
+        predicted = self.predict_proba(X, batch_size).argmax(axis=1)
+        labels = label_list(y, len(predicted), "y")
+        truth = encode_labels(self.classes_, labels, "y", strict=False)
+        return float(np.mean(predicted == truth))
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
-        return {"inputs": self.inputs_.to_dict(), "classes": json_labels(self.classes_)}
+        return {"inputs": self.inputs_.to_dict(),
+                "classes": json_labels(self.classes_, "labels")}
 
     def _restore(self, state):
         self._build(InputEncoder.from_dict(state["inputs"]), state["classes"])

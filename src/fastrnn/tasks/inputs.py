@@ -9,13 +9,16 @@ Three kinds of input, told apart by looking at the data once at ``fit``:
   arrays: feature vectors per step, no vocabulary.
 
 Later calls (``predict``, validation data) must be of the same kind.
+Any iterable works (generators are read once); numpy arrays of strings (a
+pandas column's ``.values``) count as lists of texts or token lists.
 """
 
+import math
 import numbers
 
 import numpy as np
 
-from ..text import Vocab, get_tokenizer
+from ..text import EOS, Vocab, get_tokenizer
 
 KINDS = ("text", "tokens", "numeric")
 
@@ -25,8 +28,46 @@ def _is_token_list(item):
         isinstance(token, str) for token in item)
 
 
+def as_sequences(X):
+    """``X`` in a form that can be read more than once: a numeric array as it
+    is, anything else iterable as a list, with arrays of strings (a whole
+    ``X`` or one token list) turned into lists of str.  Strings and
+    non-iterables come back unchanged for :func:`detect_kind` to report."""
+    if isinstance(X, (str, bytes, set, frozenset, dict)):
+        return X
+    if isinstance(X, np.ndarray):
+        return X.tolist() if X.dtype.kind in "UO" and X.ndim else X
+    try:
+        items = list(X)
+    except TypeError:
+        return X
+    return [item.tolist() if isinstance(item, np.ndarray) and item.dtype.kind in "UO"
+            and item.ndim == 1 else item for item in items]
+
+
+def check_nonempty(X, name="X", what="sequence"):
+    """ValueError naming the first empty item of ``X`` (an empty text, token
+    list or array): checked before the kind is guessed, which an empty first
+    item would mislead.  ``what`` names an item ("sentence", "source", ...)."""
+    if not isinstance(X, (list, tuple)):
+        return
+    for index, item in enumerate(X):
+        if isinstance(item, np.ndarray):
+            empty = item.ndim > 0 and item.size == 0
+        else:
+            empty = isinstance(item, (list, tuple, str)) and len(item) == 0
+        if empty:
+            raise ValueError(f"{name}[{index}] is an empty {what}: every {what} needs at "
+                             f"least one token or step")
+
+
 def detect_kind(X, name="X"):
     """The input kind of ``X`` (see module docstring); errors name ``name``."""
+    X = as_sequences(X)
+    if isinstance(X, (set, frozenset, dict)):
+        raise TypeError(f"{name} must be an ordered collection of sequences (list, tuple, "
+                        f"array or iterator), got a {type(X).__name__}: its order would not "
+                        f"match the targets")
     if isinstance(X, str):
         raise TypeError(f"{name} must be a list of sequences (for one text, pass [text]), "
                         f"got a single string")
@@ -66,8 +107,11 @@ def detect_kind(X, name="X"):
 class InputEncoder:
     """Fitted mapping from user inputs to id or feature sequences.
 
-    tokenizer / lower: how texts are split ("word" or "char"); ignored for
-    token lists and numbers.  min_freq / max_vocab: vocabulary limits.
+    Args:
+        tokenizer, lower: how texts are split ("word" or "char", casefolded
+            or not); ignored for token lists and numbers.
+        min_freq, max_vocab: vocabulary limits (int >= 1; max_vocab None
+            for no limit); tokens outside them become ``<unk>``.
     """
 
     def __init__(self, tokenizer="word", lower=False, min_freq=1, max_vocab=None):
@@ -81,14 +125,24 @@ class InputEncoder:
 
     # -- fitting ------------------------------------------------------------------
     def fit(self, X, name="X"):
+        """Learn the kind of ``X`` and its vocabulary or feature count; returns self."""
+        X = as_sequences(X)
+        check_nonempty(X, name)
         self.kind = detect_kind(X, name)
         if self.kind == "numeric":
             sequences = self._numeric(X, name, num_features=None)
             self.num_features = sequences[0].shape[1]
         else:
+            check_vocab_limits(self.min_freq, self.max_vocab)
             tokens = self._tokens(X, name)
             self.vocab = Vocab.build(tokens, min_freq=self.min_freq, max_size=self.max_vocab)
+            check_vocab(self.vocab, name, self.min_freq, self.max_vocab)
         return self
+
+    def fit_transform(self, X, name="X"):
+        """``fit(X)`` then ``transform(X)``, reading an iterator ``X`` once."""
+        X = as_sequences(X)
+        return self.fit(X, name).transform(X, name)
 
     @property
     def size(self):
@@ -96,7 +150,10 @@ class InputEncoder:
         return len(self.vocab) if self.vocab is not None else self.num_features
 
     def transform(self, X, name="X"):
-        """A list of 1-D int64 id arrays, or of (T_i, F) float arrays."""
+        """A list of 1-D int64 id arrays, or of (T_i, F) float64 arrays; ``X``
+        must be of the kind seen in fit (TypeError naming ``name`` otherwise)."""
+        X = as_sequences(X)
+        check_nonempty(X, name)
         kind = detect_kind(X, name)
         if kind != self.kind:
             raise TypeError(f"{name} holds {kind} inputs but the model was fitted on "
@@ -141,6 +198,7 @@ class InputEncoder:
 
     # -- saving -------------------------------------------------------------------
     def to_dict(self):
+        """JSON-able state; :meth:`from_dict` rebuilds the fitted encoder."""
         return {"kind": self.kind, "tokenizer": self.tokenizer, "lower": self.lower,
                 "min_freq": self.min_freq, "max_vocab": self.max_vocab,
                 "num_features": self.num_features,
@@ -148,6 +206,7 @@ class InputEncoder:
 
     @classmethod
     def from_dict(cls, data):
+        """The encoder saved by :meth:`to_dict`."""
         encoder = cls(data["tokenizer"], data["lower"], data["min_freq"], data["max_vocab"])
         encoder.kind = data["kind"]
         encoder.num_features = data["num_features"]
@@ -156,7 +215,37 @@ class InputEncoder:
         return encoder
 
 
+def check_vocab_limits(min_freq, max_vocab):
+    """Vocabulary limits as the models name them (``Vocab.build`` says max_size)."""
+    check_count("min_freq", min_freq)
+    if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(
+            max_vocab, numbers.Integral) or max_vocab < 1):
+        raise ValueError(f"max_vocab must be None or an int >= 1, got {max_vocab!r}")
+
+
+def check_vocab(vocab, name, min_freq, max_vocab):
+    """A vocabulary with nothing but the specials would read every input as
+    ``<unk>``: refused, naming the limits that removed the tokens."""
+    if len(vocab) <= EOS + 1:
+        raise ValueError(f"the vocabulary of {name} has no tokens besides the specials: "
+                         f"min_freq={min_freq!r} / max_vocab={max_vocab!r} removed them "
+                         f"all")
+    return vocab
+
+
 def check_count(name, value, minimum=1):
+    """``value`` as an int >= ``minimum`` (bools refused); ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """``value`` as a finite float in the interval; ValueError naming ``name``
+    (bools and numpy bools are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (value <= low if low_open else value < low) \
+            or (value >= high if high_open else value > high):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)

@@ -11,7 +11,6 @@ continuous text while gradients span at most ``bptt`` steps.
 """
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -20,36 +19,36 @@ from ..data import StreamBatcher
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
-from .base import TaskModel, eval_mode
-from .inputs import check_count
-from .network import SequenceEncoder, check_choice, layer_seeds
+from .base import TaskModel, check_flag, check_validation_split, eval_mode
+from .inputs import check_count, check_real, check_vocab, check_vocab_limits
+from .network import SequenceEncoder, check_choice, check_seed, layer_seeds
 
 LEVELS = ("char", "word")
 LN2 = math.log(2.0)
 
 
 def _check_texts(value, name):
-    """A list of str from one text or a list/tuple of texts."""
+    """A list of str from one text or an iterable of texts (a list, a
+    generator, a numpy array of strings)."""
     if isinstance(value, str):
         return [value]
-    if isinstance(value, (bytes, np.ndarray)) or not isinstance(value, (list, tuple)):
+    if isinstance(value, np.ndarray) and value.dtype.kind in "UO" and value.ndim == 1:
+        value = value.tolist()
+    texts = None
+    if not isinstance(value, (bytes, np.ndarray, dict)):
+        try:
+            texts = list(value)
+        except TypeError:
+            pass
+    if texts is None:
         raise TypeError(f"{name} must be a str or a list of str, got "
                         f"{type(value).__name__}")
-    if not value:
+    if not texts:
         raise ValueError(f"{name} is an empty list: need at least one text")
-    for index, text in enumerate(value):
+    for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{index}] must be a str, got {type(text).__name__}")
-    return list(value)
-
-
-def _check_real(name, value, low, high=math.inf, low_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value > high \
-            or (value <= low if low_open else value < low):
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
+    return texts
 
 
 class LanguageModel(TaskModel):
@@ -70,7 +69,8 @@ class LanguageModel(TaskModel):
         lower: casefold texts before tokenizing.
         min_freq, max_vocab: vocabulary limits; rarer tokens become ``<unk>``.
         dtype: "float32" or "float64".
-        seed: seeds the weights, dropout and nothing else (data order is fixed).
+        seed: None or an int >= 0; seeds the weights, dropout and nothing
+            else (data order is fixed; ``generate`` has its own seed).
 
     Example::
 
@@ -88,21 +88,22 @@ class LanguageModel(TaskModel):
 
     # -- building -------------------------------------------------------------------
     def _build(self, vocab):
+        self._begin_build()
+        self._level = check_choice("level", self.level, LEVELS)
         check_choice("input", self.input, ("embedding", "onehot"))
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.vocab_ = vocab
         self.network_ = SequenceEncoder(
             self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
-            pretrained=self.pretrained, vocab=vocab, freeze_embedding=self.freeze_embedding,
+            pretrained=self.pretrained, vocab=vocab,
+            freeze_embedding=check_flag("freeze_embedding", self.freeze_embedding),
             dtype=self.dtype, seed=network_seed)
         self.head_ = Linear(self.network_.output_size, len(vocab), dtype=self.dtype,
                             seed=head_seed)
         self.loss_ = CrossEntropyLoss()
         self._carry = {"train": None, "eval": None}      # state carried between chunks
 
-    def modules(self):
-        return self.network_.modules() + [self.head_]
 
     def _tokenizer(self):
         return get_tokenizer(check_choice("level", self.level, LEVELS), lower=self.lower)
@@ -145,27 +146,31 @@ class LanguageModel(TaskModel):
         """Batch metrics; all are linear in the loss, so their token-weighted
         epoch means are exact (perplexity is added by ``epoch_metrics``)."""
         metrics = {"loss": loss}
-        if self.level == "char":
+        if self._level == "char":
             metrics["bits_per_char"] = loss / LN2
         return metrics
 
     def epoch_metrics(self, metrics):
-        """Trainer hook: perplexity is exp of the epoch's mean loss."""
+        """Trainer hook: ``metrics`` (an epoch's means) plus "perplexity", exp
+        of the mean loss."""
         return dict(metrics, perplexity=_perplexity(metrics["loss"]))
 
     # -- Trainer protocol -------------------------------------------------------------
     def on_epoch_begin(self, epoch, training=True):
-        """Trainer hook: every pass over a stream starts from a zero state."""
+        """Trainer hook: every pass over a stream (training=True: the training
+        stream, False: validation; ``epoch`` is unused) starts from a zero state."""
         key = "train" if training else "eval"
         self._carry[key] = None
 
     def train_batch(self, chunk):
+        """Trainer protocol: one truncated-BPTT chunk; ``(metrics, predicted tokens)``."""
         logits = self._forward_chunk(chunk, "train")
         loss, d_logits = self.loss_(logits, chunk.targets)
         self.network_.backward(self.head_.backward(d_logits))
         return self._metrics(loss), chunk.targets.size
 
     def evaluate_batch(self, chunk):
+        """Trainer protocol: the loss of one validation chunk, state carried."""
         loss, _ = self.loss_(self._forward_chunk(chunk, "eval"), chunk.targets)
         return self._metrics(loss), chunk.targets.size
 
@@ -176,10 +181,12 @@ class LanguageModel(TaskModel):
         return {"carry": None if carry is None else [part.copy() for part in carry]}
 
     def load_extra_state(self, state):
+        """Trainer hook: restore the carried state saved by :meth:`extra_state`
+        (checked against the model's cell, layers and hidden size)."""
         carry = state["carry"]
         if carry is not None:
-            expected = 2 if self.cell == "lstm" else 1
-            hidden = (self.num_layers, self.hidden_size)
+            expected = 2 if self._fitted_param("cell") == "lstm" else 1
+            hidden = (self._fitted_param("num_layers"), self._fitted_param("hidden_size"))
             carry = [np.asarray(part) for part in carry]
             if len(carry) != expected or any(part.ndim != 3 or (part.shape[0], part.shape[2])
                                              != hidden for part in carry):
@@ -203,8 +210,8 @@ class LanguageModel(TaskModel):
                 (takes precedence over ``validation_split``).
             validation_split: fraction in [0, 1) of the token stream, taken
                 from its end, held out for validation instead.
-            callbacks, verbose, optimizer, lr, weight_decay: as ``fr.Trainer``
-                and ``fr.optim``.
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from: as
+                in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
             clip_norm: gradients are clipped to this global norm (default
                 5.0; None turns it off).  Recurrent language models need it:
                 a rare long dependency can make one chunk's gradient explode
@@ -224,23 +231,17 @@ class LanguageModel(TaskModel):
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
         check_count("bptt", bptt)
-        if isinstance(validation_split, (bool, np.bool_)) \
-                or not isinstance(validation_split, numbers.Real) \
-                or not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be a number in [0, 1), "
-                             f"got {validation_split!r}")
+        validation_split = check_validation_split(validation_split)
         check_choice("input", self.input, ("embedding", "onehot"))
+        check_vocab_limits(self.min_freq, self.max_vocab)
         tokenizer = self._tokenizer()
         texts = _check_texts(text_or_texts, "text_or_texts")
         corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
         if not corpus:
             raise ValueError("text_or_texts contains no tokens (every text is empty)")
-        vocab = Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
-                            max_size=self.max_vocab)
-        if len(vocab) <= EOS + 1:
-            raise ValueError(f"the vocabulary has no tokens besides the specials: "
-                             f"min_freq={self.min_freq!r} / max_vocab={self.max_vocab!r} "
-                             f"removed them all")
+        vocab = check_vocab(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
+                                        max_size=self.max_vocab),
+                            "text_or_texts", self.min_freq, self.max_vocab)
         stream = self._stream(texts, "text_or_texts", vocab)
         held_out = None
         if validation_data is not None:
@@ -269,7 +270,8 @@ class LanguageModel(TaskModel):
                            clip_norm, weight_decay, resume_from)
 
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
-        """Loss, perplexity (and bits per character) of the model on a text.
+        """Loss, perplexity (and bits per character) of the model on
+        ``text_or_texts`` (a str or a list of str).
 
         The text is read as in training (``<eos>``-separated stream, state
         carried across chunks of ``bptt`` steps) in ``batch_size`` columns;
@@ -321,7 +323,8 @@ class LanguageModel(TaskModel):
                 token, ties to the lowest id), < 1 sharpens, > 1 flattens.
             top_k: None or int >= 1.
             top_p: None or a number in (0, 1].
-            seed: seed of the sampling generator: same seed, same text.
+            seed: None or an int >= 0, the sampling generator's seed: same
+                seed, same text.
             stop_at_eos: allow ``<eos>`` and stop when it is drawn.
 
         Returns at char level the prompt followed by the generated
@@ -333,12 +336,13 @@ class LanguageModel(TaskModel):
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         length = check_count("length", length, minimum=0)
-        temperature = _check_real("temperature", temperature, 0.0)
+        temperature = check_real("temperature", temperature, 0.0)
         if top_k is not None:
             top_k = check_count("top_k", top_k)
         if top_p is not None:
-            top_p = _check_real("top_p", top_p, 0.0, 1.0, low_open=True)
-        rng = np.random.default_rng(seed)
+            top_p = check_real("top_p", top_p, 0.0, 1.0, low_open=True)
+        stop_at_eos = check_flag("stop_at_eos", stop_at_eos)
+        rng = np.random.default_rng(check_seed(seed))
         tokens = self.vocab_.tokenizer.tokenize(prompt)
         unknown = [token for token in tokens if token not in self.vocab_]
         if unknown:
@@ -363,7 +367,7 @@ class LanguageModel(TaskModel):
                                                        hx=state)
                     logits = self.head_(out[0])[0]
         words = [self.vocab_.lookup(token) for token in generated]
-        if self.level == "char":
+        if self._level == "char":
             return prompt + "".join(words)
         return self.vocab_.tokenizer.detokenize(tokens + words)
 
@@ -373,7 +377,6 @@ class LanguageModel(TaskModel):
 
     def _restore(self, state):
         self._build(Vocab.from_dict(state["vocab"]))
-
 
 
 def _perplexity(mean_loss):

@@ -6,8 +6,11 @@ forward and one backward for the whole stack.  ``Pooling`` turns per-step
 outputs into one vector per sequence for many-to-one tasks.
 """
 
+import numbers
+
 import numpy as np
 
+from .._validation import produced
 from ..layers import GRU, LSTM, RNN
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
@@ -19,15 +22,32 @@ POOLINGS = ("last", "mean", "max")
 
 
 def check_choice(name, value, choices):
-    if value not in choices:
+    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
+    if isinstance(value, np.ndarray) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
                          f"got {value!r}")
     return value
 
 
+def check_seed(seed, name="seed"):
+    """``seed`` if it is None or an int >= 0 (what np.random.SeedSequence takes)."""
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"{name} must be None or an int >= 0, got {seed!r}")
+    return seed
+
+
+def check_dropout(dropout):
+    """``dropout`` as a float in [0, 1)."""
+    if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real) \
+            or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
 def layer_seeds(seed, count):
     """``count`` independent integer seeds from one user seed (None: fresh entropy)."""
-    children = np.random.SeedSequence(seed).spawn(count)
+    children = np.random.SeedSequence(check_seed(seed)).spawn(count)
     return [int(child.generate_state(1)[0]) for child in children]
 
 
@@ -36,7 +56,10 @@ class SequenceEncoder:
 
     input_kind "embedding"/"onehot" takes token ids (T, B) over ``input_size``
     symbols; "numeric" takes features (T, B, input_size).  ``pretrained``: a
-    vectors file or array for the embedding, rows matched through ``vocab``.
+    vectors file or array for the embedding, rows matched through ``vocab``
+    (only with input_kind "embedding": one-hot and numeric inputs have no
+    embedding to put them in).  ``dropout`` applies between recurrent layers
+    and to the stack's output.
     """
 
     def __init__(self, cell, input_kind, input_size, hidden_size, num_layers=1,
@@ -44,15 +67,24 @@ class SequenceEncoder:
                  vocab=None, freeze_embedding=False, dtype="float32", seed=None):
         check_choice("cell", cell, tuple(CELLS))
         check_choice("input", input_kind, INPUTS)
+        dropout = check_dropout(dropout)
+        if pretrained is not None and input_kind != "embedding":
+            raise ValueError(f"pretrained vectors need input='embedding', but this model's "
+                             f"input is {input_kind!r}"
+                             + (" (numeric data)" if input_kind == "numeric" else ""))
         seeds = layer_seeds(seed, 3)
         self.input_kind = input_kind
         self.input_size = input_size
         self.embedding = None
         if input_kind == "embedding":
             if pretrained is not None:
-                self.embedding = Embedding.from_pretrained(
-                    pretrained, vocab=vocab, freeze=freeze_embedding, padding_idx=PAD,
-                    dtype=dtype, seed=seeds[0])
+                try:
+                    self.embedding = Embedding.from_pretrained(
+                        pretrained, vocab=vocab, freeze=freeze_embedding, padding_idx=PAD,
+                        dtype=dtype, seed=seeds[0])
+                except (ValueError, TypeError) as exc:
+                    kind = TypeError if isinstance(exc, TypeError) else ValueError
+                    raise kind(f"pretrained: {exc}") from None
                 if self.embedding.num_embeddings != input_size:
                     raise ValueError(f"pretrained vectors must have {input_size} rows (one "
                                      f"per vocabulary entry), got "
@@ -72,6 +104,7 @@ class SequenceEncoder:
         self.output_size = hidden_size * (2 if bidirectional else 1)
 
     def modules(self):
+        """The layers that exist, in order: embedding, recurrent stack, dropout."""
         return [m for m in (self.embedding, self.rnn, self.dropout) if m is not None]
 
     def _features(self, inputs):
@@ -123,6 +156,7 @@ def top_state_grad(d_top, h_n, bidirectional):
         d_h[-1] = d_top[:, hidden:]
     else:
         d_h[-1] = d_top
+    produced(d_h)    # a NaN here came from the model: the Trainer's gradient check reports it
     return (d_h, None) if isinstance(h_n, tuple) else d_h
 
 
@@ -164,8 +198,8 @@ class Pooling:
         if self.mode == "mean":
             valid, scale, shape = self._cache
             d_out = valid[:, :, None] * (d_pooled * scale[:, None])[None]
-            return np.ascontiguousarray(d_out, dtype=d_pooled.dtype), None
+            return produced(np.ascontiguousarray(d_out, dtype=d_pooled.dtype)), None
         argmax, shape = self._cache
         d_out = np.zeros(shape, dtype=d_pooled.dtype)
         np.put_along_axis(d_out, argmax[None], d_pooled[None], axis=0)
-        return d_out, None
+        return produced(d_out), None

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..layers import Linear
 from ..losses import MSELoss
-from .base import TaskModel, validation_pair
+from .base import TaskModel, check_flag, validation_pair
 from .inputs import InputEncoder, check_count
 from .network import Pooling, layer_seeds
 
@@ -20,6 +20,15 @@ class SequenceRegressor(TaskModel):
     and target scaling is the caller's: standardise both (for example to mean
     0 and variance 1) — recurrent nets train poorly on raw large values.
 
+    Args:
+        cell: "lstm", "gru" or "rnn".
+        hidden_size, num_layers, bidirectional, dropout: the recurrent stack
+            (dropout between layers and on its output).
+        per_step: True for a target at every step (see above).
+        pooling: "last", "mean" or "max" over time (per_step=False only).
+        dtype: "float32" or "float64".  seed: None or an int >= 0 for
+            reproducible weights, dropout and data order.
+
     Example::
 
         reg = fr.SequenceRegressor(hidden_size=32)
@@ -33,23 +42,26 @@ class SequenceRegressor(TaskModel):
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, target_size, target_is_vector):
+        self._begin_build()
+        self._per_step = check_flag("per_step", self.per_step)
         network_seed, head_seed = layer_seeds(self.seed, 2)
-        self.is_fitted_ = False     # a refit that fails from here on leaves no stale model
         self.inputs_ = inputs
         self.n_outputs_ = target_size
         self.target_is_vector_ = target_is_vector
         self.network_ = self._sequence_encoder(inputs, network_seed)
-        self.pool_ = None if self.per_step else Pooling(self.pooling, bool(self.bidirectional))
+        self.pool_ = None if self._per_step else Pooling(self.pooling, self.bidirectional)
         self.head_ = Linear(self.network_.output_size, target_size, dtype=self.dtype,
                             seed=head_seed)
         self.loss_ = MSELoss()
 
-    def modules(self):
-        return self.network_.modules() + [self.head_]
 
-    def _targets(self, y, sequences, name="y"):
-        """Targets as 2-D arrays: (N, K) per sequence, or a list of (T_i, K)."""
-        if not self.per_step:
+    def _targets(self, y, sequences, name="y", per_step=None):
+        """Targets as 2-D arrays: (N, K) per sequence, or a list of (T_i, K).
+
+        ``per_step``: the layout to read (default: the fitted model's)."""
+        if per_step is None:
+            per_step = self._per_step
+        if not per_step:
             array = _float_array(y, name)
             if array.ndim not in (1, 2) or array.shape[0] != len(sequences):
                 raise ValueError(f"{name} must have shape (N,) or (N, K) with N = "
@@ -84,26 +96,28 @@ class SequenceRegressor(TaskModel):
     # -- Trainer protocol -------------------------------------------------------------
     def _predict_batch(self, batch):
         out, h_n = self.network_.forward(batch.inputs, batch.lengths)
-        if self.per_step:
+        if self._per_step:
             return self.head_(out)
         return self.head_(self.pool_.forward(out, h_n, batch.lengths))
 
     def _mask(self, batch):
-        if not self.per_step:
+        if not self._per_step:
             return None
         return np.arange(batch.inputs.shape[0])[:, None] < batch.lengths[None, :]
 
     def train_batch(self, batch):
+        """Trainer protocol: forward, backward, ``({"loss"}, batch size)``."""
         predictions = self._predict_batch(batch)
         loss, d_predictions = self.loss_(predictions, batch.targets, mask=self._mask(batch))
         d_hidden = self.head_.backward(d_predictions)
-        if self.per_step:
+        if self._per_step:
             self.network_.backward(d_hidden)
         else:
             self.network_.backward(*self.pool_.backward(d_hidden))
         return {"loss": loss}, len(batch.lengths)
 
     def evaluate_batch(self, batch):
+        """Trainer protocol: the MSE of a batch, no gradients."""
         predictions = self._predict_batch(batch)
         loss, _ = self.loss_(predictions, batch.targets, mask=self._mask(batch))
         return {"loss": loss}, len(batch.lengths)
@@ -112,50 +126,89 @@ class SequenceRegressor(TaskModel):
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
             clip_norm=None, weight_decay=None, resume_from=None):
-        """Train with mean squared error; returns the History (``history_``)."""
+        """Train with mean squared error.
+
+        Args:
+            X: numeric sequences: an (N, T, F) or (N, T) array, or a list of
+                (T_i, F) / (T_i,) arrays; any iterable.
+            y: per_step=False: (N,) or (N, K) numbers.  per_step=True: one
+                (T_i,) or (T_i, K) array per sequence, as long as it.
+            epochs, batch_size, validation_data, validation_split, callbacks,
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from:
+                as in ``SequenceClassifier.fit``.
+
+        Returns the History (also ``history_``) with "loss" (the MSE per
+        value; and ``val_loss``).
+        """
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
-        inputs = InputEncoder().fit(X)
+        per_step = check_flag("per_step", self.per_step)
+        inputs = InputEncoder()
+        sequences = inputs.fit_transform(X)
         if inputs.kind != "numeric":
             raise TypeError(f"X must be numeric sequences for a SequenceRegressor, got "
                             f"{inputs.kind} (use a SequenceClassifier for text)")
-        sequences = inputs.transform(X)
-        targets, vector = self._targets(y, sequences)
-        width = targets[0].shape[1] if self.per_step else targets.shape[1]
+        targets, vector = self._targets(y, sequences, per_step=per_step)
+        width = targets[0].shape[1] if per_step else targets.shape[1]
         self._build(inputs, width, vector)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
             val_sequences = inputs.transform(X_val, "validation_data[0]")
-            validation = (val_sequences,
-                          self._targets(y_val, val_sequences, "validation_data[1]")[0])
+            val_targets = self._targets(y_val, val_sequences, "validation_data[1]")[0]
+            val_width = val_targets[0].shape[1] if per_step else val_targets.shape[1]
+            if val_width != width:
+                raise ValueError(f"validation_data[1] has {val_width} value(s) per target "
+                                 f"but y has {width}")
+            validation = (val_sequences, val_targets)
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
-                                        validation_split, per_step_targets=self.per_step)
+                                        validation_split, per_step_targets=per_step)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
                            clip_norm, weight_decay, resume_from)
 
     def predict(self, X, batch_size=256):
-        """(N,) or (N, K) per sequence; per step a list of (T_i,) or (T_i, K) arrays."""
+        """Predicted values, float64: per sequence an (N,) array, or (N, K)
+        when ``y`` in fit was 2-D; per step a list of (T_i,) or (T_i, K)
+        arrays.  Rows follow the order of ``X``.
+
+        Args:
+            X: numeric sequences with the feature count seen in fit.
+            batch_size: sequences per forward pass (memory, not results).
+        """
         self._check_fitted()
+        check_count("batch_size", batch_size)
         sequences = self.inputs_.transform(X)
         results = [None] * len(sequences)
         for batch in self._batches(sequences, batch_size):
             predictions = self._predict_batch(batch).astype(np.float64)
             for column, row in enumerate(batch.indices):
-                value = (predictions[:batch.lengths[column], column] if self.per_step
+                value = (predictions[:batch.lengths[column], column] if self._per_step
                          else predictions[column])
                 results[row] = value if self.target_is_vector_ else value[..., 0]
-        return results if self.per_step else np.stack(results)
+        return results if self._per_step else np.stack(results)
 
-    def score(self, X, y):
-        """Coefficient of determination R^2 over all predicted values."""
-        predicted = self.predict(X)
+    def score(self, X, y, batch_size=256):
+        """Coefficient of determination R^2 of ``predict(X)``: a float,
+        1 - SS_res / SS_tot over all predicted values (every step of every
+        sequence with per_step), each output column centred on its own mean
+        (scikit-learn's "variance_weighted" for several outputs).  0.0 when
+        ``y`` is constant.
+
+        Args:
+            X: numeric sequences; y: targets laid out as in ``fit``.
+            batch_size: as in :meth:`predict`.
+        """
+        self._check_fitted()
         sequences = self.inputs_.transform(X)
         targets, _ = self._targets(y, sequences)
-        if self.per_step:
+        predicted = self.predict(sequences, batch_size)
+        if self._per_step:
             predicted = np.concatenate([np.reshape(p, (len(p), -1)) for p in predicted])
             targets = np.concatenate(targets)
         truth = np.reshape(targets, (len(targets), -1))
+        if truth.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {truth.shape[1]} value(s) per target but the model "
+                             f"predicts {self.n_outputs_}")
         predicted = np.reshape(predicted, truth.shape)
         residual = ((truth - predicted) ** 2).sum()
         total = ((truth - truth.mean(axis=0)) ** 2).sum()

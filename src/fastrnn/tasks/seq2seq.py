@@ -9,17 +9,14 @@ for a batch of beams (beam search); the Python loop runs per generated step,
 never per sequence or per token.
 """
 
-import math
-import numbers
-
 import numpy as np
 
-from ..data import BatchLoader
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
-from .base import TaskModel, eval_mode, validation_pair
-from .inputs import InputEncoder, check_count, detect_kind
+from .base import TaskModel, eval_mode, prediction_loader, validation_pair
+from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
+                     detect_kind)
 from .network import SequenceEncoder, check_choice, layer_seeds, top_state
 
 IGNORE = -100               # padded decoder targets: CrossEntropyLoss's ignore_index
@@ -51,14 +48,15 @@ class Seq2Seq(TaskModel):
         cell: "lstm", "gru" or "rnn" (both stacks).
         hidden_size, num_layers, dropout: size of both stacks; dropout
             between layers and on the outputs.
-        embedding_dim: size of the learned source and target embeddings.
         input: "embedding" or "onehot" for token ids (numeric sources need
             no choice; the decoder always reads target ids).
+        embedding_dim: size of the learned source and target embeddings.
         tokenizer: "char" or "word": how source and target texts are split.
         lower: casefold texts before splitting.
         min_freq, max_vocab: vocabulary limits (rarer tokens are ``<unk>``).
-        dtype: "float32" or "float64".  seed: int for reproducible runs
-            (weights, dropout, data order and scheduled sampling).
+        dtype: "float32" or "float64".  seed: None or an int >= 0 for
+            reproducible runs (weights, dropout, data order and scheduled
+            sampling).
 
     Example::
 
@@ -69,12 +67,13 @@ class Seq2Seq(TaskModel):
     """
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
-                 embedding_dim=64, input="embedding", tokenizer="char", lower=False,
+                 input="embedding", embedding_dim=64, tokenizer="char", lower=False,
                  min_freq=1, max_vocab=None, dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, outputs):
+        self._begin_build()
         check_choice("input", self.input, ("embedding", "onehot"))
         encoder_seed, decoder_seed, head_seed, sampling_seed = layer_seeds(self.seed, 4)
         self.inputs_ = inputs
@@ -94,6 +93,7 @@ class Seq2Seq(TaskModel):
         self._table = None
 
     def modules(self):
+        """The layers in a fixed order: encoder stack, decoder stack, head."""
         return self.encoder_.modules() + self.decoder_.modules() + [self.head_]
 
     # -- input checks -------------------------------------------------------------------
@@ -102,6 +102,7 @@ class Seq2Seq(TaskModel):
         """``X`` with feature vectors turned into length-1 sequences (see the
         class docstring); empty sequences are refused here, before the input
         encoder guesses the kind from them."""
+        X = as_sequences(X)
         if isinstance(X, np.ndarray):
             if X.dtype.kind in "fiu" and X.ndim == 2:
                 return X[:, None, :]
@@ -109,12 +110,7 @@ class Seq2Seq(TaskModel):
                 raise ValueError(f"{name} as an array must have shape (N, F) (one vector "
                                  f"per example) or (N, T, F) (sequences), got {X.shape}")
             return X
-        if not isinstance(X, str):
-            try:
-                X = list(X)
-            except TypeError:
-                pass            # detect_kind names the type
-        _check_nonempty(X, name, "source")
+        check_nonempty(X, name, "source")
         if detect_kind(X, name) != "numeric":
             return X
         converted = []
@@ -133,12 +129,8 @@ class Seq2Seq(TaskModel):
         """``y`` as a list of texts or token lists (numbers are refused)."""
         if isinstance(y, np.ndarray):
             y = y.tolist()
-        elif not isinstance(y, str):
-            try:
-                y = list(y)
-            except TypeError:
-                pass            # detect_kind names the type
-        _check_nonempty(y, name, "target")
+        y = as_sequences(y)
+        check_nonempty(y, name, "target")
         kind = detect_kind(y, name)
         if kind == "numeric":
             raise TypeError(f"{name} must be texts or token lists (a decoder writes "
@@ -203,9 +195,13 @@ class Seq2Seq(TaskModel):
         return {"loss": loss, "accuracy": correct / tokens}, tokens
 
     def train_batch(self, batch):
+        """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, target
+        tokens)``, per token."""
         return self._step(batch, training=True)
 
     def evaluate_batch(self, batch):
+        """Trainer protocol: teacher-forced per-token loss and accuracy of
+        ``batch``, no gradients."""
         return self._step(batch, training=False)
 
     def extra_state(self):
@@ -214,6 +210,7 @@ class Seq2Seq(TaskModel):
         return {"sampling_rng": self._sampling_rng.bit_generator.state}
 
     def load_extra_state(self, state):
+        """Trainer hook: restore the generator saved by :meth:`extra_state`."""
         self._sampling_rng.bit_generator.state = state["sampling_rng"]
 
     # -- public API -------------------------------------------------------------------
@@ -235,8 +232,8 @@ class Seq2Seq(TaskModel):
                 ``_scheduled_inputs``; seeded by ``seed``).
             validation_data: ``(sources, targets)`` scored after each epoch;
                 or ``validation_split``, a fraction of the pairs held out.
-            callbacks, verbose, optimizer, lr, weight_decay: as ``fr.Trainer``
-                and ``fr.optim``.
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from: as
+                in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
             clip_norm: global gradient-norm clipping (default 5.0; None
                 turns it off): long decoder chains can explode.
 
@@ -248,17 +245,13 @@ class Seq2Seq(TaskModel):
         """
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
-        teacher_forcing = _check_unit("teacher_forcing", teacher_forcing)
+        teacher_forcing = check_real("teacher_forcing", teacher_forcing, 0, 1)
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))
-        inputs = self._input_encoder().fit(sources, "sources")
-        source_ids = inputs.transform(sources, "sources")
+        inputs = self._input_encoder()
+        source_ids = inputs.fit_transform(sources, "sources")
         outputs = self._input_encoder().fit(targets, "targets")
-        if len(outputs.vocab) <= EOS + 1:
-            raise ValueError(f"the target vocabulary has no tokens besides the specials: "
-                             f"min_freq={self.min_freq!r} / max_vocab={self.max_vocab!r} "
-                             f"removed them all")
         self._build(inputs, outputs)
         self._teacher_forcing = teacher_forcing
         target_ids = self._target_ids(targets)
@@ -285,9 +278,10 @@ class Seq2Seq(TaskModel):
     def predict(self, sources, max_length=50, beam_size=1, batch_size=64):
         """The decoded target of every source: strings (joined with the target
         tokenizer's ``detokenize``) when the targets were texts, token lists
-        when they were token lists.
+        when they were token lists; a list as long as ``sources``, in order.
 
         Args:
+            sources: sources of the kind seen in fit (at least one).
             max_length: most tokens generated per output (``<eos>`` not
                 counted); an output that reaches it is cut there.
             beam_size: 1 = greedy decoding (the most probable token at each
@@ -303,8 +297,12 @@ class Seq2Seq(TaskModel):
         tokens = [self._itos[row].tolist() for row in ids]
         if self.outputs_.kind == "tokens":
             return tokens
-        detokenize = get_tokenizer(self.tokenizer, lower=self.lower).detokenize
+        detokenize = self._target_tokenizer().detokenize
         return [detokenize(row) for row in tokens]
+
+    def _target_tokenizer(self):
+        """The tokenizer the target texts were split with in fit."""
+        return get_tokenizer(self.outputs_.tokenizer, lower=self.outputs_.lower)
 
     def _predict_ids(self, sources, max_length, beam_size, batch_size):
         self._check_fitted()
@@ -327,7 +325,7 @@ class Seq2Seq(TaskModel):
 
     @staticmethod
     def _loader(source_ids, batch_size):
-        return BatchLoader(source_ids, batch_size=batch_size, shuffle=False)
+        return prediction_loader(source_ids, batch_size)
 
     def _log_probs(self, tokens, state):
         """One decoder step for every row: ``(log-probabilities (rows, V) float64
@@ -435,7 +433,11 @@ class Seq2Seq(TaskModel):
 
     def encode(self, sources, batch_size=256):
         """One fixed-size vector per source: the encoder's final hidden state of
-        the top layer, ``(N, hidden_size)``.
+        the top layer, an ``(N, hidden_size)`` array of the model's dtype.
+
+        Args:
+            sources: sources of the kind seen in fit (at least one).
+            batch_size: sources per forward pass (memory, not results).
 
         Trained with ``targets = sources`` the model is a sequence
         autoencoder: the vector must hold all the decoder needs to rebuild
@@ -445,7 +447,8 @@ class Seq2Seq(TaskModel):
         self._check_fitted()
         batch_size = check_count("batch_size", batch_size)
         source_ids = self.inputs_.transform(self._sources(sources), "sources")
-        vectors = np.empty((len(source_ids), self.hidden_size), dtype=self.encoder_.dtype)
+        vectors = np.empty((len(source_ids), self.encoder_.output_size),
+                           dtype=self.encoder_.dtype)
         with eval_mode(self.modules()):
             for batch in self._loader(source_ids, batch_size):
                 vectors[batch.indices] = top_state(self._encode_batch(batch), False)
@@ -459,14 +462,24 @@ class Seq2Seq(TaskModel):
         exact_match: the fraction of outputs equal to their target.
         token_accuracy: position-by-position matches of output + ``<eos>``
         against target + ``<eos>``, over the longer of the two for each pair
-        (a missing or extra token counts as an error).
+        (a missing or extra token counts as an error).  Both are floats.
+
+        Args:
+            sources: as in :meth:`predict`.
+            targets: one target per source, of the kind seen in fit (texts
+                or token lists).
+            max_length, beam_size, batch_size: decoding, as in :meth:`predict`.
         """
         self._check_fitted()
         targets = self._targets(targets)
+        kind = detect_kind(targets, "targets")
+        if kind != self.outputs_.kind:
+            raise TypeError(f"targets holds {kind} but the model was fitted on "
+                            f"{self.outputs_.kind} targets")
         predicted = self._predict_ids(sources, max_length, beam_size, batch_size)
         self._check_counts(len(predicted), len(targets))
         if self.outputs_.kind == "text":
-            split = get_tokenizer(self.tokenizer, lower=self.lower).tokenize
+            split = self._target_tokenizer().tokenize
             expected = [split(text) for text in targets]
         else:
             expected = [list(tokens) for tokens in targets]
@@ -515,26 +528,6 @@ class _TargetTable:
         targets[time, column] = values
         targets[counts, np.arange(batch)] = EOS
         return inputs, targets, counts + 1
-
-
-
-def _check_nonempty(X, name, what):
-    if isinstance(X, (list, tuple)):
-        for index, item in enumerate(X):
-            if isinstance(item, np.ndarray):
-                empty = item.ndim > 0 and item.size == 0
-            else:
-                empty = isinstance(item, (list, tuple, str)) and len(item) == 0
-            if empty:
-                raise ValueError(f"{name}[{index}] is an empty {what}: every {what} needs "
-                                 f"at least one token or step")
-
-
-def _check_unit(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _top(scores, count):

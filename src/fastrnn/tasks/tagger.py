@@ -5,8 +5,8 @@ import numpy as np
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..metrics import entity_scores, token_accuracy
-from .base import TaskModel, json_labels, validation_pair
-from .inputs import InputEncoder, check_count
+from .base import TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
+from .inputs import InputEncoder, as_sequences, check_count, check_nonempty
 from .network import layer_seeds
 
 IGNORE = -100   # padded steps' target: CrossEntropyLoss's ignore_index, BatchLoader's fill
@@ -34,12 +34,14 @@ class SequenceTagger(TaskModel):
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         input: "embedding" (learned or ``pretrained`` vectors, optionally
-            frozen) or "onehot" for tokens; numeric inputs need no choice.
+            frozen with ``freeze_embedding``) or "onehot" for tokens; numeric
+            inputs need no choice.
         embedding_dim: size of a learned embedding.
         tokenizer, lower, min_freq, max_vocab: how texts are split and the
             vocabulary is built.  ``lower`` is False by default: capital
             letters matter for names.
-        dtype: "float32" or "float64".  seed: int for reproducible runs.
+        dtype: "float32" or "float64".  seed: None or an int >= 0 for
+            reproducible weights, dropout and data order.
 
     Example::
 
@@ -57,6 +59,7 @@ class SequenceTagger(TaskModel):
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, classes):
+        self._begin_build()
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.inputs_ = inputs
         self.classes_ = list(classes)
@@ -67,53 +70,36 @@ class SequenceTagger(TaskModel):
                             seed=head_seed)
         self.loss_ = CrossEntropyLoss(ignore_index=IGNORE)
 
-    def modules(self):
-        return self.network_.modules() + [self.head_]
 
     # -- input checks ---------------------------------------------------------------
     @staticmethod
-    def _check_sentences(X, name="X"):
-        """Catch empty sentences before the input encoder guesses their kind."""
-        if isinstance(X, (list, tuple)):
-            for index, item in enumerate(X):
-                if isinstance(item, (list, tuple, str)) and len(item) == 0:
-                    raise ValueError(f"{name}[{index}] is an empty sentence: every sentence "
-                                     f"needs at least one token")
-
-    @staticmethod
-    def _tag_ids(y, sequences, text, name="y", index_of=None):
-        """Per-sentence int64 tag ids checked against the token counts.
+    def _tag_ids(y, sequences, text, name="y", classes=None):
+        """``(classes, ids)``: the tag set and per-sentence int64 tag ids,
+        checked against the token counts.
 
         ``text``: the sentences were texts (messages mention tokenization).
-        ``index_of`` maps tag -> id; None at fit, where the tag set is built
-        and returned as the first element of the result.
+        ``classes`` None (at fit): the tag set is built from ``y`` with the
+        label rules every model shares (:func:`~fastrnn.tasks.base.distinct_labels`);
+        else tags must be among ``classes``.
         """
         checked = _aligned_tags(y, [len(s) for s in sequences], name, text)
-        classes = None
-        if index_of is None:
-            distinct = list(dict.fromkeys(_hashable(name, checked)))
-            try:
-                distinct = sorted(distinct)
-            except TypeError:
-                pass
-            if len(distinct) < 2:
-                raise ValueError(f"{name} must contain at least 2 distinct tags, got "
-                                 f"{distinct!r}")
-            classes = distinct
-            index_of = {tag: i for i, tag in enumerate(classes)}
-        ids = []
-        for index, tags in enumerate(checked):
-            try:
-                ids.append(np.fromiter((index_of[tag] for tag in tags), dtype=np.int64,
-                                       count=len(tags)))
-            except (KeyError, TypeError):
-                bad = next(p for p, tag in enumerate(tags) if not _known(index_of, tag))
-                raise ValueError(f"{name}[{index}][{bad}] = {tags[bad]!r} is not one of the "
-                                 f"tags seen in fit: {list(index_of)!r}") from None
-        return classes, ids
+        flat = [tag for tags in checked for tag in tags]
+        lengths = np.array([len(tags) for tags in checked], dtype=np.int64)
+        ends = np.cumsum(lengths)
+
+        def where(k):
+            sentence = int(np.searchsorted(ends, k, side="right"))
+            return f"[{sentence}][{k - (ends[sentence] - lengths[sentence])}]"
+
+        if classes is None:
+            classes = distinct_labels(flat, name, "tags", where)
+        ids = encode_labels(classes, flat, name, "tags", where)
+        return classes, np.split(ids, ends[:-1])
 
     def _sequences(self, X, name="X"):
-        self._check_sentences(X, name)
+        """``X`` as the fitted encoder's id or feature sequences."""
+        X = as_sequences(X)
+        check_nonempty(X, name, "sentence")
         return self.inputs_.transform(X, name)
 
     # -- Trainer protocol -------------------------------------------------------------
@@ -122,6 +108,7 @@ class SequenceTagger(TaskModel):
         return self.head_(out)                                   # (T, B, n_tags)
 
     def _step(self, batch, training):
+        """Loss (and gradients when training) over the real tokens of a batch."""
         logits = self._logits(batch)
         loss, d_logits = self.loss_(logits, batch.targets)
         if training:
@@ -133,27 +120,39 @@ class SequenceTagger(TaskModel):
         return {"loss": loss, "accuracy": correct / tokens}, tokens
 
     def train_batch(self, batch):
+        """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, real
+        tokens)``, per token."""
         return self._step(batch, training=True)
 
     def evaluate_batch(self, batch):
+        """Trainer protocol: per-token loss and accuracy of a batch, no gradients."""
         return self._step(batch, training=False)
 
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
             clip_norm=None, weight_decay=None, resume_from=None):
-        """Train on sentences ``X`` (token lists or texts) and their tags ``y``
-        (one tag list per sentence, one tag per token); returns the History
-        (also kept as ``history_``) with per-token "loss" and "accuracy".
+        """Train on sentences ``X`` and their tags ``y``.
 
-        Keras keywords: ``validation_data`` = (X_val, y_val) or
-        ``validation_split`` (a fraction of the sentences held out).
+        Args:
+            X: token lists, texts (split by ``tokenizer``) or numeric
+                sequences; any iterable.
+            y: one tag list per sentence, one tag per token (at least 2
+                distinct tags overall).
+            epochs, batch_size, validation_data, validation_split, callbacks,
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from:
+                as in ``SequenceClassifier.fit``; ``validation_split`` holds
+                out a fraction of the sentences.
+
+        Returns the History (also ``history_``) with per-token "loss" and
+        "accuracy" (padding excluded; and ``val_*``).
         """
         check_count("epochs", epochs)
         check_count("batch_size", batch_size)
-        self._check_sentences(X)
-        inputs = self._input_encoder().fit(X)
-        sequences = inputs.transform(X)
+        X = as_sequences(X)
+        check_nonempty(X, "X", "sentence")
+        inputs = self._input_encoder()
+        sequences = inputs.fit_transform(X)
         classes, targets = self._tag_ids(y, sequences, inputs.kind == "text")
         self._build(inputs, classes)
         validation = None
@@ -162,18 +161,20 @@ class SequenceTagger(TaskModel):
             val_sequences = self._sequences(X_val, "validation_data[0]")
             validation = (val_sequences,
                           self._tag_ids(y_val, val_sequences, inputs.kind == "text",
-                                        "validation_data[1]", self._index_of())[1])
+                                        "validation_data[1]", self.classes_)[1])
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split, per_step_targets=True)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
                            clip_norm, weight_decay, resume_from)
 
-    def _index_of(self):
-        return {tag: i for i, tag in enumerate(self.classes_)}
-
     def predict_proba(self, X, batch_size=256):
-        """Tag probabilities per sentence: a list of (T_i, n_tags) float64 arrays,
-        columns in ``classes_`` order."""
+        """Tag probabilities per sentence: a list of (T_i, n_tags) float64
+        arrays, columns in ``classes_`` order, in the order of ``X``.
+
+        Args:
+            X: sentences of the kind seen in fit (at least one, none empty).
+            batch_size: sentences per forward pass (memory, not results).
+        """
         self._check_fitted()
         check_count("batch_size", batch_size)
         sequences = self._sequences(X)
@@ -187,8 +188,12 @@ class SequenceTagger(TaskModel):
         return results
 
     def predict(self, X, batch_size=256):
-        """The most probable tag of every token: a list of tag lists, each as
-        long as its sentence."""
+        """The most probable tag of every token: a list (one per sentence, in
+        the order of ``X``) of tag lists, each as long as its sentence.
+
+        Args:
+            X, batch_size: as in :meth:`predict_proba`.
+        """
         self._check_fitted()
         check_count("batch_size", batch_size)
         sequences = self._sequences(X)
@@ -199,15 +204,21 @@ class SequenceTagger(TaskModel):
                 results[row] = tags[column, :batch.lengths[column]].tolist()
         return results
 
-    def score(self, X, y):
-        """``{"accuracy", "precision", "recall", "f1"}`` of ``predict(X)`` against ``y``.
+    def score(self, X, y, batch_size=256):
+        """``{"accuracy", "precision", "recall", "f1"}`` (floats) of
+        ``predict(X)`` against ``y``.
 
         accuracy: over all tokens.  precision / recall / f1: over entities,
         micro-averaged (:func:`fastrnn.metrics.entity_scores`): conlleval's
         rule when every tag (true and predicted) is ``O``/``B-X``/``I-X``;
         otherwise every maximal run of one tag other than ``"O"`` is an entity.
+        A true tag not seen in fit counts as wrong (it can never be predicted).
+
+        Args:
+            X: sentences; y: one tag list per sentence, aligned with its tokens.
+            batch_size: as in :meth:`predict_proba`.
         """
-        predicted = self.predict(X)
+        predicted = self.predict(X, batch_size)
         true = _aligned_tags(y, [len(tags) for tags in predicted], "y",
                              self.inputs_.kind == "text")
         p, r, f1 = entity_scores(true, predicted, scheme="auto")
@@ -216,33 +227,10 @@ class SequenceTagger(TaskModel):
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
-        for tag in self.classes_:
-            if not isinstance(tag, (str, int, float, bool, np.generic)):
-                raise TypeError(f"cannot save {type(self).__name__}: tag {tag!r} of type "
-                                f"{type(tag).__name__} does not survive JSON; tags must be "
-                                f"str, int, float or bool")
-        return {"inputs": self.inputs_.to_dict(), "classes": json_labels(self.classes_)}
+        return {"inputs": self.inputs_.to_dict(), "classes": json_labels(self.classes_, "tags")}
 
     def _restore(self, state):
         self._build(InputEncoder.from_dict(state["inputs"]), state["classes"])
-
-
-def _hashable(name, tag_lists):
-    for index, tags in enumerate(tag_lists):
-        for position, tag in enumerate(tags):
-            try:
-                hash(tag)
-            except TypeError:
-                raise TypeError(f"{name}[{index}][{position}] = {tag!r} is not hashable: "
-                                f"tags must be hashable (str, int, ...)") from None
-            yield tag
-
-
-def _known(index_of, tag):
-    try:
-        return tag in index_of
-    except TypeError:
-        return False
 
 
 def _aligned_tags(y, lengths, name="y", text=False):
@@ -251,7 +239,8 @@ def _aligned_tags(y, lengths, name="y", text=False):
     ``text``: whether the sentences were texts (the message then says the
     count is after tokenization).
     """
-    if isinstance(y, (str, bytes)) or isinstance(y, np.ndarray) and y.ndim == 0:
+    if isinstance(y, (str, bytes, dict, set, frozenset)) \
+            or isinstance(y, np.ndarray) and y.ndim == 0:
         raise TypeError(f"{name} must be a list of tag lists (one per sentence), got "
                         f"{type(y).__name__}")
     try:
