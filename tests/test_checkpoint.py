@@ -405,3 +405,93 @@ def test_unstorable_extra_state_is_a_clear_error(tmp_path):
     with pytest.raises(TypeError, match="'model/extra/handle': cannot store a object"):
         save_checkpoint(tmp_path / "odd.npz", trainer)
     assert os.listdir(tmp_path) == []
+
+
+# -- frozen parameters, schedule interval, malformed documents, other data -------------------
+
+class FrozenEmbeddingRegressor(Regressor):
+    """Token ids -> a frozen Embedding -> the Regressor's LSTM and head.  A
+    frozen module lists no parameters for the optimizer, but its weights are
+    part of the model, so checkpoints keep them."""
+
+    def __init__(self, seed=0):
+        super().__init__(features=3, hidden=6, seed=seed, dtype="float64")
+        self.emb = fr.Embedding(7, 3, freeze=True, seed=seed + 2, dtype="float64")
+
+    def modules(self):
+        return [self.emb, self.lstm, self.head]
+
+    def _forward(self, batch):
+        out, _ = self.lstm(self.emb(batch.inputs), lengths=batch.lengths)
+        rows = np.arange(len(batch.lengths))
+        return out, rows, self.head(out[batch.lengths - 1, rows])[:, 0]
+
+
+def token_data():
+    rng = np.random.default_rng(1)
+    inputs = [rng.integers(0, 7, int(t)) for t in rng.integers(2, 6, size=18)]
+    targets = np.array([0.3 * x.sum() for x in inputs])
+    return fr.data.BatchLoader(inputs, targets, batch_size=6, seed=2)
+
+
+def test_model_with_a_frozen_module_resumes_exactly(tmp_path):
+    def make():
+        model = FrozenEmbeddingRegressor()
+        return Trainer(model, optim.Adam(model.modules(), lr=0.02), verbose=0)
+
+    full = make()
+    full.fit(token_data(), epochs=2)
+    first = make()
+    first.fit(token_data(), epochs=1)
+    path = first.save_checkpoint(tmp_path / "frozen.npz")
+    resumed = make()
+    resumed.fit(token_data(), epochs=2, resume_from=path)
+    assert_weights_equal(weights_of(resumed.model), weights_of(full.model))
+    assert resumed.history.history == full.history.history
+
+
+def test_schedule_interval_must_match(tmp_path):
+    model = Scripted()
+    opt = optim.SGD(model.modules(), lr=1.0)
+    trainer = Trainer(model, opt, schedule=optim.StepLR(opt, 1), schedule_interval="batch",
+                      verbose=0)
+    trainer.fit([{"loss": 1.0}], epochs=1)
+    path = trainer.save_checkpoint(tmp_path / "batch.npz")
+    model = Scripted()
+    opt = optim.SGD(model.modules(), lr=1.0)
+    other = Trainer(model, opt, schedule=optim.StepLR(opt, 1), verbose=0)
+    with pytest.raises(ValueError, match="does not fit this trainer: its schedule was stepped "
+                                         "every batch, the trainer steps it every epoch"):
+        other.fit([{"loss": 1.0}], epochs=2, resume_from=path)
+    assert other.epoch == 0 and other.global_step == 0
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda meta: meta["model"].pop("modules"), r"is malformed: KeyError: 'modules'"),
+    (lambda meta: meta.update(position=[1, 0, 4]), r"is malformed: AttributeError"),
+    (lambda meta: meta.update(partial={"lr": 0.1, "train": {"sums": 3}}),
+     r"does not fit this trainer: the unfinished epoch's metric sums must be"),
+    (lambda meta: meta.update(partial={"lr": -1, "train": None}),
+     r"the unfinished epoch's state must be a dict with 'lr' \(a number >= 0\)"),
+], ids=["no modules", "position not a dict", "bad epoch sums", "negative lr"])
+def test_malformed_checkpoint_is_a_clear_error(saved, tmp_path, change, match):
+    path = tmp_path / "edited.npz"
+    path.write_bytes(open(saved, "rb").read())
+    _rewrite_meta(path, change)
+    trainer = _trainer_with()
+    state = _fresh_state(trainer)
+    with pytest.raises(ValueError, match=match):
+        restore_checkpoint(path, trainer)
+    _assert_unchanged(trainer, state)
+
+
+def test_resuming_on_data_with_fewer_batches_is_an_error(tmp_path):
+    box = [None]
+    first = box[0] = make_trainer([_interrupt_at(box, epoch=1, step=2)])
+    first.fit(data(), epochs=2, validation_split=0.2)
+    assert (first.epoch, first.step_in_epoch) == (1, 3)
+    path = first.save_checkpoint(tmp_path / "mid.npz")
+    resumed = make_trainer([LambdaCallback()])
+    with pytest.raises(ValueError, match=r"train_data produced 2 batches in epoch 1, but 3 of "
+                                         r"them were done before the checkpoint"):
+        resumed.fit(loader(n=12, batch_size=6, seed=3), epochs=2, resume_from=path)

@@ -504,3 +504,19 @@ def test_stream_bad_input(tokens, batch_size, bptt, error, match):
 def test_stream_bad_epoch():
     with pytest.raises(ValueError, match=r"epoch must be a non-negative int, got -1"):
         StreamBatcher(list(range(10)), 2, 3).set_epoch(-1)
+
+
+def test_uint64_ids_past_int64_are_refused_not_wrapped():
+    """Token ids and per-step targets become int64; a uint64 value past its
+    range would wrap to a negative id."""
+    huge = np.array([2 ** 63 + 5, 1, 2], dtype=np.uint64)
+    with pytest.raises(ValueError, match=r"tokens must hold values <= 9223372036854775807 "
+                                         r"\(int64\), got 9223372036854775813"):
+        StreamBatcher(huge, 1, 1)
+    with pytest.raises(ValueError, match=r"tokens\[1\] must hold values <= "):
+        StreamBatcher([np.arange(3), huge], 1, 1)
+    with pytest.raises(ValueError, match=r"targets must hold values <= 9223372036854775807"):
+        BatchLoader([[1, 2, 3]], [huge], per_step_targets=True)
+    fine = np.array([2 ** 63 - 1, 1, 2], dtype=np.uint64)
+    chunk = next(iter(StreamBatcher(fine, 1, 2)))
+    assert chunk.inputs.dtype == np.int64 and chunk.inputs[0, 0] == 2 ** 63 - 1

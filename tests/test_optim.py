@@ -552,3 +552,99 @@ def test_kernels_refuse_arrays_of_other_lengths():
         _optim.rmsprop_step(a, a, a, b, e, 0.1, 0.9, 1e-8, 0.0, 0.0, 0.0, 1)
     with pytest.raises(ValueError, match="adagrad_step"):
         _optim.adagrad_step(a, a, b, 0.1, 1e-8, 0.0, 0.0, 1)
+
+
+# -- checks kept between steps -------------------------------------------------------------
+# step() keeps the checked parameter list while the modules' arrays stay the same; each
+# test below changes something after a first step and fails if the change went unnoticed.
+
+def _stepped(name="Adam", dtype="float64", **options):
+    layer = fr.Linear(3, 2, dtype=dtype, seed=0)
+    opt = getattr(optim, name)(layer, lr=0.1, **options)
+    layer.grads["weight"][...] = 1.0
+    opt.step()
+    return layer, opt
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_array_replaced_after_a_step_is_used(name, rng):
+    """A module that puts a new gradient array in ``grads`` (instead of filling
+    the old one) has the new array read, not a kept view of the old one."""
+    layer, opt = _stepped(name)
+    twin, twin_opt = _stepped(name)
+    g = rng.standard_normal((2, 3))
+    layer.grads["weight"] = g.copy()              # a new array
+    twin.grads["weight"][...] = g                 # the same values, in place
+    opt.step()
+    twin_opt.step()
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, twin.state_dict()[key])
+    # the whole grads mapping replaced
+    layer.grads = {k: v.copy() for k, v in layer.grads.items()}
+    layer.grads["bias"][...] = 5.0
+    twin.grads["bias"][...] = 5.0
+    opt.step()
+    twin_opt.step()
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, twin.state_dict()[key])
+
+
+def test_parameter_made_read_only_after_a_step_is_refused():
+    layer, opt = _stepped()
+    layer._params["weight"].flags.writeable = False
+    before = layer.state_dict()
+    with pytest.raises(ValueError, match=r"Adam: modules\[0\] parameter 'weight' is read-only"):
+        opt.step()
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    layer._params["weight"].flags.writeable = True
+    opt.step()
+    assert opt.step_count == 2
+
+
+def test_parameter_reshaped_or_retyped_in_place_is_detected():
+    layer, opt = _stepped()
+    layer._params["weight"].shape = (3, 2)
+    layer.grads["weight"].shape = (3, 2)
+    with pytest.raises(ValueError, match=r"parameter 'weight' is now \(3, 2\) float64, but "
+                                         r"its optimizer state is \(2, 3\) float64"):
+        opt.step()
+    layer, opt = _stepped(dtype="float32")
+    layer._params["bias"].dtype = np.int32
+    with pytest.raises(TypeError, match=r"parameter 'bias' must be a float32 or float64 numpy "
+                                        r"array, got int32"):
+        opt.step()
+    layer, opt = _stepped(dtype="float32")
+    layer.grads["bias"].dtype = np.int32
+    with pytest.raises(ValueError, match=r"parameter 'bias': the gradient must have the "
+                                         r"parameter's shape \(2,\) and dtype float32, got "
+                                         r"\(2,\) int32"):
+        opt.step()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_state_dict_into_a_stepped_optimizer_takes_effect(name, rng):
+    """Loading replaces the state the kept parameter list points at."""
+    grads = [rng.standard_normal((2, 3)) for _ in range(3)]
+
+    def step(layer, opt, g):
+        layer.grads["weight"][...] = g
+        layer.grads["bias"][...] = g[:, 0]
+        opt.step()
+
+    options = dict(momentum=0.9) if name in ("SGD", "RMSprop") else {}
+    twin = fr.Linear(3, 2, dtype="float64", seed=0)
+    twin_opt = getattr(optim, name)(twin, lr=0.1, **options)
+    step(twin, twin_opt, grads[0])
+    saved_weights, saved_state = twin.state_dict(), twin_opt.state_dict()
+    step(twin, twin_opt, grads[1])
+
+    layer = fr.Linear(3, 2, dtype="float64", seed=0)
+    opt = getattr(optim, name)(layer, lr=0.1, **options)
+    for g in grads:
+        step(layer, opt, g)
+    layer.load_state_dict(saved_weights)
+    opt.load_state_dict(saved_state)
+    step(layer, opt, grads[1])
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, twin.state_dict()[key], err_msg=key)

@@ -204,3 +204,15 @@ def test_plateau_metric_must_be_a_number():
     with pytest.raises(TypeError, match="metric must be a number, got str"):
         sched.step("low")
     assert sched.last_epoch == 0
+
+
+@pytest.mark.parametrize("metric", ["0.5", b"0.5", True, np.bool_(False), None, [0.5, 0.4]])
+def test_plateau_metric_must_not_be_a_string_or_a_flag(metric):
+    """float() would read "0.5" and True as numbers; a metric that is text or a
+    flag is a caller's bug, refused before anything is counted."""
+    sched = optim.ReduceLROnPlateau(optimizer())
+    with pytest.raises(TypeError, match="ReduceLROnPlateau.step: metric must be a number, got"):
+        sched.step(metric)
+    assert sched.last_epoch == 0 and sched.num_bad_epochs == 0
+    sched.step(np.float32(0.5))     # numpy scalars are numbers
+    assert sched.best == 0.5

@@ -717,3 +717,85 @@ def test_no_warnings_in_a_clean_run():
         warnings.simplefilter("error")
         Trainer(model, optim.SGD(model.modules(), lr=0.01), verbose=0).fit(
             loader(), epochs=1, validation_data=loader(shuffle=False))
+
+
+# -- per-batch checks kept between batches --------------------------------------------------
+
+class NewGradArrays(Scripted):
+    """Puts new gradient arrays into ``grads`` at every batch (instead of
+    filling the old ones): the trainer must clip and check the new ones."""
+
+    def train_batch(self, batch):
+        self.lin.grads["weight"] = np.full((1, 2), batch.get("grad", 1.0))
+        self.lin.grads["bias"] = np.ones(1)
+        return {"loss": batch["loss"]}, 1
+
+
+def test_gradient_arrays_replaced_between_batches_are_clipped_and_checked():
+    model = NewGradArrays()
+    trainer = Trainer(model, optim.SGD(model.modules(), lr=1.0), clip_norm=0.5, verbose=0)
+    before = model.lin.state_dict()
+    trainer.fit([{"loss": 1.0, "grad": 3.0}, {"loss": 1.0, "grad": 4.0}], epochs=1)
+    delta = np.concatenate([(before[k] - model.lin.state_dict()[k]).ravel() for k in before])
+    # two steps, each clipped to norm 0.5 (the first direction is (3, 3, 1), then (4, 4, 1))
+    expected = sum(0.5 / (np.linalg.norm(g) + 1e-6) * g
+                   for g in (np.array([3.0, 3.0, 1.0]), np.array([4.0, 4.0, 1.0])))
+    np.testing.assert_allclose(delta, expected, rtol=1e-12)
+    with pytest.warns(RuntimeWarning, match="gradient norm is inf"):
+        history = trainer.fit([{"loss": 1.0}, {"loss": 1.0, "grad": np.inf}], epochs=1)
+    assert history.non_finite and trainer.global_step == 2 + 1    # counted across fits
+
+
+def test_read_only_gradients_are_refused_when_clipping():
+    class ReadOnlyGrads(Scripted):
+        def train_batch(self, batch):
+            result = super().train_batch(batch)
+            self.lin.grads["weight"].flags.writeable = not batch.get("read_only", False)
+            return result
+
+    model = ReadOnlyGrads()
+    trainer = Trainer(model, optim.SGD(model.modules(), lr=1.0), clip_norm=0.5, verbose=0)
+    with pytest.raises(ValueError, match=r"Trainer: modules\[0\] parameter 'weight': its "
+                                         r"gradient array is read-only"):
+        trainer.fit([{"loss": 1.0}, {"loss": 1.0, "read_only": True}])
+    assert trainer.global_step == 1
+
+
+def test_warnings_point_at_the_line_that_called_fit():
+    """Warnings raised deep inside the fit loop name the caller's file and line,
+    so ``-W error`` and warning filters by module work."""
+    model = Scripted()
+    trainer = Trainer(model, optim.SGD(model.modules(), lr=0.1), verbose=0,
+                      callbacks=[EarlyStopping()])       # falls back to 'loss'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(scripted_batches([1.0, float("nan")]), epochs=1)
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert caught[0].filename == __file__
+    model = Scripted()
+    trainer = Trainer(model, optim.SGD(model.modules(), lr=0.1), verbose=0,
+                      callbacks=[EarlyStopping()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(scripted_batches([1.0]), epochs=1)
+    assert [w.category for w in caught] == [UserWarning]
+    assert "monitoring 'loss'" in str(caught[0].message) and caught[0].filename == __file__
+
+
+def test_callback_flags_must_be_booleans():
+    with pytest.raises(TypeError, match="EarlyStopping: restore_best_weights must be True or "
+                                        "False, got 'yes'"):
+        EarlyStopping(restore_best_weights="yes")
+    with pytest.raises(TypeError, match="ModelCheckpoint: save_best_only must be True or "
+                                        "False, got 1"):
+        ModelCheckpoint("ckpt.npz", save_best_only=1)
+
+
+def test_history_state_is_checked():
+    good = {"history": {"loss": [1.0]}, "epoch": [0], "params": {}, "stop_reason": None,
+            "stop_message": None}
+    assert History.from_state_dict(good).history == {"loss": [1.0]}
+    with pytest.raises(ValueError, match=r"stop_reason must be None or one of .*got 'bored'"):
+        History.from_state_dict({**good, "stop_reason": "bored"})
+    with pytest.raises(ValueError, match="metric 'loss' must be a list of 1 numbers"):
+        History.from_state_dict({**good, "history": {"loss": ["low"]}})

@@ -73,7 +73,7 @@ class _Sequences(NamedTuple):
     lengths: np.ndarray    # (N,) int64
 
 
-def _sequences(name, sequences, allow_empty_rows=False):
+def _sequences(name, sequences):
     """Check a list of sequences and pack it as :class:`_Sequences`.
 
     Accepts a list/tuple (or 1-D object array) of sequences, each a list or an
@@ -99,7 +99,7 @@ def _sequences(name, sequences, allow_empty_rows=False):
                              f"scalar (an array {name} must have shape (N, T, ...), got "
                              f"{sequences.shape})")
         n, steps = sequences.shape[:2]
-        if steps == 0 and not allow_empty_rows:
+        if steps == 0:
             raise ValueError(f"{name}[0] is empty (array shape {sequences.shape}): every "
                              f"sequence needs length >= 1")
         flat = np.ascontiguousarray(sequences).reshape((n * steps,) + sequences.shape[2:])
@@ -116,7 +116,7 @@ def _sequences(name, sequences, allow_empty_rows=False):
         if array.ndim == 0:
             raise ValueError(f"{name}[{i}] must be a sequence of shape (T,) or (T, F...), "
                              f"got a scalar")
-        if array.shape[0] == 0 and not allow_empty_rows:
+        if array.shape[0] == 0:
             raise ValueError(f"{name}[{i}] is empty: every sequence needs length >= 1 "
                              f"(the recurrent layers take lengths in 1..T)")
         if first_shape is None:
@@ -182,6 +182,15 @@ def _check_epoch(epoch):
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
     return int(epoch)
+
+
+def _as_int64(name, array):
+    """An integer array as int64; unsigned values past int64's range are refused
+    rather than wrapped to negative numbers."""
+    if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must hold values <= {np.iinfo(np.int64).max} (int64), "
+                         f"got {array.max()}")
+    return array.astype(np.int64, copy=False)
 
 
 def _check_bool(name, value):
@@ -519,7 +528,7 @@ def _step_targets(targets, input_lengths):
                          f"has length {input_lengths[i]}: each target sequence must be as "
                          f"long as its input")
     if seqs.flat.dtype.kind in "iu":
-        seqs = seqs._replace(flat=seqs.flat.astype(np.int64, copy=False))
+        seqs = seqs._replace(flat=_as_int64("targets", seqs.flat))
     return seqs
 
 
@@ -631,4 +640,4 @@ def _ids(name, value):
         raise ValueError(f"{name} must be 1-D (a stream of token ids), got shape {array.shape}")
     if len(array) and array.min() < 0:
         raise ValueError(f"{name} must hold non-negative token ids, got {array.min()}")
-    return array.astype(np.int64, copy=False)
+    return _as_int64(name, array)

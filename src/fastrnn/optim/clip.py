@@ -5,6 +5,11 @@ Gradients are found as the optimizers find them (``module.named_parameters()``,
 ``module.grads[name]``; frozen modules list none) and changed in place, so
 clip between ``backward`` and ``optimizer.step()``.  Norms are accumulated in
 double by one kernel call per gradient array.
+
+``grad_norm``, ``scale_to_norm`` and ``clamp`` work on already checked flat
+gradient views (a :class:`~fastrnn.optim.optimizers.ParameterSet`'s
+``flat_grads()``); the Trainer uses them to measure the norm once per batch
+and reuse it for the NaN check and the clipping.
 """
 
 import math
@@ -12,7 +17,7 @@ import numbers
 
 from .. import _threads
 from .._kernels import _optim
-from .optimizers import _kernels, live_parameters, resolve_modules
+from .optimizers import _flat, _kernels, check_parameters, resolve_modules
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
@@ -32,11 +37,56 @@ def _norm_type(value):
     return float(value)
 
 
-def _grads(modules, owner):
-    modules = resolve_modules(modules, owner)
-    return [grad.reshape(-1) for _, _, _, grad in
-            live_parameters(modules, owner, writeable_grads=True)]
+def _bound(owner, name, value):
+    """A number >= 0 (inf allowed), or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or math.isnan(value) or value < 0:
+        raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
+    return float(value)
 
+
+def _grads(modules, owner):
+    """The checked, writeable flat gradients of ``modules`` (one-off check)."""
+    checked = check_parameters(resolve_modules(modules, owner), owner, writeable_grads=True)
+    return [_flat(grad) for _, _, listed in checked for _, _, _, grad in listed]
+
+
+# -- on checked flat gradients ---------------------------------------------------
+
+def grad_norm(grads, p, threads):
+    """The ``p``-norm of all elements of the flat ``grads`` together, as a
+    float (NaN/inf when an element is; inf when ``p`` is inf: the max |g|)."""
+    if p == math.inf:
+        total = 0.0
+        for grad in grads:
+            value = _reduce[grad.dtype](grad, _NORM_MAX, 0.0, threads)
+            if value > total or value != value:    # a NaN wins and stays
+                total = value
+    elif p == 2.0:
+        total = math.sqrt(sum(_reduce[g.dtype](g, _NORM_SQUARES, 2.0, threads) for g in grads))
+    elif p == 1.0:
+        total = sum(_reduce[g.dtype](g, _NORM_ABS, 1.0, threads) for g in grads)
+    else:
+        total = sum(_reduce[g.dtype](g, _NORM_POWER, p, threads) for g in grads) ** (1.0 / p)
+    return float(total)
+
+
+def scale_to_norm(grads, max_norm, total, threads):
+    """Scale ``grads`` by ``max_norm / (total + 1e-6)`` when that is < 1
+    (torch's rule); ``total`` is their norm and must be finite."""
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for grad in grads:
+            _scale[grad.dtype](grad, coef, threads)
+
+
+def clamp(grads, clip_value, threads):
+    """Clamp every element of ``grads`` into ``[-clip_value, clip_value]``."""
+    for grad in grads:
+        _clamp[grad.dtype](grad, clip_value, threads)
+
+
+# -- public ----------------------------------------------------------------------------
 
 def clip_grad_norm(modules, max_norm, norm_type=2.0):
     """Rescale all gradients together so their joint norm is at most ``max_norm``.
@@ -56,31 +106,13 @@ def clip_grad_norm(modules, max_norm, norm_type=2.0):
     Returns:
         The total norm before clipping, as a float.
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
-            or math.isnan(max_norm) or max_norm < 0:
-        raise ValueError(f"clip_grad_norm: max_norm must be a number >= 0, got {max_norm!r}")
+    max_norm = _bound("clip_grad_norm", "max_norm", max_norm)
     p = _norm_type(norm_type)
     grads = _grads(modules, "clip_grad_norm")
     threads = _threads.get_num_threads()
-    if p == math.inf:
-        total = 0.0
-        for grad in grads:
-            value = _reduce[grad.dtype](grad, _NORM_MAX, 0.0, threads)
-            if value > total or value != value:    # a NaN wins and stays
-                total = value
-    elif p == 2.0:
-        total = math.sqrt(sum(_reduce[g.dtype](g, _NORM_SQUARES, 2.0, threads) for g in grads))
-    elif p == 1.0:
-        total = sum(_reduce[g.dtype](g, _NORM_ABS, 1.0, threads) for g in grads)
-    else:
-        total = sum(_reduce[g.dtype](g, _NORM_POWER, p, threads) for g in grads) ** (1.0 / p)
-    total = float(total)
-    if not math.isfinite(total):
-        return total
-    coef = float(max_norm) / (total + 1e-6)
-    if coef < 1.0:
-        for grad in grads:
-            _scale[grad.dtype](grad, coef, threads)
+    total = grad_norm(grads, p, threads)
+    if math.isfinite(total):
+        scale_to_norm(grads, max_norm, total, threads)
     return total
 
 
@@ -92,11 +124,5 @@ def clip_grad_value(modules, clip_value):
         modules: a Module, a list/tuple of Modules, or an object with ``modules()``.
         clip_value: the bound (a number >= 0).
     """
-    if isinstance(clip_value, bool) or not isinstance(clip_value, numbers.Real) \
-            or math.isnan(clip_value) or clip_value < 0:
-        raise ValueError(f"clip_grad_value: clip_value must be a number >= 0, "
-                         f"got {clip_value!r}")
-    grads = _grads(modules, "clip_grad_value")
-    threads = _threads.get_num_threads()
-    for grad in grads:
-        _clamp[grad.dtype](grad, float(clip_value), threads)
+    clip_value = _bound("clip_grad_value", "clip_value", clip_value)
+    clamp(_grads(modules, "clip_grad_value"), clip_value, _threads.get_num_threads())

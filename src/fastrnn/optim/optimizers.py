@@ -13,7 +13,9 @@ Two additions to PyTorch:
   optimizer minimises ``loss + l1 * sum(|p|)``.  ``sign(0) = 0``.
 * Parameters are found through modules: ``module.named_parameters()`` at each
   step (a frozen module lists none and is skipped; its state is kept) and the
-  gradient of ``name`` in ``module.grads[name]``.
+  gradient of ``name`` in ``module.grads[name]``.  The arrays are fully
+  checked when first seen and again whenever the listing changes (see
+  :class:`ParameterSet`), not at every step.
 
 State is per parameter, created at its first update, as in PyTorch: a
 parameter's ``step`` counts its own updates, so one that was frozen for a
@@ -81,13 +83,116 @@ def resolve_modules(modules, owner):
     return modules
 
 
-def live_parameters(modules, owner, writeable_grads=False):
-    """(k, name, param, grad) of every parameter the modules list now, checked:
-    float32/float64, C-contiguous, grad of the parameter's shape and dtype."""
-    found = []
+class _Slot:
+    """One checked parameter: its place (module index ``k``, ``name``), its
+    arrays, and the flat views of them that the kernels take."""
+
+    __slots__ = ("k", "name", "param", "grad", "shape", "dtype", "grad_dtype", "flat_param",
+                 "flat_grad")
+
+    def __init__(self, k, name, param, grad):
+        self.k, self.name, self.param, self.grad = k, name, param, grad
+        self.shape, self.dtype, self.grad_dtype = param.shape, param.dtype, grad.dtype
+        self.flat_param, self.flat_grad = _flat(param), _flat(grad)
+
+
+class ParameterSet:
+    """The checked (parameter, gradient) pairs of some modules, kept between steps.
+
+    Listing and checking every array costs about a microsecond per parameter,
+    as much as a small parameter's whole update, so the checked list is kept
+    while nothing changes.  Each :meth:`slots` call still asks every module
+    for ``named_parameters()`` (a frozen module lists none) and compares the
+    listing with the kept one: the same names, the same parameter objects,
+    the same ``grads[name]`` objects, and for the arrays the user of the set
+    works on, the same shape and dtype and, when it writes them, still
+    writeable.  Any difference (a module frozen or unfrozen, an array
+    replaced, reshaped or made read-only) runs the full check again, which
+    raises on a bad array.  Not noticed: strides set in place on a live array
+    (deprecated by numpy) and ``resize(refcheck=False)``, which numpy itself
+    documents as unsafe.
+
+    Args:
+        modules: the list of modules (from :func:`resolve_modules`).
+        owner: the name that starts error messages ("Adam", "Trainer").
+        writes_params: the user updates the parameters (an optimizer):
+            parameters must be writeable, and their shapes and dtypes are
+            watched too (optimizer state is tied to them).
+        writes_grads: the user changes the gradients (clipping): they must
+            be writeable.
+    """
+
+    def __init__(self, modules, owner, writes_params=False, writes_grads=False):
+        self.modules = modules
+        self.owner = owner
+        self.writes_params = writes_params
+        self.writes_grads = writes_grads
+        self.version = 0        # counts rebuilds: users of the slots re-derive on change
+        self._slots = None
+        self._by_module = ()    # (module, its grads mapping, its slots) per module
+        self._flat_grads, self._flat_grads_version = None, -1
+
+    def slots(self):
+        """The list of :class:`_Slot`, checked (rebuilt if anything changed)."""
+        if self._slots is None or not self._unchanged():
+            self._slots = None
+            self._slots = self._check()
+            self.version += 1
+        return self._slots
+
+    def flat_grads(self):
+        """The flat gradient views, in slot order (checked as :meth:`slots`)."""
+        slots = self.slots()
+        if self._flat_grads_version != self.version:
+            self._flat_grads = [slot.flat_grad for slot in slots]
+            self._flat_grads_version = self.version
+        return self._flat_grads
+
+    def _unchanged(self):
+        """True when every module lists what was checked last time."""
+        writes_params, writes_grads = self.writes_params, self.writes_grads
+        for module, grads, slots in self._by_module:
+            if module.grads is not grads:
+                return False
+            named = module.named_parameters()
+            if len(named) != len(slots):
+                return False
+            for (name, param), slot in zip(named, slots):
+                grad = grads.get(name)
+                if (param is not slot.param or grad is not slot.grad or name != slot.name
+                        or grad.shape != slot.shape or grad.dtype is not slot.grad_dtype
+                        or (writes_grads and not grad.flags.writeable)):
+                    return False
+                if writes_params and (param.shape != slot.shape
+                                      or param.dtype is not slot.dtype
+                                      or not param.flags.writeable):
+                    return False
+        return True
+
+    def _check(self):
+        by_module, found = [], []
+        for module, grads, listed in check_parameters(self.modules, self.owner,
+                                                      self.writes_params, self.writes_grads):
+            slots = [_Slot(k, name, param, grad) for k, name, param, grad in listed]
+            found.extend(slots)
+            by_module.append((module, grads, slots))
+        self._by_module = tuple(by_module)
+        return found
+
+
+def check_parameters(modules, owner, writeable_params=False, writeable_grads=False):
+    """Every parameter the modules list now, checked: a float32/float64 numpy
+    array, C-contiguous, listed once, its gradient of the same shape and dtype
+    and C-contiguous (and writeable when asked).
+
+    Returns ``[(module, module.grads, [(k, name, param, grad), ...]), ...]``,
+    one entry per module.
+    """
+    checked = []
     seen = {}
     for k, module in enumerate(modules):
         grads = module.grads
+        listed = []
         for name, param in module.named_parameters():
             where = f"{owner}: modules[{k}] parameter {name!r}"
             if id(param) in seen:
@@ -99,6 +204,8 @@ def live_parameters(modules, owner, writeable_grads=False):
                                 f"{getattr(param, 'dtype', type(param).__name__)}")
             if not param.flags.c_contiguous:
                 raise ValueError(f"{where} must be C-contiguous")
+            if writeable_params and not param.flags.writeable:
+                raise ValueError(f"{where} is read-only")
             grad = grads.get(name)
             if not isinstance(grad, np.ndarray):
                 raise TypeError(f"{where}: grads[{name!r}] must be a numpy array, got "
@@ -111,12 +218,15 @@ def live_parameters(modules, owner, writeable_grads=False):
                 raise ValueError(f"{where}: its gradient must be C-contiguous")
             if writeable_grads and not grad.flags.writeable:
                 raise ValueError(f"{where}: its gradient array is read-only")
-            found.append((k, name, param, grad))
-    return found
+            listed.append((k, name, param, grad))
+        checked.append((module, grads, listed))
+    return checked
 
 
-def _all_parameters(module):
-    """Every parameter of a module by name, frozen or not (for checking state)."""
+def all_parameters(module):
+    """Every parameter of a module by name, frozen or not: what its
+    ``state_dict`` holds, so what loaded optimizer state and checkpoints are
+    checked against."""
     params = getattr(module, "_params", None)
     if isinstance(params, Mapping):
         return params
@@ -161,15 +271,32 @@ def _betas(owner, value):
 
 # -- base class ---------------------------------------------------------------------
 
+class _Entry:
+    """A parameter's slot with its optimizer state and the state's flat buffers."""
+
+    __slots__ = ("slot", "key", "state", "buffers", "fresh")
+
+    def __init__(self, slot, state, buffers):
+        self.slot, self.key = slot, (slot.k, slot.name)
+        self.state, self.buffers = state, buffers
+        # True from the state's creation until an optimizer that must know
+        # clears it (SGD: a new momentum buffer is set, not decayed).
+        self.fresh = False
+
+
 class Optimizer:
     """Base class: module resolution, the step loop, zero_grad, state dicts.
 
-    Subclasses define ``_defaults`` (hyperparameter names in order),
-    ``_check(hp)`` (validated, JSON-able copy), ``_buffer_names(hp)``,
-    ``_counts_steps`` and ``_update(param, grad, state, threads)``.
+    Subclasses define ``_check(hp)`` (validated, JSON-able copy of the
+    hyperparameters), ``_buffer_names(hp)`` (the state arrays kept per
+    parameter), ``_kernel_buffers`` (the state arrays the kernel takes, in
+    its order; absent ones are passed empty), ``_counts_steps`` (keep a
+    per-parameter ``step``) and ``_apply(entries, threads)``, which updates
+    every parameter (incrementing ``state["step"]`` first when counted).
     """
 
     _counts_steps = True
+    _kernel_buffers = ()
 
     def __init__(self, modules, **hyperparameters):
         name = type(self).__name__
@@ -178,6 +305,8 @@ class Optimizer:
         self._step = 0
         self._state = {}    # (k, name) -> {"step": int, buffer name: array}
         self._empty = {dtype: np.empty(0, dtype=dtype) for dtype in _PRECISION}
+        self._parameters = ParameterSet(self._modules, name, writes_params=True)
+        self._entries, self._entries_version = None, -1
 
     # -- hyperparameters ------------------------------------------------------------
     @property
@@ -210,29 +339,52 @@ class Optimizer:
         """Update every parameter the modules list from its gradient, in place.
 
         Everything is checked before the first parameter changes, so a bad
-        array leaves all parameters as they were.
+        array leaves all parameters as they were.  The checks are repeated
+        only when the modules' arrays change (see :class:`ParameterSet`).
         """
-        name = type(self).__name__
-        params = live_parameters(self._modules, name)
-        for k, pname, param, _ in params:
-            if not param.flags.writeable:
-                raise ValueError(f"{name}: modules[{k}] parameter {pname!r} is read-only")
-            for key, buffer in self._state.get((k, pname), {}).items():
-                if key != "step" and (buffer.shape != param.shape
-                                      or buffer.dtype != param.dtype):
-                    raise ValueError(
-                        f"{name}: modules[{k}] parameter {pname!r} is now {param.shape} "
-                        f"{param.dtype}, but its optimizer state is {buffer.shape} "
-                        f"{buffer.dtype}: the parameter was replaced")
-        threads = _threads.get_num_threads()
-        for k, pname, param, grad in params:
-            state = self._state.get((k, pname))
-            if state is None:
-                state = self._state[(k, pname)] = {"step": 0} if self._counts_steps else {}
-            if self._counts_steps:
-                state["step"] += 1
-            self._update(param, grad, state, threads)
+        entries = self._current_entries()
+        for entry in entries:
+            if entry.state is None:
+                self._start_state(entry)
+        self._apply(entries, _threads.get_num_threads())
         self._step += 1
+
+    def _current_entries(self):
+        """The checked parameters with their state (rebuilt when they changed)."""
+        slots = self._parameters.slots()
+        if self._entries_version != self._parameters.version:
+            self._entries = None
+            self._entries = [self._entry(slot) for slot in slots]
+            self._entries_version = self._parameters.version
+        return self._entries
+
+    def _entry(self, slot):
+        state = self._state.get((slot.k, slot.name))
+        if state is None:
+            return _Entry(slot, None, None)
+        for key, buffer in state.items():
+            if key != "step" and (buffer.shape != slot.shape or buffer.dtype != slot.dtype):
+                raise ValueError(
+                    f"{type(self).__name__}: modules[{slot.k}] parameter {slot.name!r} is now "
+                    f"{slot.shape} {slot.dtype}, but its optimizer state is {buffer.shape} "
+                    f"{buffer.dtype}: the parameter was replaced")
+        return _Entry(slot, state, self._flat_buffers(state, slot.dtype))
+
+    def _start_state(self, entry):
+        """Create a parameter's state at its first update (as PyTorch does)."""
+        state = {"step": 0} if self._counts_steps else {}
+        state.update(self._new_buffers(entry.slot.param))
+        self._state[entry.key] = entry.state = state
+        entry.buffers = self._flat_buffers(state, entry.slot.dtype)
+        entry.fresh = True
+
+    def _new_buffers(self, param):
+        return {name: np.zeros_like(param) for name in self._buffer_names(self._hp)}
+
+    def _flat_buffers(self, state, dtype):
+        empty = self._empty[dtype]
+        return tuple(_flat(state[name]) if name in state else empty
+                     for name in self._kernel_buffers)
 
     def zero_grad(self):
         """Set every module's gradients to zero (gradients accumulate)."""
@@ -297,6 +449,7 @@ class Optimizer:
         self._hp = hp
         self._step = int(steps)
         self._state = staged
+        self._entries, self._entries_version = None, -1
 
     def _stage_buffers(self, buffers, hp):
         """Checked copies of the buffers, as per-parameter state."""
@@ -312,7 +465,7 @@ class Optimizer:
             if k >= len(self._modules):
                 raise ValueError(f"{name}.load_state_dict: buffer {key!r} names module {k}, "
                                  f"but there are {len(self._modules)} modules")
-            params = _all_parameters(self._modules[k])
+            params = all_parameters(self._modules[k])
             if pname not in params:
                 raise ValueError(f"{name}.load_state_dict: buffer {key!r}: modules[{k}] "
                                  f"({type(self._modules[k]).__name__}) has no parameter "
@@ -328,7 +481,7 @@ class Optimizer:
             if missing:
                 raise ValueError(f"{name}.load_state_dict: parameter '{k}.{pname}' is "
                                  f"missing buffers {sorted(missing)}")
-            param = _all_parameters(self._modules[k])[pname]
+            param = all_parameters(self._modules[k])[pname]
             state = {}
             for buffer in sorted(entries):
                 key = f"{k}.{pname}.{buffer}"
@@ -379,6 +532,7 @@ class SGD(Optimizer):
     """
 
     _counts_steps = False
+    _kernel_buffers = ("momentum_buffer",)
 
     def __init__(self, modules, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, l1=0.0):
@@ -404,18 +558,17 @@ class SGD(Optimizer):
     def _buffer_names(hp):
         return ("momentum_buffer",) if hp["momentum"] != 0 else ()
 
-    def _update(self, p, g, state, threads):
+    def _apply(self, entries, threads):
         hp = self._hp
-        buf = self._empty[p.dtype]
-        first = False
-        if hp["momentum"] != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = np.empty_like(p)
-                first = True
-        self._kernel[p.dtype](_flat(p), _flat(g), _flat(buf), hp["lr"], hp["weight_decay"],
-                              hp["l1"], hp["momentum"], hp["dampening"], hp["nesterov"],
-                              first, threads)
+        lr, wd, l1 = hp["lr"], hp["weight_decay"], hp["l1"]
+        momentum, dampening, nesterov = hp["momentum"], hp["dampening"], hp["nesterov"]
+        kernel = self._kernel
+        for entry in entries:
+            slot = entry.slot
+            # A new momentum buffer is set to the first step's gradient, not decayed.
+            first, entry.fresh = entry.fresh, False
+            kernel[slot.dtype](slot.flat_param, slot.flat_grad, entry.buffers[0], lr, wd, l1,
+                               momentum, dampening, nesterov, first, threads)
 
 
 class Adam(Optimizer):
@@ -437,6 +590,7 @@ class Adam(Optimizer):
     """
 
     _decoupled = False
+    _kernel_buffers = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, l1=0.0):
@@ -458,25 +612,24 @@ class Adam(Optimizer):
     def _buffer_names(hp):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hp["amsgrad"] else ())
 
-    def _update(self, p, g, state, threads):
+    def _apply(self, entries, threads):
         hp = self._hp
-        if "exp_avg" not in state:
-            state["exp_avg"] = np.zeros_like(p)
-            state["exp_avg_sq"] = np.zeros_like(p)
-            if hp["amsgrad"]:
-                state["max_exp_avg_sq"] = np.zeros_like(p)
-        lr, wd = hp["lr"], hp["weight_decay"]
+        lr, wd, l1, eps = hp["lr"], hp["weight_decay"], hp["l1"], hp["eps"]
         beta1, beta2 = hp["betas"]
-        t = state["step"]
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
-        step_size = lr / bias_correction1
         decay, coupled = (1 - lr * wd, 0.0) if self._decoupled else (1.0, wd)
-        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["exp_avg"]),
-                              _flat(state["exp_avg_sq"]),
-                              _flat(state.get("max_exp_avg_sq", self._empty[p.dtype])),
-                              decay, coupled, hp["l1"], beta1, beta2, step_size,
-                              bias_correction2 ** 0.5, hp["eps"], threads)
+        kernel = self._kernel
+        t_done = None
+        for entry in entries:
+            state, slot = entry.state, entry.slot
+            t = state["step"] = state["step"] + 1
+            if t != t_done:     # the parameters usually share their step count
+                step_size = lr / (1 - beta1 ** t)
+                bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+                t_done = t
+            exp_avg, exp_avg_sq, max_exp_avg_sq = entry.buffers
+            kernel[slot.dtype](slot.flat_param, slot.flat_grad, exp_avg, exp_avg_sq,
+                               max_exp_avg_sq, decay, coupled, l1, beta1, beta2, step_size,
+                               bias_correction2_sqrt, eps, threads)
 
 
 class AdamW(Adam):
@@ -514,6 +667,8 @@ class RMSprop(Optimizer):
         l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
     """
 
+    _kernel_buffers = ("square_avg", "grad_avg", "momentum_buffer")
+
     def __init__(self, modules, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
                  momentum=0.0, centered=False, l1=0.0):
         super().__init__(modules, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
@@ -536,20 +691,17 @@ class RMSprop(Optimizer):
         return (("square_avg",) + (("momentum_buffer",) if hp["momentum"] > 0 else ())
                 + (("grad_avg",) if hp["centered"] else ()))
 
-    def _update(self, p, g, state, threads):
+    def _apply(self, entries, threads):
         hp = self._hp
-        if "square_avg" not in state:
-            state["square_avg"] = np.zeros_like(p)
-            if hp["momentum"] > 0:
-                state["momentum_buffer"] = np.zeros_like(p)
-            if hp["centered"]:
-                state["grad_avg"] = np.zeros_like(p)
-        empty = self._empty[p.dtype]
-        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["square_avg"]),
-                              _flat(state.get("grad_avg", empty)),
-                              _flat(state.get("momentum_buffer", empty)), hp["lr"], hp["alpha"],
-                              hp["eps"], hp["weight_decay"], hp["l1"], hp["momentum"],
-                              threads)
+        lr, alpha, eps = hp["lr"], hp["alpha"], hp["eps"]
+        wd, l1, momentum = hp["weight_decay"], hp["l1"], hp["momentum"]
+        kernel = self._kernel
+        for entry in entries:
+            state, slot = entry.state, entry.slot
+            state["step"] += 1
+            square_avg, grad_avg, momentum_buffer = entry.buffers
+            kernel[slot.dtype](slot.flat_param, slot.flat_grad, square_avg, grad_avg,
+                               momentum_buffer, lr, alpha, eps, wd, l1, momentum, threads)
 
 
 class Adagrad(Optimizer):
@@ -568,6 +720,8 @@ class Adagrad(Optimizer):
         eps: added to the denominator (> 0).
         l1: L1 penalty coefficient (>= 0): l1 * sign(p) is added to the gradient.
     """
+
+    _kernel_buffers = ("sum",)
 
     def __init__(self, modules, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, l1=0.0):
@@ -591,10 +745,17 @@ class Adagrad(Optimizer):
     def _buffer_names(hp):
         return ("sum",)
 
-    def _update(self, p, g, state, threads):
+    def _new_buffers(self, param):
+        return {"sum": np.full_like(param, self._hp["initial_accumulator_value"])}
+
+    def _apply(self, entries, threads):
         hp = self._hp
-        if "sum" not in state:
-            state["sum"] = np.full_like(p, hp["initial_accumulator_value"])
-        clr = hp["lr"] / (1 + (state["step"] - 1) * hp["lr_decay"])
-        self._kernel[p.dtype](_flat(p), _flat(g), _flat(state["sum"]), clr, hp["eps"],
-                              hp["weight_decay"], hp["l1"], threads)
+        lr, lr_decay, eps, wd, l1 = (hp["lr"], hp["lr_decay"], hp["eps"], hp["weight_decay"],
+                                     hp["l1"])
+        kernel = self._kernel
+        for entry in entries:
+            state, slot = entry.state, entry.slot
+            t = state["step"] = state["step"] + 1
+            clr = lr / (1 + (t - 1) * lr_decay)
+            kernel[slot.dtype](slot.flat_param, slot.flat_grad, entry.buffers[0], clr, eps,
+                               wd, l1, threads)

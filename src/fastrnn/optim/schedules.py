@@ -21,6 +21,8 @@ import math
 import numbers
 from collections.abc import Mapping
 
+import numpy as np
+
 from .optimizers import Optimizer
 
 __all__ = ["StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearWarmup",
@@ -46,6 +48,13 @@ def _real(owner, name, value, check, expected):
     return float(value)
 
 
+def _check_optimizer(owner, optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{owner}: optimizer must be a fastrnn optimizer "
+                        f"(fr.optim.SGD, Adam...), got {type(optimizer).__name__}")
+    return optimizer
+
+
 def _choice(owner, name, value, options):
     if value not in options:
         raise ValueError(f"{owner}: {name} must be one of {list(options)}, got {value!r}")
@@ -64,10 +73,7 @@ class _Schedule:
     _counters = ("last_epoch", "base_lr", "last_lr")
 
     def __init__(self, optimizer):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: optimizer must be a fastrnn optimizer "
-                            f"(fr.optim.SGD, Adam...), got {type(optimizer).__name__}")
-        self.optimizer = optimizer
+        self.optimizer = _check_optimizer(type(self).__name__, optimizer)
         self.base_lr = float(optimizer.lr)
         self.last_epoch = -1
         self._initial = True
@@ -292,9 +298,7 @@ class ReduceLROnPlateau(_Schedule):
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"ReduceLROnPlateau: optimizer must be a fastrnn optimizer "
-                            f"(fr.optim.SGD, Adam...), got {type(optimizer).__name__}")
+        _check_optimizer(type(self).__name__, optimizer)
         settings = self._check_settings(type(self).__name__, dict(
             mode=mode, factor=factor, patience=patience, threshold=threshold,
             threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr, eps=eps))
@@ -334,11 +338,15 @@ class ReduceLROnPlateau(_Schedule):
     def step(self, metric):
         """Record this epoch's ``metric`` (a number; NaN counts as no
         improvement) and reduce the learning rate if it has plateaued."""
-        try:
-            current = float(metric)
-        except (TypeError, ValueError):
+        current = None
+        if not isinstance(metric, (str, bytes, bool, np.bool_)):
+            try:
+                current = float(metric)
+            except (TypeError, ValueError):
+                pass
+        if current is None:
             raise TypeError(f"ReduceLROnPlateau.step: metric must be a number, "
-                            f"got {type(metric).__name__}") from None
+                            f"got {type(metric).__name__} {metric!r}")
         self.last_epoch += 1
         if self._is_better(current):
             self.best = current

@@ -26,12 +26,27 @@ numpy arrays.
 
 import math
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
 
+from ..optim import ReduceLROnPlateau
+
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "LambdaCallback"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def warn_from_caller(message, category):
+    """``warnings.warn`` attributed to the first frame outside fastrnn (the
+    user's ``fit(...)`` line), however deep in the fit loop it is raised."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class Callback:
@@ -90,6 +105,12 @@ def _resolve_mode(mode, monitor):
     return mode
 
 
+def _check_flag(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_monitor(monitor):
     if not isinstance(monitor, str) or not monitor:
         raise TypeError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
@@ -116,9 +137,9 @@ class _Monitor:
         if self.monitor not in logs and self.monitor.startswith("val_") \
                 and not any(name.startswith("val_") for name in logs) \
                 and self.monitor[4:] in logs:
-            warnings.warn(f"{self.owner}: monitor {self.monitor!r} is not available because "
-                          f"there is no validation data; monitoring {self.monitor[4:]!r} "
-                          f"instead", UserWarning, stacklevel=4)
+            warn_from_caller(f"{self.owner}: monitor {self.monitor!r} is not available "
+                             f"because there is no validation data; monitoring "
+                             f"{self.monitor[4:]!r} instead", UserWarning)
             self.monitor = self.monitor[4:]
         if self.monitor not in logs:
             raise ValueError(f"{self.owner}: monitor {self.monitor!r} is not among the "
@@ -167,7 +188,8 @@ class EarlyStopping(Callback):
             raise ValueError(f"patience must be an int >= 0, got {patience!r}")
         self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
         self.patience = int(patience)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = _check_flag("EarlyStopping", "restore_best_weights",
+                                                restore_best_weights)
         self._reset()
 
     @property
@@ -253,7 +275,7 @@ class ModelCheckpoint(Callback):
             raise TypeError(f"path must be a file path (str or os.PathLike), "
                             f"got {type(path).__name__}")
         self.path = path
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = _check_flag("ModelCheckpoint", "save_best_only", save_best_only)
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
         self.last_path = None
 
@@ -295,12 +317,8 @@ class ModelCheckpoint(Callback):
 # -- LearningRateScheduler ----------------------------------------------------------
 
 def _is_plateau(schedule):
-    try:
-        from ..optim import ReduceLROnPlateau
-    except ImportError:  # pragma: no cover - optim is part of the package
-        ReduceLROnPlateau = ()
-    return isinstance(schedule, ReduceLROnPlateau) or \
-        type(schedule).__name__ == "ReduceLROnPlateau"
+    """ReduceLROnPlateau steps with a metric; the other schedules without."""
+    return isinstance(schedule, ReduceLROnPlateau)
 
 
 def check_schedule(name, schedule, interval):

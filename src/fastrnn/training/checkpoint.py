@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from .._io import META_KEY, read_archive, write_archive
+from ..optim.optimizers import all_parameters
 from .history import History
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint",
@@ -107,7 +108,7 @@ def _collect(trainer):
         "fastrnn_version": getattr(fastrnn, "__version__", None),
         "position": {"epoch": trainer.epoch, "step_in_epoch": trainer.step_in_epoch,
                      "global_step": trainer.global_step},
-        "partial": copy.deepcopy(trainer._partial),
+        "partial": trainer._partial_state(),
         "history": trainer.history.state_dict(),
         "model": {"type": type(model).__name__, "modules": modules, "extra": extra},
         "optimizer": trainer.optimizer.state_dict(),
@@ -202,21 +203,48 @@ def _fail(path, message):
 
 
 def _validate(checkpoint, trainer):
-    """Every check that can be made without changing anything."""
+    """Every check that can be made without changing anything.  Returns what
+    applying needs: the (callback, saved state) pairs and the parsed
+    unfinished-epoch record."""
+    from .trainer import parse_partial_state
+
     path, state = checkpoint.path, checkpoint.state
-    saved_modules = state["model"]["modules"]
-    modules = trainer.modules
+    _validate_modules(path, state["model"]["modules"], trainer.modules)
+    _validate_extra(path, state["model"]["extra"], trainer.model)
+    optimizer = state["optimizer"]
+    current = type(trainer.optimizer).__name__
+    found = optimizer.get("type") if isinstance(optimizer, dict) else None
+    if found != current:
+        _fail(path, f"it was written with optimizer {found}, the trainer has {current}")
+    _validate_schedule(path, state["schedule"], trainer)
+    History.from_state_dict(state["history"])    # raises on a malformed history
+    position = state["position"]
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        value = position.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            _fail(path, f"position {key} must be an int >= 0, got {value!r}")
+    try:
+        partial = parse_partial_state(state["partial"])
+    except ValueError as exc:
+        _fail(path, str(exc))
+    return _match_callbacks(path, state["callbacks"], trainer.callbacks), partial
+
+
+def _validate_modules(path, saved_modules, modules):
+    """Same module count; per module the same parameter names (frozen ones
+    included: checkpoints keep every parameter) and shapes, finite values,
+    and a random generator on both sides or neither."""
     if len(saved_modules) != len(modules):
         _fail(path, f"it holds {len(saved_modules)} modules "
                     f"({[m['type'] for m in saved_modules]}), the model has {len(modules)} "
                     f"({[type(m).__name__ for m in modules]})")
     for index, (saved, module) in enumerate(zip(saved_modules, modules)):
-        params = dict(module.named_parameters())
+        params = all_parameters(module)
         saved_params = saved["params"]
         if list(saved_params) != list(params):
             _fail(path, f"module {index} ({type(module).__name__}) has parameters "
                         f"{list(params)}, the checkpoint has {list(saved_params)} "
-                        f"(saved from a {saved['type']})")
+                        f"(saved from {saved['type']})")
         for name, value in saved_params.items():
             if value.shape != params[name].shape:
                 _fail(path, f"module {index} ({type(module).__name__}) parameter {name!r} "
@@ -228,31 +256,26 @@ def _validate(checkpoint, trainer):
             _fail(path, f"module {index} ({type(module).__name__}) "
                         f"{'has' if has_rng else 'has no'} random generator, the checkpoint "
                         f"{'has none' if has_rng else 'has a generator state'}")
-    extra = state["model"]["extra"]
-    can_load_extra = callable(getattr(trainer.model, "load_extra_state", None))
-    if extra is not None and not can_load_extra:
-        _fail(path, f"it holds extra model state but {type(trainer.model).__name__} has "
+
+
+def _validate_extra(path, extra, model):
+    if extra is not None and not callable(getattr(model, "load_extra_state", None)):
+        _fail(path, f"it holds extra model state but {type(model).__name__} has "
                     f"no load_extra_state()")
-    if extra is None and callable(getattr(trainer.model, "extra_state", None)):
-        _fail(path, f"{type(trainer.model).__name__} keeps extra state (extra_state()) "
+    if extra is None and callable(getattr(model, "extra_state", None)):
+        _fail(path, f"{type(model).__name__} keeps extra state (extra_state()) "
                     f"but the checkpoint has none")
-    optimizer = state["optimizer"]
-    current = trainer.optimizer.state_dict()
-    if not isinstance(optimizer, dict) or optimizer.get("type") != current.get("type"):
-        found = optimizer.get("type") if isinstance(optimizer, dict) else None
-        _fail(path, f"it was written with optimizer {found}, the trainer has "
-                    f"{current.get('type')}")
-    schedule = state["schedule"]
+
+
+def _validate_schedule(path, schedule, trainer):
+    """Same schedule type, stepped at the same interval."""
     saved_type = schedule["type"] if schedule is not None else "none"
     have = type(trainer.schedule).__name__ if trainer.schedule is not None else "none"
     if saved_type != have:
         _fail(path, f"it was written with schedule {saved_type}, the trainer has {have}")
-    History.from_state_dict(state["history"])    # raises on a malformed history
-    position = state["position"]
-    for key in ("epoch", "step_in_epoch", "global_step"):
-        if not isinstance(position.get(key), int) or position[key] < 0:
-            _fail(path, f"position {key} must be an int >= 0, got {position.get(key)!r}")
-    return _match_callbacks(path, state["callbacks"], trainer.callbacks)
+    if schedule is not None and schedule["interval"] != trainer.schedule_interval:
+        _fail(path, f"its schedule was stepped every {schedule['interval']}, the trainer "
+                    f"steps it every {trainer.schedule_interval} (schedule_interval)")
 
 
 def _match_callbacks(path, saved, callbacks):
@@ -279,12 +302,12 @@ def _snapshot(trainer):
                   if callable(getattr(model, "extra_state", None)) else None),
         "callbacks": [copy.deepcopy(cb.state_dict()) for cb in trainer.callbacks],
         "position": (trainer.epoch, trainer.step_in_epoch, trainer.global_step,
-                     copy.deepcopy(trainer._partial)),
+                     trainer._partial_state()),
         "history": trainer.history,
     }
 
 
-def _apply(trainer, state, pairs):
+def _apply(trainer, state, pairs, partial):
     for module, saved in zip(trainer.modules, state["model"]["modules"]):
         module.load_state_dict(saved["params"])
         module.set_rng_state(copy.deepcopy(saved["rng"]))
@@ -300,11 +323,13 @@ def _apply(trainer, state, pairs):
     trainer.epoch = position["epoch"]
     trainer.step_in_epoch = position["step_in_epoch"]
     trainer.global_step = position["global_step"]
-    trainer._partial = copy.deepcopy(state["partial"])
+    trainer._partial = partial
     trainer.history = History.from_state_dict(state["history"])
 
 
 def _rollback(trainer, snapshot):
+    from .trainer import parse_partial_state
+
     for module, params, rng in zip(trainer.modules, snapshot["params"], snapshot["rng"]):
         module.load_state_dict(params)
         module.set_rng_state(rng)
@@ -316,8 +341,8 @@ def _rollback(trainer, snapshot):
     for callback, saved in zip(trainer.callbacks, snapshot["callbacks"]):
         if saved is not None:
             callback.load_state_dict(saved)
-    (trainer.epoch, trainer.step_in_epoch, trainer.global_step,
-     trainer._partial) = snapshot["position"]
+    trainer.epoch, trainer.step_in_epoch, trainer.global_step, partial = snapshot["position"]
+    trainer._partial = parse_partial_state(partial)
     trainer.history = snapshot["history"]
 
 
@@ -333,10 +358,15 @@ def restore_checkpoint(checkpoint, trainer):
     """
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint)
-    pairs = _validate(checkpoint, trainer)
+    try:
+        pairs, partial = _validate(checkpoint, trainer)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        # a hand-edited or damaged document: entries missing or of the wrong kind
+        raise ValueError(f"checkpoint {checkpoint.path!r} is malformed: "
+                         f"{type(exc).__name__}: {exc}") from None
     snapshot = _snapshot(trainer)
     try:
-        _apply(trainer, checkpoint.state, pairs)
+        _apply(trainer, checkpoint.state, pairs, partial)
     except Exception as exc:
         try:
             _rollback(trainer, snapshot)

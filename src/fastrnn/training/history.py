@@ -172,6 +172,11 @@ def _check_state(state):
     if not isinstance(state["history"], dict):
         raise ValueError("history state 'history' must be a dict of lists")
     for name, values in state["history"].items():
-        if not isinstance(values, list) or len(values) != len(epochs):
+        if not isinstance(values, list) or len(values) != len(epochs) or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
             raise ValueError(f"history state: metric {name!r} must be a list of "
                              f"{len(epochs)} numbers (one per epoch)")
+    reason = state.get("stop_reason")
+    if reason is not None and reason not in STOP_REASONS:
+        raise ValueError(f"history state: stop_reason must be None or one of {STOP_REASONS}, "
+                         f"got {reason!r}")

@@ -111,12 +111,13 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 
+from .. import _threads
 from ..layers.module import Module
-from ..optim import clip_grad_norm, clip_grad_value
-from .callbacks import Callback, check_schedule, step_schedule
+from ..optim.clip import clamp, grad_norm, scale_to_norm
+from ..optim.optimizers import Optimizer, ParameterSet
+from .callbacks import Callback, check_schedule, step_schedule, warn_from_caller
 from .checkpoint import restore_checkpoint, save_checkpoint
 from .history import History
 
@@ -166,24 +167,15 @@ def _check_model(model):
 
 
 def _check_optimizer(optimizer, modules):
-    try:
-        from ..optim import Optimizer
-    except ImportError:  # pragma: no cover - depends on the optim package's names
-        Optimizer = None
-    looks_right = all(callable(getattr(optimizer, name, None))
-                      for name in ("step", "zero_grad", "state_dict", "load_state_dict"))
-    if (Optimizer is not None and not isinstance(optimizer, Optimizer)) or not looks_right \
-            or not hasattr(optimizer, "lr"):
+    if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastrnn.optim optimizer (SGD, Adam, AdamW, "
                         f"RMSprop, Adagrad) built on model.modules(), "
                         f"got {type(optimizer).__name__}")
-    owned = getattr(optimizer, "modules", None)
-    if owned is not None and not callable(owned):
-        owned_ids = {id(module) for module in owned}
-        strays = [index for index, module in enumerate(modules) if id(module) not in owned_ids]
-        if strays:
-            raise ValueError(f"optimizer does not update model.modules() {strays}: build it "
-                             f"on model.modules()")
+    owned_ids = {id(module) for module in optimizer.modules}
+    strays = [index for index, module in enumerate(modules) if id(module) not in owned_ids]
+    if strays:
+        raise ValueError(f"optimizer does not update model.modules() {strays}: build it "
+                         f"on model.modules()")
     return optimizer
 
 
@@ -203,6 +195,27 @@ def _check_source(name, data):
     if hasattr(data, "__len__") and len(data) == 0:
         raise ValueError(f"{name} is empty: it has no batches")
     return data
+
+
+def _sources(train_data, validation_data, validation_split):
+    """The checked (train, validation) sources, split off a BatchLoader when
+    ``validation_split`` > 0."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), "
+                         f"got {validation_split!r}")
+    _check_source("train_data", train_data)
+    if validation_split > 0:
+        if validation_data is not None:
+            raise ValueError("pass either validation_data or validation_split, not both")
+        if not callable(getattr(train_data, "split", None)):
+            raise TypeError(f"validation_split needs a train_data with split(fraction) "
+                            f"(a fastrnn.data.BatchLoader), got "
+                            f"{type(train_data).__name__}; pass validation_data instead")
+        train_data, validation_data = train_data.split(validation_split)
+    if validation_data is not None:
+        _check_source("validation_data", validation_data)
+    return train_data, validation_data
 
 
 def _size(data):
@@ -246,7 +259,7 @@ class _Accumulator:
     """Weighted sums of batch metrics (plain floats: JSON-exact for resume)."""
 
     def __init__(self, state=None):
-        state = state or {}
+        state = _check_accumulator_state(state)
         self.sums = dict(state.get("sums", {}))
         self.weights = dict(state.get("weights", {}))
         self.batches = int(state.get("batches", 0))
@@ -270,6 +283,40 @@ class _Accumulator:
 
     def state_dict(self):
         return {"sums": dict(self.sums), "weights": dict(self.weights), "batches": self.batches}
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_accumulator_state(state):
+    """``state`` (None or an ``_Accumulator.state_dict()``) or a ValueError."""
+    if state is None:
+        return {}
+    ok = (isinstance(state, dict) and set(state) == {"sums", "weights", "batches"}
+          and isinstance(state["sums"], dict) and isinstance(state["weights"], dict)
+          and set(state["sums"]) == set(state["weights"])
+          and all(_is_number(v) for v in state["sums"].values())
+          and all(_is_number(v) for v in state["weights"].values())
+          and isinstance(state["batches"], int) and not isinstance(state["batches"], bool)
+          and state["batches"] >= 0)
+    if not ok:
+        raise ValueError(f"the unfinished epoch's metric sums must be a dict with 'sums' and "
+                         f"'weights' (dicts of the same names to numbers) and 'batches' (an "
+                         f"int >= 0), got {state!r}")
+    return state
+
+
+def parse_partial_state(state):
+    """The trainer's unfinished-epoch record from its checkpoint form
+    (``Trainer._partial_state()``), checked; None stays None."""
+    if state is None:
+        return None
+    if not isinstance(state, dict) or set(state) != {"lr", "train"} \
+            or not _is_number(state["lr"]) or not state["lr"] >= 0:
+        raise ValueError(f"the unfinished epoch's state must be a dict with 'lr' (a number "
+                         f">= 0) and 'train' (its metric sums), got {state!r}")
+    return {"lr": float(state["lr"]), "train": _Accumulator(state["train"])}
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -403,8 +450,12 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.stop_training = False
-        self._partial = None          # the unfinished epoch's sums (JSON-able) or None
+        # The unfinished epoch: {"lr": its starting lr, "train": _Accumulator}, or None.
+        self._partial = None
         self._interrupt_requested = False
+        # The gradients, checked once and re-checked only when the arrays change.
+        clipping = self.clip_norm is not None or self.clip_value is not None
+        self._gradients = ParameterSet(self.modules, "Trainer", writes_grads=clipping)
 
     # -- public API ---------------------------------------------------------------------------
     def fit(self, train_data, epochs=1, validation_data=None, validation_split=0.0,
@@ -435,27 +486,12 @@ class Trainer:
         if resume_from is not None and initial_epoch != 0:
             raise ValueError("pass either initial_epoch or resume_from, not both: a "
                              "checkpoint knows its epoch")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-                or not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be a number in [0, 1), "
-                             f"got {validation_split!r}")
-        _check_source("train_data", train_data)
-        if validation_split > 0:
-            if validation_data is not None:
-                raise ValueError("pass either validation_data or validation_split, not both")
-            if not callable(getattr(train_data, "split", None)):
-                raise TypeError(f"validation_split needs a train_data with split(fraction) "
-                                f"(a fastrnn.data.BatchLoader), got "
-                                f"{type(train_data).__name__}; pass validation_data instead")
-            train_data, validation_data = train_data.split(validation_split)
-        if validation_data is not None:
-            _check_source("validation_data", validation_data)
+        train_data, validation_data = _sources(train_data, validation_data, validation_split)
 
         self.stop_training = False
         self._interrupt_requested = False
         for callback in self.callbacks:
             callback.set_trainer(self)
-        modes = [module.training for module in self.modules]
         if resume_from is None:
             self.history = History()
             self.epoch, self.step_in_epoch, self._partial = initial_epoch, 0, None
@@ -464,21 +500,19 @@ class Trainer:
         if resume_from is not None:
             checkpoint = restore_checkpoint(resume_from, self)
             if checkpoint.epoch >= epochs:
-                warnings.warn(f"checkpoint {checkpoint.path!r} is at epoch {checkpoint.epoch}; "
-                              f"fit(epochs={epochs}) has nothing left to do", UserWarning,
-                              stacklevel=2)
+                warn_from_caller(f"checkpoint {checkpoint.path!r} is at epoch "
+                                 f"{checkpoint.epoch}; fit(epochs={epochs}) has nothing left "
+                                 f"to do", UserWarning)
         history = self.history
         history.stop_reason = history.stop_message = None
         history.params = {"epochs": epochs, "steps": steps, "initial_epoch": self.epoch,
                           "verbose": self.verbose, "validation": validation_data is not None}
         progress = _Progress(self.verbose, epochs)
         try:
-            with self._sigint_guard():
+            with self._modes_kept(), self._sigint_guard():
                 self._run(train_data, validation_data, epochs, steps, progress)
         finally:
             progress.close()
-            for module, mode in zip(self.modules, modes):
-                module.train(mode)
         self._call("on_train_end", {"stop_reason": history.stop_reason})
         return history
 
@@ -486,12 +520,8 @@ class Trainer:
         """Weight-averaged metrics of the model over ``data`` (eval mode, no
         gradients): a dict ``name -> float`` with at least ``"loss"``."""
         _check_source("data", data)
-        modes = [module.training for module in self.modules]
-        try:
+        with self._modes_kept():
             return self._evaluate(data, self.epoch, "data", interruptible=False)
-        finally:
-            for module, mode in zip(self.modules, modes):
-                module.train(mode)
 
     def save_checkpoint(self, path):
         """Write the complete training state to ``path`` (see ``save_checkpoint``)."""
@@ -508,7 +538,7 @@ class Trainer:
             resumed = self._partial is not None
             if not resumed:
                 self.step_in_epoch = 0
-                self._partial = {"lr": float(self.optimizer.lr), "train": None}
+                self._partial = {"lr": float(self.optimizer.lr), "train": _Accumulator()}
             for module in self.modules:
                 module.train()
             _set_epoch(train_data, epoch)
@@ -518,7 +548,7 @@ class Trainer:
             progress.begin_epoch(epoch, steps, self.step_in_epoch)
             if not self._train_epoch(train_data, epoch, progress):
                 return
-            logs = self._epoch_metrics(_Accumulator(self._partial["train"]), "train_data")
+            logs = self._epoch_metrics(self._partial["train"], "train_data")
             if validation_data is not None:
                 val = self._evaluate(validation_data, epoch, "validation_data",
                                      interruptible=True)
@@ -548,58 +578,83 @@ class Trainer:
     def _train_epoch(self, train_data, epoch, progress):
         """Run the epoch's remaining batches; False when training must stop."""
         skip = self.step_in_epoch
-        sums = _Accumulator(self._partial["train"])
-        seen = False
+        batches = 0
         for index, batch in enumerate(train_data):
-            seen = True
+            batches = index + 1
             if index < skip:        # done before the checkpoint: same batches, same order
                 continue
+            if not self._train_batch(index, batch, epoch, progress):
+                return False
+        if batches == 0:
+            raise ValueError(f"train_data produced no batches in epoch {epoch}")
+        if batches < skip:
+            raise ValueError(f"train_data produced {batches} batches in epoch {epoch}, but "
+                             f"{skip} of them were done before the checkpoint; resume with "
+                             f"the data the checkpoint was written with")
+        return True
+
+    def _train_batch(self, index, batch, epoch, progress):
+        """One optimizer step on ``batch``; False when training must stop."""
+        callbacks = self.callbacks
+        if callbacks:
             self._call("on_batch_begin", index, {})
-            for module in self.modules:
-                module.zero_grad()
-            metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
-            loss = metrics["loss"]
-            if not math.isfinite(loss):
-                self._stop_non_finite(epoch, index, f"the loss is {loss}", progress)
-                return False
-            norm = self._clip_gradients()
-            if not math.isfinite(norm):
-                self._stop_non_finite(epoch, index, f"the gradient norm is {norm}", progress)
-                return False
-            self.optimizer.step()
-            self.global_step += 1
-            self.step_in_epoch = index + 1
-            sums.add(metrics, weight)
-            self._partial["train"] = sums.state_dict()
-            if self.schedule is not None and self.schedule_interval == "batch":
-                self.schedule.step()
+        for module in self.modules:
+            module.zero_grad()
+        metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
+        loss = metrics["loss"]
+        if not math.isfinite(loss):
+            self._stop_non_finite(epoch, index, f"the loss is {loss}", progress)
+            return False
+        norm = self._clip_gradients()
+        if not math.isfinite(norm):
+            self._stop_non_finite(epoch, index, f"the gradient norm is {norm}", progress)
+            return False
+        self.optimizer.step()
+        self.global_step += 1
+        self.step_in_epoch = index + 1
+        sums = self._partial["train"]
+        sums.add(metrics, weight)
+        if self.schedule is not None and self.schedule_interval == "batch":
+            self.schedule.step()
+        if progress.bar is not None:
             progress.batch(sums.mean("loss"))
+        if callbacks:
             logs = dict(metrics, weight=weight, lr=float(self.optimizer.lr))
             self._call("on_batch_end", index, logs)
-            if self._interrupt_requested:
-                self._stop_interrupted(epoch, progress, during="training")
-                return False
-            if self.stop_training:
-                progress.close()
-                self.history._stop("callback", f"stopped by a callback at epoch {epoch + 1}, "
-                                               f"batch {index + 1} (epoch left unfinished)")
-                return False
-        if not seen and skip == 0:
-            raise ValueError(f"train_data produced no batches in epoch {epoch}")
+        if self._interrupt_requested:
+            self._stop_interrupted(epoch, progress, during="training")
+            return False
+        if self.stop_training:
+            progress.close()
+            self.history._stop("callback", f"stopped by a callback at epoch {epoch + 1}, "
+                                           f"batch {index + 1} (epoch left unfinished)")
+            return False
         return True
 
     def _clip_gradients(self):
-        """The global gradient norm before clipping (inf/NaN when not finite)."""
-        modules = self.modules
-        if self.clip_value is None:
-            max_norm = self.clip_norm if self.clip_norm is not None else math.inf
-            return float(clip_grad_norm(modules, max_norm))
-        norm = float(clip_grad_norm(modules, math.inf))
-        if math.isfinite(norm):
-            clip_grad_value(modules, self.clip_value)
+        """The global 2-norm of the gradients before clipping, measured once
+        for the NaN/inf check and the clipping.  Not finite: nothing is
+        clipped (the step will be skipped).  Clipping by value comes first;
+        the norm is then measured again for clipping by norm."""
+        grads = self._gradients.flat_grads()
+        threads = _threads.get_num_threads()
+        norm = grad_norm(grads, 2.0, threads)
+        if not math.isfinite(norm):
+            return norm
+        if self.clip_value is not None:
+            clamp(grads, self.clip_value, threads)
             if self.clip_norm is not None:
-                clip_grad_norm(modules, self.clip_norm)
+                scale_to_norm(grads, self.clip_norm, grad_norm(grads, 2.0, threads), threads)
+        elif self.clip_norm is not None:
+            scale_to_norm(grads, self.clip_norm, norm, threads)
         return norm
+
+    def _partial_state(self):
+        """The unfinished epoch as JSON-able data for checkpoints (None between
+        epochs); :func:`parse_partial_state` reads it back."""
+        if self._partial is None:
+            return None
+        return {"lr": self._partial["lr"], "train": self._partial["train"].state_dict()}
 
     def _evaluate(self, data, epoch, source, interruptible):
         for module in self.modules:
@@ -629,7 +684,7 @@ class Trainer:
                    f"(global step {self.global_step}). Lower the learning rate or clip the "
                    f"gradients (clip_norm=...).")
         self.history._stop("non_finite", message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warn_from_caller(message, RuntimeWarning)
 
     def _stop_interrupted(self, epoch, progress, during):
         progress.close()
@@ -642,6 +697,16 @@ class Trainer:
                    f"trainer.save_checkpoint(path), then fit(..., resume_from=path).")
         self.history._stop("interrupted", message)
         print(message, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def _modes_kept(self):
+        """Put every module back in the train/eval mode it had on entry."""
+        modes = [module.training for module in self.modules]
+        try:
+            yield
+        finally:
+            for module, mode in zip(self.modules, modes):
+                module.train(mode)
 
     @contextlib.contextmanager
     def _sigint_guard(self):
