@@ -45,6 +45,8 @@ ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from machine import cpu_busy_seconds, cpu_model  # noqa: E402
+
 FRAMEWORK_ORDER = ("fastrnn", "torch", "numpy", "jax")
 SHORT = {"fastrnn": "fr", "torch": "torch", "numpy": "np", "jax": "jax"}
 CELL_TITLE = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
@@ -126,34 +128,20 @@ def _setup_threads(framework, n):
     return info, limiter
 
 
-def _cpu_busy_seconds(cpus):
-    """Busy time (user+nice+system+irq+softirq+steal) of these CPUs, /proc/stat."""
-    want = {f"cpu{c}" for c in cpus}
-    busy = 0
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                parts = line.split()
-                if parts and parts[0] in want:
-                    v = [int(x) for x in parts[1:9]]
-                    busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    except OSError:
-        return None
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _measure(fn, min_reps, budget, max_reps, cpus):
     """Time ``fn`` repeatedly; also this process's CPU use and everyone else's
     on our CPUs (``bg``, in CPUs: /proc/stat busy time minus our CPU time)."""
     times = []
-    busy0, cpu0, wall0 = _cpu_busy_seconds(cpus), time.process_time(), time.perf_counter()
+    busy0, cpu0, wall0 = cpu_busy_seconds(cpus), time.process_time(), time.perf_counter()
     while len(times) < min_reps or (sum(times) < budget and len(times) < max_reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - wall0
     own = time.process_time() - cpu0
-    busy1 = _cpu_busy_seconds(cpus)
+    busy1 = cpu_busy_seconds(cpus)
     if busy0 is None:
         return {"times": times, "cpu_util": own / wall, "bg": None, "bg_err": None}
     # /proc/stat counts whole clock ticks per CPU: +-1 tick per CPU at each end
@@ -393,9 +381,9 @@ def _run_worker(framework, threads, cpus, jobs, tmpdir, tag):
 
 def _background_load(cpus, seconds=1.0):
     """CPUs' worth of work done on ``cpus`` by other processes (we sleep)."""
-    b0 = _cpu_busy_seconds(cpus)
+    b0 = cpu_busy_seconds(cpus)
     time.sleep(seconds)
-    b1 = _cpu_busy_seconds(cpus)
+    b1 = cpu_busy_seconds(cpus)
     return None if b0 is None else max(0.0, (b1 - b0) / seconds)
 
 
@@ -416,15 +404,6 @@ def _wait_for_quiet(cpus, max_wait):
         time.sleep(1.5)
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _git_state():
@@ -471,7 +450,7 @@ def _environment_lines(warnings):
 
     allowed = sorted(os.sched_getaffinity(0))
     L = ["## Environment", ""]
-    L.append(f"- CPU: {_cpu_model()}; {os.cpu_count()} logical CPUs, "
+    L.append(f"- CPU: {cpu_model()}; {os.cpu_count()} logical CPUs, "
              f"{len(allowed)} allowed to this process ({allowed})")
     L.append(f"- {platform.platform()}; Python {platform.python_version()}")
     versions = [("fastrnn", fr.__version__), ("numpy", numpy.__version__),

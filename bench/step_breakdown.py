@@ -50,6 +50,7 @@ if HERE not in sys.path:
 import numpy as np  # noqa: E402
 
 import workloads  # noqa: E402
+from machine import cpu_busy_seconds, cpu_model  # noqa: E402
 
 CONFIGS = [(50, 32, 64), (100, 64, 128), (100, 64, 256), (100, 32, 512)]
 QUICK_CONFIGS = [(20, 16, 32), (50, 32, 128)]
@@ -182,20 +183,6 @@ def _minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _cpu_busy_seconds(cpus):
-    """Busy time of these CPUs from /proc/stat (user+nice+system+irq+softirq+steal)."""
-    want = {f"cpu{c}" for c in cpus}
-    busy = 0
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                parts = line.split()
-                if parts and parts[0] in want:
-                    v = [int(x) for x in parts[1:9]]
-                    busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    except OSError:
-        return None
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def measure(cell, T, B, H, settings, cpus):
@@ -244,7 +231,7 @@ def measure(cell, T, B, H, settings, cpus):
     faults = {"full": [], "recurrent": []}
     order = list(contenders)
     gc.collect()
-    busy0, own0, wall0 = _cpu_busy_seconds(cpus), time.process_time(), time.perf_counter()
+    busy0, own0, wall0 = cpu_busy_seconds(cpus), time.process_time(), time.perf_counter()
     for r in range(rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
             if name == "phased":
@@ -257,7 +244,7 @@ def measure(cell, T, B, H, settings, cpus):
             faults[name].append(_minor_faults() - f0)
     wall = time.perf_counter() - wall0
     own = time.process_time() - own0
-    busy1 = _cpu_busy_seconds(cpus)
+    busy1 = cpu_busy_seconds(cpus)
     bg = None if busy0 is None else max(0.0, (busy1 - busy0 - own) / wall)
 
     med = statistics.median
@@ -298,15 +285,6 @@ def _blas_lines():
             f"- `fr.blas_info()` (the BLAS the kernels call): {kernels_blas}"]
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _ms(seconds):
@@ -441,7 +419,7 @@ def main(argv=None):
             print(f"WARNING: {var}={os.environ[var]} is set; run as `env -u OPENBLAS_CORETYPE "
                   f"-u OPENBLAS_L2_SIZE python bench/step_breakdown.py`", file=sys.stderr)
     cpus = sorted(os.sched_getaffinity(0))
-    header = [f"- CPU: {_cpu_model()}; {len(cpus)} CPUs allowed {cpus}; load average "
+    header = [f"- CPU: {cpu_model()}; {len(cpus)} CPUs allowed {cpus}; load average "
               + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " at start",
               f"- fastrnn {fr.__version__} ({fr.__file__}), OpenMP {fr.openmp_enabled()}; "
               f"numpy {np.__version__}; Python {platform.python_version()}"]
