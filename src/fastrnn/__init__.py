@@ -1,9 +1,21 @@
 """fastrnn: fast CPU recurrent neural networks (RNN, LSTM, GRU).
 
+Task models (one line to create, fit, predict, save)::
+
     import fastrnn as fr
+    clf = fr.SequenceClassifier(cell="gru")   # also LanguageModel, SequenceTagger,
+    history = clf.fit(texts, labels)          # Seq2Seq, SequenceRegressor
+    clf.predict(new_texts)
+    clf.save("clf.npz"); fr.load("clf.npz")
+
+Layers with explicit forward/backward, for your own stacks::
+
     rnn = fr.RNN(input_size=32, hidden_size=64)
     out, h_n = rnn(x)                  # x: (T, B, 32) float32
     d_x, d_h0 = rnn.backward(d_out)    # parameter gradients in rnn.grads
+
+plus fr.Embedding / fr.Linear / fr.Dropout, fused losses, fr.optim, fr.data,
+fr.text, fr.Trainer; the ``fastrnn`` command line (``fastrnn --help``).
 """
 
 from . import _process
