@@ -447,55 +447,50 @@ def norm_reduce(const floating[::1] x, int kind, double power, int num_threads):
     return total
 
 
-cdef void _scale_range(floating *x, Py_ssize_t lo, Py_ssize_t hi,
-                       floating coef) noexcept nogil:
+cdef enum:
+    OP_SCALE = 0
+    OP_CLAMP = 1
+
+
+cdef void _in_place_range(floating *x, Py_ssize_t lo, Py_ssize_t hi, floating value,
+                          int op) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(lo, hi):
-        x[i] = x[i] * coef
+    cdef floating v
+    if op == OP_SCALE:
+        for i in range(lo, hi):
+            x[i] = x[i] * value
+    else:
+        for i in range(lo, hi):
+            v = x[i]
+            # NaN compares false both ways and stays NaN, as in torch.clamp
+            v = value if v > value else v
+            v = -value if v < -value else v
+            x[i] = v
+
+
+cdef void _in_place(floating[::1] x, floating value, int op, int num_threads) noexcept nogil:
+    """One elementwise op over x, split into per-thread chunks when large."""
+    cdef Py_ssize_t n = x.shape[0], size
+    cdef int chunks, c
+    if n == 0:
+        return
+    chunks = _chunks(n, num_threads, 0.25 * ELEMENT_WORK)
+    if chunks == 1:
+        _in_place_range(&x[0], 0, n, value, op)
+        return
+    size = _chunk_size(n, chunks)
+    for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
+        if c * size < n:
+            _in_place_range(&x[0], c * size, min(n, (c + 1) * size), value, op)
 
 
 def scale(floating[::1] x, double coef, int num_threads):
     """x *= coef in place."""
-    cdef Py_ssize_t n = x.shape[0], size
-    cdef int chunks, c
-    if n == 0:
-        return
     with nogil:
-        chunks = _chunks(n, num_threads, 0.25 * ELEMENT_WORK)
-        if chunks == 1:
-            _scale_range(&x[0], 0, n, <floating>coef)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _scale_range(&x[0], c * size, min(n, (c + 1) * size), <floating>coef)
-
-
-cdef void _clamp_range(floating *x, Py_ssize_t lo, Py_ssize_t hi,
-                       floating bound) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v
-    for i in range(lo, hi):
-        v = x[i]
-        # NaN compares false both ways and stays NaN, as in torch.clamp
-        v = bound if v > bound else v
-        v = -bound if v < -bound else v
-        x[i] = v
+        _in_place(x, <floating>coef, OP_SCALE, num_threads)
 
 
 def clamp(floating[::1] x, double bound, int num_threads):
     """x = min(max(x, -bound), bound) in place (NaN stays NaN)."""
-    cdef Py_ssize_t n = x.shape[0], size
-    cdef int chunks, c
-    if n == 0:
-        return
     with nogil:
-        chunks = _chunks(n, num_threads, 0.25 * ELEMENT_WORK)
-        if chunks == 1:
-            _clamp_range(&x[0], 0, n, <floating>bound)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _clamp_range(&x[0], c * size, min(n, (c + 1) * size),
-                                 <floating>bound)
+        _in_place(x, <floating>bound, OP_CLAMP, num_threads)
