@@ -1,23 +1,27 @@
 # Row-major GEMM over scipy's Fortran BLAS, for float32 and float64.
+#
+# Sizes are 64-bit (Py_ssize_t) everywhere; BLAS takes C ints, so a product
+# with a dimension beyond blas_int_limit() (2**31 - 1) is split into calls of
+# at most that size.  A leading dimension that large (one row of 2**31 values)
+# cannot be described to BLAS at all and is computed by plain loops.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from fastrnn._kernels._runtime cimport parallel_min_work
+from fastrnn._kernels._runtime cimport blas_int_limit, parallel_min_work
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                      floating alpha, const floating *a, int lda,
-                      const floating *b, int ldb, floating beta,
-                      floating *c, int ldc) noexcept nogil:
-    """C (m x n) = alpha op(A) op(B) + beta C, all row-major.
+
+cdef inline void _blas_call(bint trans_a, bint trans_b, int m, int n, int k,
+                            floating alpha, const floating *a, int lda,
+                            const floating *b, int ldb, floating beta,
+                            floating *c, int ldc) noexcept nogil:
+    """One BLAS call on sizes that fit an int.
 
     Row-major C is column-major C^T = op(B)^T op(A)^T, so the operands swap.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
-    if m <= 0 or n <= 0:
-        return
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda,
               &beta, c, &ldc)
@@ -26,9 +30,70 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-cdef inline void parallel_gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                               const floating *a, int lda, const floating *b,
-                               int ldb, floating beta, floating *c, int ldc,
+cdef inline void _loop_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, floating alpha, const floating *a,
+                            Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
+                            floating beta, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """The same product by plain loops, for leading dimensions BLAS cannot take.
+    beta == 0 ignores C's old values, as BLAS does."""
+    cdef Py_ssize_t i, j, p
+    cdef floating total, x, y
+    for i in range(m):
+        for j in range(n):
+            total = 0
+            for p in range(k):
+                x = a[p * lda + i] if trans_a else a[i * lda + p]
+                y = b[j * ldb + p] if trans_b else b[p * ldb + j]
+                total = total + x * y
+            if beta == 0:
+                c[i * ldc + j] = alpha * total
+            else:
+                c[i * ldc + j] = alpha * total + beta * c[i * ldc + j]
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                      Py_ssize_t k, floating alpha, const floating *a, Py_ssize_t lda,
+                      const floating *b, Py_ssize_t ldb, floating beta,
+                      floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (m x n) = alpha op(A) op(B) + beta C, all row-major, any sizes.
+
+    Rows and columns of C are split into blocks of at most blas_int_limit();
+    the reduction k is split too, later chunks accumulating with beta = 1.
+    """
+    cdef Py_ssize_t limit = blas_int_limit()
+    cdef Py_ssize_t i0, j0, p0, mi, nj, kp
+    cdef floating beta_p
+    if m <= 0 or n <= 0:
+        return
+    if lda > limit or ldb > limit or ldc > limit:
+        _loop_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    i0 = 0
+    while i0 < m:
+        mi = min(limit, m - i0)
+        j0 = 0
+        while j0 < n:
+            nj = min(limit, n - j0)
+            p0 = 0
+            beta_p = beta
+            while True:             # at least one call: k == 0 still scales C
+                kp = min(limit, k - p0) if k > p0 else 0
+                _blas_call(trans_a, trans_b, <int>mi, <int>nj, <int>kp, alpha,
+                           a + (p0 * lda + i0 if trans_a else i0 * lda + p0), <int>lda,
+                           b + (j0 * ldb + p0 if trans_b else p0 * ldb + j0), <int>ldb,
+                           beta_p, c + i0 * ldc + j0, <int>ldc)
+                beta_p = 1
+                p0 += kp
+                if p0 >= k:
+                    break
+            j0 += nj
+        i0 += mi
+
+
+cdef inline void parallel_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                               Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                               const floating *b, Py_ssize_t ldb, floating beta,
+                               floating *c, Py_ssize_t ldc,
                                int num_threads) noexcept nogil:
     """C (m x n) = op(A) op(B) + beta C with the rows of C split over threads.
 
@@ -36,21 +101,23 @@ cdef inline void parallel_gemm(bint trans_a, bint trans_b, int m, int n, int k,
     single-threaded, so no BLAS worker threads spin against ours.
     """
     cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
-    cdef int blk, r0, r1
+    cdef int blk
+    cdef Py_ssize_t r0, r1
     if blocks <= 1:
         gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        r0 = <int>(<long>blk * m // blocks)
-        r1 = <int>(<long>(blk + 1) * m // blocks)
+        r0 = blk * m // blocks
+        r1 = (blk + 1) * m // blocks
         gemm(trans_a, trans_b, r1 - r0, n, k, <floating>1,
-             a + (r0 if trans_a else <size_t>r0 * lda), lda, b, ldb, beta,
-             c + <size_t>r0 * ldc, ldc)
+             a + (r0 if trans_a else r0 * lda), lda, b, ldb, beta,
+             c + r0 * ldc, ldc)
 
 
-cdef inline void parallel_gemm_tn(int m, int n, int k, const floating *a, int lda,
-                                  const floating *b, int ldb, floating *c, int ldc,
-                                  int num_threads) noexcept nogil:
+cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                  const floating *a, Py_ssize_t lda,
+                                  const floating *b, Py_ssize_t ldb, floating *c,
+                                  Py_ssize_t ldc, int num_threads) noexcept nogil:
     """C (m x n) += A^T B, A (k x m), B (k x n), for weight gradients.
 
     Their output is small and k (timesteps x batch rows) long, so k is split
@@ -59,7 +126,8 @@ cdef inline void parallel_gemm_tn(int m, int n, int k, const floating *a, int ld
     products are added to C in thread order.
     """
     cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
-    cdef int blk, k0, k1, i, j
+    cdef int blk
+    cdef Py_ssize_t k0, k1, i, j
     cdef size_t tile = <size_t>m * n
     cdef floating *partial = NULL
     cdef floating *p
@@ -69,13 +137,13 @@ cdef inline void parallel_gemm_tn(int m, int n, int k, const floating *a, int ld
         gemm(True, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        k0 = <int>(<long>blk * k // blocks)
-        k1 = <int>(<long>(blk + 1) * k // blocks)
-        gemm(True, False, m, n, k1 - k0, <floating>1, a + <size_t>k0 * lda, lda,
-             b + <size_t>k0 * ldb, ldb, <floating>0, partial + blk * tile, n)
+        k0 = blk * k // blocks
+        k1 = (blk + 1) * k // blocks
+        gemm(True, False, m, n, k1 - k0, <floating>1, a + k0 * lda, lda,
+             b + k0 * ldb, ldb, <floating>0, partial + blk * tile, n)
     for blk in range(blocks):
         p = partial + blk * tile
         for i in range(m):
             for j in range(n):
-                c[<size_t>i * ldc + j] += p[<size_t>i * n + j]
+                c[i * ldc + j] += p[i * n + j]
     free(partial)

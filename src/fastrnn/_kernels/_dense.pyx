@@ -12,7 +12,19 @@ from libc.string cimport memcpy, memset
 
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights, parallel_packed_gemm
-from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_int_limit, blas_set_threads
+
+# Sizes are Py_ssize_t: 2**31 rows or more are real inputs (a head on every
+# timestep of a big batch).  The packed micro-kernel and BLAS count in C ints,
+# so rows go to them in blocks of at most blas_int_limit(); the feature sizes
+# are checked to fit an int (a weight row of 2**31 values is not a model).
+
+
+cdef int _check_features(Py_ssize_t fan_in, Py_ssize_t fan_out) except -1:
+    if fan_in > 2147483647 or fan_out > 2147483647:
+        raise ValueError(f"Linear sizes must be below 2**31, got in_features={fan_in}, "
+                         f"out_features={fan_out}")
+    return 0
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -23,19 +35,25 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     as the recurrent product: at the head sizes of sequence models (out of a
     few dozen to a few hundred) it beats a BLAS call severalfold.
     """
-    cdef int rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
-    cdef int i
+    cdef Py_ssize_t rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
+    cdef Py_ssize_t i, r0, block
     cdef floating *packed
+    _check_features(fan_in, fan_out)
     with nogil:
-        packed = pack_weights(&weight[0, 0], fan_out, fan_in, True)
+        packed = pack_weights(&weight[0, 0], <int>fan_out, <int>fan_in, True)
         if packed != NULL:
             for i in range(rows):
                 if bias.shape[0] > 0:
                     memcpy(&y[i, 0], &bias[0], fan_out * sizeof(floating))
                 else:
                     memset(&y[i, 0], 0, fan_out * sizeof(floating))
-            parallel_packed_gemm(rows, fan_out, fan_in, &x[0, 0], fan_in, packed,
-                                 &y[0, 0], fan_out, num_threads)
+            r0 = 0
+            while r0 < rows:
+                block = min(rows - r0, blas_int_limit())
+                parallel_packed_gemm(<int>block, <int>fan_out, <int>fan_in, &x[r0, 0],
+                                     <int>fan_in, packed, &y[r0, 0], <int>fan_out,
+                                     num_threads)
+                r0 += block
             free(packed)
     if packed == NULL:
         raise MemoryError("fastrnn: no memory to pack the weight")
@@ -46,9 +64,11 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                     floating[::1] d_bias, int num_threads):
     """d_weight += d_y^T x; d_bias += column sums of d_y (if not empty);
     d_x = d_y @ weight (if not empty)."""
-    cdef int rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
-    cdef int i, prev_threads
+    cdef Py_ssize_t rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
+    cdef Py_ssize_t i
+    cdef int prev_threads
     cdef floating *ones = NULL
+    _check_features(fan_in, fan_out)
     with nogil:
         prev_threads = blas_get_threads()
         blas_set_threads(1)

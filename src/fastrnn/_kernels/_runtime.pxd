@@ -2,3 +2,4 @@
 cdef void blas_set_threads(int n) noexcept nogil
 cdef int blas_get_threads() noexcept nogil
 cdef double parallel_min_work() noexcept nogil
+cdef Py_ssize_t blas_int_limit() noexcept nogil

@@ -90,3 +90,26 @@ def all_finite(const floating[::1] values, int num_threads):
                 if c * size < n:
                     bad += not _finite(&values[c * size], min(size, n - c * size))
     return bad == 0
+
+
+# Largest size one BLAS call takes: sgemm/dgemm count rows, columns and
+# leading dimensions in a C int, so _blas.gemm splits larger products into
+# calls of at most this size.  Only tests lower it, to run the splitting on
+# arrays of normal size (2**31 rows need 8 GB or more).
+cdef Py_ssize_t _blas_int_limit = 2147483647
+
+
+cdef Py_ssize_t blas_int_limit() noexcept nogil:
+    return _blas_int_limit
+
+
+def get_blas_int_limit():
+    return _blas_int_limit
+
+
+def set_blas_int_limit(Py_ssize_t limit):
+    """Tests only: split BLAS calls at ``limit`` (1 .. 2**31 - 1) instead of 2**31 - 1."""
+    global _blas_int_limit
+    if not 1 <= limit <= 2147483647:
+        raise ValueError(f"limit must lie in 1..2**31-1, got {limit}")
+    _blas_int_limit = limit
