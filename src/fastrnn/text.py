@@ -26,13 +26,17 @@ atomic, so a crash mid-save leaves the previous file intact.
 import itertools
 import json
 import os
+import re
 import unicodedata
 from collections import Counter
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, parse_json, read_limited
 from ._validation import resolve_dtype, to_numpy
+
+# A surrogate code point on its own (not valid in UTF-8): escaped when saving.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 __all__ = ["PAD", "UNK", "BOS", "EOS", "PAD_TOKEN", "UNK_TOKEN", "BOS_TOKEN", "EOS_TOKEN",
            "SPECIAL_TOKENS", "Tokenizer", "CharTokenizer", "WordTokenizer", "get_tokenizer",
@@ -674,32 +678,30 @@ class Vocab:
         """Write the vocabulary as UTF-8 JSON, atomically: the data goes to a
         temporary file in the same directory, is flushed to disk, then renamed
         over ``path``, so ``path`` holds either the old or the new vocabulary,
-        never half a file.  Returns ``path``."""
+        never half a file.  Returns ``path``.
+
+        Tokens with lone surrogates (from undecodable bytes) are written as
+        JSON ``\\udXXX`` escapes, as ``model.save`` does, and load back equal.
+        """
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+        text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
         atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
         return path
 
     @classmethod
     def load(cls, path):
-        """Read a vocabulary written by ``save``."""
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"vocabulary file not found: {os.fspath(path)!r}") from None
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise ValueError(f"vocabulary file {os.fspath(path)!r} is not UTF-8 text "
-                             f"({error.reason} at byte {error.start})") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"vocabulary file {os.fspath(path)!r} is not valid JSON "
-                             f"({error.msg} at line {error.lineno}, column {error.colno}); "
-                             f"it may be truncated or not a vocabulary") from None
+        """Read a vocabulary written by ``save``.
+
+        The file must be a regular file within the ``max_json_bytes`` and
+        ``max_json_depth`` limits (``fastrnn.set_load_limits``); every error
+        names it.
+        """
+        where = f"vocabulary file {os.fspath(path)!r}"
+        data = parse_json(read_limited(path, "vocabulary file", "max_json_bytes"), where)
         try:
             return cls.from_dict(data)
         except (ValueError, TypeError) as error:
-            raise type(error)(f"{os.fspath(path)!r}: {error}") from None
+            raise type(error)(f"{where}: {error}") from None
 
     # ------------------------------------------------------------ misc
 

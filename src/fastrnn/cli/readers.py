@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from .._io import get_load_limits, open_regular, parse_json
 from .common import CLIError
 
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
@@ -23,41 +24,70 @@ def display_name(path):
 
 
 def read_source(path):
-    """(name for messages, text) of ``path``; ``-`` is stdin."""
+    """(name for messages, lines) of ``path``, newlines stripped; ``-`` is stdin.
+
+    The file is read line by line, each line at most the ``max_line_bytes``
+    limit (``fastrnn.set_load_limits``; a longer line is an error naming the
+    file and line, found before the rest of that line is read).  Named paths
+    must be regular files (``-`` reads stdin, a pipe included).
+    """
+    name = display_name(path)
     if path == "-":
-        return display_name(path), sys.stdin.read().lstrip("\ufeff")
+        return name, _read_lines(name, sys.stdin.buffer)
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return path, handle.read()
+        handle = open_regular(path, "data file")
     except FileNotFoundError:
         raise CLIError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path}: is a directory, expected a file") from None
-    except PermissionError:
-        raise CLIError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise CLIError(f"{exc} (use - to read standard input)") from None
+    with handle:
+        return name, _read_lines(name, handle)
+
+
+def _read_lines(name, stream):
+    limit = get_load_limits()["max_line_bytes"]
+    lines = []
+    try:
+        while True:
+            raw = stream.readline(limit + 1)
+            if not raw:
+                break
+            if len(raw) > limit and not (len(raw) == limit + 1 and raw.endswith(b"\n")):
+                raise CLIError(f"{name}, line {len(lines) + 1}: longer than the "
+                               f"max_line_bytes limit of {limit} bytes (split the text, or "
+                               f"raise the limit with fastrnn.set_load_limits)")
+            if not lines and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]                       # byte-order mark
+            lines.append(_decode(name, len(lines) + 1, raw).rstrip("\n").rstrip("\r"))
     except OSError as exc:
-        raise CLIError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise CLIError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    return lines
 
 
-def _numbered_lines(text):
-    """(line number, line) for every line, newline stripped (1-based numbers)."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        yield number, line.rstrip("\r")
+def _decode(name, number, raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{name}, line {number}: not UTF-8 text ({exc.reason} at byte "
+                       f"{exc.start} of the line)") from None
 
 
-def _first_line_is_json_object(text):
-    for _, line in _numbered_lines(text):
+def _numbered_lines(lines):
+    """(line number, line) for every line (1-based numbers)."""
+    return enumerate(lines, start=1)
+
+
+def _first_line_is_json_object(lines):
+    for line in lines:
         if line.strip():
             try:
                 return line.lstrip().startswith("{") and isinstance(json.loads(line), dict)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return False
     return False
 
 
-def _detect_format(name, text, requested, plain):
+def _detect_format(name, lines, requested, plain):
     """"jsonl" or ``plain`` (the task's line format).  ``auto``: by extension
     (.jsonl/.ndjson/.json), else JSONL when the first non-blank line is a
     JSON object, else ``plain``."""
@@ -66,21 +96,21 @@ def _detect_format(name, text, requested, plain):
     extension = os.path.splitext(name)[1].lower()
     if extension in JSONL_EXTENSIONS:
         return "jsonl"
-    if extension not in (".tsv", ".conll", ".txt", ".csv") and _first_line_is_json_object(text):
+    if extension not in (".tsv", ".conll", ".txt", ".csv") and _first_line_is_json_object(lines):
         return "jsonl"
     return plain
 
 
-def _jsonl_records(name, text, keys):
+def _jsonl_records(name, lines, keys):
     """(line number, record) for each non-blank line; each record must be a JSON
     object with ``keys``."""
-    for number, line in _numbered_lines(text):
+    for number, line in _numbered_lines(lines):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line, f"{name}, line {number}")
         except ValueError as exc:
-            raise CLIError(f"{name}, line {number}: not valid JSON ({exc})") from None
+            raise CLIError(str(exc)) from None
         if not isinstance(record, dict):
             raise CLIError(f"{name}, line {number}: expected a JSON object "
                            f"{{{', '.join(repr(k) + ': ...' for k in keys)}}}, got "
@@ -126,11 +156,13 @@ def read_texts(paths, lines=False):
     """LM data: each file is one text, or each non-blank line with ``lines``."""
     texts = []
     for path in paths:
-        _, text = read_source(path)
+        _, content = read_source(path)
         if lines:
-            texts.extend(line for _, line in _numbered_lines(text) if line.strip())
-        elif text.strip():
-            texts.append(text)
+            texts.extend(line for line in content if line.strip())
+        else:
+            text = "\n".join(content)
+            if text.strip():
+                texts.append(text)
     if not texts:
         raise CLIError(f"{', '.join(paths)}: no text found (empty files)")
     return texts
@@ -143,17 +175,17 @@ def read_pairs(path, fmt="auto", keys=("text", "label"), label_is_text=False):
 
     The output is a label (classify) or a text (seq2seq, ``label_is_text``).
     """
-    name, text = read_source(path)
-    fmt = _detect_format(name, text, fmt, "tsv")
+    name, lines = read_source(path)
+    fmt = _detect_format(name, lines, fmt, "tsv")
     first, second = [], []
     if fmt == "jsonl":
-        for number, record in _jsonl_records(name, text, keys):
+        for number, record in _jsonl_records(name, lines, keys):
             first.append(_need_text(name, number, keys[0], record[keys[0]]))
             value = record[keys[1]]
             second.append(_need_text(name, number, keys[1], value) if label_is_text
                           else _need_label(name, number, value))
     else:
-        for number, line in _numbered_lines(text):
+        for number, line in _numbered_lines(lines):
             if not line.strip():
                 continue
             fields = line.split("\t")
@@ -181,19 +213,19 @@ def read_tagged(path, fmt="auto", with_tags=True):
     Without ``with_tags`` (prediction) the tag column is optional and
     ignored, and the tag lists are None.
     """
-    name, text = read_source(path)
-    fmt = _detect_format(name, text, fmt, "conll")
+    name, lines = read_source(path)
+    fmt = _detect_format(name, lines, fmt, "conll")
     reader = _tagged_jsonl if fmt == "jsonl" else _tagged_conll
-    sentences, tag_lists = reader(name, text, with_tags)
+    sentences, tag_lists = reader(name, lines, with_tags)
     if not sentences:
         raise _no_examples(name)
     return sentences, tag_lists if with_tags else None
 
 
-def _tagged_jsonl(name, text, with_tags):
+def _tagged_jsonl(name, lines, with_tags):
     sentences, tag_lists = [], []
     keys = ("tokens", "tags") if with_tags else ("tokens",)
-    for number, record in _jsonl_records(name, text, keys):
+    for number, record in _jsonl_records(name, lines, keys):
         tokens = _need_strings(name, number, "tokens", record["tokens"])
         sentences.append(tokens)
         if with_tags:
@@ -205,10 +237,10 @@ def _tagged_jsonl(name, text, with_tags):
     return sentences, tag_lists
 
 
-def _tagged_conll(name, text, with_tags):
+def _tagged_conll(name, lines, with_tags):
     sentences, tag_lists = [], []
     tokens, tags = [], []
-    for number, line in list(_numbered_lines(text)) + [(None, "")]:
+    for number, line in list(_numbered_lines(lines)) + [(None, "")]:
         if not line.strip():
             if tokens:
                 sentences.append(tokens)
@@ -268,21 +300,21 @@ def read_regression(path, fmt="auto", with_targets=True):
     values.  Without ``with_targets`` (prediction) a target is optional and
     ignored, and the targets are None.
     """
-    name, text = read_source(path)
-    return _regression(name, text, _detect_format(name, text, fmt, "tsv"), with_targets)
+    name, lines = read_source(path)
+    return _regression(name, lines, _detect_format(name, lines, fmt, "tsv"), with_targets)
 
 
-def _regression(name, text, fmt, with_targets):
+def _regression(name, lines, fmt, with_targets):
     sequences, targets = [], []
     if fmt == "jsonl":
         keys = ("sequence", "target") if with_targets else ("sequence",)
-        for number, record in _jsonl_records(name, text, keys):
+        for number, record in _jsonl_records(name, lines, keys):
             sequences.append(_need_numbers(name, number, "sequence", record["sequence"], True))
             if with_targets:
                 target = _need_numbers(name, number, "target", record["target"], False)
                 targets.append(np.atleast_1d(target))
     else:
-        for number, line in _numbered_lines(text):
+        for number, line in _numbered_lines(lines):
             if not line.strip():
                 continue
             fields = line.split("\t")
@@ -321,21 +353,22 @@ def read_inputs(path, task, fmt="auto"):
     a first line that is a JSON object; for tag, CoNLL when the extension
     is .conll or a line has a tab; else lines.
     """
-    name, text = read_source(path)
-    conll = task == "tag" and (os.path.splitext(name)[1].lower() == ".conll" or "\t" in text)
-    fmt = _detect_format(name, text, fmt, "conll" if conll else "lines")
+    name, lines = read_source(path)
+    conll = task == "tag" and (os.path.splitext(name)[1].lower() == ".conll"
+                               or any("\t" in line for line in lines))
+    fmt = _detect_format(name, lines, fmt, "conll" if conll else "lines")
     if task == "regress":
-        inputs = _regression(name, text, fmt, with_targets=False)[0]
+        inputs = _regression(name, lines, fmt, with_targets=False)[0]
     elif fmt == "conll":
-        inputs = _tagged_conll(name, text, with_tags=False)[0]
+        inputs = _tagged_conll(name, lines, with_tags=False)[0]
     elif fmt == "jsonl":
         key = INPUT_KEYS[task]
         check = _need_strings if task == "tag" else _need_text
         inputs = [check(name, number, key, record[key])
-                  for number, record in _jsonl_records(name, text, (key,))]
+                  for number, record in _jsonl_records(name, lines, (key,))]
     else:
         inputs = []
-        for _, line in _numbered_lines(text):
+        for _, line in _numbered_lines(lines):
             line = line.split("\t", 1)[0]
             if line.strip():
                 inputs.append(line.split() if task == "tag" else line)

@@ -15,7 +15,7 @@ from .. import _threads
 from .._kernels import _embedding
 from .._validation import (check_finite, check_shape, float_array, positive_int,
                            private_input, read_only, resolve_dtype, to_numpy)
-from .module import Module
+from .module import Module, reserve_parameter
 
 __all__ = ["Embedding"]
 
@@ -50,6 +50,7 @@ class Embedding(Module):
         num_embeddings = positive_int("num_embeddings", num_embeddings)
         embedding_dim = positive_int("embedding_dim", embedding_dim)
         rng = np.random.default_rng(seed)
+        reserve_parameter((num_embeddings, embedding_dim))
         weight = rng.standard_normal((num_embeddings, embedding_dim))
         self._setup(weight, padding_idx, freeze, dtype, zero_padding_row=True)
 

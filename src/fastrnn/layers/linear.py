@@ -30,10 +30,11 @@ class Linear(Module):
         self.bias = bool(bias)
         rng = np.random.default_rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
-        self._add_parameter("weight", rng.uniform(-bound, bound,
-                                                  (self.out_features, self.in_features)))
+        def draw(shape):
+            return rng.uniform(-bound, bound, shape)
+        self._new_parameter("weight", (self.out_features, self.in_features), draw)
         if self.bias:
-            self._add_parameter("bias", rng.uniform(-bound, bound, self.out_features))
+            self._new_parameter("bias", (self.out_features,), draw)
         precision = "float" if self.dtype == np.float32 else "double"
         self._forward_kernel = _dense.linear_forward[precision]
         self._backward_kernel = _dense.linear_backward[precision]

@@ -7,9 +7,45 @@ and accumulates parameter gradients.  No autograd tape: the layer family is
 fixed, so explicit backward passes are simpler and faster.
 """
 
+import contextlib
+import math
+
 import numpy as np
 
 from .._validation import to_numpy
+
+# Elements the layers may still allocate for parameters, or None (no limit).
+# fastrnn.load rebuilds a model from sizes written in the file; it sets this
+# to what the file really stores, so a file declaring hidden_size=2**40 fails
+# before anything is allocated (see Module._new_parameter).
+_budget = None
+
+
+class ParameterBudgetError(ValueError):
+    """A layer would hold more parameters than a :func:`parameter_budget` allows."""
+
+
+@contextlib.contextmanager
+def parameter_budget(elements):
+    """Inside the block, layers created may hold at most ``elements`` parameter
+    values in total (ParameterBudgetError before a larger one is drawn)."""
+    global _budget
+    previous, _budget = _budget, [int(elements)]
+    try:
+        yield
+    finally:
+        _budget = previous
+
+
+def reserve_parameter(shape):
+    """Charge a parameter of ``shape`` against the active budget, if any."""
+    if _budget is None:
+        return
+    size = math.prod(int(n) for n in shape)
+    if size > _budget[0]:
+        raise ParameterBudgetError(f"a parameter of shape {tuple(shape)} ({size} values) "
+                                   f"exceeds the {_budget[0]} values left")
+    _budget[0] -= size
 
 
 class Module:
@@ -21,6 +57,12 @@ class Module:
         self._params = {}
         self.grads = {}
         self._rng = None    # layers that draw random numbers (dropout) set one
+
+    def _new_parameter(self, name, shape, draw):
+        """Add parameter ``name`` initialised by ``draw(shape)``, after charging
+        its size to the active parameter budget (before any allocation)."""
+        reserve_parameter(shape)
+        self._add_parameter(name, draw(shape))
 
     def _add_parameter(self, name, array):
         self._params[name] = np.ascontiguousarray(array, dtype=self.dtype)

@@ -116,7 +116,8 @@ class _Recurrent(Module):
                 if self.bias:
                     shapes.update({b_ih: (G * H,), b_hh: (G * H,)})
                 for name, shape in shapes.items():
-                    self._add_parameter(name, self._rng.uniform(-bound, bound, shape))
+                    self._new_parameter(name, shape,
+                                        lambda s: self._rng.uniform(-bound, bound, s))
 
     def _layer_parameters(self, layer, direction):
         """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; empty biases

@@ -20,7 +20,8 @@ import numbers
 import numpy as np
 
 from .. import optim
-from .._io import read_archive, write_archive
+from .._io import META_KEY, open_archive, write_archive
+from ..layers.module import ParameterBudgetError, parameter_budget
 from ..data import BatchLoader
 from ..training import Trainer
 from .inputs import InputEncoder
@@ -460,40 +461,81 @@ def load(path):
     Args:
         path: the file (str or os.PathLike).
 
-    Raises FileNotFoundError for a missing file and ValueError for one that
-    is not a fastrnn model, is damaged, or was written by a newer fastrnn.
+    Raises FileNotFoundError for a missing file and ValueError naming the
+    file for one that is not a fastrnn model, is damaged, exceeds the loader
+    limits (``fastrnn.set_load_limits``) or was written by a newer fastrnn.
+
+    Nothing in the file is trusted: the member list and every array header
+    are checked against the sizes its settings declare before the layers
+    are built or any array is read, and no other file is opened (the
+    ``pretrained`` setting is a record: the vectors are in the weights).
     """
-    arrays, meta = read_archive(path, MODEL_FORMAT, MODEL_VERSION, "model")
-    missing = [key for key in ("class", "params", "fitted") if key not in meta]
-    if missing:
-        raise ValueError(f"{path!r}: model file is missing its {', '.join(missing)} "
-                         f"entry")
-    name = meta["class"]
-    cls = _MODEL_CLASSES.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"{path!r}: unknown model class {name!r}; known: "
-                         f"{', '.join(sorted(_MODEL_CLASSES))}")
-    try:
-        model = cls(**meta["params"])
-        model._restore(meta["fitted"])
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{path!r}: the saved {name} settings do not fit this fastrnn "
-                         f"({type(exc).__name__}: {exc})") from None
-    for index, module in enumerate(model.modules()):
-        prefix = f"{index}/"
-        state = {key[len(prefix):]: value for key, value in arrays.items()
-                 if key.startswith(prefix)}
-        try:
-            module.load_state_dict(state)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path!r}: weights of layer {index} "
-                             f"({type(module).__name__}) do not fit the model: {exc}") from None
-    expected = {f"{i}/{name}" for i, m in enumerate(model.modules()) for name in m.state_dict()}
-    if set(arrays) != expected:
-        raise ValueError(f"{path!r}: unexpected arrays {sorted(set(arrays) - expected)}")
+    with open_archive(path, MODEL_FORMAT, MODEL_VERSION, "model") as archive:
+        model = _build_saved(archive)
+        _check_stored_arrays(archive, model)
+        for index, module in enumerate(model.modules()):
+            state = {name: archive.read(f"{index}/{name}") for name in module._params}
+            try:
+                module.load_state_dict(state)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"model {archive.path!r}: weights of layer {index} "
+                                 f"({type(module).__name__}) do not fit the model: "
+                                 f"{exc}") from None
     model.is_fitted_ = True
     model._set_mode(False)
     return model
+
+
+def _build_saved(archive):
+    """The unfitted model the file's settings describe, its layers no larger
+    in total than the arrays the file stores."""
+    meta, where = archive.meta, f"model {archive.path!r}"
+    missing = [key for key in ("class", "params", "fitted") if key not in meta]
+    if missing:
+        raise ValueError(f"{where} is missing its {', '.join(missing)} entry")
+    name = meta["class"]
+    cls = _MODEL_CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"{where}: unknown model class {name!r}; known: "
+                         f"{', '.join(sorted(_MODEL_CLASSES))}")
+    params = meta["params"]
+    if not isinstance(params, dict):
+        raise ValueError(f"{where}: its params entry must be a JSON object, got "
+                         f"{type(params).__name__}")
+    if "pretrained" in params:
+        params = dict(params, pretrained=None)    # a record only: never opened
+    stored = sum(math.prod(shape) for key, (shape, _) in archive.headers.items()
+                 if key != META_KEY)
+    try:
+        with parameter_budget(stored):
+            model = cls(**params)
+            model._restore(meta["fitted"])
+    except ParameterBudgetError as exc:
+        raise ValueError(f"{where}: its settings declare larger layers than the "
+                         f"{stored} weight values it stores ({exc})") from None
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+        raise ValueError(f"{where}: the saved {name} settings do not fit this fastrnn "
+                         f"({type(exc).__name__}: {exc})") from None
+    return model
+
+
+def _check_stored_arrays(archive, model):
+    """The archive's arrays are exactly the model's parameters, shapes equal,
+    checked on the headers before any array is read."""
+    expected = {f"{index}/{name}": value.shape
+                for index, module in enumerate(model.modules())
+                for name, value in module._params.items()}
+    stored = {key: header for key, header in archive.headers.items() if key != META_KEY}
+    where = f"model {archive.path!r}"
+    if set(stored) != set(expected):
+        raise ValueError(f"{where}: its arrays do not match the model: missing "
+                         f"{sorted(set(expected) - set(stored))}, unexpected "
+                         f"{sorted(set(stored) - set(expected))}")
+    for key, shape in expected.items():
+        found, dtype = stored[key]
+        if found != shape or dtype.kind not in "fiu":
+            raise ValueError(f"{where}: array {key!r} must be numbers of shape {shape}, "
+                             f"the file stores {dtype} of shape {found}")
 
 
 def _json_params(params):

@@ -191,8 +191,9 @@ def load_checkpoint(path):
         raise ValueError(f"checkpoint {path_str!r} is incomplete: missing {missing}")
     try:
         state = _unpack(packed, arrays)
-    except KeyError as exc:
-        raise ValueError(f"checkpoint {path_str!r} is corrupt: array {exc} is missing") from None
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint {path_str!r} is corrupt: an array reference "
+                         f"{exc} is missing or malformed") from None
     return Checkpoint(path_str, state)
 
 
