@@ -338,7 +338,7 @@ def test_missing_words_seeded(tmp_path):
 
 
 @pytest.mark.parametrize("text,vocab,match", [
-    ("a 1 2 3\nb 1 2\n", ["a", "b"], r"vectors.txt, line 2: expected 3 values after the "
+    ("a 1 2 3\nb 1 2\n", ["a", "b"], r"vectors.txt', line 2: expected 3 values after the "
                                      r"word 'b', got 2"),
     ("2 3\na 1 2 3\nb 1 2 3 4\n", ["b"], r"line 3: expected 3 values"),
     ("a 1 2\n\nb 1 x\n", ["b"], r"line 3: value 'x' for the word 'b' is not a number"),
@@ -346,8 +346,11 @@ def test_missing_words_seeded(tmp_path):
     ("a 1 2\nb\n", ["b"], r"line 2: expected 2 values after the word 'b', got 0"),
     ("a\n", ["a"], r"line 1: expected a word followed by its vector values"),
     ("a 1 2\nb 3 4\n", ["x", "y"], r"none of the 2 vocab words was found in .*vectors.txt"),
-    ("2 3\n", ["a"], "none of the 1 vocab words"),
-    ("", ["a"], r"vectors.txt contains no vectors"),
+    ("2 3\n", ["a"], "header declares 2 vectors of 3 values, more than the file's 4 "
+                     "bytes can hold"),
+    ("3 1000000000\na 1 2\n", ["a"], "header declares 3 vectors of 1000000000 values"),
+    ("1 2\nx 1 2\n", ["a"], "none of the 1 vocab words"),
+    ("", ["a"], r"vectors.txt' contains no vectors"),
     ("0 0\n", ["a"], r"line 1: word2vec header gives dimension 0"),
 ])
 def test_bad_files(tmp_path, text, vocab, match):

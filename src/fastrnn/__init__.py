@@ -23,6 +23,7 @@ from . import _process
 _process.limit_openmp_spinning()     # before the kernels load libgomp
 _process.keep_freed_arrays_mapped()
 
+from ._io import get_load_limits, set_load_limits
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
 from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -46,7 +47,7 @@ __all__ = [
     "ModelCheckpoint",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
-    "NotFittedError", "load",
+    "NotFittedError", "load", "set_load_limits", "get_load_limits",
     # runtime
     "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
 ]

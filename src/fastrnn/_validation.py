@@ -31,11 +31,18 @@ def positive_int(name, value):
     return int(value)
 
 
-def to_numpy(value):
-    """numpy view of an array-like; tensors are duck-typed (detach().cpu().numpy())."""
+def to_numpy(value, name=None):
+    """numpy view of an array-like; tensors are duck-typed (detach().cpu().numpy()).
+    A ragged nested list is a ValueError naming ``name``."""
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
         value = value.detach().cpu().numpy()
-    return np.asarray(value)
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc):
+            raise
+        raise ValueError(f"{name or 'the input'} must be a rectangular array, got nested "
+                         f"lists of unequal lengths (numpy: {exc})") from None
 
 
 def float_array(name, value, dtype, ndim=None):
@@ -46,7 +53,7 @@ def float_array(name, value, dtype, ndim=None):
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    array = to_numpy(value)
+    array = to_numpy(value, name)
     kind = array.dtype.kind
     if kind != "f":
         what = {"i": "integers", "u": "unsigned integers", "b": "booleans",
@@ -56,7 +63,36 @@ def float_array(name, value, dtype, ndim=None):
         raise TypeError(f"{name}: float16 is not supported; use float32 or float64")
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {array.shape}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):      # reported below, naming the argument
+        result = np.ascontiguousarray(array, dtype=dtype)
+    if result.dtype.itemsize < array.dtype.itemsize:
+        check_float_range(name, array, result.dtype, converted=result)
+    return result
+
+
+def check_float_range(name, array, dtype, converted=None):
+    """ValueError when finite values of ``array`` overflow ``dtype`` (1e300 is
+    finite in float64 but inf in float32: say so, instead of a later "NaN or
+    infinite" about a value the caller never passed).  ``dtype`` None: no check."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        return                  # an invalid dtype is reported where it is resolved
+    if dtype.kind != "f" or dtype.itemsize >= array.dtype.itemsize \
+            or array.dtype.kind != "f":
+        return
+    if converted is None:
+        limit = np.finfo(dtype).max
+        overflow = bool((np.abs(array) > limit).any())
+    else:
+        overflow = not _runtime.all_finite(converted.reshape(-1), _threads.get_num_threads()) \
+            and bool((np.isinf(converted) & np.isfinite(array)).any())
+    if overflow:
+        finite = np.abs(array[np.isfinite(array)])
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name} "
+                         f"(largest magnitude {finite.max():.3g}, limit "
+                         f"{np.finfo(dtype).max:.3g}); scale the data or use "
+                         f"dtype='float64'")
 
 
 # Arrays fastrnn computed and returned (layer outputs, gradients), by id.
@@ -94,7 +130,7 @@ def check_shape(name, array, expected):
 
 def lengths_array(lengths, batch, steps):
     """Sequence lengths as int32, one per row, each in 1..steps."""
-    array = to_numpy(lengths)
+    array = to_numpy(lengths, "lengths")
     if array.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     if array.ndim != 1 or array.shape[0] != batch:

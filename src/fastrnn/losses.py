@@ -54,7 +54,7 @@ def _input_array(name, value):
     """``value`` as a C-contiguous float32/float64 array of its own dtype, non-empty."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    array = to_numpy(value)
+    array = to_numpy(value, name)
     dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
     # float_array refuses ints, bools and float16; it makes 0-d arrays 1-d,
     # so the shape is put back.
@@ -70,7 +70,7 @@ def _mask_array(mask, shape, owner, exact=False):
     ``exact``: the mask must have exactly ``shape``; otherwise it must be a
     leading part of it, ``shape[:mask.ndim]``.
     """
-    array = to_numpy(mask)
+    array = to_numpy(mask, "mask")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"mask must be a bool or 0/1 array, got dtype {array.dtype}")
     if array.dtype.kind != "b":
@@ -91,7 +91,7 @@ def _mask_array(mask, shape, owner, exact=False):
 
 def _float_targets(targets, shape, dtype, owner):
     """Float targets of exactly ``shape`` in ``dtype``."""
-    array = to_numpy(targets) if targets is not None else None
+    array = to_numpy(targets, "targets") if targets is not None else None
     if array is not None and array.dtype.kind in "iub":
         raise TypeError(f"targets must hold float values (like {owner}), got dtype "
                         f"{array.dtype}; convert them with .astype({np.dtype(dtype).name!r})")
@@ -200,7 +200,7 @@ class CrossEntropyLoss(_Loss):
         if x.ndim < 1:
             raise ValueError(f"logits must have a class axis (last), got shape {x.shape}")
         C = x.shape[-1]
-        t = to_numpy(targets) if targets is not None else None
+        t = to_numpy(targets, "targets") if targets is not None else None
         if t is None or t.dtype.kind not in "iu":
             what = "None" if t is None else f"dtype {t.dtype}"
             raise TypeError(f"targets must be integer class ids, got {what}")

@@ -15,11 +15,10 @@ from .. import _threads
 from .._kernels import _embedding
 from .._validation import (check_finite, check_shape, float_array, positive_int,
                            private_input, read_only, resolve_dtype, to_numpy)
+from ..vectors import read_text_vectors
 from .module import Module, reserve_parameter
 
 __all__ = ["Embedding"]
-
-_BOM = b"\xef\xbb\xbf"
 
 
 class Embedding(Module):
@@ -186,7 +185,7 @@ class Embedding(Module):
                                  "token of every id decides which vectors are read")
             tokens = _vocab_tokens(vocab)
             index = _normalise_padding_idx(padding_idx, len(tokens))
-            weight, missing, std = _read_text_vectors(os.fspath(source), tokens, index, seed)
+            weight, missing, std = read_text_vectors(source, tokens, index, seed)
             if missing:
                 examples = ", ".join(repr(tokens[i]) for i in missing[:5])
                 more = ", ..." if len(missing) > 5 else ""
@@ -234,7 +233,7 @@ def _id_array(ids, num_embeddings):
     the range is checked on the original values so huge uint64 cannot wrap)."""
     if ids is None:
         raise TypeError("ids must be an array of integer token ids, got None")
-    array = to_numpy(ids)
+    array = to_numpy(ids, "ids")
     kind = array.dtype.kind
     if kind not in "iu":
         what = {"b": "booleans", "f": f"floats ({array.dtype})", "c": "complex numbers",
@@ -292,110 +291,3 @@ def _pretrained_array(source):
                          f"{array.shape}")
     check_finite("source", array)
     return np.array(array, dtype=np.float64)
-
-
-def _is_int(field):
-    try:
-        int(field)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_text_vectors(path, tokens, padding_idx, seed):
-    """Stream a GloVe / word2vec text file; keep the rows of vocab words.
-
-    Returns (weight (V, D) float64, ids missing from the file (padding
-    excluded), std used for their random rows).  Words are matched as UTF-8
-    bytes, so lines that are not needed are neither decoded nor parsed.
-    """
-    index = {token.encode("utf-8"): i for i, token in enumerate(tokens)}
-    # tokens with spaces: their first word is what a line starts with
-    spaced = {key.split(b" ", 1)[0] for key in index if b" " in key}
-    vocab_size = len(tokens)
-    weight = None
-    found = np.zeros(vocab_size, dtype=bool)
-    dim = None
-
-    def fail(lineno, message):
-        raise ValueError(f"{path}, line {lineno}: {message}")
-
-    def parse(lineno, word, fields):
-        if len(fields) != dim:
-            fail(lineno, f"expected {dim} values after the word {word!r}, got {len(fields)} "
-                         f"(inconsistent dimensions)")
-        try:
-            values = np.array(fields, dtype=np.float64)
-        except ValueError:
-            bad = next(f for f in fields if not _is_float(f))
-            fail(lineno, f"value {bad.decode('utf-8', 'replace')!r} for the word {word!r} "
-                         f"is not a number")
-        if not np.isfinite(values).all():
-            fail(lineno, f"the vector of {word!r} contains NaN or infinite values")
-        return values
-
-    with open(path, "rb") as handle:
-        lineno = 0
-        for lineno, line in enumerate(handle, 1):
-            if dim is None:
-                if lineno == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM):]
-                fields = line.split()
-                if not fields:
-                    continue    # blank lines before the first vector
-                if len(fields) == 2 and _is_int(fields[0]) and _is_int(fields[1]):
-                    dim = int(fields[1])    # word2vec header "count dim"
-                    if dim < 1:
-                        fail(lineno, f"word2vec header gives dimension {dim}; expected >= 1")
-                    weight = np.zeros((vocab_size, dim))
-                    continue
-                dim = len(fields) - 1
-                if dim < 1:
-                    fail(lineno, "expected a word followed by its vector values, got "
-                                 "one field")
-                weight = np.zeros((vocab_size, dim))
-            space = line.find(b" ")
-            if space <= 0:    # blank, a word with no values, or a leading space
-                stripped = line.strip()
-                if not stripped:
-                    continue
-                parts = stripped.rsplit(None, dim)
-                word = parts[0]
-            else:
-                word = line[:space]
-                if word in index:
-                    parts = None
-                elif word in spaced:
-                    parts = line.rsplit(None, dim)
-                    word = parts[0]
-                else:
-                    continue
-            i = index.get(word)
-            if i is None or found[i]:
-                continue    # not a vocab word, or a duplicate (first line wins)
-            fields = line[space + 1:].split() if parts is None else parts[1:]
-            weight[i] = parse(lineno, tokens[i], fields)
-            found[i] = True
-    if weight is None:
-        raise ValueError(f"{path} contains no vectors (the file is empty)")
-    if not found.any():
-        raise ValueError(f"none of the {vocab_size} vocab words was found in {path} "
-                         f"(vocab starts {tokens[:5]!r}); check the file and the "
-                         f"tokenization (case, special tokens)")
-    std = float(weight[found].std())
-    if padding_idx is not None:
-        weight[padding_idx] = 0
-        found[padding_idx] = True    # zero, not random
-    missing = np.flatnonzero(~found)
-    if missing.size:
-        rng = np.random.default_rng(seed)
-        weight[missing] = rng.normal(0.0, std, (missing.size, dim))
-    return weight, missing.tolist(), std
-
-
-def _is_float(field):
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True

@@ -102,6 +102,11 @@ def check_flag(name, value):
 class TaskModel:
     """Base class of the task models; see the module docstring."""
 
+    # The Trainer's Ctrl-C message: task models do not expose their trainer.
+    resume_hint = ("model.save(path) keeps it. To resume an interrupted fit later, "
+                   "fit with callbacks=[fr.ModelCheckpoint(path)] (a checkpoint after "
+                   "every epoch), then fit(..., resume_from=path).")
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _MODEL_CLASSES[cls.__name__] = cls
@@ -182,7 +187,9 @@ class TaskModel:
     # -- building -------------------------------------------------------------------
     def _input_encoder(self):
         """An unfitted InputEncoder with the model's text settings."""
-        return InputEncoder(self.tokenizer, self.lower, self.min_freq, self.max_vocab)
+        encoder = InputEncoder(self.tokenizer, self.lower, self.min_freq, self.max_vocab)
+        encoder.dtype = self.dtype
+        return encoder
 
     def _sequence_encoder(self, inputs, seed):
         """The encoder stack for fitted ``inputs`` (an InputEncoder).
@@ -190,6 +197,7 @@ class TaskModel:
         Models without token inputs (the regressor) have no embedding options;
         the defaults below are then unused.
         """
+        inputs.dtype = self.dtype      # also for a loaded model's predict
         kind = network_input(getattr(self, "input", "embedding"), inputs.kind)
         return SequenceEncoder(self.cell, kind, inputs.size, self.hidden_size,
                                num_layers=self.num_layers,

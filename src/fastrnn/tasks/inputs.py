@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from .._validation import check_float_range
 from ..text import EOS, Vocab, get_tokenizer
 
 KINDS = ("text", "tokens", "numeric")
@@ -175,8 +176,12 @@ class InputEncoder:
                                  f"needs at least one")
         return sequences
 
-    @staticmethod
-    def _numeric(X, name, num_features):
+    # The model's float dtype (set by the task model): numbers beyond its range
+    # are refused here, naming the caller's argument.
+    dtype = None
+
+    def _numeric(self, X, name, num_features):
+        dtype = self.dtype
         sequences = []
         for index, item in enumerate(X):
             array = np.asarray(item)
@@ -192,6 +197,7 @@ class InputEncoder:
                                  f"the model expects {num_features}")
             if not np.isfinite(array).all():
                 raise ValueError(f"{name}[{index}] contains NaN or infinite values")
+            check_float_range(f"{name}[{index}]", array, dtype)
             num_features = array.shape[1]
             sequences.append(np.asarray(array, dtype=np.float64))
         return sequences

@@ -144,6 +144,7 @@ class SequenceRegressor(TaskModel):
         check_count("batch_size", batch_size)
         per_step = check_flag("per_step", self.per_step)
         inputs = InputEncoder()
+        inputs.dtype = self.dtype       # values beyond it are refused as "X"
         sequences = inputs.fit_transform(X)
         if inputs.kind != "numeric":
             raise TypeError(f"X must be numeric sequences for a SequenceRegressor, got "

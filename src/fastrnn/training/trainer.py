@@ -693,8 +693,11 @@ class Trainer:
         else:
             where = (f"at epoch {epoch + 1}, batch {self.step_in_epoch} "
                      f"(during {during}; epoch left unfinished)")
-        message = (f"Training interrupted {where}. The model is usable; to continue later: "
-                   f"trainer.save_checkpoint(path), then fit(..., resume_from=path).")
+        # A model that hides its trainer (the task models) says how its users resume.
+        hint = getattr(self.model, "resume_hint", None) or (
+            "to continue later: trainer.save_checkpoint(path), then "
+            "fit(..., resume_from=path).")
+        message = f"Training interrupted {where}. The model is usable; {hint}"
         self.history._stop("interrupted", message)
         print(message, file=sys.stderr, flush=True)
 
