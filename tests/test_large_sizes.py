@@ -86,6 +86,19 @@ def test_recurrent_gradients_through_split_products(blas_limit, cell, limit):
         np.testing.assert_allclose(got[2][name], expected[2][name], rtol=1e-12, atol=1e-12)
 
 
+def test_bias_gradient_over_more_rows_than_one_block():
+    """The bias gradient sums rows in blocks of 2**20 (its ones vector stays
+    small instead of one value per row)."""
+    rng = np.random.default_rng(4)
+    layer = fr.Linear(1, 2, dtype="float64", seed=0)
+    x = rng.standard_normal((2 ** 20 + 37, 1))
+    d_y = rng.standard_normal((2 ** 20 + 37, 2))
+    layer(x)
+    layer.backward(d_y, input_grad=False)
+    np.testing.assert_allclose(layer.grads["bias"], d_y.sum(axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(layer.grads["weight"], d_y.T @ x, rtol=1e-9, atol=1e-9)
+
+
 def test_limit_setter_refuses_bad_values(blas_limit):
     with pytest.raises(ValueError, match="limit"):
         blas_limit(0)

@@ -20,6 +20,10 @@ from fastrnn._kernels._runtime cimport blas_get_threads, blas_int_limit, blas_se
 # are checked to fit an int (a weight row of 2**31 values is not a model).
 
 
+# Rows per bias-gradient product (the length of its ones vector).
+cdef Py_ssize_t _BIAS_ROWS = 1 << 20
+
+
 cdef int _check_features(Py_ssize_t fan_in, Py_ssize_t fan_out) except -1:
     if fan_in > 2147483647 or fan_out > 2147483647:
         raise ValueError(f"Linear sizes must be below 2**31, got in_features={fan_in}, "
@@ -65,7 +69,7 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
     """d_weight += d_y^T x; d_bias += column sums of d_y (if not empty);
     d_x = d_y @ weight (if not empty)."""
     cdef Py_ssize_t rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, r0, block
     cdef int prev_threads
     cdef floating *ones = NULL
     _check_features(fan_in, fan_out)
@@ -78,12 +82,19 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
             parallel_gemm(False, False, rows, fan_in, fan_out, &d_y[0, 0], fan_out,
                           &weight[0, 0], fan_in, 0, &d_x[0, 0], fan_in, num_threads)
         if d_bias.shape[0] > 0:
-            ones = <floating *>malloc(rows * sizeof(floating))
+            # Column sums as d_y^T @ ones, over blocks of rows so the ones
+            # vector stays small (not 8 GB for 2**31 rows).
+            block = min(rows, _BIAS_ROWS)
+            ones = <floating *>malloc(block * sizeof(floating))
             if ones != NULL:
-                for i in range(rows):
+                for i in range(block):
                     ones[i] = 1
-                parallel_gemm_tn(fan_out, 1, rows, &d_y[0, 0], fan_out, ones, 1,
-                                 &d_bias[0], 1, num_threads)
+                r0 = 0
+                while r0 < rows:
+                    block = min(rows - r0, _BIAS_ROWS)
+                    parallel_gemm_tn(fan_out, 1, block, &d_y[r0, 0], fan_out, ones, 1,
+                                     &d_bias[0], 1, num_threads)
+                    r0 += block
                 free(ones)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
