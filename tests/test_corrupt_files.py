@@ -198,6 +198,25 @@ def test_unexpected_member_is_refused(model_file, tmp_path):
     assert "unexpected member 'notes.txt'" in str(assert_clear_error(fr.load, str(bad)))
 
 
+def test_compressed_members_and_zip_bombs_are_refused(model_file, tmp_path):
+    """fastrnn stores arrays uncompressed, so an archive's arrays can never
+    need more memory than the file has bytes; a deflated member (a zip bomb:
+    64 MB of zeros in a few KB) is refused before it is inflated."""
+    arrays, meta = members_of(model_file)
+    bomb = tmp_path / "bomb.npz"
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            archive.writestr(f"{name}.npy", npy_bytes(value))
+        archive.writestr("big.npy", npy_bytes(np.zeros(2 ** 24, np.float32)))
+        archive.writestr(f"{META_KEY}.npy",
+                         npy_bytes(np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+    bomb.write_bytes(stream.getvalue())
+    assert bomb.stat().st_size < 2 ** 20
+    exc = assert_clear_error(fr.load, str(bomb))
+    assert "is compressed; fastrnn archives store their arrays uncompressed" in str(exc)
+
+
 @pytest.mark.parametrize("shape", [(2 ** 40,), (2 ** 20, 2 ** 20), (3, 2 ** 62)])
 def test_npy_header_claiming_a_huge_shape_allocates_nothing(model_file, tmp_path, shape):
     arrays, meta = members_of(model_file)

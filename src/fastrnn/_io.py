@@ -8,7 +8,7 @@ renamed over it only when complete: a crash or a full disk leaves the
 previous file intact, never half of a new one.
 
 Reading trusts nothing in the file: the member list (no duplicates, only
-``.npy`` members), every ``.npy`` header (a numeric dtype, and exactly as
+``.npy`` members, stored uncompressed inside the file), every ``.npy`` header (a numeric dtype, and exactly as
 many data bytes as the member holds) and the total size are checked before
 any array is allocated, and the JSON document's size and nesting depth before
 it is parsed.  The limits (:func:`set_load_limits`) are the one place that
@@ -302,8 +302,12 @@ class Archive:
                           f"{message}")
 
     def _check_members(self):
+        """Members by array name: only ``.npy`` ones, each once, stored
+        uncompressed (as np.savez writes them) inside the file, so no array
+        can claim more memory than the file's own bytes (no zip bombs)."""
         members = {}
         total = 0
+        size = os.fstat(self._handle.fileno()).st_size
         for info in self._zip.infolist():
             name = info.filename
             if not name.endswith(".npy") or name == ".npy":
@@ -312,6 +316,12 @@ class Archive:
             key = name[:-4]
             if key in members:
                 raise self.corrupt(f"member {name!r} appears more than once")
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                raise self.corrupt(f"member {name!r} is compressed; fastrnn archives store "
+                                   f"their arrays uncompressed")
+            if info.header_offset + info.compress_size > size:
+                raise self.corrupt(f"member {name!r} extends past the end of the file "
+                                   f"(truncated)")
             members[key] = info
             total += info.file_size
         if total > _LIMITS["max_bytes"]:
