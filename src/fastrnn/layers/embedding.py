@@ -178,6 +178,11 @@ class Embedding(Module):
         wins.  Vocab words missing from the file get random rows drawn from
         N(0, s) with s the standard deviation of the loaded values, reported
         in one UserWarning; the padding row is zero.
+
+        The reader (``fastrnn.vectors``) opens regular files only, caps each
+        line at the ``max_line_bytes`` limit and checks a word2vec header
+        against the file's size before allocating (``fr.set_load_limits``);
+        its errors are ValueErrors naming the file and line.
         """
         if isinstance(source, (str, os.PathLike)):
             if vocab is None:
