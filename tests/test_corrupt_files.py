@@ -491,6 +491,12 @@ def test_temp_files_of_killed_writers_are_cleaned_by_the_next_save(tmp_path, mod
     live.write_bytes(b"in progress")
     other = tmp_path / f".other.npz.{writer.pid}.{'cd' * 6}.tmp"
     other.write_bytes(b"another target")
+    # Temp files of fastrnn 0.1.0 (no pid): removed once old, kept while fresh.
+    legacy_old = tmp_path / ".model.npz.0123456789ab.tmp"
+    legacy_old.write_bytes(b"old")
+    os.utime(legacy_old, (time.time() - 3600, time.time() - 3600))
+    legacy_new = tmp_path / ".model.npz.ba9876543210.tmp"
+    legacy_new.write_bytes(b"new")
     fr.load(model_file).save(target)
-    assert _temps(tmp_path) == sorted([live.name, other.name])
+    assert _temps(tmp_path) == sorted([live.name, other.name, legacy_new.name])
     fr.load(target)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import stat
+import time
 import zipfile
 import zlib
 
@@ -176,6 +177,12 @@ def parse_json(data, where):
 # -- writing ------------------------------------------------------------------------------
 
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
+# fastrnn 0.1.0 named temp files without the pid: those are removed once
+# older than this process's start and than _LEGACY_AGE seconds (no live
+# writer leaves a temp file untouched that long).
+_LEGACY_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$")
+_LEGACY_AGE = 600.0
+_STARTED = time.time()
 
 
 def _temp_name(target):
@@ -196,6 +203,21 @@ def _pid_alive(pid):
     return True
 
 
+def _stale(directory, name, target):
+    """Whether ``name`` is a temp file of ``target`` that no writer will finish."""
+    match = _TEMP_NAME.match(name)
+    if match is not None:
+        return match["target"] == target and not _pid_alive(int(match["pid"]))
+    match = _LEGACY_TEMP_NAME.match(name)
+    if match is None or match["target"] != target:
+        return False
+    try:
+        modified = os.stat(os.path.join(directory, name)).st_mtime
+    except OSError:
+        return False
+    return modified < min(_STARTED, time.time() - _LEGACY_AGE)
+
+
 def clean_stale_temps(directory, target):
     """Remove temp files of ``target`` left by writers that no longer run
     (a ``kill -9`` during a save).  Returns the names removed."""
@@ -205,8 +227,7 @@ def clean_stale_temps(directory, target):
     except OSError:
         return removed
     for name in names:
-        match = _TEMP_NAME.match(name)
-        if match is None or match["target"] != target or _pid_alive(int(match["pid"])):
+        if not _stale(directory, name, target):
             continue
         try:
             os.unlink(os.path.join(directory, name))
