@@ -77,8 +77,12 @@ def set_load_limits(**limits):
     return previous
 
 
+class LoadError(ValueError):
+    """A file a loader refuses; the message names the file and the problem."""
+
+
 def _too_big(what, path, size, limit_name):
-    return ValueError(f"{what} {path!r} is too large: {size} bytes, more than the "
+    return LoadError(f"{what} {path!r} is too large: {size} bytes, more than the "
                       f"{limit_name} limit of {_LIMITS[limit_name]} (raise it with "
                       f"fastrnn.set_load_limits({limit_name}=...) if the file is trusted)")
 
@@ -96,17 +100,17 @@ def open_regular(path, what):
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} {path!r} does not exist") from None
     except OSError as exc:
-        raise ValueError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
+        raise LoadError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ValueError(f"{what} {path!r} is a directory, expected a file")
+        raise LoadError(f"{what} {path!r} is a directory, expected a file")
     if not stat.S_ISREG(info.st_mode) and not _LIMITS["allow_special_files"]:
-        raise ValueError(f"{what} {path!r} is not a regular file (a device, pipe or "
+        raise LoadError(f"{what} {path!r} is not a regular file (a device, pipe or "
                          f"socket); fastrnn.set_load_limits(allow_special_files=True) "
                          f"reads such files")
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise ValueError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
+        raise LoadError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def read_limited(path, what, limit_name="max_bytes"):
@@ -117,7 +121,7 @@ def read_limited(path, what, limit_name="max_bytes"):
         try:
             data = handle.read(limit + 1)
         except OSError as exc:
-            raise ValueError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") \
+            raise LoadError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") \
                 from None
     if len(data) > limit:
         raise _too_big(what, path, f"over {limit}", limit_name)
@@ -311,15 +315,15 @@ class Archive:
             self._members = self._check_members()
             self.headers = {name: self._header(info)[:2]
                             for name, info in self._members.items()}
-        except ValueError:
+        except LoadError:
             self.close()
             raise
-        except _ZIP_ERRORS as exc:
+        except _ZIP_ERRORS as exc:      # zipfile's own errors do not name the file
             self.close()
             raise self.corrupt(f"{type(exc).__name__}: {exc}") from None
 
     def corrupt(self, message):
-        return ValueError(f"{self.what} {self.path!r} is corrupt or not an .npz file: "
+        return LoadError(f"{self.what} {self.path!r} is corrupt or not an .npz file: "
                           f"{message}")
 
     def _check_members(self):
@@ -390,7 +394,7 @@ class Archive:
                     done += count
                 if stream.read(1):     # also makes zipfile check the CRC
                     raise self.corrupt(f"{info.filename}: data beyond the array")
-        except ValueError:
+        except LoadError:
             raise
         except _ZIP_ERRORS as exc:
             raise self.corrupt(f"{info.filename}: {type(exc).__name__}: {exc}") from None
