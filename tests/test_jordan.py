@@ -253,3 +253,22 @@ def test_bad_inputs():
     layer(np.zeros((2, 1, 3), np.float32))
     with pytest.raises(ValueError, match="d_out"):
         layer.backward(np.zeros((2, 1, 3), np.float32))
+
+
+# -- task models ------------------------------------------------------------------------
+
+def test_task_models_accept_jordan(tmp_path):
+    texts = ["good movie", "bad movie", "great fun", "awful bore"] * 10
+    labels = ["pos", "neg", "pos", "neg"] * 10
+    clf = fr.SequenceClassifier(cell="jordan", hidden_size=16, seed=0)
+    clf.fit(texts, labels, epochs=20)
+    assert isinstance(clf.network_.rnn, fr.Jordan)
+    assert list(clf.predict(["good movie", "awful bore"])) == ["pos", "neg"]
+    clf.save(tmp_path / "clf.npz")
+    loaded = fr.load(tmp_path / "clf.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(texts[:4]), clf.predict_proba(texts[:4]))
+
+
+def test_task_model_jordan_refuses_bidirectional():
+    with pytest.raises(ValueError, match="bidirectional"):
+        fr.SequenceTagger(cell="jordan", bidirectional=True).fit([["a", "b"]], [["X", "Y"]])

@@ -220,7 +220,7 @@ def test_online_learning_predicts_noisy_periodic_signal(make_learner):
     signal = lambda t: np.sin(phase * t) + 0.1 * rng.standard_normal()
     previous = signal(0)
     recent = []
-    for t in range(1, 3001):
+    for t in range(1, 1001):
         current = signal(t)
         loss = learner.step(np.array([[previous]], np.float32),
                             np.array([[current]], np.float32))
@@ -228,7 +228,7 @@ def test_online_learning_predicts_noisy_periodic_signal(make_learner):
         optimizer.zero_grad()
         recent.append(loss)
         previous = current
-    final = float(np.mean(recent[-500:]))
-    # noise floor 2 * 0.01 (both ends noisy) ~ 0.02; predicting the last value
-    # costs about 0.29 and predicting 0 about 0.51
-    assert final < 0.08, final
+    final = float(np.mean(recent[-400:]))
+    # noise floor ~0.02 (both ends noisy); the best prediction from the current
+    # value alone (no memory: c * x_t) costs ~0.145, predicting 0 about 0.51
+    assert final < 0.06, final

@@ -33,7 +33,7 @@ import numbers
 import numpy as np
 
 from . import _threads
-from ._kernels import _rtrl
+from ._kernels import _rtrl, _runtime
 from ._validation import float_array, check_finite, positive_int
 from .layers.jordan import Jordan
 from .layers.linear import Linear
@@ -333,9 +333,10 @@ class RTRL(_Learner):
         self.M = np.zeros((batch, self.cell.state_rows, P), dtype=self.dtype)
         self.state = np.zeros((batch, self.cell.state_rows), dtype=self.dtype)
         self.grad = np.zeros(P, dtype=self.dtype)
-        work = batch * self.cell.q_rows * self.cell.units * P   # flops of one step, roughly
+        # One column block per thread, unless a step is too small to pay for
+        # waking them (flops of the product, roughly).
         blocks = max(1, min(_threads.get_num_threads(), P // 64))
-        if work < 1 << 16:
+        if 2 * batch * self.cell.q_rows * self.cell.units * P < _runtime.get_parallel_min_work():
             blocks = 1
         width = -(-P // blocks)
         self.work = np.empty((blocks, self.cell.q_rows * width), dtype=self.dtype)

@@ -55,7 +55,7 @@ class Jordan(Module):
     (T, B, output_size) the top layer's outputs (zero past a row's length),
     ``y_n`` (num_layers, B, output_size) each layer's output at the row's
     last valid step.  ``hx`` is y_0 with that shape (zeros when None).
-    ``backward(d_out, d_yn=None, input_grad=True)`` returns ``(d_x, d_y0)``
+    ``backward(d_out, d_hn=None, input_grad=True)`` (d_hn = dL/d(y_n)) returns ``(d_x, d_y0)``
     and adds the parameter gradients to ``grads``.
     """
 
@@ -171,10 +171,11 @@ class Jordan(Module):
         return out, plan.to_user(y_n)
 
     # -- backward -------------------------------------------------------------
-    def backward(self, d_out, d_yn=None, input_grad=True):
+    def backward(self, d_out, d_hn=None, input_grad=True):
         """Gradients of the last training-mode ``forward``, once per forward.
 
-        d_out: dL/d(out), shaped like ``out``; d_yn: dL/d(y_n) or None.
+        d_out: dL/d(out), shaped like ``out``; d_hn: dL/d(y_n) or None (the
+        final state; named as in ``fr.RNN`` so the layers are interchangeable).
         Returns ``(d_x, d_y0)`` (d_x None with ``input_grad=False``); the
         parameter gradients are added to ``grads``.
         """
@@ -191,11 +192,11 @@ class Jordan(Module):
                     (steps, batch, self.output_size))
         check_finite("d_out", d_out)
         dy = np.zeros((self.num_layers, batch, self.output_size), dtype=self.dtype)
-        if d_yn is not None:
-            d_yn = float_array("d_yn", d_yn, self.dtype)
-            check_shape("d_yn", d_yn, dy.shape)
-            check_finite("d_yn", d_yn)
-            dy[...] = plan.to_kernel(d_yn)
+        if d_hn is not None:
+            d_hn = float_array("d_hn", d_hn, self.dtype)
+            check_shape("d_hn", d_hn, dy.shape)
+            check_finite("d_hn", d_hn)
+            dy[...] = plan.to_kernel(d_hn)
         self._cache = None
         d_layer = plan.to_kernel(d_out)
         with _threads.blas_region():
