@@ -9,18 +9,18 @@ import fastrnn as fr
 E, H, O, C = 3, 5, 4, 3     # input, hidden, Jordan output, head outputs
 
 
-def make_layer(kind, dtype="float64", seed=0, **options):
+def make_layer(kind, dtype="float64", seed=0, hidden=H, output=O):
     if kind == "rnn_tanh":
-        return fr.RNN(E, H, dtype=dtype, seed=seed, **options)
+        return fr.RNN(E, hidden, dtype=dtype, seed=seed)
     if kind == "rnn_relu":
-        return fr.RNN(E, H, nonlinearity="relu", dtype=dtype, seed=seed, **options)
+        return fr.RNN(E, hidden, nonlinearity="relu", dtype=dtype, seed=seed)
     if kind == "gru":
-        return fr.GRU(E, H, dtype=dtype, seed=seed, **options)
+        return fr.GRU(E, hidden, dtype=dtype, seed=seed)
     if kind == "lstm":
-        return fr.LSTM(E, H, dtype=dtype, seed=seed, **options)
+        return fr.LSTM(E, hidden, dtype=dtype, seed=seed)
     activation = kind.split("_", 1)[1]
-    return fr.Jordan(E, H, O, output_activation=activation, dtype=dtype, seed=seed,
-                     **options)
+    return fr.Jordan(E, hidden, output, output_activation=activation, dtype=dtype,
+                     seed=seed)
 
 
 CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm", "jordan_identity", "jordan_tanh",
@@ -232,3 +232,23 @@ def test_online_learning_predicts_noisy_periodic_signal(make_learner):
     # noise floor ~0.02 (both ends noisy); the best prediction from the current
     # value alone (no memory: c * x_t) costs ~0.145, predicting 0 about 0.51
     assert final < 0.06, final
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "jordan_softmax"])
+def test_rtrl_column_blocks_over_threads_equal_bptt(kind):
+    """Layers big enough that the parameter columns are split over threads."""
+    layer = make_layer(kind, seed=4, hidden=16, output=6)
+    head = fr.Linear(width(layer), C, dtype="float64", seed=2)
+    x, y = stream(steps=5, batch=3)
+    expected = bptt_gradients(layer, head, fr.MSELoss(), x, y)
+    previous = fr.get_num_threads()
+    fr.set_num_threads(2)
+    try:
+        learner = fr.online.RTRL(layer, head, fr.MSELoss())
+        got = online_gradients(learner, layer, head, x, y)
+    finally:
+        fr.set_num_threads(previous)
+    if fr.openmp_enabled():
+        assert learner.work.shape[0] == 2
+    assert_same(got[0], expected[0])
+    assert_same(got[1], expected[1])

@@ -74,12 +74,11 @@ class _Cell:
 class _Gated(_Cell):
     """RNN / GRU / LSTM: parameters weight_ih, weight_hh, bias_ih, bias_hh."""
 
-    def __init__(self, layer, kind, gates):
+    def __init__(self, layer, kind):
         super().__init__(layer)
         self.kind = kind
         self.H = layer.hidden_size
         self.units = self.H
-        self.gates = gates
         self.state_rows = 2 * self.H if kind == _rtrl.Cell.LSTM else self.H
         self.out_rows = self.H
         self.q_rows = self.H if kind == _rtrl.Cell.RNN else 4 * self.H
@@ -204,7 +203,7 @@ def _rtrl_cell(layer):
                              f"RTRL, got num_layers={layer.num_layers}, "
                              f"bidirectional={layer.bidirectional}")
         kind = {RNN: _rtrl.Cell.RNN, GRU: _rtrl.Cell.GRU, LSTM: _rtrl.Cell.LSTM}[type(layer)]
-        return _Gated(layer, kind, layer._gates)
+        return _Gated(layer, kind)
     if isinstance(layer, Jordan):
         if layer.num_layers != 1:
             raise ValueError(f"layer must have num_layers=1 for RTRL, got "
