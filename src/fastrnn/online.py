@@ -45,7 +45,8 @@ DEFAULT_MAX_MEMORY = 1 << 30      # bytes of sensitivities and workspace RTRL ma
 
 
 def _sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
+    """Logistic function without exp overflow (warnings) at large |v|."""
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
 
 
 # -- cells as RTRL sees them ------------------------------------------------------
@@ -312,6 +313,7 @@ class RTRL(_Learner):
     @staticmethod
     def memory_bytes(layer, batch=1):
         """Bytes RTRL needs for ``layer`` and ``batch`` streams."""
+        batch = positive_int("batch", batch)
         cell = _rtrl_cell(layer)
         P = sum(v.size for v in cell.params.values())
         per = np.dtype(layer.dtype).itemsize
