@@ -16,6 +16,7 @@ EXPECTED = {
     "char_text_generation.py": r"held-out: [0-9.]+ bits/char \(unigram entropy [0-9.]+\)",
     "seq2seq_dates.py": r"held-out exact match: greedy [0-9.]+, beam 3 [0-9.]+",
     "time_series_forecast.py": r"LSTM: R\^2 +-?[0-9.]+, RMSE [0-9.]+",
+    "online_forecast.py": r"RTRL: MSE [0-9.]+, TBPTT\(16\): MSE [0-9.]+",
 }
 
 

@@ -306,7 +306,8 @@ def test_bad_calls_after_fit(tmp_path):
 
 
 def test_bad_constructor_arguments_surface_at_fit():
-    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got 'tcn'"):
+    with pytest.raises(ValueError,
+                       match="cell must be one of 'rnn', 'lstm', 'gru', 'jordan', got 'tcn'"):
         SequenceTagger(cell="tcn").fit(X_SMALL, Y_SMALL, verbose=0)
     with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
         _small().fit(X_SMALL, Y_SMALL, epochs=0, verbose=0)

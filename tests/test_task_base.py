@@ -519,7 +519,7 @@ def test_input_option_is_checked_against_the_data(rng):
     with pytest.raises(ValueError, match="input must be one of 'embedding', 'onehot', "
                                          "'numeric', got 'glove'"):
         fr.SequenceClassifier(input="glove").fit(*numeric(rng), verbose=0)
-    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got "
+    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', 'jordan', got "
                                          "'transformer'"):
         fr.SequenceClassifier(cell="transformer").fit(TEXTS, LABELS, verbose=0)
 
@@ -741,7 +741,8 @@ def test_sequence_encoder_layers_and_shapes(rng):
     assert single.rnn.dropout == 0.0 and isinstance(single.modules()[-1], fr.Dropout)
     onehot = SequenceEncoder("lstm", "onehot", 6, 3, seed=0)
     assert onehot.modules() == [onehot.rnn] and onehot.rnn.input_size == 6
-    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got 'x'"):
+    with pytest.raises(ValueError,
+                       match="cell must be one of 'rnn', 'lstm', 'gru', 'jordan', got 'x'"):
         SequenceEncoder("x", "numeric", 2, 3)
     with pytest.raises(ValueError, match="input must be one of 'embedding', 'onehot', "
                                          "'numeric', got 'y'"):

@@ -14,7 +14,8 @@ Layers with explicit forward/backward, for your own stacks::
     out, h_n = rnn(x)                  # x: (T, B, 32) float32
     d_x, d_h0 = rnn.backward(d_out)    # parameter gradients in rnn.grads
 
-plus fr.Embedding / fr.Linear / fr.Dropout, fused losses, fr.optim, fr.data,
+plus fr.Jordan (output feedback), fr.online (RTRL / online truncated BPTT),
+fr.Embedding / fr.Linear / fr.Dropout, fused losses, fr.optim, fr.data,
 fr.text, fr.Trainer; the ``fastrnn`` command line (``fastrnn --help``).
 """
 
@@ -25,9 +26,9 @@ _process.keep_freed_arrays_mapped()
 
 from ._io import get_load_limits, set_load_limits
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
-from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
+from .layers import GRU, LSTM, RNN, Dropout, Embedding, Jordan, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from . import data, metrics, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
+from . import data, metrics, online, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
 from .training import EarlyStopping, History, ModelCheckpoint, Trainer
@@ -38,9 +39,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     # layers
-    "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout", "Module",
+    "RNN", "LSTM", "GRU", "Jordan", "Linear", "Embedding", "Dropout", "Module",
     # losses, optimizers, clipping
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "clip_grad_norm",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "online", "clip_grad_norm",
     "clip_grad_value",
     # data, text, training
     "data", "text", "Vocab", "metrics", "training", "Trainer", "History", "EarlyStopping",

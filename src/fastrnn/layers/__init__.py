@@ -2,8 +2,9 @@
 
 from .dropout import Dropout
 from .embedding import Embedding
+from .jordan import Jordan
 from .linear import Linear
 from .module import Module
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout"]
+__all__ = ["Module", "RNN", "LSTM", "GRU", "Jordan", "Linear", "Embedding", "Dropout"]

@@ -11,12 +11,28 @@ import numbers
 import numpy as np
 
 from .._validation import produced
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, Jordan
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
 from ..text import PAD, one_hot
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def _jordan_stack(input_size, hidden_size, num_layers=1, dropout=0.0, bidirectional=False,
+                  dtype="float32", seed=None):
+    """cell="jordan" in the task models: a Jordan stack whose fed-back output
+    (tanh, hidden_size wide) is what the model's head reads."""
+    if bidirectional:
+        raise ValueError("cell='jordan' cannot be bidirectional (pass bidirectional=False)")
+    if dropout > 0 and num_layers > 1:
+        raise ValueError(f"cell='jordan' has no dropout between layers; got dropout="
+                         f"{dropout} with num_layers={num_layers} (use dropout=0.0 or "
+                         f"num_layers=1)")
+    return Jordan(input_size, hidden_size, hidden_size, output_activation="tanh",
+                  num_layers=num_layers, dtype=dtype, seed=seed)
+
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": _jordan_stack}
 INPUTS = ("embedding", "onehot", "numeric")
 POOLINGS = ("last", "mean", "max")
 
