@@ -25,6 +25,7 @@ _process.keep_freed_arrays_mapped()
 
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
 from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
+from .layers import Attention
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import data, metrics, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     # layers
     "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout", "Module",
+    "Attention",
     # losses, optimizers, clipping
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "clip_grad_norm",
     "clip_grad_value",

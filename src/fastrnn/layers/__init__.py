@@ -1,9 +1,11 @@
 """Layers with explicit forward/backward (see ``module.Module``)."""
 
+from .attention import Attention
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
 from .module import Module
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout"]
+__all__ = ["Module", "RNN", "LSTM", "GRU", "Linear", "Embedding", "Dropout",
+           "Attention"]
