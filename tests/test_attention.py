@@ -284,8 +284,12 @@ def test_attention_bad_input(small_attention_model):
         Seq2Seq(attention="luong").fit(["12"], ["21"], verbose=0)
     with pytest.raises(ValueError, match=r"sources\[1\] is an empty source"):
         Seq2Seq(attention="dot").fit(["12", "", "3"], ["21", "1", "3"], verbose=0)
+    with pytest.raises(ValueError, match=r"sources\[0\] must be a non-empty"):
+        Seq2Seq(attention="additive").fit(np.zeros((2, 0, 3)), ["1", "2"], verbose=0)
     with pytest.raises(ValueError, match=r"sources\[0\] is an empty source"):
         model.attention_weights([""], ["1"])
+    with pytest.raises(ValueError, match=r"sources\[0\] is an empty source"):
+        model.predict([""])
     with pytest.raises(ValueError, match="same length"):
         model.attention_weights(sources[:2], sources[:1])
     plain = Seq2Seq(hidden_size=4, embedding_dim=2, seed=0)
@@ -310,3 +314,59 @@ def test_attention_learns_long_reversals_where_the_final_state_fails():
         exact[attention] = model.score(test, [s[::-1] for s in test],
                                        max_length=25)["exact_match"]
     assert exact["additive"] >= 0.9 and exact[None] <= 0.2, exact
+
+
+def _candidate_log_probs(model, source, sequences):
+    """Teacher-forced log-probabilities (float64) of candidate outputs for one
+    source through the whole-sequence path: per candidate the sum over its
+    tokens, and that sum plus the final <eos>."""
+    from fastrnn.tasks.base import prediction_loader
+    from fastrnn.tasks.seq2seq import BANNED, _repeat_state
+    from fastrnn.text import EOS, PAD
+    n = len(sequences)
+    inputs = np.full((max(len(s) for s in sequences) + 1, n), PAD, dtype=np.int64)
+    inputs[0] = BOS
+    for column, s in enumerate(sequences):
+        inputs[1:len(s) + 1, column] = s
+    batch = next(iter(prediction_loader(model.inputs_.transform([source]), 1)))
+    with eval_mode(model.modules()):
+        state = _repeat_state(model._encode_batch(batch), n)
+        model.attention_.repeat_memory(n)
+        z = model._decode(inputs, np.array([len(s) + 1 for s in sequences]), state)
+    z = z.astype(np.float64)
+    z[..., list(BANNED)] = -np.inf
+    z = z - z.max(axis=2, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
+    sums = np.array([sum(logp[t, c, token] for t, token in enumerate(s))
+                     for c, s in enumerate(sequences)])
+    ends = np.array([logp[len(s), c, EOS] for c, s in enumerate(sequences)])
+    return sums, sums + ends
+
+
+def test_attention_wide_beam_finds_the_exhaustive_best():
+    """Beam search with attention (beams share their source's memory, several
+    sources per batch) returns the best length-normalised output among all
+    outputs of at most max_length tokens, each scored by a teacher-forced pass."""
+    import itertools
+    from fastrnn.tasks.seq2seq import BANNED
+    from fastrnn.text import EOS
+    rng = np.random.default_rng(6)
+    train = digit_strings(rng, 200, 1, 3)
+    train = ["".join("012"[int(c) % 3] for c in s) for s in train]
+    model = Seq2Seq(hidden_size=12, embedding_dim=6, dtype="float64", seed=6,
+                    attention="additive")
+    model.fit(train, [s[::-1] for s in train], epochs=1, verbose=0, lr=0.005)
+    max_length = 3
+    allowed = [i for i in range(len(model.outputs_.vocab)) if i not in BANNED and i != EOS]
+    finished = [list(s) for n in range(max_length) for s in itertools.product(allowed, repeat=n)]
+    cut = [list(s) for s in itertools.product(allowed, repeat=max_length)]
+    sources = ["01", "210", "2", "1201", "00", "12"]
+    beams = model._predict_ids(sources, max_length, beam_size=200, batch_size=4)
+    for source, beam in zip(sources, beams):
+        _, with_eos = _candidate_log_probs(model, source, finished)
+        cut_sums, _ = _candidate_log_probs(model, source, cut)
+        candidates = [(total / (len(s) + 1), s) for total, s in zip(with_eos, finished)] + \
+            [(total / max_length, s) for total, s in zip(cut_sums, cut)]
+        scores = sorted((score for score, _ in candidates), reverse=True)
+        assert scores[0] - scores[1] > 1e-9          # a unique best: the test is sharp
+        assert beam.tolist() == max(candidates, key=lambda item: item[0])[1], source

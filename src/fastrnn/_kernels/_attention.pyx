@@ -24,6 +24,7 @@ from libc.math cimport exp
 from libc.string cimport memset
 
 from fastrnn._kernels._blas cimport gemm
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
 
 cdef extern from "fr_math.h" nogil:
     float fr_expf(float x)
@@ -56,18 +57,29 @@ cdef void _additive_row(int steps, int length, int size, const floating *q,
                         const floating *k, const floating *v, floating *scores,
                         int lds, long q_stride, long k_stride,
                         floating *work) noexcept nogil:
-    """scores[t, s] = v . tanh(q_t + k_s) for t < steps, s < length."""
-    cdef int t, s, a
-    cdef floating acc
+    """scores[t, s] = v . tanh(q_t + k_s) for t < steps, s < length.
+
+    Per step, the (length x size) block tanh(q_t + k_s) is built in ``work``
+    (one vectorised pass) and reduced against v by one matrix product."""
+    cdef int t
     for t in range(steps):
-        for s in range(length):
-            for a in range(size):
-                work[a] = q[t * q_stride + a] + k[s * k_stride + a]
-            _tanh_row(work, size)
-            acc = 0
-            for a in range(size):
-                acc = acc + v[a] * work[a]
-            scores[<long>t * lds + s] = acc
+        _tanh_block(q + t * q_stride, k, k_stride, length, size, work)
+        gemm(False, True, 1, length, size, <floating>1, v, size, work, size,
+             <floating>0, scores + <long>t * lds, lds)
+
+
+cdef inline void _tanh_block(const floating *q_t, const floating *k, long k_stride,
+                             int length, int size, floating *work) noexcept nogil:
+    """work[s, :] = tanh(q_t + k_s) for s < length (row-major, width ``size``)."""
+    cdef int s, a
+    cdef floating *row
+    cdef const floating *k_s
+    for s in range(length):
+        row = work + <long>s * size
+        k_s = k + s * k_stride
+        for a in range(size):
+            row[a] = q_t[a] + k_s[a]
+    _tanh_row(work, length * size)
 
 
 cdef void _softmax_rows(floating *w, int steps, int width, int length) noexcept nogil:
@@ -97,13 +109,16 @@ def attend(int kind, const floating[:, :, ::1] query, const floating[:, :, ::1] 
            const int[::1] lengths, floating[:, :, ::1] weights,
            floating[:, :, ::1] context, floating[:, ::1] work, int num_threads):
     """Forward: weights (B, T, S) and context (T, B, E) for a whole decoder
-    sequence (or one step, T = 1).  ``work`` (B, D) is the additive score's
-    per-row scratch (unused by DOT); ``v`` (D,) its output vector."""
+    sequence (or one step, T = 1).  ``work`` (B, S * D) is the additive
+    score's per-row scratch (unused by DOT); ``v`` (D,) its output vector."""
     cdef int steps = query.shape[0], batch = query.shape[1], size = query.shape[2]
     cdef int width = keys.shape[0], features = values.shape[2]
-    cdef int b, length
+    cdef int b, length, prev_threads
     cdef floating *w
     with nogil:
+        prev_threads = blas_get_threads()
+        blas_set_threads(1)       # one BLAS thread per OpenMP thread
+        num_threads = _threads_for(batch, steps, width, size + features, num_threads)
         for b in prange(batch, num_threads=num_threads, schedule="dynamic"):
             length = lengths[b]
             w = &weights[b, 0, 0]
@@ -118,6 +133,16 @@ def attend(int kind, const floating[:, :, ::1] query, const floating[:, :, ::1] 
             gemm(False, False, steps, features, length, <floating>1, w, width,
                  &values[0, b, 0], batch * features, <floating>0, &context[0, b, 0],
                  batch * features)
+        if prev_threads > 1:
+            blas_set_threads(prev_threads)
+
+
+cdef inline int _threads_for(int batch, int steps, int width, int size,
+                             int num_threads) noexcept nogil:
+    """One thread for problems too small to pay for a parallel region."""
+    if <double>batch * steps * width * size < parallel_min_work():
+        return 1
+    return num_threads
 
 
 cdef void _softmax_backward_rows(const floating *w, floating *d, int steps, int width,
@@ -140,21 +165,29 @@ cdef void _additive_backward_row(int steps, int length, int size, const floating
                                  const floating *d_scores, int lds, floating *d_q,
                                  floating *d_k, floating *d_v, long q_stride,
                                  long k_stride, floating *work) noexcept nogil:
-    """Back through v . tanh(q_t + k_s): tanh is recomputed, not stored (it
-    would be T * S * B * D values)."""
+    """Back through v . tanh(q_t + k_s).  tanh is recomputed per step, not
+    stored (that would be T * S * B * size values); ``d_q`` comes in zeroed."""
     cdef int t, s, a
-    cdef floating g, dpre
+    cdef floating g
+    cdef floating *row
+    cdef floating *d_q_t
+    cdef floating *d_k_s
     for t in range(steps):
+        _tanh_block(q + t * q_stride, k, k_stride, length, size, work)
+        # d_v += d_scores[t, :length] @ tanh block
+        gemm(False, False, 1, size, length, <floating>1, d_scores + <long>t * lds, lds,
+             work, size, <floating>1, d_v, size)
+        d_q_t = d_q + t * q_stride
         for s in range(length):
             g = d_scores[<long>t * lds + s]
+            row = work + <long>s * size
+            d_k_s = d_k + s * k_stride
             for a in range(size):
-                work[a] = q[t * q_stride + a] + k[s * k_stride + a]
-            _tanh_row(work, size)
+                row[a] = g * v[a] * (1 - row[a] * row[a])      # d(pre-activation)
             for a in range(size):
-                d_v[a] = d_v[a] + g * work[a]
-                dpre = g * v[a] * (1 - work[a] * work[a])
-                d_q[t * q_stride + a] = d_q[t * q_stride + a] + dpre
-                d_k[s * k_stride + a] = d_k[s * k_stride + a] + dpre
+                d_k_s[a] += row[a]
+            for a in range(size):
+                d_q_t[a] += row[a]
 
 
 def attend_backward(int kind, const floating[:, :, ::1] query,
@@ -173,11 +206,14 @@ def attend_backward(int kind, const floating[:, :, ::1] query,
     """
     cdef int steps = query.shape[0], batch = query.shape[1], size = query.shape[2]
     cdef int width = keys.shape[0], features = values.shape[2]
-    cdef int b, length, t
+    cdef int b, length, t, prev_threads
     cdef long q_stride = <long>batch * size
     cdef const floating *w
     cdef floating *d
     with nogil:
+        prev_threads = blas_get_threads()
+        blas_set_threads(1)
+        num_threads = _threads_for(batch, steps, width, size + features, num_threads)
         for b in prange(batch, num_threads=num_threads, schedule="dynamic"):
             length = lengths[b]
             w = &weights[b, 0, 0]
@@ -204,3 +240,5 @@ def attend_backward(int kind, const floating[:, :, ::1] query,
                                        &keys[0, b, 0], &v[0], d, width, &d_query[0, b, 0],
                                        &d_keys[0, b, 0], &d_v_rows[b, 0], q_stride,
                                        q_stride, &work[b, 0])
+        if prev_threads > 1:
+            blas_set_threads(prev_threads)

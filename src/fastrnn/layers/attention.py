@@ -166,11 +166,17 @@ class Attention(Module):
         steps, batch = projected.shape[:2]
         weights = np.empty((batch, steps, memory.shape[0]), dtype=self.dtype)
         context = np.empty((steps, batch, self.memory_size), dtype=self.dtype)
-        work = np.empty((batch, projected.shape[2]), dtype=self.dtype)
+        work = self._workspace(batch, memory.shape[0], projected.shape[2])
         with _threads.blas_region():
             self._attend(self._kind(), projected, keys, memory, self._v(), lengths, weights,
                          context, work, _threads.get_num_threads())
         return context, weights
+
+    def _workspace(self, batch, steps, size):
+        """Scratch of the additive score: one (S, size) block per row."""
+        if self.score != "additive":
+            return np.empty((batch, 1), dtype=self.dtype)
+        return np.empty((batch, steps * size), dtype=self.dtype)
 
     def _kind(self):
         return _attention.ADDITIVE if self.score == "additive" else _attention.DOT
@@ -201,7 +207,8 @@ class Attention(Module):
         with _threads.blas_region():
             self._attend_backward(self._kind(), projected, keys, memory, self._v(), lengths,
                                   weights, d_context, np.empty_like(weights), d_projected,
-                                  d_keys, d_memory, d_v_rows, np.empty_like(d_v_rows),
+                                  d_keys, d_memory, d_v_rows,
+                                  self._workspace(keys.shape[1], keys.shape[0], projected.shape[2]),
                                   threads)
         d_query = self._projections_backward(query, memory, d_projected, d_keys, d_memory,
                                              d_v_rows, threads)
