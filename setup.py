@@ -21,7 +21,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_recurrent", "_dense", "_runtime", "_embedding", "_losses", "_optim",
-           "_jordan", "_rtrl"]
+           "_jordan", "_rtrl", "_attention"]
 # Development: FASTRNN_KERNELS=_losses,_optim rebuilds only those modules.
 _selected = [name for name in os.environ.get("FASTRNN_KERNELS", "").split(",") if name]
 if _selected:

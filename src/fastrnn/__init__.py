@@ -26,7 +26,7 @@ _process.keep_freed_arrays_mapped()
 
 from ._io import get_load_limits, set_load_limits
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
-from .layers import GRU, LSTM, RNN, Dropout, Embedding, Jordan, Linear, Module
+from .layers import GRU, LSTM, RNN, Attention, Dropout, Embedding, Jordan, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import data, metrics, online, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # layers
-    "RNN", "LSTM", "GRU", "Jordan", "Linear", "Embedding", "Dropout", "Module",
+    "RNN", "LSTM", "GRU", "Jordan", "Attention", "Linear", "Embedding", "Dropout", "Module",
     # losses, optimizers, clipping
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "online", "clip_grad_norm",
     "clip_grad_value",

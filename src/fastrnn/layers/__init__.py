@@ -1,5 +1,6 @@
 """Layers with explicit forward/backward (see ``module.Module``)."""
 
+from .attention import Attention
 from .dropout import Dropout
 from .embedding import Embedding
 from .jordan import Jordan
@@ -7,4 +8,5 @@ from .linear import Linear
 from .module import Module
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "RNN", "LSTM", "GRU", "Jordan", "Linear", "Embedding", "Dropout"]
+__all__ = ["Module", "RNN", "LSTM", "GRU", "Jordan", "Attention", "Linear", "Embedding",
+           "Dropout"]

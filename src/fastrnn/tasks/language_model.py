@@ -71,6 +71,12 @@ class LanguageModel(TaskModel):
         dtype: "float32" or "float64".
         seed: None or an int >= 0; seeds the weights, dropout and nothing
             else (data order is fixed; ``generate`` has its own seed).
+        tie_weights: the output layer uses the input embedding matrix as its
+            weight (Press & Wolf 2017; one (V, D) matrix, its gradient the
+            sum of both uses; the output bias stays separate).  Needs
+            ``input="embedding"`` and an embedding the size of the
+            recurrent output (``embedding_dim == hidden_size``), and a
+            trainable embedding (not ``freeze_embedding``).
 
     Example::
 
@@ -83,7 +89,7 @@ class LanguageModel(TaskModel):
     def __init__(self, level="char", cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
-                 dtype="float32", seed=None):
+                 tie_weights=False, dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -99,8 +105,11 @@ class LanguageModel(TaskModel):
             pretrained=self.pretrained, vocab=vocab,
             freeze_embedding=check_flag("freeze_embedding", self.freeze_embedding),
             dtype=self.dtype, seed=network_seed)
-        self.head_ = Linear(self.network_.output_size, len(vocab), dtype=self.dtype,
-                            seed=head_seed)
+        if check_flag("tie_weights", self.tie_weights):
+            self.head_ = TiedOutput(self.network_, seed=head_seed)
+        else:
+            self.head_ = Linear(self.network_.output_size, len(vocab), dtype=self.dtype,
+                                seed=head_seed)
         self.loss_ = CrossEntropyLoss()
         self._carry = {"train": None, "eval": None}      # state carried between chunks
 
@@ -377,6 +386,71 @@ class LanguageModel(TaskModel):
 
     def _restore(self, state):
         self._build(Vocab.from_dict(state["vocab"]))
+
+
+class TiedOutput(Linear):
+    """The output layer of a weight-tied language model: logits = x E^T + b
+    with E the embedding's live (V, D) weight.
+
+    The matrix is listed (and saved) once, by the embedding; this layer
+    lists only its bias.  Its weight and weight gradient are the
+    embedding's arrays, looked up at every pass (``Embedding.freeze``
+    replaces the gradient array), so ``backward`` adds its share to the
+    same gradient the embedding adds to.
+    """
+
+    def __init__(self, network, seed=None):
+        embedding = network.embedding
+        if embedding is None:
+            raise ValueError("tie_weights=True needs input='embedding' (the output layer "
+                             "shares the embedding matrix), got input='onehot'")
+        if embedding.freeze:
+            raise ValueError("tie_weights=True needs a trainable embedding: with "
+                             "freeze_embedding=True the shared matrix could not learn")
+        if embedding.embedding_dim != network.output_size:
+            raise ValueError(f"tie_weights=True needs embedding_dim == hidden_size (the "
+                             f"output layer reads {network.output_size} features and "
+                             f"shares the (vocabulary, embedding_dim) matrix), got "
+                             f"embedding_dim={embedding.embedding_dim}, "
+                             f"hidden_size={network.output_size}")
+        super().__init__(network.output_size, embedding.num_embeddings,
+                         dtype=embedding.dtype, seed=seed)
+        self.embedding = embedding
+        self._share()
+
+    def _share(self):
+        self._params["weight"] = self.embedding.weight
+        self.grads["weight"] = self.embedding.grads["weight"]
+
+    def forward(self, x):
+        self._share()
+        return super().forward(x)
+
+    def backward(self, d_y, input_grad=True):
+        self._share()
+        return super().backward(d_y, input_grad)
+
+    def named_parameters(self):
+        return [("bias", self._params["bias"])]
+
+    def parameters(self):
+        return [self._params["bias"]]
+
+    def zero_grad(self):
+        self.grads["bias"].fill(0)
+
+    def state_dict(self):
+        return {"bias": self._params["bias"].copy()}
+
+    def load_state_dict(self, state_dict):
+        weight = self._params.pop("weight")
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._params["weight"] = weight
+
+    def __repr__(self):
+        return f"TiedOutput({self.in_features}, {self.out_features}, tied to the embedding)"
 
 
 def _perplexity(mean_loss):

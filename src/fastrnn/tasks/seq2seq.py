@@ -1,26 +1,28 @@
 """Sequence-to-sequence: an encoder reads the source, a decoder writes the target.
 
 The encoder's final state (h_n, and c_n for an LSTM) is the decoder's initial
-state, so the whole source must pass through that fixed-size state (no
-attention).  Training uses teacher forcing: the decoder reads ``<bos>`` +
-target and learns to predict target + ``<eos>``, one vectorised pass per
-batch.  Inference decodes one step at a time for a whole batch (greedy) or
+state.  Without attention the whole source must pass through that fixed-size
+state; with ``attention`` the decoder also reads every encoder output (see
+``Seq2Seq``'s docstring).  Training uses teacher forcing: the decoder reads
+``<bos>`` + target and learns to predict target + ``<eos>``, one vectorised
+pass per batch.  Inference decodes one step at a time for a whole batch (greedy) or
 for a batch of beams (beam search); the Python loop runs per generated step,
 never per sequence or per token.
 """
 
 import numpy as np
 
-from ..layers import Linear
+from ..layers import Attention, Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
 from .base import TaskModel, eval_mode, prediction_loader, validation_pair
 from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
                      detect_kind)
-from .network import SequenceEncoder, check_choice, layer_seeds, top_state
+from .network import CELLS, SequenceEncoder, check_choice, layer_seeds, top_state
 
 IGNORE = -100               # padded decoder targets: CrossEntropyLoss's ignore_index
 BANNED = (PAD, BOS)         # never generated: PAD is never a target, BOS only an input
+ATTENTIONS = (None, "dot", "general", "additive")
 
 
 class Seq2Seq(TaskModel):
@@ -57,6 +59,17 @@ class Seq2Seq(TaskModel):
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible runs (weights, dropout, data order and scheduled
             sampling).
+        attention: None, "dot", "general" (Luong) or "additive" (Bahdanau):
+            the decoder attends over all encoder outputs (masked by source
+            length; ``fr.Attention``).  The decoder stack's top output
+            queries the encoder outputs; the context goes into the input of
+            one more recurrent layer of the same cell (over [decoder output;
+            context]) and into the output layer (over [that layer's output;
+            context]).  Feeding the context in *above* the querying stack,
+            rather than into the next step's input as in Luong's input
+            feeding, keeps teacher-forced training one vectorised pass over
+            the whole target (the query never depends on an earlier context).
+            ``attention_weights`` returns the alignments.
 
     Example::
 
@@ -68,14 +81,17 @@ class Seq2Seq(TaskModel):
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, tokenizer="char", lower=False,
-                 min_freq=1, max_vocab=None, dtype="float32", seed=None):
+                 min_freq=1, max_vocab=None, attention=None, dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, outputs):
         self._begin_build()
         check_choice("input", self.input, ("embedding", "onehot"))
-        encoder_seed, decoder_seed, head_seed, sampling_seed = layer_seeds(self.seed, 4)
+        check_choice("attention", self.attention, ATTENTIONS)
+        # spawn(6)[:4] == spawn(4): models without attention keep their seeds
+        (encoder_seed, decoder_seed, head_seed, sampling_seed, attention_seed,
+         post_seed) = layer_seeds(self.seed, 6)
         self.inputs_ = inputs
         self.outputs_ = outputs
         vocab = outputs.vocab
@@ -85,16 +101,33 @@ class Seq2Seq(TaskModel):
             self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
             vocab=vocab, dtype=self.dtype, seed=decoder_seed)
-        self.head_ = Linear(self.decoder_.output_size, len(vocab), dtype=self.dtype,
-                            seed=head_seed)
+        self._build_attention(attention_seed, post_seed)
+        head_inputs = self.decoder_.output_size
+        if self.attention_ is not None:
+            head_inputs += self.encoder_.output_size
+        self.head_ = Linear(head_inputs, len(vocab), dtype=self.dtype, seed=head_seed)
         self.loss_ = CrossEntropyLoss(ignore_index=IGNORE)
         self._sampling_rng = np.random.default_rng(sampling_seed)
         self._teacher_forcing = 1.0
         self._table = None
 
+    def _build_attention(self, attention_seed, post_seed):
+        """The attention layer and the recurrent layer over [decoder output;
+        context] (both None without attention)."""
+        self.attention_ = self.post_ = None
+        if self.attention is None:
+            return
+        query, memory = self.decoder_.output_size, self.encoder_.output_size
+        self.attention_ = Attention(query, memory, score=self.attention, dtype=self.dtype,
+                                    seed=attention_seed)
+        self.post_ = CELLS[self.cell](query + memory, self.hidden_size, dtype=self.dtype,
+                                      seed=post_seed)
+
     def modules(self):
-        """The layers in a fixed order: encoder stack, decoder stack, head."""
-        return self.encoder_.modules() + self.decoder_.modules() + [self.head_]
+        """The layers in a fixed order: encoder stack, decoder stack, (attention,
+        post-attention layer,) head."""
+        extra = [self.attention_, self.post_] if self.attention_ is not None else []
+        return self.encoder_.modules() + self.decoder_.modules() + extra + [self.head_]
 
     # -- input checks -------------------------------------------------------------------
     @staticmethod
@@ -148,13 +181,36 @@ class Seq2Seq(TaskModel):
 
     # -- Trainer protocol -------------------------------------------------------------
     def _encode_batch(self, batch):
-        """The encoder's final state for a batch (the decoder's initial state)."""
-        _, state = self.encoder_.forward(batch.inputs, batch.lengths)
+        """The encoder's final state for a batch (the decoder's initial state);
+        with attention the encoder outputs become the attention's memory."""
+        out, state = self.encoder_.forward(batch.inputs, batch.lengths)
+        if self.attention_ is not None:
+            self.attention_.set_memory(out, batch.lengths)
         return state
 
     def _decode(self, decoder_inputs, lengths, state):
         out, _ = self.decoder_.forward(decoder_inputs, lengths, hx=state)
-        return self.head_(out)                                       # (T, B, V)
+        if self.attention_ is None:
+            return self.head_(out)                                   # (T, B, V)
+        context, _ = self.attention_.forward(out)
+        above, _ = self.post_(np.concatenate([out, context], axis=2), lengths=lengths)
+        return self.head_(np.concatenate([above, context], axis=2))
+
+    def _backward(self, d_logits):
+        """Back from the logits to the decoder and encoder parameters."""
+        d_features = self.head_.backward(d_logits)
+        d_memory = None
+        if self.attention_ is None:
+            d_out = d_features
+        else:
+            hidden = self.post_.hidden_size
+            d_post_in, _ = self.post_.backward(d_features[..., :hidden])
+            query = self.decoder_.output_size
+            d_context = d_features[..., hidden:] + d_post_in[..., query:]
+            d_query, d_memory = self.attention_.backward(d_context)
+            d_out = d_post_in[..., :query] + d_query
+        d_state = self.decoder_.backward(d_out)
+        self.encoder_.backward(d_memory, d_hn=d_state)
 
     def _scheduled_inputs(self, decoder_inputs, lengths, state):
         """Parallel (two-pass) scheduled sampling.
@@ -167,7 +223,7 @@ class Seq2Seq(TaskModel):
         scheduled sampling the predictions come from the gold prefix, not
         from the mixed one: all steps stay one vectorised pass.
         """
-        with eval_mode(self.decoder_.modules() + [self.head_]):
+        with eval_mode(self.modules()[len(self.encoder_.modules()):]):
             logits = self._decode(decoder_inputs, lengths, state)
         logits[..., list(BANNED)] = -np.inf
         predicted = logits.argmax(axis=2)                            # (T, B)
@@ -186,8 +242,7 @@ class Seq2Seq(TaskModel):
         logits = self._decode(decoder_inputs, lengths, state)
         loss, d_logits = self.loss_(logits, targets)
         if training:
-            d_state = self.decoder_.backward(self.head_.backward(d_logits))
-            self.encoder_.backward(None, d_hn=d_state)
+            self._backward(d_logits)
         real = targets != IGNORE
         tokens = int(real.sum())
         correct = int(((logits.argmax(axis=2) == targets) & real).sum())
@@ -314,6 +369,8 @@ class Seq2Seq(TaskModel):
         with eval_mode(self.modules()):
             for batch in self._loader(source_ids, batch_size):
                 state = self._encode_batch(batch)
+                if self.attention_ is not None:
+                    state = (state, None)          # (decoder, post-attention layer)
                 if beam_size == 1:
                     decoded = self._greedy(state, len(batch.lengths), max_length)
                 else:
@@ -330,8 +387,18 @@ class Seq2Seq(TaskModel):
     def _log_probs(self, tokens, state):
         """One decoder step for every row: ``(log-probabilities (rows, V) float64
         with the banned tokens at -inf, new state)``."""
-        out, state = self.decoder_.forward(tokens[None, :], hx=state)
-        z = self.head_(out[0]).astype(np.float64)
+        if self.attention_ is None:
+            out, state = self.decoder_.forward(tokens[None, :], hx=state)
+            features = out[0]
+        else:
+            decoder_state, post_state = state
+            out, decoder_state = self.decoder_.forward(tokens[None, :], hx=decoder_state)
+            context, _ = self.attention_.step(out[0])
+            above, post_state = self.post_(np.concatenate([out[0], context], axis=1)[None],
+                                           hx=post_state)
+            features = np.concatenate([above[0], context], axis=1)
+            state = (decoder_state, post_state)
+        z = self.head_(features).astype(np.float64)
         z[:, list(BANNED)] = -np.inf
         top = z.max(axis=1, keepdims=True)
         z -= top
@@ -376,6 +443,8 @@ class Seq2Seq(TaskModel):
         """
         k, rows = beam_size, batch * beam_size
         state = _repeat_state(state, k)
+        if self.attention_ is not None:
+            self.attention_.repeat_memory(k)
         tokens = np.full(rows, BOS, dtype=np.int64)
         sums = np.full((batch, k), -np.inf)
         sums[:, 0] = 0.0                         # one live hypothesis to start from
@@ -453,6 +522,40 @@ class Seq2Seq(TaskModel):
             for batch in self._loader(source_ids, batch_size):
                 vectors[batch.indices] = top_state(self._encode_batch(batch), False)
         return vectors
+
+    def attention_weights(self, sources, targets, batch_size=64):
+        """The alignment of every (source, target) pair, for plotting: a list of
+        float arrays, one per pair, of shape (len(target) + 1, len(source))
+        (in tokens; the last row is the step that predicts ``<eos>``).  Row i
+        holds the attention weights over the source when the decoder, fed
+        ``<bos>`` + target[:i] (teacher forcing), predicts token i; every row
+        sums to 1.  Needs a model built with ``attention``.
+
+        Args:
+            sources: sources of the kind seen in fit (at least one).
+            targets: one target per source (texts or token lists, as in fit).
+            batch_size: pairs per forward pass (memory, not results).
+        """
+        self._check_fitted()
+        if self.attention_ is None:
+            raise ValueError("attention_weights needs a model built with attention='dot', "
+                             "'general' or 'additive'; this one has attention=None")
+        batch_size = check_count("batch_size", batch_size)
+        sources = self._sources(sources)
+        targets = self._targets(targets)
+        self._check_counts(len(sources), len(targets))
+        source_ids = self.inputs_.transform(sources, "sources")
+        table = _TargetTable(self._target_ids(targets))
+        results = [None] * len(source_ids)
+        with eval_mode(self.modules()):
+            for batch in self._loader(source_ids, batch_size):
+                decoder_inputs, _, lengths = table.batch(batch.indices)
+                state = self._encode_batch(batch)
+                out, _ = self.decoder_.forward(decoder_inputs, lengths, hx=state)
+                _, weights = self.attention_.forward(out)                 # (B, T, S)
+                for i, row in enumerate(batch.indices.tolist()):
+                    results[row] = weights[i, :lengths[i], :batch.lengths[i]].copy()
+        return results
 
     def score(self, sources, targets, max_length=50, beam_size=1, batch_size=64):
         """``{"exact_match", "token_accuracy"}`` of ``predict(sources)`` against
@@ -543,12 +646,18 @@ def _top(scores, count):
 
 
 def _repeat_state(state, k):
+    """Nested tuples (LSTM states, attention's (decoder, post) pair) and None
+    (a zero state) are followed."""
+    if state is None:
+        return None
     if isinstance(state, tuple):
-        return tuple(np.repeat(part, k, axis=1) for part in state)
+        return tuple(_repeat_state(part, k) for part in state)
     return np.repeat(state, k, axis=1)
 
 
 def _gather_state(state, rows):
+    if state is None:
+        return None
     if isinstance(state, tuple):
-        return tuple(np.ascontiguousarray(part[:, rows]) for part in state)
+        return tuple(_gather_state(part, rows) for part in state)
     return np.ascontiguousarray(state[:, rows])
