@@ -8,6 +8,7 @@ N ranks.
 
 import os
 import sys
+import time
 import traceback
 import zlib
 
@@ -20,6 +21,7 @@ MPI_MISSING = ("distributed training needs mpi4py and an MPI library: "
                "then start the script with mpiexec -n N")
 
 _context = None
+DEFAULT_TIMEOUT = 300.0     # seconds a rank waits for the others before aborting
 
 
 class DistributedError(ValueError):
@@ -35,17 +37,39 @@ def _import_mpi():
     return MPI
 
 
-def init():
+def init(timeout=None):
     """Join the MPI world (once per process) and return its :class:`Context`.
 
     Without ``mpiexec`` the world has one rank.  Raises ImportError naming
     the ``fastrnn[mpi]`` extra when mpi4py (or its MPI library) is missing.
+
+    ``timeout``: seconds a rank waits in a gradient or metric reduction for
+    the others before it aborts the run with a message (a rank died or
+    hangs); default ``FASTRNN_DISTRIBUTED_TIMEOUT`` or 300.
     """
     global _context
     if _context is None:
         MPI = _import_mpi()
         _context = Context(MPI.COMM_WORLD, MPI)
+    if timeout is not None:
+        _context.timeout = _check_timeout("timeout", timeout)
     return _context
+
+
+def _check_timeout(name, value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not seconds > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _timeout_from_environment():
+    value = os.environ.get("FASTRNN_DISTRIBUTED_TIMEOUT")
+    return DEFAULT_TIMEOUT if not value else _check_timeout("FASTRNN_DISTRIBUTED_TIMEOUT",
+                                                            value)
 
 
 def resolve(distributed):
@@ -75,6 +99,23 @@ class Context:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
+        self.timeout = _timeout_from_environment()
+
+    def wait(self, requests):
+        """Wait for non-blocking ``requests``, testing them with a growing
+        pause (a waiting rank leaves the CPU to the others); TimeoutError
+        after ``self.timeout`` seconds: another rank died or hangs."""
+        requests = [r for r in requests if r is not None]
+        if not requests or self.MPI.Request.Testall(requests):
+            return
+        start, pause = time.monotonic(), 2e-5
+        while not self.MPI.Request.Testall(requests):
+            if time.monotonic() - start > self.timeout:
+                raise TimeoutError(f"rank {self.rank} of {self.size} got no reply from the "
+                                   f"other ranks within {self.timeout:g} s: a rank died, "
+                                   f"hangs, or runs other code")
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
 
     # -- small collectives ------------------------------------------------------
     def broadcast_object(self, value, root=0):
@@ -89,8 +130,7 @@ class Context:
         """Overwrite every array in ``arrays`` in place with ``root``'s values."""
         if self.size == 1:
             return
-        requests = [self.comm.Ibcast(array, root=root) for array in arrays]
-        self.MPI.Request.Waitall(requests)
+        self.wait([self.comm.Ibcast(array, root=root) for array in arrays])
 
     def sum(self, values):
         """Element-wise sum over ranks of a float64 vector (a new array)."""
@@ -98,7 +138,7 @@ class Context:
         if self.size == 1:
             return values.copy()
         out = np.empty_like(values)
-        self.comm.Allreduce(values, out, op=self.MPI.SUM)
+        self.wait([self.comm.Iallreduce(values, out, op=self.MPI.SUM)])
         return out
 
     def any(self, flag):

@@ -169,14 +169,16 @@ class GradientReducer:
             self._launch(bucket, scale)
         self._launched = len(self.buckets)
         names = self._names(metrics)
-        meta = self._meta(names, metrics or {}, scale)
-        self.context.MPI.Request.Waitall([b.request for b in self.buckets])
-        totals = self.context.sum(meta)
+        meta = np.array(self._meta(names, metrics or {}, scale), dtype=np.float64)
+        totals = np.empty_like(meta)
+        comm, MPI = self.context.comm, self.context.MPI
+        meta_request = comm.Iallreduce(meta, totals, op=MPI.SUM)
+        self.context.wait([b.request for b in self.buckets] + [meta_request])
         if totals[-1] > 0:          # some rank ran a module's backward after its bucket left
             self.early = False
             for bucket in self.buckets:
                 self._launch(bucket, scale)
-            self.context.MPI.Request.Waitall([b.request for b in self.buckets])
+            self.context.wait([b.request for b in self.buckets])
         total_weight = totals[0]
         inverse = 1.0 / total_weight if total_weight > 0 else 0.0
         for bucket in self.buckets:

@@ -72,8 +72,9 @@ class DistributedRun:
                                       "(every rank must read the same file)", parameters)
         else:
             context.broadcast_arrays(parameters)
-        self.reducer = GradientReducer(context, trainer.modules)
-        self.reducer.attach()
+        if context.size > 1:        # one rank: the plain step, bit for bit
+            self.reducer = GradientReducer(context, trainer.modules)
+            self.reducer.attach()
 
     def close(self):
         if self.reducer is not None:
@@ -84,14 +85,16 @@ class DistributedRun:
     def train_batch(self, batch):
         """The model's step on this rank's part (None: no rows here), then the
         reduction: returns the global (metrics, weight)."""
+        from ..training.trainer import _batch_result
         model, reducer = self.trainer.model, self.reducer
+        if reducer is None:
+            return _batch_result("train_batch", model.train_batch(batch))
         weight_of = getattr(model, "batch_weight", None)
         reducer.begin(weight_of(batch) if batch is not None and callable(weight_of)
                       else (0.0 if batch is None else None))
         if batch is None:
             metrics, weight = None, 0.0
         else:
-            from ..training.trainer import _batch_result
             metrics, weight = _batch_result("train_batch", model.train_batch(batch))
         return reducer.finish(metrics, weight)
 

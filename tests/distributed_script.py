@@ -1,0 +1,165 @@
+"""The program each rank runs in the multi-rank tests (tests/test_distributed.py).
+
+``python distributed_script.py SCENARIO OUTDIR [DTYPE]`` under ``mpiexec -n N``.
+The training functions are also imported by the tests to compute the same
+runs in one process (``distributed=False``), the reference the ranks must
+match.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+import fastrnn as fr
+
+GLOBAL_BATCH = 10           # not divisible by 3
+EXAMPLES = 41               # the last global batch has one row: ranks 1.. get none
+
+
+def data(seed=0, count=EXAMPLES):
+    rng = np.random.default_rng(seed)
+    X = [rng.normal(size=(int(rng.integers(2, 9)), 3)) for _ in range(count)]
+    y = np.array([np.tanh(x.sum()) + 0.1 * x[-1, 0] for x in X])
+    return X, y
+
+
+class LastStepRegressor:
+    """A custom model for fr.Trainer: LSTM -> Linear on the last valid step,
+    mean squared error.  ``batch_weight`` lets the trainer launch gradient
+    buckets during the backward pass."""
+
+    def __init__(self, dtype, hidden=6, seed=3):
+        self.lstm = fr.LSTM(3, hidden, num_layers=2, dtype=dtype, seed=seed)
+        self.head = fr.Linear(hidden, 1, dtype=dtype, seed=seed + 1)
+
+    def modules(self):
+        return [self.lstm, self.head]
+
+    def batch_weight(self, batch):
+        return len(batch.lengths)
+
+    def _forward(self, batch):
+        out, _ = self.lstm(batch.inputs.astype(self.head.dtype), lengths=batch.lengths)
+        rows = np.arange(len(batch.lengths))
+        last = out[batch.lengths - 1, rows]
+        return out, rows, self.head(last)[:, 0]
+
+    def train_batch(self, batch):
+        out, rows, pred = self._forward(batch)
+        err = pred - batch.targets
+        d_last = self.head.backward(((2.0 / len(err)) * err)[:, None].astype(out.dtype))
+        d_out = np.zeros_like(out)
+        d_out[batch.lengths - 1, rows] = d_last
+        self.lstm.backward(d_out, input_grad=False)
+        return {"loss": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}, len(err)
+
+    def evaluate_batch(self, batch):
+        _, _, pred = self._forward(batch)
+        err = pred - batch.targets
+        return {"loss": float(np.mean(err ** 2))}, len(err)
+
+
+def weights(modules):
+    return {f"{i}/{name}": value.copy() for i, module in enumerate(modules)
+            for name, value in module.state_dict().items()}
+
+
+def train_custom(dtype, distributed, epochs=3, checkpoint=None, resume_from=None):
+    X, y = data()
+    model = LastStepRegressor(dtype)
+    optimizer = fr.optim.Adam(model.modules(), lr=0.02)
+    callbacks = [fr.EarlyStopping(monitor="val_loss", patience=5)]
+    if checkpoint is not None:
+        callbacks.append(fr.ModelCheckpoint(checkpoint, save_best_only=False))
+    trainer = fr.Trainer(model, optimizer, clip_norm=0.5, callbacks=callbacks, verbose=0,
+                         schedule=fr.optim.ReduceLROnPlateau(optimizer, patience=0,
+                                                             factor=0.5),
+                         distributed=distributed)
+    loader = fr.data.BatchLoader(X, y.astype(dtype), batch_size=GLOBAL_BATCH, seed=5,
+                                 bucket=True)
+    history = trainer.fit(loader, epochs=epochs, validation_split=0.25,
+                          resume_from=resume_from)
+    return weights(model.modules()), history.history
+
+
+def train_task(dtype, distributed, epochs=2):
+    X, y = data(seed=1)
+    labels = np.where(y > 0, "up", "down")
+    clf = fr.SequenceClassifier(hidden_size=5, dtype=dtype, seed=2)
+    history = clf.fit(X, labels, epochs=epochs, batch_size=GLOBAL_BATCH, verbose=0,
+                      validation_split=0.2, distributed=distributed)
+    return weights(clf.modules()), history.history
+
+
+def _save(outdir, name, rank, result):
+    state, history = result
+    arrays = dict(state)
+    for key, values in history.items():
+        arrays["history/" + key] = np.asarray(values, dtype=np.float64)
+    np.savez(os.path.join(outdir, f"{name}_rank{rank}.npz"), **arrays)
+
+
+def main(scenario, outdir, dtype="float64"):
+    ctx = fr.distributed.init()
+    if scenario == "equal":
+        _save(outdir, "custom", ctx.rank, train_custom(dtype, True))
+        _save(outdir, "task", ctx.rank, train_task(dtype, True))
+    elif scenario == "checkpoint":       # 2 epochs, checkpoint after each
+        _save(outdir, "first", ctx.rank,
+              train_custom(dtype, True, epochs=2,
+                           checkpoint=os.path.join(outdir, "ckpt.npz")))
+    elif scenario == "resume":           # continue the checkpoint to 3 epochs
+        _save(outdir, "resumed", ctx.rank,
+              train_custom(dtype, True, checkpoint=os.path.join(outdir, "ckpt3.npz"),
+                           resume_from=os.path.join(outdir, "ckpt.npz")))
+    elif scenario == "config_mismatch":
+        X, y = data()
+        model = LastStepRegressor("float64", hidden=6 + ctx.rank)
+        _expect_error(ctx, lambda: fr.Trainer(
+            model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0, distributed=True
+        ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
+    elif scenario == "data_mismatch":
+        X, y = data(count=EXAMPLES + ctx.rank)
+        model = LastStepRegressor("float64")
+        _expect_error(ctx, lambda: fr.Trainer(
+            model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0, distributed=True
+        ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
+    elif scenario in ("dies", "raises"):
+        _failing_rank(ctx, scenario)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    print(f"rank {ctx.rank}: done", flush=True)
+
+
+def _expect_error(ctx, run):
+    try:
+        run()
+    except fr.distributed.DistributedError as exc:
+        print(f"rank {ctx.rank}: DistributedError: {exc}", flush=True)
+    else:
+        print(f"rank {ctx.rank}: no error", flush=True)
+
+
+def _failing_rank(ctx, scenario):
+    """Rank 1 dies (os._exit) or raises at its third batch; the others are then
+    waiting for it in the gradient reduction."""
+    X, y = data()
+    model = LastStepRegressor("float64")
+    steps = []
+
+    def on_batch_end(step, logs):
+        steps.append(step)
+        if ctx.rank == 1 and len(steps) == 3:
+            if scenario == "dies":
+                os._exit(7)
+            raise RuntimeError("rank 1 failed on purpose")
+
+    trainer = fr.Trainer(model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0,
+                         callbacks=[fr.training.LambdaCallback(on_batch_end=on_batch_end)],
+                         distributed=True)
+    trainer.fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=50)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
