@@ -46,16 +46,17 @@ def _mpiexec():
     return found
 
 
-def run_ranks(n, *args, timeout=TIMEOUT, options=(), env=None):
-    """Run the script on ``n`` ranks; (returncode, stdout, stderr).  On
-    timeout the process group is killed and the test fails."""
+def run_ranks(n, *args, timeout=TIMEOUT, options=(), env=None, cwd=None,
+              program=(os.path.join(HERE, "distributed_script.py"),)):
+    """Run ``python program args`` on ``n`` ranks; (returncode, stdout,
+    stderr).  On timeout the process group is killed and the test fails."""
     command = [_mpiexec(), "-launcher", "fork", "-hosts", "127.0.0.1", *options, "-n", str(n),
-               sys.executable, os.path.join(HERE, "distributed_script.py"), *map(str, args)]
+               sys.executable, *program, *map(str, args)]
     env = dict(os.environ, **LOOPBACK_ENV, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(fr.__path__[0]),
                                                     env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env, start_new_session=True)
+                               text=True, env=env, start_new_session=True, cwd=cwd)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -124,6 +125,26 @@ def test_resume_with_the_same_and_another_number_of_ranks(tmp_path):
     weights, _ = script.train_custom("float64", False, checkpoint=str(tmp_path / "one.npz"),
                                      resume_from=str(tmp_path / "ckpt.npz"))
     _assert_close(weights, reference[0], 1e-10, "one process resuming the ranks' checkpoint")
+
+
+def test_cli_train_distributed_saves_the_one_process_model_once(tmp_path):
+    rng = np.random.default_rng(3)
+    words = ["good", "bad", "film", "plot", "not", "great"]
+    lines = [" ".join(rng.choice(words, size=int(rng.integers(2, 8)))) + "\t" +
+             rng.choice(["x", "y"]) for _ in range(45)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    options = ["train", "classify", "train.tsv", "--epochs", "2", "--batch-size", "8",
+               "--hidden-size", "8", "--dtype", "float64", "--threads", "1"]
+    code, out, err = run_ranks(3, *options, "--distributed", "-o", "ranks.npz", cwd=tmp_path,
+                               program=("-m", "fastrnn"))
+    assert code == 0, f"{out}\n{err}"
+    assert out.count("Saved the model to ranks.npz") == 1, out
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(fr.__path__[0]))
+    subprocess.run([sys.executable, "-m", "fastrnn", *options, "-q", "-o", "one.npz"],
+                   cwd=tmp_path, check=True, timeout=TIMEOUT, env=env)
+    ranks, one = fr.load(tmp_path / "ranks.npz"), fr.load(tmp_path / "one.npz")
+    for a, b in zip(ranks.modules(), one.modules()):
+        _assert_close(a.state_dict(), b.state_dict(), 1e-10, "CLI --distributed vs one process")
 
 
 # -- failure modes -------------------------------------------------------------------
