@@ -60,14 +60,38 @@ class LastStepRegressor:
         return {"loss": float(np.mean(err ** 2))}, len(err)
 
 
+class TwiceRegressor(LastStepRegressor):
+    """Runs the head forward and backward twice per step (two halves of the
+    batch): its gradients are complete only after the second backward."""
+
+    def train_batch(self, batch):
+        out, _ = self.lstm(batch.inputs.astype(self.head.dtype), lengths=batch.lengths)
+        rows = np.arange(len(batch.lengths))
+        last = out[batch.lengths - 1, rows]
+        n, half = len(rows), max(1, len(rows) // 2)
+        d_last, errors = np.zeros_like(last), []
+        for part in (slice(0, half), slice(half, n)):
+            if part.start == part.stop:
+                continue
+            err = self.head(last[part])[:, 0] - batch.targets[part]
+            d_last[part] = self.head.backward(((2.0 / n) * err)[:, None].astype(out.dtype))
+            errors.append(err)
+        d_out = np.zeros_like(out)
+        d_out[batch.lengths - 1, rows] = d_last
+        self.lstm.backward(d_out, input_grad=False)
+        err = np.concatenate(errors)
+        return {"loss": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}, n
+
+
 def weights(modules):
     return {f"{i}/{name}": value.copy() for i, module in enumerate(modules)
             for name, value in module.state_dict().items()}
 
 
-def train_custom(dtype, distributed, epochs=3, checkpoint=None, resume_from=None):
+def train_custom(dtype, distributed, epochs=3, checkpoint=None, resume_from=None,
+                 model_class=LastStepRegressor, stats=None):
     X, y = data()
-    model = LastStepRegressor(dtype)
+    model = model_class(dtype)
     optimizer = fr.optim.Adam(model.modules(), lr=0.02)
     callbacks = [fr.EarlyStopping(monitor="val_loss", patience=5)]
     if checkpoint is not None:
@@ -80,6 +104,8 @@ def train_custom(dtype, distributed, epochs=3, checkpoint=None, resume_from=None
                                  bucket=True)
     history = trainer.fit(loader, epochs=epochs, validation_split=0.25,
                           resume_from=resume_from)
+    if stats is not None:
+        stats.update(getattr(trainer, "reduction_stats", {}))
     return weights(model.modules()), history.history
 
 
@@ -105,6 +131,13 @@ def main(scenario, outdir, dtype="float64"):
     if scenario == "equal":
         _save(outdir, "custom", ctx.rank, train_custom(dtype, True))
         _save(outdir, "task", ctx.rank, train_task(dtype, True))
+    elif scenario == "buckets":          # one bucket per array; a layer run twice
+        ctx.bucket_bytes = 64
+        for name, model_class in (("small", LastStepRegressor), ("twice", TwiceRegressor)):
+            stats = {}
+            _save(outdir, name, ctx.rank, train_custom(dtype, True, model_class=model_class,
+                                                       stats=stats))
+            print(f"rank {ctx.rank}: {name} {stats}", flush=True)
     elif scenario == "checkpoint":       # 2 epochs, checkpoint after each
         _save(outdir, "first", ctx.rank,
               train_custom(dtype, True, epochs=2,

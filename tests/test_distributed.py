@@ -7,7 +7,9 @@ here, in the test process, with ``distributed=False``.  Without mpi4py the
 tests are skipped locally and fail under CI (CI=true), like the torch tests.
 """
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +106,23 @@ def test_ranks_train_the_weights_of_one_process(tmp_path, n, dtype, rtol):
     _assert_ranks_match(tmp_path, "task", n, script.train_task(dtype, False), rtol)
 
 
+def test_buckets_launched_during_backward_and_a_layer_run_twice(tmp_path):
+    code, out, err = run_ranks(2, "buckets", tmp_path, "float64")
+    assert code == 0, f"{out}\n{err}"
+    small = script.train_custom("float64", False)
+    _assert_ranks_match(tmp_path, "small", 2, small, 1e-10)
+    twice = script.train_custom("float64", False, model_class=script.TwiceRegressor)
+    _assert_ranks_match(tmp_path, "twice", 2, twice, 1e-10)
+    stats = {name: ast.literal_eval(found)     # (the ranks' lines may interleave)
+             for name, found in re.findall(r"rank 0: (\w+) (\{[^}]*\})", out)}
+    # 10 arrays, the 1-value head bias shares a bucket: 9 buckets, each launched
+    # as soon as its layer's backward returned, at each of rank 0's 12 steps
+    assert stats["small"] == {"buckets": 9, "steps": 12, "early_launches": 108,
+                              "early": True}, out
+    # the head's bucket left after its first backward: early launches turned off
+    assert stats["twice"]["early"] is False and stats["twice"]["early_launches"] < 108, out
+
+
 def test_one_rank_distributed_equals_plain_training():
     pytest.importorskip("mpi4py") if not ci_enabled() else None
     plain, _ = script.train_custom("float64", False, epochs=2)
@@ -154,10 +173,9 @@ def test_cli_train_distributed_saves_the_one_process_model_once(tmp_path):
 def test_ranks_that_disagree_all_raise(tmp_path, scenario, what):
     code, out, err = run_ranks(2, scenario, tmp_path, timeout=120)
     assert code == 0, f"{out}\n{err}"
-    for rank in (0, 1):
-        line = next((l for l in out.splitlines() if l.startswith(f"rank {rank}: ")), "")
-        assert "DistributedError: the ranks disagree on " + what in line, out
-        assert "rank 1" in line, line
+    for rank in (0, 1):     # every rank raised, naming what differs and where
+        assert f"rank {rank}: DistributedError: the ranks disagree on {what}" in out, out
+    assert out.count("rank 0 has") == 2 and out.count("; rank 1: ") == 2, out
 
 
 def test_a_rank_that_dies_ends_the_run(tmp_path):

@@ -90,7 +90,8 @@ class Context:
 
     Attributes: ``rank`` (0..size-1), ``size``, ``comm`` (the mpi4py
     communicator), ``is_root`` (rank 0: the rank that writes files and
-    prints).
+    prints), ``timeout`` (seconds to wait for the other ranks),
+    ``bucket_bytes`` (the size of a gradient bucket, 4 MiB).
     """
 
     def __init__(self, comm, MPI):
@@ -100,6 +101,8 @@ class Context:
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
         self.timeout = _timeout_from_environment()
+        # Gradient buckets of at most this many bytes: few, large reductions.
+        self.bucket_bytes = 4 << 20
 
     def wait(self, requests):
         """Wait for non-blocking ``requests``, testing them with a growing

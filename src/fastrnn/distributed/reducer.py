@@ -87,6 +87,8 @@ class GradientReducer:
                        for name, _ in module.named_parameters()]
         self.metric_names = None
         self.early = True
+        self.steps = 0
+        self.early_launches = 0     # buckets launched during a backward pass
         self._originals = []
         self._reset(None)
 
@@ -144,6 +146,7 @@ class GradientReducer:
                 break
             self._launch(bucket, self._scale)
             self._launched += 1
+            self.early_launches += 1
         self._progress()
 
     def _launch(self, bucket, scale):
@@ -179,12 +182,19 @@ class GradientReducer:
             for bucket in self.buckets:
                 self._launch(bucket, scale)
             self.context.wait([b.request for b in self.buckets])
+        self.steps += 1
         total_weight = totals[0]
         inverse = 1.0 / total_weight if total_weight > 0 else 0.0
         for bucket in self.buckets:
             bucket.unpack(inverse)
             bucket.request = None
         return self._means(names, totals), total_weight
+
+    def stats(self):
+        """What the reduction did: buckets, steps, buckets launched during
+        backward, and whether early launches are still on."""
+        return {"buckets": len(self.buckets), "steps": self.steps,
+                "early_launches": self.early_launches, "early": self.early}
 
     # -- metrics --------------------------------------------------------------------
     def _names(self, metrics):

@@ -73,11 +73,12 @@ class DistributedRun:
         else:
             context.broadcast_arrays(parameters)
         if context.size > 1:        # one rank: the plain step, bit for bit
-            self.reducer = GradientReducer(context, trainer.modules)
+            self.reducer = GradientReducer(context, trainer.modules, context.bucket_bytes)
             self.reducer.attach()
 
     def close(self):
         if self.reducer is not None:
+            self.trainer.reduction_stats = self.reducer.stats()
             self.reducer.detach()
             self.reducer = None
 

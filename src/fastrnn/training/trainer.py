@@ -418,7 +418,9 @@ class Trainer:
     Attributes: ``history`` (the last fit's :class:`History`), ``epoch`` (the
     next epoch to run), ``step_in_epoch`` (its batches already done, > 0 after
     a stop mid-epoch), ``global_step`` (optimizer steps so far),
-    ``stop_training`` (set by callbacks), ``modules``.
+    ``stop_training`` (set by callbacks), ``modules``; after a distributed
+    fit on several ranks, ``reduction_stats`` (buckets, steps, buckets
+    launched during the backward pass).
     """
 
     def __init__(self, model, optimizer, clip_norm=None, clip_value=None, callbacks=None,
