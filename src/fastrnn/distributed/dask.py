@@ -4,9 +4,10 @@ The model goes to the cluster once, as the bytes of its saved file (the
 npz+JSON format: no pickled code), as one graph key every partition task
 depends on; each worker loads it once per worker thread (the layers keep
 scratch buffers, so threads do not share a model) and keeps it while the
-same bytes come back.  Kernels run on ``threads`` OpenMP threads per task
-(default 1): with one task per Dask worker thread the cores are not
-oversubscribed.
+same bytes come back.  On a ``dask.distributed`` worker the kernels run on
+``threads`` OpenMP threads (default 1): with one task per Dask worker thread
+the cores are not oversubscribed.  Local schedulers run the tasks in the
+calling process, whose thread setting is left alone.
 """
 
 import hashlib
@@ -37,9 +38,19 @@ def _worker_model(blob, digest):
     return model
 
 
+def _on_dask_worker():
+    try:
+        from distributed import get_worker
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
 def _run(blob, digest, method, threads, items, options):
     from .. import _threads
-    _threads.set_num_threads(threads)
+    if _on_dask_worker():       # a worker process is ours to configure; a local
+        _threads.set_num_threads(threads)   # scheduler runs in the user's process
     model = _worker_model(blob, digest)
     if len(items) == 0:
         return None
