@@ -118,6 +118,34 @@ def train_task(dtype, distributed, epochs=2):
     return weights(clf.modules()), history.history
 
 
+def _words(rng, count):
+    return ["".join(rng.choice(list("abcde"), size=int(rng.integers(1, 6))))
+            for _ in range(count)]
+
+
+def train_other_tasks(distributed):
+    """The language model (streams split by column), tagger and seq2seq, float64."""
+    rng = np.random.default_rng(4)
+    results = {}
+    lm = fr.LanguageModel(hidden_size=6, embedding_dim=5, dtype="float64", seed=0)
+    lm.fit(" ".join(_words(rng, 150)), epochs=2, batch_size=5, bptt=8, verbose=0,
+           validation_split=0.1, distributed=distributed)
+    results["lm"] = lm
+    sentences = [_words(rng, int(rng.integers(2, 7))) for _ in range(23)]
+    tags = [["V" if w[0] in "ae" else "C" for w in s] for s in sentences]
+    tagger = fr.SequenceTagger(hidden_size=5, embedding_dim=4, dtype="float64", seed=1)
+    tagger.fit(sentences, tags, epochs=2, batch_size=7, verbose=0, distributed=distributed)
+    results["tagger"] = tagger
+    sources = _words(rng, 25)
+    s2s = fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char", dtype="float64",
+                     seed=2)
+    s2s.fit(sources, [w[::-1] for w in sources], epochs=2, batch_size=8, verbose=0,
+            distributed=distributed)
+    results["seq2seq"] = s2s
+    return {name: (weights(model.modules()), model.history_.history)
+            for name, model in results.items()}
+
+
 def _save(outdir, name, rank, result):
     state, history = result
     arrays = dict(state)
@@ -131,6 +159,9 @@ def main(scenario, outdir, dtype="float64"):
     if scenario == "equal":
         _save(outdir, "custom", ctx.rank, train_custom(dtype, True))
         _save(outdir, "task", ctx.rank, train_task(dtype, True))
+    elif scenario == "tasks":
+        for name, result in train_other_tasks(True).items():
+            _save(outdir, name, ctx.rank, result)
     elif scenario == "buckets":          # one bucket per array; a layer run twice
         ctx.bucket_bytes = 64
         for name, model_class in (("small", LastStepRegressor), ("twice", TwiceRegressor)):

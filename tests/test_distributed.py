@@ -106,6 +106,13 @@ def test_ranks_train_the_weights_of_one_process(tmp_path, n, dtype, rtol):
     _assert_ranks_match(tmp_path, "task", n, script.train_task(dtype, False), rtol)
 
 
+def test_language_model_tagger_and_seq2seq_on_ranks_equal_one_process(tmp_path):
+    code, out, err = run_ranks(2, "tasks", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    for name, reference in script.train_other_tasks(False).items():
+        _assert_ranks_match(tmp_path, name, 2, reference, 1e-10)
+
+
 def test_buckets_launched_during_backward_and_a_layer_run_twice(tmp_path):
     code, out, err = run_ranks(2, "buckets", tmp_path, "float64")
     assert code == 0, f"{out}\n{err}"
