@@ -189,6 +189,10 @@ def main(scenario, outdir, dtype="float64"):
         _expect_error(ctx, lambda: fr.Trainer(
             model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0, distributed=True
         ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
+    elif scenario == "checkpoint_missing_on_rank_1":
+        missing = os.path.join(outdir, "ckpt.npz" if ctx.rank == 0 else "nowhere.npz")
+        _expect_error(ctx, lambda: train_custom(dtype, True, resume_from=missing),
+                      (fr.distributed.DistributedError, FileNotFoundError))
     elif scenario in ("dies", "raises"):
         _failing_rank(ctx, scenario)
     else:
@@ -196,11 +200,11 @@ def main(scenario, outdir, dtype="float64"):
     print(f"rank {ctx.rank}: done", flush=True)
 
 
-def _expect_error(ctx, run):
+def _expect_error(ctx, run, errors=(fr.distributed.DistributedError,)):
     try:
         run()
-    except fr.distributed.DistributedError as exc:
-        print(f"rank {ctx.rank}: DistributedError: {exc}", flush=True)
+    except errors as exc:
+        print(f"rank {ctx.rank}: {type(exc).__name__}: {exc}", flush=True)
     else:
         print(f"rank {ctx.rank}: no error", flush=True)
 

@@ -147,6 +147,13 @@ def test_resume_with_the_same_and_another_number_of_ranks(tmp_path):
         code, out, err = run_ranks(n, "resume", tmp_path, "float64")
         assert code == 0, f"resume on {n} ranks failed:\n{out}\n{err}"
         _assert_ranks_match(tmp_path, "resumed", n, reference, 1e-10)
+    # a checkpoint one rank cannot read: an error on every rank, no hang
+    code, out, err = run_ranks(2, "checkpoint_missing_on_rank_1", tmp_path, "float64",
+                               timeout=120)
+    assert code == 0, f"{out}\n{err}"
+    assert "rank 1: FileNotFoundError" in out, out
+    assert ("rank 0: DistributedError: restoring checkpoint" in out
+            and "failed on rank(s) [1]" in out), out
     # and in one process, from the checkpoint the ranks wrote
     weights, _ = script.train_custom("float64", False, checkpoint=str(tmp_path / "one.npz"),
                                      resume_from=str(tmp_path / "ckpt.npz"))

@@ -7,9 +7,27 @@ metrics, and makes stop decisions collective.  The per-step gradient
 reduction is :class:`fastrnn.distributed.reducer.GradientReducer`.
 """
 
+from .context import DistributedError
 from .reducer import GradientReducer
 
-__all__ = ["rank_source", "DistributedRun"]
+__all__ = ["rank_source", "together", "DistributedRun"]
+
+
+def together(context, what, function, *args):
+    """``function(*args)`` on every rank; if it raised on any rank, raise on
+    every rank (the error itself where it happened, DistributedError
+    elsewhere) instead of leaving the others waiting in the next collective."""
+    try:
+        result, failed = function(*args), None
+    except Exception as exc:
+        result, failed = None, exc
+    ranks = [rank for rank, bad in enumerate(context.allgather_object(failed is not None))
+             if bad]
+    if failed is not None:
+        raise failed
+    if ranks:
+        raise DistributedError(f"{what} failed on rank(s) {ranks}; see their error")
+    return result
 
 
 def rank_source(data, context):

@@ -518,7 +518,7 @@ class Trainer:
         steps = _size(train_data)
         self._call("on_train_begin", {"epochs": epochs, "resume": resume_from is not None})
         if resume_from is not None:
-            checkpoint = restore_checkpoint(resume_from, self)
+            checkpoint = self._restore_checkpoint(resume_from)
             if checkpoint.epoch >= epochs:
                 warn_from_caller(f"checkpoint {checkpoint.path!r} is at epoch "
                                  f"{checkpoint.epoch}; fit(epochs={epochs}) has nothing left "
@@ -557,6 +557,13 @@ class Trainer:
         """Write the complete training state to ``path`` (see ``save_checkpoint``;
         in a distributed run only rank 0 writes, the others return ``path``)."""
         return save_checkpoint(path, self)
+
+    def _restore_checkpoint(self, resume_from):
+        if self.distributed is None:
+            return restore_checkpoint(resume_from, self)
+        from ..distributed.training import together
+        return together(self.distributed, f"restoring checkpoint {resume_from!r}",
+                        restore_checkpoint, resume_from, self)
 
     def load_checkpoint(self, path):
         """Restore a checkpoint without training (``fit(resume_from=...)`` also does)."""
