@@ -191,7 +191,8 @@ def main(scenario, outdir, dtype="float64"):
         ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
     elif scenario == "checkpoint_missing_on_rank_1":
         missing = os.path.join(outdir, "ckpt.npz" if ctx.rank == 0 else "nowhere.npz")
-        _expect_error(ctx, lambda: train_custom(dtype, True, resume_from=missing),
+        _expect_error(ctx, lambda: train_custom(dtype, True, resume_from=missing,
+                                                checkpoint=os.path.join(outdir, "x.npz")),
                       (fr.distributed.DistributedError, FileNotFoundError))
     elif scenario in ("dies", "raises"):
         _failing_rank(ctx, scenario)
