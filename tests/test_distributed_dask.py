@@ -88,6 +88,8 @@ def test_workers_load_the_model_from_bytes_once_per_thread(client, texts_model):
     def loaded():
         return [(len(key[0]), type(model).__name__) for key, model in fr_dask._models.items()]
 
+    # each worker's kernels run on one thread: one per Dask worker thread
+    assert set(client.run(fr.get_num_threads).values()) == {1}
     per_worker = client.run(loaded)
     assert len(per_worker) == 2
     for models in per_worker.values():

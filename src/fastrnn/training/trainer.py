@@ -34,6 +34,11 @@ implement them; so can a user's own stack of layers):
     between the chunks of a language model.  Not called again when a run
     resumes in the middle of an epoch: the carried state comes from the
     checkpoint's extra state.
+``model.batch_weight(batch) -> number`` (optional, distributed training)
+    The ``weight`` ``train_batch`` will return for ``batch``, known before
+    the backward pass: with it, each rank's gradient buckets are reduced
+    while the backward of the layers below still runs (see
+    ``fastrnn.distributed``).  ``train_batch`` must then return that weight.
 ``model.extra_state() -> dict`` and ``model.load_extra_state(state)`` (optional)
     Whatever else a checkpoint must keep to resume exactly (a carried
     hidden state, counters): arrays, numbers, strings, lists, tuples, dicts.
@@ -710,8 +715,8 @@ class Trainer:
             self.model.on_epoch_begin(epoch, False)
         sums = _Accumulator()
         for batch in data:
-            if batch is None:       # distributed: this rank has no rows of the batch
-                continue
+            if batch is None and self.distributed is not None:
+                continue            # this rank has no rows of the global batch
             metrics, weight = _batch_result("evaluate_batch", self.model.evaluate_batch(batch))
             sums.add(metrics, weight)
             if interruptible and self._interrupt_requested and self.distributed is None:
