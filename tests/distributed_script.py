@@ -146,6 +146,21 @@ def train_other_tasks(distributed):
             for name, model in results.items()}
 
 
+def shard_loaders(size, drop_last=True):
+    """Rank r's BatchLoader over its own part X[r::size] of the data."""
+    X, y = data()
+    return [fr.data.BatchLoader(X[r::size], y[r::size], batch_size=GLOBAL_BATCH, seed=7,
+                                shard=(r, size), drop_last=drop_last) for r in range(size)]
+
+
+def train_sharded(source, distributed, epochs=2):
+    model = LastStepRegressor("float64")
+    trainer = fr.Trainer(model, fr.optim.Adam(model.modules(), lr=0.02), verbose=0,
+                         distributed=distributed)
+    history = trainer.fit(source, epochs=epochs)
+    return weights(model.modules()), history.history
+
+
 def _save(outdir, name, rank, result):
     state, history = result
     arrays = dict(state)
@@ -159,6 +174,11 @@ def main(scenario, outdir, dtype="float64"):
     if scenario == "equal":
         _save(outdir, "custom", ctx.rank, train_custom(dtype, True))
         _save(outdir, "task", ctx.rank, train_task(dtype, True))
+    elif scenario == "shard":
+        _save(outdir, "shard", ctx.rank, train_sharded(shard_loaders(ctx.size)[ctx.rank], True))
+    elif scenario == "shard_uneven":        # without drop_last the ranks' batch counts differ
+        _expect_error(ctx, lambda: train_sharded(
+            shard_loaders(ctx.size, drop_last=False)[ctx.rank], True))
     elif scenario == "tasks":
         for name, result in train_other_tasks(True).items():
             _save(outdir, name, ctx.rank, result)

@@ -106,6 +106,42 @@ def test_ranks_train_the_weights_of_one_process(tmp_path, n, dtype, rtol):
     _assert_ranks_match(tmp_path, "task", n, script.train_task(dtype, False), rtol)
 
 
+class _UnionOfShards:
+    """One process's view of sharded training: each global batch is the union
+    of the ranks' batches (padded to the longest), in the ranks' order."""
+
+    def __init__(self, loaders):
+        self.loaders = loaders
+
+    def __len__(self):
+        return len(self.loaders[0])
+
+    def set_epoch(self, epoch):
+        for loader in self.loaders:
+            loader.set_epoch(epoch)
+
+    def __iter__(self):
+        for parts in zip(*self.loaders):
+            steps = max(part.inputs.shape[0] for part in parts)
+            inputs = np.concatenate([np.pad(p.inputs, ((0, steps - p.inputs.shape[0]),
+                                                       (0, 0), (0, 0))) for p in parts], 1)
+            yield fr.data.Batch(inputs, np.concatenate([p.lengths for p in parts]),
+                                np.concatenate([p.targets for p in parts]),
+                                np.concatenate([p.indices for p in parts]))
+
+
+def test_sharded_data_trains_on_the_union_of_the_ranks_batches(tmp_path):
+    code, out, err = run_ranks(2, "shard", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    union = _UnionOfShards(script.shard_loaders(2))
+    _assert_ranks_match(tmp_path, "shard", 2, script.train_sharded(union, False), 1e-10)
+    code, out, err = run_ranks(2, "shard_uneven", tmp_path, timeout=120)
+    assert code == 0, f"{out}\n{err}"
+    for rank in (0, 1):
+        assert f"rank {rank}: DistributedError: the ranks disagree on the training data" \
+               in out, out
+
+
 def test_language_model_tagger_and_seq2seq_on_ranks_equal_one_process(tmp_path):
     code, out, err = run_ranks(2, "tasks", tmp_path)
     assert code == 0, f"{out}\n{err}"
