@@ -34,6 +34,7 @@ from .text import Vocab
 from .training import EarlyStopping, History, ModelCheckpoint, Trainer
 from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
                     SequenceRegressor, SequenceTagger, load)
+from . import distributed  # noqa: E402  (fr.distributed; mpi4py/dask load only when used)
 
 __version__ = "0.1.0"
 
@@ -44,7 +45,7 @@ __all__ = [
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "online", "clip_grad_norm",
     "clip_grad_value",
     # data, text, training
-    "data", "text", "Vocab", "metrics", "training", "Trainer", "History", "EarlyStopping",
+    "data", "text", "Vocab", "metrics", "training", "Trainer", "distributed", "History", "EarlyStopping",
     "ModelCheckpoint",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",

@@ -319,14 +319,32 @@ class BatchLoader:
             drawn at random each epoch (before bucketing, so long sequences
             are not dropped more often than short ones).
         bucket_window: batches per bucketing window (default 50).
+        shard: ``(rank, size)`` when this process was given only its own
+            part of the data (distributed training on data too large for
+            one machine; see below); None when it holds all of it.
 
     ``len(loader)`` is the number of batches per epoch.
+
+    Distributed training (``Trainer(..., distributed=True)``): ``batch_size``
+    is always the *global* batch, the rows of one optimizer step over all
+    ranks.  When every rank holds the full data (the default), every rank
+    forms the same global batches and takes its rows ``rank::size`` of each
+    (:meth:`for_rank`, which the trainer calls): the result equals one
+    process's up to summation order.  With ``shard=(rank, size)`` each rank
+    holds only its part and forms its batches of ``len(range(rank,
+    batch_size, size))`` rows from it alone (shuffled from ``(seed, epoch,
+    rank)``); a global batch is then the union of the ranks' batches, so
+    results differ from one process's, and every rank must have the same
+    number of batches per epoch (equal shards, or ``drop_last``).
     """
 
     def __init__(self, inputs, targets=None, batch_size=32, shuffle=True, seed=0,
                  bucket=False, per_step_targets=False, padding_value=0,
-                 target_padding_value=None, drop_last=False, bucket_window=50):
+                 target_padding_value=None, drop_last=False, bucket_window=50, shard=None):
         self.batch_size = positive_int("batch_size", batch_size)
+        self.shard = None if shard is None else check_rank_size("shard", shard)
+        self._rows_per_batch = _rank_rows(self.batch_size, self.shard)
+        self._rank_part = None      # (rank, size) from for_rank()
         self.shuffle = _check_bool("shuffle", shuffle)
         self.seed = _check_seed(seed)
         self.bucket = _check_bool("bucket", bucket)
@@ -359,9 +377,12 @@ class BatchLoader:
         if target_padding_value is not None and not self.per_step_targets:
             raise ValueError("target_padding_value applies only to per-step targets "
                              "(per_step_targets=True)")
-        if self.drop_last and n < self.batch_size:
+        if self._rows_per_batch < 1:
+            raise ValueError(f"shard={shard!r}: batch_size {self.batch_size} gives rank "
+                             f"{shard[0]} no rows; batch_size must be >= size")
+        if self.drop_last and n < self._rows_per_batch:
             raise ValueError(f"drop_last=True with {n} examples and batch_size "
-                             f"{self.batch_size} leaves no batch")
+                             f"{self._rows_per_batch} leaves no batch")
         self._origin = np.arange(n, dtype=np.int64)
         self.epoch = 0
         self._epoch_chosen = True  # the next iteration uses self.epoch as is
@@ -385,8 +406,22 @@ class BatchLoader:
         return self._origin.copy()
 
     def __len__(self):
-        n = self.num_examples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, size = self.num_examples, self._rows_per_batch
+        return n // size if self.drop_last else -(-n // size)
+
+    def for_rank(self, rank, size):
+        """A loader yielding this rank's rows ``rank::size`` of each batch of
+        this one (the global batches), or None for a batch with no rows for
+        this rank (the last batch may be smaller than ``size``).  Used by
+        distributed training when every rank holds the full data."""
+        rank, size = check_rank_size("(rank, size)", (rank, size))
+        if self.shard is not None:
+            raise ValueError(f"this loader already holds only shard {self.shard} of the "
+                             f"data; for_rank() is for a loader of the full data")
+        other = self._subset(np.arange(self.num_examples), self.shuffle, self.drop_last)
+        other.epoch, other._epoch_chosen = self.epoch, self._epoch_chosen
+        other._rank_part = (rank, size)
+        return other
 
     # -- order -----------------------------------------------------------------
 
@@ -398,8 +433,9 @@ class BatchLoader:
     def _batches(self, epoch):
         """The row groups of ``epoch``: a list of int64 arrays of local rows."""
         n = self.num_examples
-        size = self.batch_size
-        rng = np.random.default_rng([self.seed, _EPOCH_STREAM, epoch])
+        size = self._rows_per_batch
+        stream = [self.seed, _EPOCH_STREAM, epoch]
+        rng = np.random.default_rng(stream if self.shard is None else stream + [self.shard[0]])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         if self.drop_last:
             order = order[:n - n % size]
@@ -433,6 +469,12 @@ class BatchLoader:
 
     def _iterate(self, batches):
         for rows in batches:
+            if self._rank_part is not None:
+                rank, size = self._rank_part
+                rows = rows[rank::size]
+                if len(rows) == 0:
+                    yield None
+                    continue
             inputs, lengths = _gather(self._inputs, rows, self.padding_value)
             if self._targets is None:
                 targets = None
@@ -493,9 +535,31 @@ class BatchLoader:
         return other
 
     def __repr__(self):
+        where = "" if self.shard is None else f", shard={self.shard}"
+        if self._rank_part is not None:
+            where += f", rank_part={self._rank_part}"
         return (f"BatchLoader(examples={self.num_examples}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, bucket={self.bucket}, seed={self.seed}, "
-                f"epoch={self.epoch})")
+                f"epoch={self.epoch}{where})")
+
+
+def check_rank_size(name, value):
+    """``(rank, size)`` as two ints with 0 <= rank < size, or a clear error."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
+        raise TypeError(f"{name} must be a pair of ints (rank, size), got {value!r}")
+    rank, size = int(value[0]), int(value[1])
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"{name} must satisfy 0 <= rank < size, got {value!r}")
+    return rank, size
+
+
+def _rank_rows(batch_size, shard):
+    """Rows per batch of this loader: its rank's share of a global batch."""
+    if shard is None:
+        return batch_size
+    rank, size = shard
+    return len(range(rank, batch_size, size))
 
 
 def _count(name, targets):
@@ -595,9 +659,22 @@ class StreamBatcher:
         self._targets = np.ascontiguousarray(
             stream[1:used + 1].reshape(self.batch_size, steps).T)
         self.epoch = 0
+        self._columns = slice(None)     # this rank's streams, from for_rank()
 
     def __len__(self):
         return -(-self.steps_per_stream // self.bptt)
+
+    def for_rank(self, rank, size):
+        """A batcher serving this rank's streams ``rank::size`` of every chunk
+        (distributed training with the full token stream on every rank)."""
+        rank, size = check_rank_size("(rank, size)", (rank, size))
+        if self.batch_size < size:
+            raise ValueError(f"batch_size {self.batch_size} gives some of the {size} ranks "
+                             f"no stream; batch_size must be >= the number of ranks")
+        other = object.__new__(StreamBatcher)
+        other.__dict__.update(self.__dict__)
+        other._columns = slice(rank, None, size)
+        return other
 
     def set_epoch(self, epoch):
         """Accepted for the trainer's interface; the stream layout never changes."""
@@ -606,8 +683,9 @@ class StreamBatcher:
     def __iter__(self):
         for start in range(0, self.steps_per_stream, self.bptt):
             stop = start + self.bptt
-            yield StreamChunk(self._inputs[start:stop].copy(), self._targets[start:stop].copy(),
-                              start == 0)
+            columns = self._columns
+            yield StreamChunk(self._inputs[start:stop, columns].copy(),
+                              self._targets[start:stop, columns].copy(), start == 0)
 
     def __repr__(self):
         return (f"StreamBatcher(tokens={self.num_tokens}, batch_size={self.batch_size}, "

@@ -220,6 +220,10 @@ def _add_training_options(group, task, cls):
                             "--checkpoint says otherwise)")
     group.add_argument("--plot", metavar="PNG",
                        help="save the loss and metric curves as an image (needs matplotlib)")
+    group.add_argument("--distributed", action="store_true",
+                       help="data-parallel training over the ranks of `mpiexec -n N fastrnn "
+                            "train ...` (needs fastrnn[mpi]); --batch-size is the global "
+                            "batch; rank 0 prints and writes the model and checkpoints")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="print nothing but errors and warnings")
 
@@ -229,6 +233,8 @@ def _add_training_options(group, task, cls):
 def train_command(args):
     task, cls = args.task, task_classes()[args.task]
     _check_options(args)
+    if not _join_ranks(args):
+        args.quiet = True           # ranks other than 0 train silently and write nothing
     apply_threads(args)
     X, y = _read_training_data(task, args.data, args)
     fit_kwargs, early_stopping = _fit_arguments(args, task, cls)
@@ -250,6 +256,8 @@ def train_command(args):
                            "ended; nothing saved: try a lower --lr or --clip-norm")
         raise CLIError(f"training stopped before the first epoch ended "
                        f"({history.stop_message or 'no epoch completed'}); nothing saved")
+    if getattr(args, "rank", 0) != 0:
+        return EXIT_INTERRUPTED if history.interrupted else 0
     with library_call(f"cannot save to {args.output}"):
         model.save(args.output)
     if not args.quiet:
@@ -261,6 +269,20 @@ def train_command(args):
         _print_interrupted(history, args)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _join_ranks(args):
+    """For --distributed: join the MPI world (``args.rank``); True on the rank
+    that prints and writes (always True without --distributed)."""
+    args.rank = 0
+    if not args.distributed:
+        return True
+    try:
+        from ..distributed import init
+        args.rank = init().rank
+    except ImportError as exc:
+        raise CLIError(f"--distributed: {exc}") from None
+    return args.rank == 0
 
 
 def _fit_arguments(args, task, cls):
@@ -282,6 +304,8 @@ def _fit_arguments(args, task, cls):
         callbacks.append(ModelCheckpoint(args.checkpoint))
     fit_kwargs.update(callbacks=callbacks, verbose=0 if args.quiet else 1,
                       resume_from=args.resume)
+    if args.distributed:
+        fit_kwargs["distributed"] = True
     return fit_kwargs, early_stopping
 
 

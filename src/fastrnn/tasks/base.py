@@ -234,15 +234,22 @@ class TaskModel:
         return train, None
 
     def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
-               clip_norm, weight_decay, resume_from):
+               clip_norm, weight_decay, resume_from, distributed=False):
         """Run the Trainer; the history is returned and kept as ``history_``.
 
         ``resume_from``: a training checkpoint (``fr.ModelCheckpoint`` /
         ``Trainer.save_checkpoint``) written by the same fit on the same data
         and seed; training continues from it exactly.
+
+        ``distributed``: as ``fr.Trainer``; every rank is given the full data,
+        and the vocabulary and labels each rank built must equal rank 0's.
         """
         trainer = Trainer(self, make_optimizer(optimizer, self, lr, weight_decay),
-                          clip_norm=clip_norm, callbacks=callbacks, verbose=verbose)
+                          clip_norm=clip_norm, callbacks=callbacks, verbose=verbose,
+                          distributed=distributed)
+        if trainer.distributed is not None:
+            trainer.distributed.agree("the vocabulary and labels built from the data",
+                                      self._fitted_state())
         self.is_fitted_ = True      # evaluate/predict work during callbacks
         self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation,
                                     resume_from=resume_from)

@@ -102,7 +102,8 @@ class SequenceClassifier(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None):
+            clip_norm=None, weight_decay=None, resume_from=None,
+            distributed=False):
         """Train on sequences ``X`` and one label per sequence ``y``.
 
         Args:
@@ -115,7 +116,7 @@ class SequenceClassifier(TaskModel):
                 must be ones seen in ``y``.
             validation_split: fraction in [0, 1) of the sequences held out
                 (a seeded random choice).
-            callbacks, verbose, resume_from: as ``fr.Trainer``.
+            callbacks, verbose, resume_from, distributed: as ``fr.Trainer``.
             optimizer: a name ("adam", "sgd", "adamw", "rmsprop", "adagrad")
                 or an ``fr.optim`` class; lr / weight_decay None keep its
                 defaults.  clip_norm: global gradient-norm clipping (None: off).
@@ -139,7 +140,8 @@ class SequenceClassifier(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from)
+                           clip_norm, weight_decay, resume_from,
+                           distributed)
 
     def predict_proba(self, X, batch_size=256):
         """Class probabilities: a float64 array (N, n_classes), columns in

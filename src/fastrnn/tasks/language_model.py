@@ -208,7 +208,8 @@ class LanguageModel(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, text_or_texts, epochs=10, batch_size=32, bptt=64, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=5.0, weight_decay=None, resume_from=None):
+            clip_norm=5.0, weight_decay=None, resume_from=None,
+            distributed=False):
         """Train on a text or a list of texts; returns the History (``history_``).
 
         Args:
@@ -219,7 +220,7 @@ class LanguageModel(TaskModel):
                 (takes precedence over ``validation_split``).
             validation_split: fraction in [0, 1) of the token stream, taken
                 from its end, held out for validation instead.
-            callbacks, verbose, optimizer, lr, weight_decay, resume_from: as
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from, distributed: as
                 in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
             clip_norm: gradients are clipped to this global norm (default
                 5.0; None turns it off).  Recurrent language models need it:
@@ -276,7 +277,8 @@ class LanguageModel(TaskModel):
             columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
             validation = StreamBatcher(held_out, columns, bptt)
         return self._train(train, validation, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from)
+                           clip_norm, weight_decay, resume_from,
+                           distributed)
 
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
         """Loss, perplexity (and bits per character) of the model on

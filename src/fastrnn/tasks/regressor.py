@@ -125,7 +125,8 @@ class SequenceRegressor(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None):
+            clip_norm=None, weight_decay=None, resume_from=None,
+            distributed=False):
         """Train with mean squared error.
 
         Args:
@@ -134,7 +135,7 @@ class SequenceRegressor(TaskModel):
             y: per_step=False: (N,) or (N, K) numbers.  per_step=True: one
                 (T_i,) or (T_i, K) array per sequence, as long as it.
             epochs, batch_size, validation_data, validation_split, callbacks,
-                verbose, optimizer, lr, clip_norm, weight_decay, resume_from:
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from, distributed:
                 as in ``SequenceClassifier.fit``.
 
         Returns the History (also ``history_``) with "loss" (the MSE per
@@ -165,7 +166,8 @@ class SequenceRegressor(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split, per_step_targets=per_step)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from)
+                           clip_norm, weight_decay, resume_from,
+                           distributed)
 
     def predict(self, X, batch_size=256):
         """Predicted values, float64: per sequence an (N,) array, or (N, K)

@@ -271,7 +271,8 @@ class Seq2Seq(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
             validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
-            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None, resume_from=None):
+            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None, resume_from=None,
+            distributed=False):
         """Train on ``sources`` and their ``targets``; returns the History (also
         ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
         ``<eos>`` included; ``val_*`` likewise on validation data).
@@ -287,7 +288,7 @@ class Seq2Seq(TaskModel):
                 ``_scheduled_inputs``; seeded by ``seed``).
             validation_data: ``(sources, targets)`` scored after each epoch;
                 or ``validation_split``, a fraction of the pairs held out.
-            callbacks, verbose, optimizer, lr, weight_decay, resume_from: as
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from, distributed: as
                 in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
             clip_norm: global gradient-norm clipping (default 5.0; None
                 turns it off): long decoder chains can explode.
@@ -326,7 +327,8 @@ class Seq2Seq(TaskModel):
                                         validation, validation_split)
         try:
             return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                               clip_norm, weight_decay, resume_from)
+                               clip_norm, weight_decay, resume_from,
+                           distributed)
         finally:
             self._table = None
 

@@ -131,7 +131,8 @@ class SequenceTagger(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None):
+            clip_norm=None, weight_decay=None, resume_from=None,
+            distributed=False):
         """Train on sentences ``X`` and their tags ``y``.
 
         Args:
@@ -140,7 +141,7 @@ class SequenceTagger(TaskModel):
             y: one tag list per sentence, one tag per token (at least 2
                 distinct tags overall).
             epochs, batch_size, validation_data, validation_split, callbacks,
-                verbose, optimizer, lr, clip_norm, weight_decay, resume_from:
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from, distributed:
                 as in ``SequenceClassifier.fit``; ``validation_split`` holds
                 out a fraction of the sentences.
 
@@ -165,7 +166,8 @@ class SequenceTagger(TaskModel):
         train, held_out = self._loaders(sequences, targets, batch_size, validation,
                                         validation_split, per_step_targets=True)
         return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from)
+                           clip_norm, weight_decay, resume_from,
+                           distributed)
 
     def predict_proba(self, X, batch_size=256):
         """Tag probabilities per sentence: a list of (T_i, n_tags) float64

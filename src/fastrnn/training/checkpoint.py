@@ -128,8 +128,11 @@ def save_checkpoint(path, trainer):
 
     The position saved is the trainer's: after a finished epoch, the next
     epoch; after Ctrl-C, the batch where it stopped (resuming replays the rest
-    of that epoch exactly).  Returns ``path``.
+    of that epoch exactly).  Returns ``path``.  In a distributed run only
+    rank 0 writes (``trainer.writes_files``); every rank holds the same state.
     """
+    if not getattr(trainer, "writes_files", True):
+        return path
     arrays = {}
     packed = {name: _pack(value, name, arrays) for name, value in _collect(trainer).items()}
     return write_archive(path, arrays, packed)

@@ -34,6 +34,11 @@ implement them; so can a user's own stack of layers):
     between the chunks of a language model.  Not called again when a run
     resumes in the middle of an epoch: the carried state comes from the
     checkpoint's extra state.
+``model.batch_weight(batch) -> number`` (optional, distributed training)
+    The ``weight`` ``train_batch`` will return for ``batch``, known before
+    the backward pass: with it, each rank's gradient buckets are reduced
+    while the backward of the layers below still runs (see
+    ``fastrnn.distributed``).  ``train_batch`` must then return that weight.
 ``model.extra_state() -> dict`` and ``model.load_extra_state(state)`` (optional)
     Whatever else a checkpoint must keep to resume exactly (a carried
     hidden state, counters): arrays, numbers, strings, lists, tuples, dicts.
@@ -382,6 +387,13 @@ def _isatty(stream):
         return False
 
 
+def _distributed_context(distributed):
+    if distributed is False or distributed is None:
+        return None
+    from ..distributed.context import resolve
+    return resolve(distributed)
+
+
 # -- the trainer ---------------------------------------------------------------------------------
 
 class Trainer:
@@ -402,23 +414,31 @@ class Trainer:
             or ``loss`` without validation) or, with
             ``schedule_interval="batch"``, after every optimizer step.
         schedule_interval: ``"epoch"`` or ``"batch"``.
+        distributed: True to train data-parallel over the ranks of an
+            ``mpiexec`` run (``fastrnn[mpi]``; see ``fastrnn.distributed``),
+            or a ``fr.distributed.init()`` context.  The batch size of the
+            data stays the global batch; only rank 0 prints and writes
+            checkpoints.
 
     Attributes: ``history`` (the last fit's :class:`History`), ``epoch`` (the
     next epoch to run), ``step_in_epoch`` (its batches already done, > 0 after
     a stop mid-epoch), ``global_step`` (optimizer steps so far),
-    ``stop_training`` (set by callbacks), ``modules``.
+    ``stop_training`` (set by callbacks), ``modules``; after a distributed
+    fit on several ranks, ``reduction_stats`` (buckets, steps, buckets
+    launched during the backward pass).
     """
 
     def __init__(self, model, optimizer, clip_norm=None, clip_value=None, callbacks=None,
-                 verbose=1, schedule=None, schedule_interval="epoch"):
+                 verbose=1, schedule=None, schedule_interval="epoch", distributed=False):
         self.modules = _check_model(model)
+        self.distributed = _distributed_context(distributed)
         self.model = model
         self.optimizer = _check_optimizer(optimizer, self.modules)
         self.clip_norm = _positive_or_none("clip_norm", clip_norm)
         self.clip_value = _positive_or_none("clip_value", clip_value)
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        self.verbose = verbose
+        self.verbose = verbose if self.writes_files else 0
         self.schedule_interval = schedule_interval
         if schedule is not None:
             check_schedule("schedule", schedule, schedule_interval)
@@ -453,6 +473,7 @@ class Trainer:
         # The unfinished epoch: {"lr": its starting lr, "train": _Accumulator}, or None.
         self._partial = None
         self._interrupt_requested = False
+        self._run_state = None      # the DistributedRun of a distributed fit
         # The gradients, checked once and re-checked only when the arrays change.
         clipping = self.clip_norm is not None or self.clip_value is not None
         self._gradients = ParameterSet(self.modules, "Trainer", writes_grads=clipping)
@@ -487,6 +508,10 @@ class Trainer:
             raise ValueError("pass either initial_epoch or resume_from, not both: a "
                              "checkpoint knows its epoch")
         train_data, validation_data = _sources(train_data, validation_data, validation_split)
+        if self.distributed is not None:
+            from ..distributed.training import rank_source
+            train_data = rank_source(train_data, self.distributed)
+            validation_data = rank_source(validation_data, self.distributed)
 
         self.stop_training = False
         self._interrupt_requested = False
@@ -498,7 +523,7 @@ class Trainer:
         steps = _size(train_data)
         self._call("on_train_begin", {"epochs": epochs, "resume": resume_from is not None})
         if resume_from is not None:
-            checkpoint = restore_checkpoint(resume_from, self)
+            checkpoint = self._restore_checkpoint(resume_from)
             if checkpoint.epoch >= epochs:
                 warn_from_caller(f"checkpoint {checkpoint.path!r} is at epoch "
                                  f"{checkpoint.epoch}; fit(epochs={epochs}) has nothing left "
@@ -509,7 +534,8 @@ class Trainer:
                           "verbose": self.verbose, "validation": validation_data is not None}
         progress = _Progress(self.verbose, epochs)
         try:
-            with self._modes_kept(), self._sigint_guard():
+            with self._modes_kept(), self._sigint_guard(), \
+                    self._distributed_run(train_data, validation_data, epochs, resume_from):
                 self._run(train_data, validation_data, epochs, steps, progress)
         finally:
             progress.close()
@@ -520,12 +546,29 @@ class Trainer:
         """Weight-averaged metrics of the model over ``data`` (eval mode, no
         gradients): a dict ``name -> float`` with at least ``"loss"``."""
         _check_source("data", data)
+        if self.distributed is not None:
+            from ..distributed.training import rank_source
+            data = rank_source(data, self.distributed)
         with self._modes_kept():
             return self._evaluate(data, self.epoch, "data", interruptible=False)
 
+    @property
+    def writes_files(self):
+        """False on the ranks other than 0 of a distributed run: they neither
+        print progress nor write checkpoints."""
+        return self.distributed is None or self.distributed.is_root
+
     def save_checkpoint(self, path):
-        """Write the complete training state to ``path`` (see ``save_checkpoint``)."""
+        """Write the complete training state to ``path`` (see ``save_checkpoint``;
+        in a distributed run only rank 0 writes, the others return ``path``)."""
         return save_checkpoint(path, self)
+
+    def _restore_checkpoint(self, resume_from):
+        if self.distributed is None:
+            return restore_checkpoint(resume_from, self)
+        from ..distributed.training import together
+        return together(self.distributed, f"restoring checkpoint {resume_from!r}",
+                        restore_checkpoint, resume_from, self)
 
     def load_checkpoint(self, path):
         """Restore a checkpoint without training (``fit(resume_from=...)`` also does)."""
@@ -567,6 +610,9 @@ class Trainer:
             progress.end_epoch(epoch, logs, batches)
             self._call("on_epoch_end", epoch, dict(logs))
             self._call("on_epoch_complete", epoch, dict(logs))
+            if self._run_state is not None:
+                self._run_state.check_weights(epoch)
+                self._run_state.agree_to_stop()
             if self._interrupt_requested:
                 self._stop_interrupted(epoch + 1, progress, during=None)
                 return
@@ -600,7 +646,10 @@ class Trainer:
             self._call("on_batch_begin", index, {})
         for module in self.modules:
             module.zero_grad()
-        metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
+        if self._run_state is not None:
+            metrics, weight = self._run_state.train_batch(batch)
+        else:
+            metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
         loss = metrics["loss"]
         if not math.isfinite(loss):
             self._stop_non_finite(epoch, index, f"the loss is {loss}", progress)
@@ -621,6 +670,8 @@ class Trainer:
         if callbacks:
             logs = dict(metrics, weight=weight, lr=float(self.optimizer.lr))
             self._call("on_batch_end", index, logs)
+        if self._run_state is not None:
+            self._run_state.agree_to_stop()
         if self._interrupt_requested:
             self._stop_interrupted(epoch, progress, during="training")
             return False
@@ -664,9 +715,16 @@ class Trainer:
             self.model.on_epoch_begin(epoch, False)
         sums = _Accumulator()
         for batch in data:
+            if batch is None and self.distributed is not None:
+                continue            # this rank has no rows of the global batch
             metrics, weight = _batch_result("evaluate_batch", self.model.evaluate_batch(batch))
             sums.add(metrics, weight)
-            if interruptible and self._interrupt_requested:
+            if interruptible and self._interrupt_requested and self.distributed is None:
+                return None
+        if self.distributed is not None:
+            from ..distributed.training import reduce_sums
+            reduce_sums(self.distributed, sums)
+            if interruptible and self.distributed.any(self._interrupt_requested):
                 return None
         return self._epoch_metrics(sums, source)
 
@@ -710,6 +768,31 @@ class Trainer:
         finally:
             for module, mode in zip(self.modules, modes):
                 module.train(mode)
+
+    @contextlib.contextmanager
+    def _distributed_run(self, train_data, validation_data, epochs, resume_from):
+        """Around a distributed fit: the ranks agree and the gradient reducer
+        is hooked in; an error on one rank aborts every rank (the others
+        would wait for it forever in the next collective)."""
+        if self.distributed is None:
+            yield
+            return
+        from ..distributed.context import DistributedError
+        from ..distributed.training import DistributedRun
+        run = DistributedRun(self, self.distributed)
+        try:
+            run.start(train_data, validation_data, epochs, resume_from is not None)
+            self._run_state = run
+            yield
+        except DistributedError:
+            raise                   # raised alike on every rank after a collective check
+        except BaseException as exc:
+            if self.distributed.size == 1:
+                raise
+            self.distributed.abort(exc)
+        finally:
+            self._run_state = None
+            run.close()
 
     @contextlib.contextmanager
     def _sigint_guard(self):

@@ -1,0 +1,254 @@
+"""The program each rank runs in the multi-rank tests (tests/test_distributed.py).
+
+``python distributed_script.py SCENARIO OUTDIR [DTYPE]`` under ``mpiexec -n N``.
+The training functions are also imported by the tests to compute the same
+runs in one process (``distributed=False``), the reference the ranks must
+match.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+import fastrnn as fr
+
+GLOBAL_BATCH = 10           # not divisible by 3
+EXAMPLES = 41               # the last global batch has one row: ranks 1.. get none
+
+
+def data(seed=0, count=EXAMPLES):
+    rng = np.random.default_rng(seed)
+    X = [rng.normal(size=(int(rng.integers(2, 9)), 3)) for _ in range(count)]
+    y = np.array([np.tanh(x.sum()) + 0.1 * x[-1, 0] for x in X])
+    return X, y
+
+
+class LastStepRegressor:
+    """A custom model for fr.Trainer: LSTM -> Linear on the last valid step,
+    mean squared error.  ``batch_weight`` lets the trainer launch gradient
+    buckets during the backward pass."""
+
+    def __init__(self, dtype, hidden=6, seed=3):
+        self.lstm = fr.LSTM(3, hidden, num_layers=2, dtype=dtype, seed=seed)
+        self.head = fr.Linear(hidden, 1, dtype=dtype, seed=seed + 1)
+
+    def modules(self):
+        return [self.lstm, self.head]
+
+    def batch_weight(self, batch):
+        return len(batch.lengths)
+
+    def _forward(self, batch):
+        out, _ = self.lstm(batch.inputs.astype(self.head.dtype), lengths=batch.lengths)
+        rows = np.arange(len(batch.lengths))
+        last = out[batch.lengths - 1, rows]
+        return out, rows, self.head(last)[:, 0]
+
+    def train_batch(self, batch):
+        out, rows, pred = self._forward(batch)
+        err = pred - batch.targets
+        d_last = self.head.backward(((2.0 / len(err)) * err)[:, None].astype(out.dtype))
+        d_out = np.zeros_like(out)
+        d_out[batch.lengths - 1, rows] = d_last
+        self.lstm.backward(d_out, input_grad=False)
+        return {"loss": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}, len(err)
+
+    def evaluate_batch(self, batch):
+        _, _, pred = self._forward(batch)
+        err = pred - batch.targets
+        return {"loss": float(np.mean(err ** 2))}, len(err)
+
+
+class TwiceRegressor(LastStepRegressor):
+    """Runs the head forward and backward twice per step (two halves of the
+    batch): its gradients are complete only after the second backward."""
+
+    def train_batch(self, batch):
+        out, _ = self.lstm(batch.inputs.astype(self.head.dtype), lengths=batch.lengths)
+        rows = np.arange(len(batch.lengths))
+        last = out[batch.lengths - 1, rows]
+        n, half = len(rows), max(1, len(rows) // 2)
+        d_last, errors = np.zeros_like(last), []
+        for part in (slice(0, half), slice(half, n)):
+            if part.start == part.stop:
+                continue
+            err = self.head(last[part])[:, 0] - batch.targets[part]
+            d_last[part] = self.head.backward(((2.0 / n) * err)[:, None].astype(out.dtype))
+            errors.append(err)
+        d_out = np.zeros_like(out)
+        d_out[batch.lengths - 1, rows] = d_last
+        self.lstm.backward(d_out, input_grad=False)
+        err = np.concatenate(errors)
+        return {"loss": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}, n
+
+
+def weights(modules):
+    return {f"{i}/{name}": value.copy() for i, module in enumerate(modules)
+            for name, value in module.state_dict().items()}
+
+
+def train_custom(dtype, distributed, epochs=3, checkpoint=None, resume_from=None,
+                 model_class=LastStepRegressor, stats=None):
+    X, y = data()
+    model = model_class(dtype)
+    optimizer = fr.optim.Adam(model.modules(), lr=0.02)
+    callbacks = [fr.EarlyStopping(monitor="val_loss", patience=5)]
+    if checkpoint is not None:
+        callbacks.append(fr.ModelCheckpoint(checkpoint, save_best_only=False))
+    trainer = fr.Trainer(model, optimizer, clip_norm=0.5, callbacks=callbacks, verbose=0,
+                         schedule=fr.optim.ReduceLROnPlateau(optimizer, patience=0,
+                                                             factor=0.5),
+                         distributed=distributed)
+    loader = fr.data.BatchLoader(X, y.astype(dtype), batch_size=GLOBAL_BATCH, seed=5,
+                                 bucket=True)
+    history = trainer.fit(loader, epochs=epochs, validation_split=0.25,
+                          resume_from=resume_from)
+    if stats is not None:
+        stats.update(getattr(trainer, "reduction_stats", {}))
+    return weights(model.modules()), history.history
+
+
+def train_task(dtype, distributed, epochs=2):
+    X, y = data(seed=1)
+    labels = np.where(y > 0, "up", "down")
+    clf = fr.SequenceClassifier(hidden_size=5, dtype=dtype, seed=2)
+    history = clf.fit(X, labels, epochs=epochs, batch_size=GLOBAL_BATCH, verbose=0,
+                      validation_split=0.2, distributed=distributed)
+    return weights(clf.modules()), history.history
+
+
+def _words(rng, count):
+    return ["".join(rng.choice(list("abcde"), size=int(rng.integers(1, 6))))
+            for _ in range(count)]
+
+
+def train_other_tasks(distributed):
+    """The language model (streams split by column), tagger and seq2seq, float64."""
+    rng = np.random.default_rng(4)
+    results = {}
+    lm = fr.LanguageModel(hidden_size=6, embedding_dim=5, dtype="float64", seed=0)
+    lm.fit(" ".join(_words(rng, 150)), epochs=2, batch_size=5, bptt=8, verbose=0,
+           validation_split=0.1, distributed=distributed)
+    results["lm"] = lm
+    sentences = [_words(rng, int(rng.integers(2, 7))) for _ in range(23)]
+    tags = [["V" if w[0] in "ae" else "C" for w in s] for s in sentences]
+    tagger = fr.SequenceTagger(hidden_size=5, embedding_dim=4, dtype="float64", seed=1)
+    tagger.fit(sentences, tags, epochs=2, batch_size=7, verbose=0, distributed=distributed)
+    results["tagger"] = tagger
+    sources = _words(rng, 25)
+    s2s = fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char", dtype="float64",
+                     seed=2)
+    s2s.fit(sources, [w[::-1] for w in sources], epochs=2, batch_size=8, verbose=0,
+            distributed=distributed)
+    results["seq2seq"] = s2s
+    return {name: (weights(model.modules()), model.history_.history)
+            for name, model in results.items()}
+
+
+def shard_loaders(size, drop_last=True):
+    """Rank r's BatchLoader over its own part X[r::size] of the data."""
+    X, y = data()
+    return [fr.data.BatchLoader(X[r::size], y[r::size], batch_size=GLOBAL_BATCH, seed=7,
+                                shard=(r, size), drop_last=drop_last) for r in range(size)]
+
+
+def train_sharded(source, distributed, epochs=2):
+    model = LastStepRegressor("float64")
+    trainer = fr.Trainer(model, fr.optim.Adam(model.modules(), lr=0.02), verbose=0,
+                         distributed=distributed)
+    history = trainer.fit(source, epochs=epochs)
+    return weights(model.modules()), history.history
+
+
+def _save(outdir, name, rank, result):
+    state, history = result
+    arrays = dict(state)
+    for key, values in history.items():
+        arrays["history/" + key] = np.asarray(values, dtype=np.float64)
+    np.savez(os.path.join(outdir, f"{name}_rank{rank}.npz"), **arrays)
+
+
+def main(scenario, outdir, dtype="float64"):
+    ctx = fr.distributed.init()
+    if scenario == "equal":
+        _save(outdir, "custom", ctx.rank, train_custom(dtype, True))
+        _save(outdir, "task", ctx.rank, train_task(dtype, True))
+    elif scenario == "shard":
+        _save(outdir, "shard", ctx.rank, train_sharded(shard_loaders(ctx.size)[ctx.rank], True))
+    elif scenario == "shard_uneven":        # without drop_last the ranks' batch counts differ
+        _expect_error(ctx, lambda: train_sharded(
+            shard_loaders(ctx.size, drop_last=False)[ctx.rank], True))
+    elif scenario == "tasks":
+        for name, result in train_other_tasks(True).items():
+            _save(outdir, name, ctx.rank, result)
+    elif scenario == "buckets":          # one bucket per array; a layer run twice
+        ctx.bucket_bytes = 64
+        for name, model_class in (("small", LastStepRegressor), ("twice", TwiceRegressor)):
+            stats = {}
+            _save(outdir, name, ctx.rank, train_custom(dtype, True, model_class=model_class,
+                                                       stats=stats))
+            print(f"rank {ctx.rank}: {name} {stats}", flush=True)
+    elif scenario == "checkpoint":       # 2 epochs, checkpoint after each
+        _save(outdir, "first", ctx.rank,
+              train_custom(dtype, True, epochs=2,
+                           checkpoint=os.path.join(outdir, "ckpt.npz")))
+    elif scenario == "resume":           # continue the checkpoint to 3 epochs
+        _save(outdir, "resumed", ctx.rank,
+              train_custom(dtype, True, checkpoint=os.path.join(outdir, "ckpt3.npz"),
+                           resume_from=os.path.join(outdir, "ckpt.npz")))
+    elif scenario == "config_mismatch":
+        X, y = data()
+        model = LastStepRegressor("float64", hidden=6 + ctx.rank)
+        _expect_error(ctx, lambda: fr.Trainer(
+            model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0, distributed=True
+        ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
+    elif scenario == "data_mismatch":
+        X, y = data(count=EXAMPLES + ctx.rank)
+        model = LastStepRegressor("float64")
+        _expect_error(ctx, lambda: fr.Trainer(
+            model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0, distributed=True
+        ).fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=1))
+    elif scenario == "checkpoint_missing_on_rank_1":
+        missing = os.path.join(outdir, "ckpt.npz" if ctx.rank == 0 else "nowhere.npz")
+        _expect_error(ctx, lambda: train_custom(dtype, True, resume_from=missing,
+                                                checkpoint=os.path.join(outdir, "x.npz")),
+                      (fr.distributed.DistributedError, FileNotFoundError))
+    elif scenario in ("dies", "raises"):
+        _failing_rank(ctx, scenario)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    print(f"rank {ctx.rank}: done", flush=True)
+
+
+def _expect_error(ctx, run, errors=(fr.distributed.DistributedError,)):
+    try:
+        run()
+    except errors as exc:
+        print(f"rank {ctx.rank}: {type(exc).__name__}: {exc}", flush=True)
+    else:
+        print(f"rank {ctx.rank}: no error", flush=True)
+
+
+def _failing_rank(ctx, scenario):
+    """Rank 1 dies (os._exit) or raises at its third batch; the others are then
+    waiting for it in the gradient reduction."""
+    X, y = data()
+    model = LastStepRegressor("float64")
+    steps = []
+
+    def on_batch_end(step, logs):
+        steps.append(step)
+        if ctx.rank == 1 and len(steps) == 3:
+            if scenario == "dies":
+                os._exit(7)
+            raise RuntimeError("rank 1 failed on purpose")
+
+    trainer = fr.Trainer(model, fr.optim.SGD(model.modules(), lr=0.1), verbose=0,
+                         callbacks=[fr.training.LambdaCallback(on_batch_end=on_batch_end)],
+                         distributed=True)
+    trainer.fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=50)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
