@@ -31,7 +31,7 @@ from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
 from .training import EarlyStopping, History, ModelCheckpoint, Trainer
 from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
-                    SequenceRegressor, SequenceTagger, load)
+                    SequenceRegressor, SequenceTagger, from_bytes, load)
 
 __version__ = "0.1.0"
 
@@ -46,7 +46,7 @@ __all__ = [
     "ModelCheckpoint",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
-    "NotFittedError", "load",
+    "NotFittedError", "load", "from_bytes",
     # runtime
     "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
 ]

@@ -5,8 +5,13 @@ The JSON document travels inside the archive as a uint8 array under the key
 loading never runs code.  Writes go to a temporary file in the target's
 directory and are renamed over it only when complete: a crash or a full disk
 leaves the previous file intact, never half of a new one.
+
+Binary file objects work too (``save(stream)`` / ``load(stream)``, pickling
+through bytes): the archive is built in memory first and written with one
+``write`` call, so a failure while building it writes nothing.
 """
 
+import io
 import json
 import os
 import secrets
@@ -16,7 +21,18 @@ import numpy as np
 
 META_KEY = "__meta__"
 
-__all__ = ["atomic_write", "write_archive", "read_archive"]
+__all__ = ["atomic_write", "write_archive", "read_archive", "archive_bytes", "is_stream"]
+
+
+def is_stream(target):
+    """True for a binary file object (anything with ``read`` or ``write``)
+    rather than a path."""
+    return callable(getattr(target, "write", None)) or callable(getattr(target, "read", None))
+
+
+def _stream_name(stream):
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) else f"<{type(stream).__name__}>"
 
 
 def atomic_write(path, write):
@@ -51,8 +67,33 @@ def atomic_write(path, write):
 
 
 def write_archive(path, arrays, meta):
-    """Atomically write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able) to ``path``."""
+    """Atomically write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able) to
+    ``path``: a file path, or a binary file object (written with one call)."""
+    if is_stream(path):
+        writable = getattr(path, "writable", None)
+        if not callable(getattr(path, "write", None)) or (callable(writable)
+                                                          and not writable()):
+            raise TypeError(f"cannot save to {type(path).__name__}: the file object has "
+                            f"no write method or is not writable; open it in binary write "
+                            f"mode ('wb')")
+        if isinstance(path, io.TextIOBase):
+            raise TypeError(f"cannot save to a text stream ({type(path).__name__}): open "
+                            f"the file in binary write mode ('wb')")
+        path.write(archive_bytes(arrays, meta))
+        return path
     path = os.fspath(path)
+    return atomic_write(path, _archive_writer(arrays, meta))
+
+
+def archive_bytes(arrays, meta):
+    """The archive :func:`write_archive` would write, as bytes."""
+    buffer = io.BytesIO()
+    _archive_writer(arrays, meta)(buffer)
+    return buffer.getvalue()
+
+
+def _archive_writer(arrays, meta):
+    """A function writing the checked archive to a binary stream."""
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
     document = json.dumps(meta, allow_nan=True, separators=(",", ":")).encode("utf-8")
@@ -62,7 +103,7 @@ def write_archive(path, arrays, meta):
             raise TypeError(f"array {name!r} holds Python objects; only numeric arrays "
                             f"can be saved")
     payload[META_KEY] = np.frombuffer(document, dtype=np.uint8)
-    return atomic_write(path, lambda stream: np.savez(stream, **payload))
+    return lambda stream: np.savez(stream, **payload)
 
 
 def read_archive(path, kind, max_version, what):
@@ -71,13 +112,26 @@ def read_archive(path, kind, max_version, what):
     ``meta["format"]`` must equal ``kind`` and ``meta["version"]`` must not be
     newer than ``max_version``.  ``what`` ("model", "checkpoint") names the
     file in errors: FileNotFoundError when it does not exist, ValueError
-    naming the path when it cannot be read.
+    naming the path when it cannot be read.  ``path`` may also be a binary
+    file object (read to its end) or bytes.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        source, path = io.BytesIO(path), "<bytes>"
+    elif is_stream(path):
+        if not callable(getattr(path, "read", None)):
+            raise TypeError(f"cannot load from {type(path).__name__}: the file object has "
+                            f"no read method; open it in binary read mode ('rb')")
+        data = None if isinstance(path, io.TextIOBase) else path.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{what} file object must be opened in binary mode ('rb'): "
+                            f"got a text stream ({type(path).__name__})")
+        source, path = io.BytesIO(data), _stream_name(path)
+    else:
+        path = source = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{what} {path!r} does not exist")
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(source, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             # A .npy file loads as a bare array (no context manager, no names).
             raise ValueError(f"it holds a single {type(archive).__name__}, not an archive")

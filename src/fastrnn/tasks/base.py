@@ -13,6 +13,7 @@ document and copies the arrays in; no pickle, no code runs.
 
 import contextlib
 import inspect
+import io
 import json
 import math
 import numbers
@@ -267,7 +268,8 @@ class TaskModel:
         file renamed over ``path``); ``fastrnn.load(path)`` reads it back.
 
         Args:
-            path: file path (str or os.PathLike); no extension is added.
+            path: file path (str or os.PathLike; no extension is added) or a
+                binary file object open for writing (written with one call).
 
         Returns ``path``.  The parameters saved are those the model was
         fitted with (see ``set_params``).
@@ -294,6 +296,32 @@ class TaskModel:
             raise TypeError(f"cannot save {type(self).__name__}: its parameters or fitted "
                             f"state are not JSON-serialisable ({exc})") from None
         return write_archive(path, arrays, meta)
+
+    def to_bytes(self):
+        """The fitted model as bytes, the content of a file ``save`` writes;
+        ``fastrnn.from_bytes`` turns them back into the model."""
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    # -- pickling (pickle, cloudpickle, joblib) ----------------------------------------
+    def __getstate__(self):
+        """A fitted model pickles as its saved file (``to_bytes``) plus the
+        current parameters and ``history_``; unpickling is ``fastrnn.load``, so
+        no compiled function is ever pickled.  An unfitted model is its
+        parameters alone."""
+        state = {"params": self.get_params()}
+        if getattr(self, "is_fitted_", False):
+            state["model"] = self.to_bytes()
+            state["history"] = getattr(self, "history_", None)
+        return state
+
+    def __setstate__(self, state):
+        if "model" in state:
+            self.__dict__.update(from_bytes(state["model"]).__dict__)
+            if state["history"] is not None:
+                self.history_ = state["history"]
+        self.__dict__.update(state["params"])
 
 
 def label_list(y, count, name="y"):
@@ -494,6 +522,15 @@ def load(path):
     model.is_fitted_ = True
     model._set_mode(False)
     return model
+
+
+def from_bytes(data):
+    """The task model in ``data``, bytes made by ``model.to_bytes()`` (or the
+    content of a saved file); as :func:`load`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes (from model.to_bytes()), got "
+                        f"{type(data).__name__}")
+    return load(io.BytesIO(bytes(data)))
 
 
 def _json_params(params):
