@@ -3,8 +3,9 @@
 Task models (one line to create, fit, predict, save)::
 
     import fastrnn as fr
-    clf = fr.SequenceClassifier(cell="gru")   # also LanguageModel, SequenceTagger,
-    history = clf.fit(texts, labels)          # Seq2Seq, SequenceRegressor
+    clf = fr.SequenceClassifier(cell="gru", epochs=5)  # also LanguageModel, Seq2Seq,
+    clf.fit(texts, labels)             # SequenceTagger, SequenceRegressor; -> clf
+    clf.history_.plot()
     clf.predict(new_texts)
     clf.save("clf.npz"); fr.load("clf.npz")
 
@@ -26,7 +27,7 @@ _process.keep_freed_arrays_mapped()
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
 from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from . import data, metrics, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
+from . import data, metrics, onnx, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
 from .training import EarlyStopping, History, ModelCheckpoint, Trainer
@@ -46,7 +47,7 @@ __all__ = [
     "ModelCheckpoint",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
-    "NotFittedError", "load", "from_bytes",
+    "NotFittedError", "load", "from_bytes", "onnx",
     # runtime
     "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
 ]

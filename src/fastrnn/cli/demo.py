@@ -141,7 +141,7 @@ def demo_command(args):
                         validation_data=valid_text,
                         callbacks=[EpochPrinter("bits_per_char", "bpc"), budget],
                         verbose=1 if isatty(sys.stderr) else 0,
-                        lr=settings["lr"], clip_norm=5.0)
+                        lr=settings["lr"], clip_norm=5.0).history_
     if budget.stopped:
         print(f"  time budget of {settings['minutes']:g} minute(s) reached during epoch "
               f"{len(history.epoch) + 1} (that epoch's partial training is kept)")

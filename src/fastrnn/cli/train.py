@@ -238,7 +238,8 @@ def train_command(args):
         _print_plan(model, task, X, y, args, fit_kwargs)
     start = time.perf_counter()
     with library_call("cannot train"):
-        history = model.fit(X, **fit_kwargs) if task == "lm" else model.fit(X, y, **fit_kwargs)
+        model.fit(X, **fit_kwargs) if task == "lm" else model.fit(X, y, **fit_kwargs)
+    history = model.history_
     elapsed = time.perf_counter() - start
     if not getattr(model, "is_fitted_", False) or (not history.epoch and not args.resume):
         if history.interrupted:

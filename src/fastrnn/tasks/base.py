@@ -24,7 +24,7 @@ from .. import optim
 from .._io import read_archive, write_archive
 from ..data import BatchLoader
 from ..training import Trainer
-from .inputs import InputEncoder
+from .inputs import InputEncoder, check_count
 from .network import INPUTS, SequenceEncoder
 
 MODEL_FORMAT = "fastrnn.model"
@@ -36,8 +36,44 @@ OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW,
               "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``."""
+try:    # scikit-learn is optional: with it the task models are its estimators
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import NotFittedError as _NotFittedBase
+except ImportError:
+    BaseEstimator = object
+    ClassifierMixin = RegressorMixin = None
+    _NotFittedBase = None
+HAVE_SKLEARN = BaseEstimator is not object
+
+
+def estimator_bases(mixin):
+    """``(mixin,)`` when scikit-learn is importable (the mixin must come before
+    BaseEstimator), else ``()``: the class works the same without it."""
+    return (mixin,) if HAVE_SKLEARN else ()
+
+
+if _NotFittedBase is not None:
+    class NotFittedError(_NotFittedBase):
+        """A method that needs a fitted model was called before ``fit``
+        (scikit-learn's NotFittedError, itself a ValueError and AttributeError)."""
+else:
+    class NotFittedError(ValueError, AttributeError):
+        """A method that needs a fitted model was called before ``fit``."""
+
+
+# Training settings: constructor parameters (so scikit-learn can clone and search
+# them); every fit keyword of the same name overrides one for that call (None:
+# the constructor's value).  Models add their own (bptt, teacher_forcing).
+TRAINING_PARAMS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "clip_norm",
+                   "validation_split", "shuffle", "verbose")
+TRAINING_DOC = """epochs, batch_size, optimizer, lr, weight_decay, clip_norm,
+            validation_split, shuffle, verbose: training settings, as in
+            ``fit`` (whose keywords override them for one call).  optimizer:
+            "adam", "sgd", "adamw", "rmsprop", "adagrad" or an ``fr.optim``
+            class; lr / weight_decay None keep its defaults; clip_norm: global
+            gradient-norm clipping (None: off); shuffle: reshuffle the training
+            sequences every epoch (seeded by ``seed``); verbose: 0 silent, 1
+            progress (a bar on a terminal, a line per epoch otherwise)."""
 
 
 def make_optimizer(optimizer, modules, lr=None, weight_decay=None):
@@ -99,12 +135,16 @@ def check_flag(name, value):
     return bool(value)
 
 
-class TaskModel:
+class TaskModel(BaseEstimator):
     """Base class of the task models; see the module docstring."""
+
+    _training_params = TRAINING_PARAMS      # constructor parameters fit may override
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _MODEL_CLASSES[cls.__name__] = cls
+        if cls.__doc__:     # every model documents its training settings the same way
+            cls.__doc__ = cls.__doc__.replace("{TRAINING}", TRAINING_DOC)
 
     # -- scikit-learn parameters ----------------------------------------------------
     @classmethod
@@ -138,6 +178,38 @@ class TaskModel:
             setattr(self, name, value)
         return self
 
+    if HAVE_SKLEARN:
+        def __sklearn_tags__(self):
+            """scikit-learn tags: inputs are sequences (texts, token lists or
+            numeric series), never NaN; a model without a seed is not
+            deterministic."""
+            tags = super().__sklearn_tags__()
+            tags.input_tags.string = True
+            tags.input_tags.two_d_array = False
+            tags.non_deterministic = self.seed is None
+            return tags
+
+    def _fit_options(self, **overrides):
+        """The training settings for one fit: the constructor's values (the
+        model's ``TRAINING_PARAMS`` plus its own), each replaced by the fit
+        keyword of the same name when that is not None; checked."""
+        options = {name: getattr(self, name) for name in self._training_params}
+        options.update({name: value for name, value in overrides.items() if value is not None})
+        check_count("epochs", options["epochs"])
+        check_count("batch_size", options["batch_size"])
+        options["validation_split"] = check_validation_split(options["validation_split"])
+        if "shuffle" in options:
+            options["shuffle"] = check_flag("shuffle", options["shuffle"])
+        return options
+
+    def _set_input_attributes(self, inputs):
+        """``n_features_in_`` (scikit-learn's name) for numeric inputs: the
+        features per step; text and token inputs have none."""
+        if inputs.kind == "numeric":
+            self.n_features_in_ = inputs.num_features
+        else:
+            self.__dict__.pop("n_features_in_", None)
+
     def __repr__(self):
         defaults = {name: p.default for name, p in
                     inspect.signature(type(self).__init__).parameters.items()}
@@ -168,6 +240,10 @@ class TaskModel:
         """The value parameter ``name`` had when the model was built."""
         params = getattr(self, "_fitted_params", None)
         return params[name] if params is not None else getattr(self, name)
+
+    def __sklearn_is_fitted__(self):
+        """scikit-learn's fitted test (``check_is_fitted``)."""
+        return bool(getattr(self, "is_fitted_", False))
 
     def _check_fitted(self):
         if not getattr(self, "is_fitted_", False):
@@ -205,16 +281,18 @@ class TaskModel:
                                dtype=self.dtype, seed=seed)
 
     # -- fitting --------------------------------------------------------------------
-    def _loaders(self, inputs, targets, batch_size, validation, validation_split,
-                 per_step_targets=False):
+    def _loaders(self, inputs, targets, options, validation, per_step_targets=False):
         """Training and validation BatchLoaders (validation may be None).
 
-        ``validation`` is already prepared ``(inputs, targets)`` or None.
+        ``options``: from :meth:`_fit_options` (batch_size, validation_split,
+        shuffle).  ``validation`` is already prepared ``(inputs, targets)`` or None.
         """
-        validation_split = check_validation_split(validation_split)
+        validation_split = options["validation_split"]
         seed = fresh_seed(self.seed)
-        options = {"batch_size": batch_size, "per_step_targets": per_step_targets}
-        train = BatchLoader(inputs, targets, shuffle=True, bucket=True, seed=seed, **options)
+        shuffle = options["shuffle"]
+        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets}
+        train = BatchLoader(inputs, targets, shuffle=shuffle, bucket=shuffle, seed=seed,
+                            **options)
         if validation is not None:
             return train, BatchLoader(validation[0], validation[1], shuffle=False, **options)
         if validation_split:
@@ -225,21 +303,23 @@ class TaskModel:
                                  f"{len(inputs)} sequences: {exc}") from None
         return train, None
 
-    def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
-               clip_norm, weight_decay, resume_from):
-        """Run the Trainer; the history is returned and kept as ``history_``.
+    def _train(self, train, validation, options, callbacks, resume_from):
+        """Run the Trainer with ``options`` (from :meth:`_fit_options`); returns
+        the model, the history kept as ``history_``.
 
         ``resume_from``: a training checkpoint (``fr.ModelCheckpoint`` /
         ``Trainer.save_checkpoint``) written by the same fit on the same data
         and seed; training continues from it exactly.
         """
-        trainer = Trainer(self, make_optimizer(optimizer, self, lr, weight_decay),
-                          clip_norm=clip_norm, callbacks=callbacks, verbose=verbose)
+        optimizer = make_optimizer(options["optimizer"], self, options["lr"],
+                                   options["weight_decay"])
+        trainer = Trainer(self, optimizer, clip_norm=options["clip_norm"],
+                          callbacks=callbacks, verbose=options["verbose"])
         self.is_fitted_ = True      # evaluate/predict work during callbacks
-        self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation,
-                                    resume_from=resume_from)
+        self.history_ = trainer.fit(train, epochs=options["epochs"],
+                                    validation_data=validation, resume_from=resume_from)
         self._set_mode(False)
-        return self.history_
+        return self
 
     def _batches(self, inputs, batch_size, targets=None, per_step_targets=False):
         """Batches for prediction, the modules in eval mode while they are
@@ -304,6 +384,57 @@ class TaskModel:
         self.save(buffer)
         return buffer.getvalue()
 
+    # -- ONNX ----------------------------------------------------------------------------
+    def to_onnx(self, path=None):
+        """Export the fitted model as an ONNX graph (needs the ``onnx`` package).
+
+        Inputs: ``ids`` int64 (batch, time), batch-first, padded with 0, and
+        ``lengths`` int64 (batch); a numeric model takes ``features`` float32
+        (batch, time, F) instead of ``ids``.  :meth:`to_ids` makes both.
+        Output ``probabilities`` float32 (classifier: batch x classes;
+        tagger: batch x time x tags; language model: batch x time x vocab,
+        the next-token distribution after each step) or ``values``
+        (regressor: as ``predict``, per step batch x time).  Steps past a
+        row's length are padding (meaningless values).  The vocabulary,
+        labels and configuration travel in ``metadata_props`` as JSON
+        (``fastrnn.vocabulary``, ``fastrnn.labels``, ``fastrnn.config``,
+        ``fastrnn.fitted``, ``fastrnn.inputs``).
+
+        Args:
+            path: file path or binary file object to write, or None.
+
+        Returns the ``onnx.ModelProto``.
+        """
+        from ..onnx import export_model
+        return export_model(self, path)
+
+    def to_ids(self, X):
+        """``(ids, lengths)``: ``X`` as the exported ONNX graph takes it (see
+        :meth:`to_onnx`); ``(features, lengths)`` for numeric input.
+
+        Args:
+            X: sequences of the kind seen in fit.
+        """
+        from ..onnx import pad
+        self._check_fitted()
+        sequences = self._onnx_sequences(X)
+        inputs = getattr(self, "inputs_", None)
+        return pad(sequences, numeric=inputs is not None and inputs.kind == "numeric")
+
+    def _onnx_sequences(self, X):
+        """The id (or feature) sequences of ``X`` the graph reads."""
+        return self.inputs_.transform(X)
+
+    def _onnx_inputs(self):
+        """How to build the graph's inputs (``fastrnn.inputs`` metadata)."""
+        kind = self.inputs_.kind
+        if kind == "numeric":
+            return {"features": "float32 (batch, time, features), zero padded",
+                    "num_features": self.inputs_.num_features}
+        return {"ids": "int64 (batch, time), padded with 0 (<pad>)", "kind": kind,
+                "tokenizer": self.inputs_.tokenizer, "lower": self.inputs_.lower,
+                "unknown_id": 1}
+
     # -- pickling (pickle, cloudpickle, joblib) ----------------------------------------
     def __getstate__(self):
         """A fitted model pickles as its saved file (``to_bytes``) plus the
@@ -331,6 +462,7 @@ def label_list(y, count, name="y"):
     1-D (one-hot rows, say) are refused: iterating them would not give the
     sequences' labels in order.
     """
+    check_targets_given(y, name)
     if isinstance(y, (str, bytes)):
         raise TypeError(f"{name} must be a list of labels (one per sequence), got a single "
                         f"{type(y).__name__} {y[:40]!r}")
@@ -350,6 +482,13 @@ def label_list(y, count, name="y"):
         raise ValueError(f"{name} must have one label per sequence: {count} sequences "
                          f"but {len(labels)} labels")
     return labels
+
+
+def check_targets_given(y, name="y"):
+    """ValueError when the targets are None (scikit-learn's wording)."""
+    if y is None:
+        raise ValueError(f"this estimator requires y to be passed, but the target y is "
+                         f"None ({name})")
 
 
 def _position(k):
@@ -548,6 +687,10 @@ def _json_value(value):
     if isinstance(value, np.dtype) or (isinstance(value, type)
                                        and issubclass(value, np.generic)):
         return np.dtype(value).name
+    if isinstance(value, type) and issubclass(value, optim.Optimizer):
+        names = [name for name, cls in OPTIMIZERS.items() if cls is value]
+        if names:       # a built-in optimizer class is saved by its name
+            return names[0]
     return value
 
 

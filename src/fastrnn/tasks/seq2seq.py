@@ -14,7 +14,7 @@ import numpy as np
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
-from .base import TaskModel, eval_mode, prediction_loader, validation_pair
+from .base import TRAINING_PARAMS, TaskModel, eval_mode, prediction_loader, validation_pair
 from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
                      detect_kind)
 from .network import SequenceEncoder, check_choice, layer_seeds, top_state
@@ -57,6 +57,8 @@ class Seq2Seq(TaskModel):
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible runs (weights, dropout, data order and scheduled
             sampling).
+        {TRAINING}
+        teacher_forcing: as in ``fit``.
 
     Example::
 
@@ -66,9 +68,13 @@ class Seq2Seq(TaskModel):
         model.encode(["abc"])                      # (1, 128) source vectors
     """
 
+    _training_params = TRAINING_PARAMS + ("teacher_forcing",)
+
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, tokenizer="char", lower=False,
-                 min_freq=1, max_vocab=None, dtype="float32", seed=None):
+                 min_freq=1, max_vocab=None, dtype="float32", seed=None, epochs=10,
+                 batch_size=32, optimizer="adam", lr=None, weight_decay=None, clip_norm=5.0,
+                 validation_split=0.0, shuffle=True, verbose=1, teacher_forcing=1.0):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -214,12 +220,14 @@ class Seq2Seq(TaskModel):
         self._sampling_rng.bit_generator.state = state["sampling_rng"]
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
-            validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
-            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None, resume_from=None):
-        """Train on ``sources`` and their ``targets``; returns the History (also
-        ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
-        ``<eos>`` included; ``val_*`` likewise on validation data).
+    def fit(self, sources, targets, epochs=None, batch_size=None, teacher_forcing=None,
+            validation_data=None, validation_split=None, callbacks=None, verbose=None,
+            optimizer=None, lr=None, clip_norm=None, weight_decay=None, resume_from=None,
+            shuffle=None):
+        """Train on ``sources`` and their ``targets``; returns the model, with
+        the History in ``history_``: per-token "loss" and "accuracy"
+        (teacher-forced, ``<eos>`` included; ``val_*`` likewise on validation
+        data).  Every keyword left None takes the constructor's setting.
 
         Args:
             sources: texts, token lists or numbers (see the class docstring).
@@ -232,8 +240,8 @@ class Seq2Seq(TaskModel):
                 ``_scheduled_inputs``; seeded by ``seed``).
             validation_data: ``(sources, targets)`` scored after each epoch;
                 or ``validation_split``, a fraction of the pairs held out.
-            callbacks, verbose, optimizer, lr, weight_decay, resume_from: as
-                in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from,
+                shuffle: as in ``SequenceClassifier.fit``.
             clip_norm: global gradient-norm clipping (default 5.0; None
                 turns it off): long decoder chains can explode.
 
@@ -243,9 +251,12 @@ class Seq2Seq(TaskModel):
         scatter (validation pairs live in the same table, after the training
         ones).
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
-        teacher_forcing = check_real("teacher_forcing", teacher_forcing, 0, 1)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size,
+                                    teacher_forcing=teacher_forcing,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay, shuffle=shuffle)
+        teacher_forcing = check_real("teacher_forcing", options["teacher_forcing"], 0, 1)
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))
@@ -267,11 +278,10 @@ class Seq2Seq(TaskModel):
                           np.arange(len(target_ids), len(target_ids) + len(val_ids)))
             target_ids = target_ids + val_ids
         self._table = _TargetTable(target_ids)
-        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), batch_size,
-                                        validation, validation_split)
+        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
+                                        validation)
         try:
-            return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                               clip_norm, weight_decay, resume_from)
+            return self._train(train, held_out, options, callbacks, resume_from)
         finally:
             self._table = None
 
@@ -490,6 +500,25 @@ class Seq2Seq(TaskModel):
             matches += sum(a == b for a, b in zip(output, truth)) + (len(output) == len(truth))
             total += max(len(output), len(truth)) + 1
         return {"exact_match": exact / len(expected), "token_accuracy": matches / total}
+
+    def to_onnx(self, path=None):
+        """Not available for Seq2Seq (NotImplementedError, saying why: decoding
+        is a data-dependent loop kept in Python).
+
+        Args:
+            path: unused.
+        """
+        from ..onnx import SEQ2SEQ_REASON
+        raise NotImplementedError(SEQ2SEQ_REASON)
+
+    def to_ids(self, X):
+        """Not available for Seq2Seq (see :meth:`to_onnx`).
+
+        Args:
+            X: unused.
+        """
+        from ..onnx import SEQ2SEQ_REASON
+        raise NotImplementedError(SEQ2SEQ_REASON)
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
