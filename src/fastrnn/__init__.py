@@ -30,7 +30,7 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import data, metrics, onnx, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
-from .training import EarlyStopping, History, ModelCheckpoint, Trainer
+from .training import CSVLogger, EarlyStopping, History, ModelCheckpoint, Trainer
 from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
                     SequenceRegressor, SequenceTagger, from_bytes, load)
 
@@ -44,7 +44,7 @@ __all__ = [
     "clip_grad_value",
     # data, text, training
     "data", "text", "Vocab", "metrics", "training", "Trainer", "History", "EarlyStopping",
-    "ModelCheckpoint",
+    "ModelCheckpoint", "CSVLogger",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
     "NotFittedError", "load", "from_bytes", "onnx",

@@ -202,6 +202,34 @@ class TaskModel(BaseEstimator):
             options["shuffle"] = check_flag("shuffle", options["shuffle"])
         return options
 
+    # -- class and sample weights (classifier, tagger) ---------------------------------
+    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count):
+        """Keep the training weights for :meth:`_target_weights` (None: none).
+
+        ``label_ids``: the training targets' class ids (a flat array over all
+        tokens for the tagger); ``count``: the number of sequences."""
+        class_vector = class_weights(class_weight, self.classes_, label_ids)
+        sample = sample_weights(sample_weight, count)
+        self._fit_weights = (None if class_vector is None and sample is None
+                             else (class_vector, sample))
+
+    def _target_weights(self, batch, targets):
+        """Weights of a training batch's targets (same shape; ignored targets
+        are < 0), or None: class weight of each target times the sample
+        weight of its sequence, scaled to mean 1 over the counted targets."""
+        weights = getattr(self, "_fit_weights", None)
+        if weights is None:
+            return None
+        class_vector, sample = weights
+        result = np.ones(targets.shape)
+        counted = targets >= 0
+        if class_vector is not None:
+            result[counted] = class_vector[targets[counted]]
+        if sample is not None:
+            result *= sample[batch.indices]          # one per sequence: the last axis
+        total = result[counted].sum()
+        return result * (counted.sum() / total) if total > 0 else result * 0.0
+
     def _set_input_attributes(self, inputs):
         """``n_features_in_`` (scikit-learn's name) for numeric inputs: the
         features per step; text and token inputs have none."""
@@ -316,8 +344,11 @@ class TaskModel(BaseEstimator):
         trainer = Trainer(self, optimizer, clip_norm=options["clip_norm"],
                           callbacks=callbacks, verbose=options["verbose"])
         self.is_fitted_ = True      # evaluate/predict work during callbacks
-        self.history_ = trainer.fit(train, epochs=options["epochs"],
-                                    validation_data=validation, resume_from=resume_from)
+        try:
+            self.history_ = trainer.fit(train, epochs=options["epochs"],
+                                        validation_data=validation, resume_from=resume_from)
+        finally:
+            self._fit_weights = None     # training only
         self._set_mode(False)
         return self
 
@@ -482,6 +513,54 @@ def label_list(y, count, name="y"):
         raise ValueError(f"{name} must have one label per sequence: {count} sequences "
                          f"but {len(labels)} labels")
     return labels
+
+
+def class_weights(class_weight, classes, label_ids):
+    """One weight per class from ``class_weight``: None, "balanced" (n /
+    (n_classes * count of the class), scikit-learn's rule) or a dict
+    label -> weight (classes not in it weigh 1)."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict of label -> "
+                             f"weight, got {class_weight!r}")
+        counts = np.bincount(label_ids, minlength=len(classes)).astype(np.float64)
+        return len(label_ids) / (len(classes) * np.maximum(counts, 1.0))
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be None, 'balanced' or a dict of label -> "
+                        f"weight, got {type(class_weight).__name__}")
+    vector = np.ones(len(classes))
+    index = {label: i for i, label in enumerate(classes)}
+    for label, weight in class_weight.items():
+        if label not in index:
+            raise ValueError(f"class_weight has the label {label!r}, which is not in y "
+                             f"(labels: {list(classes)!r})")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
+                or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, got "
+                             f"{weight!r}")
+        vector[index[label]] = float(weight)
+    return vector
+
+
+def sample_weights(sample_weight, count):
+    """``sample_weight`` as a float64 array of ``count`` weights >= 0 (None stays None)."""
+    if sample_weight is None:
+        return None
+    try:
+        array = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_weight must be numbers, one per sequence, got "
+                        f"{type(sample_weight).__name__}") from None
+    if array.shape != (count,):
+        raise ValueError(f"sample_weight must have one weight per sequence: shape "
+                         f"({count},), got {array.shape}")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    if not array.any():
+        raise ValueError("sample_weight is 0 everywhere: nothing to train on")
+    return array
 
 
 def check_targets_given(y, name="y"):

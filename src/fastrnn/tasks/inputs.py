@@ -36,7 +36,7 @@ def _from_table(X):
     if columns is not None and hasattr(X, "iloc"):
         if len(columns) == 1:
             X = X.iloc[:, 0]
-        elif any(getattr(X[column], "dtype", None) == object for column in columns):
+        elif any(getattr(X[column].dtype, "kind", "O") not in "iuf" for column in columns):
             raise TypeError(f"X is a DataFrame with {len(columns)} columns "
                             f"({', '.join(map(str, list(columns)[:5]))}); pass the one "
                             f"column of texts, e.g. X['text'] or X[['text']]")

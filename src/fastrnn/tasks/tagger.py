@@ -5,7 +5,7 @@ import numpy as np
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..metrics import entity_scores, token_accuracy
-from .base import TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
+from .base import TRAINING_PARAMS, TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
 from .inputs import InputEncoder, as_sequences, check_count, check_nonempty
 from .network import layer_seeds
 
@@ -43,6 +43,9 @@ class SequenceTagger(TaskModel):
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible weights, dropout and data order.
         {TRAINING}
+        class_weight: None, "balanced" (weights inversely proportional to
+            the tag frequencies over all tokens) or a dict tag -> weight;
+            training only.
 
     Example::
 
@@ -52,12 +55,14 @@ class SequenceTagger(TaskModel):
         # -> [['B-PER', 'O', 'O', 'B-LOC']]
     """
 
+    _training_params = TRAINING_PARAMS + ("class_weight",)
+
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=True,
                  dropout=0.0, input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, tokenizer="word", lower=False, min_freq=1,
                  max_vocab=None, dtype="float32", seed=None, epochs=10, batch_size=32,
                  optimizer="adam", lr=None, weight_decay=None, clip_norm=None,
-                 validation_split=0.0, shuffle=True, verbose=1):
+                 validation_split=0.0, shuffle=True, verbose=1, class_weight=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -116,7 +121,8 @@ class SequenceTagger(TaskModel):
     def _step(self, batch, training):
         """Loss (and gradients when training) over the real tokens of a batch."""
         logits = self._logits(batch)
-        loss, d_logits = self.loss_(logits, batch.targets)
+        weights = self._target_weights(batch, batch.targets) if training else None
+        loss, d_logits = self.loss_(logits, batch.targets, sample_weight=weights)
         if training:
             self.network_.backward(self.head_.backward(d_logits))
         real = batch.targets != IGNORE
@@ -137,7 +143,8 @@ class SequenceTagger(TaskModel):
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,
             validation_split=None, callbacks=None, verbose=None, optimizer=None, lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None, shuffle=None):
+            clip_norm=None, weight_decay=None, resume_from=None, shuffle=None,
+            class_weight=None, sample_weight=None):
         """Train on sentences ``X`` and their tags ``y``; returns the model.
 
         Args:
@@ -147,8 +154,10 @@ class SequenceTagger(TaskModel):
                 distinct tags overall).
             epochs, batch_size, validation_data, validation_split, callbacks,
                 verbose, optimizer, lr, clip_norm, weight_decay, resume_from,
-                shuffle: as in ``SequenceClassifier.fit``; ``validation_split``
-                holds out a fraction of the sentences.
+                shuffle, class_weight: as in ``SequenceClassifier.fit``;
+                ``validation_split`` holds out a fraction of the sentences.
+            sample_weight: None or one weight >= 0 per sentence (all its
+                tokens), for the training loss only.
 
         The History in ``history_`` has per-token "loss" and "accuracy"
         (padding excluded; and ``val_*``).
@@ -156,13 +165,16 @@ class SequenceTagger(TaskModel):
         options = self._fit_options(epochs=epochs, batch_size=batch_size,
                                     validation_split=validation_split, verbose=verbose,
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
-                                    weight_decay=weight_decay, shuffle=shuffle)
+                                    weight_decay=weight_decay, shuffle=shuffle,
+                                    class_weight=class_weight)
         X = as_sequences(X)
         check_nonempty(X, "X", "sentence")
         inputs = self._input_encoder()
         sequences = inputs.fit_transform(X)
         classes, targets = self._tag_ids(y, sequences, inputs.kind == "text")
         self._build(inputs, classes)
+        self._set_fit_weights(options["class_weight"], sample_weight, np.concatenate(targets),
+                              len(targets))
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
