@@ -441,7 +441,7 @@ def test_interrupted_training_saves_the_model_and_exits_130(tmp_path):
                              "--threads", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        for line in proc.stdout:
+        for line in proc.stderr:            # progress lines go to stderr
             if line.startswith("Epoch 1/"):
                 break
         proc.send_signal(signal.SIGINT)
