@@ -12,7 +12,8 @@ from .common import (CELLS, CLIError, EXIT_INTERRUPTED, OPTIMIZERS, POSITIVE, PO
                      NON_NEGATIVE_FLOAT, PROBABILITY, Parser, TASKS, add_threads_option,
                      apply_threads, check_writable, float_in, library_call, plural,
                      task_classes)
-from .readers import read_pairs, read_regression, read_tagged, read_texts
+from .readers import display_name, read_pairs, read_regression, read_tagged, read_texts
+from .shape import check_task_shape
 
 FORMATS = {
     "lm": """\
@@ -231,6 +232,8 @@ def train_command(args):
     _check_options(args)
     apply_threads(args)
     X, y = _read_training_data(task, args.data, args)
+    if task != "lm":
+        check_task_shape(task, X, y, display_name(args.data))
     fit_kwargs, early_stopping = _fit_arguments(args, task, cls)
     with library_call("invalid option"):
         model = cls(**_options(args, MODEL_OPTIONS, cls.__init__))
