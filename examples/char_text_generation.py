@@ -34,10 +34,10 @@ def main():
           f"unigram entropy {entropy:.3f} bits/char")
 
     model = fr.LanguageModel(level="char", cell="lstm", hidden_size=hidden, embedding_dim=32,
-                             seed=args.seed)
+                             seed=args.seed, epochs=epochs, batch_size=32, bptt=64, lr=3e-3,
+                             verbose=0 if args.quick else 1)
     start = time.perf_counter()
-    history = model.fit(train, epochs=epochs, batch_size=32, bptt=64, lr=3e-3,
-                        validation_data=held_out, verbose=0 if args.quick else 1)
+    history = model.fit(train, validation_data=held_out).history_
     seconds = time.perf_counter() - start
     print(f"trained {epochs} epoch(s) in {seconds:.1f} s "
           f"({epochs * len(train) / seconds:,.0f} training characters/s, validation "

@@ -441,7 +441,7 @@ def test_interrupted_training_saves_the_model_and_exits_130(tmp_path):
                              "--threads", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        for line in proc.stdout:
+        for line in proc.stderr:            # progress lines go to stderr
             if line.startswith("Epoch 1/"):
                 break
         proc.send_signal(signal.SIGINT)
@@ -523,3 +523,50 @@ def test_unigram_entropy():
         unigram_entropy("")
     with pytest.raises(TypeError, match="must be a str"):
         unigram_entropy(b"bytes")
+
+
+# -- data meant for another task, labels the model never saw (issue 13) -----------------------
+
+def test_train_refuses_a_file_in_another_tasks_format(tmp_path):
+    conll = tmp_path / "ner.tsv"
+    conll.write_text("EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\n\nPeter\tB-PER\nleft\tO\n")
+    result = subprocess.run([sys.executable, "-m", "fastrnn", "train", "classify", str(conll),
+                             "-o", str(tmp_path / "m.npz")], capture_output=True, text=True)
+    assert result.returncode == 2 and not (tmp_path / "m.npz").exists()
+    assert "looks like CoNLL tagging data" in result.stderr
+    assert f"fastrnn train tag {conll}" in result.stderr
+    numbers = tmp_path / "series.tsv"
+    numbers.write_text("".join(f"{i} {i + 1} {i + 2}\t{i + 3}\n" for i in range(8)))
+    result = subprocess.run([sys.executable, "-m", "fastrnn", "train", "classify",
+                             str(numbers)], capture_output=True, text=True)
+    assert result.returncode == 2 and "looks like regression data" in result.stderr
+
+
+def test_shape_checks_directly():
+    from fastrnn.cli.common import CLIError
+    from fastrnn.cli.shape import check_task_shape
+    check_task_shape("classify", ["a good film", "bad"], ["pos", "neg"], "f")   # fine
+    check_task_shape("tag", [["EU", "rejects"]], [["B-ORG", "O"]], "f")
+    with pytest.raises(CLIError, match="not tag data: evaluate it with a classify model"):
+        check_task_shape("tag", [["a good film", "a bad one"]], [["pos", "neg"]], "f",
+                         "evaluate")
+    with pytest.raises(CLIError, match="looks like CoNLL tagging data"):
+        check_task_shape("seq2seq", ["EU", "rejects"], ["B-ORG", "O"], "f")
+
+
+def test_evaluate_warns_about_labels_the_model_never_saw(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("a great film\tpos\na dull film\tneg\ngreat acting\tpos\ndull\tneg\n")
+    model = tmp_path / "m.npz"
+    subprocess.run([sys.executable, "-m", "fastrnn", "train", "classify", str(train), "-o",
+                    str(model), "--epochs", "1", "-q"], check=True, capture_output=True)
+    unseen = tmp_path / "other.tsv"
+    unseen.write_text("a great film\tgood\nbad\tpos\n")
+    result = subprocess.run([sys.executable, "-m", "fastrnn", "evaluate", str(model),
+                             str(unseen)], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "1 of 2 labels are ones the model never saw ('good')" in result.stderr
+    assert "The model knows: 'neg', 'pos'" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "fastrnn", "evaluate", str(model),
+                             str(train)], capture_output=True, text=True)
+    assert "warning" not in result.stderr

@@ -324,7 +324,7 @@ def test_save_load_gives_identical_generation_and_evaluation(char_lm, word_lm, t
 def test_validation_split_holds_out_the_end_of_the_stream():
     lm = LanguageModel(level="word", hidden_size=8, embedding_dim=4, seed=0)
     history = lm.fit([COUNT] * 30, epochs=2, batch_size=4, bptt=8, verbose=0,
-                     validation_split=0.2)
+                     validation_split=0.2).history_
     assert {"val_loss", "val_perplexity", "loss", "perplexity"} <= set(history.history)
     assert "bits_per_char" not in history.history
 

@@ -448,8 +448,19 @@ T = np.zeros(4, np.int64)
      "logits contain NaN"),
     (lambda: CrossEntropyLoss()(np.array([[0, np.inf, 0]] * 4), T), ValueError,
      "logits contain NaN or infinite"),
-    (lambda: CrossEntropyLoss(reduction="none"), ValueError,
-     "reduction must be 'mean' or 'sum', got 'none'"),
+    (lambda: CrossEntropyLoss(reduction="avg"), ValueError,
+     "reduction must be 'mean', 'sum' or 'none', got 'avg'"),
+    (lambda: CrossEntropyLoss(weight=[1.0, -1.0, 1.0]), ValueError,
+     "weight must be finite and >= 0"),
+    (lambda: CrossEntropyLoss(weight=np.ones((3, 1))), ValueError, "weight must be a 1-D"),
+    (lambda: CrossEntropyLoss(weight=np.ones(2))(X, T), ValueError,
+     "weight has 2 class weights but the logits have 3 classes"),
+    (lambda: CrossEntropyLoss()(X, T, sample_weight=np.ones(3)), ValueError,
+     r"sample_weight of shape \(3,\) does not broadcast to the input shape \(4,\)"),
+    (lambda: CrossEntropyLoss()(X, T, sample_weight=["a"] * 4), TypeError,
+     "sample_weight must hold numbers"),
+    (lambda: MSELoss(weight=np.ones(2))(X, X), ValueError, "does not broadcast"),
+    (lambda: BCEWithLogitsLoss(weight=[np.inf]), ValueError, "weight must be finite"),
     (lambda: CrossEntropyLoss(label_smoothing=1.0), ValueError, r"label_smoothing.*\[0, 1\)"),
     (lambda: CrossEntropyLoss(label_smoothing=-0.1), ValueError, "label_smoothing"),
     (lambda: CrossEntropyLoss(ignore_index=1.5), TypeError, "ignore_index must be an int"),
@@ -493,3 +504,94 @@ def test_kernels_refuse_inconsistent_shapes():
     with pytest.raises(ValueError, match="partial"):
         _losses.mse(x, x, np.zeros((0, 0), np.uint8), np.zeros((4, 3)), np.zeros(5), 8,
                     1.0, 1)
+
+
+# -- weights and reduction="none" ---------------------------------------------------------
+
+def _torch_grad_of_sum(torch, function, x, *args, **kwargs):
+    xt = torch.tensor(x, requires_grad=True)
+    loss = function(xt, *args, **kwargs)
+    loss.sum().backward()
+    return loss.detach().numpy(), xt.grad.numpy()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weighted_losses_match_torch(torch, rng, dtype, reduction):
+    F = torch.nn.functional
+    x = rng.standard_normal((5, 3, 4)).astype(dtype)
+    t = rng.integers(0, 4, (5, 3))
+    t[0, 0] = -100                                             # ignored
+    class_weight = rng.random(4) + 0.1
+    loss, grad = CrossEntropyLoss(weight=class_weight, reduction=reduction)(x, t)
+    expected = _torch_grad_of_sum(torch, lambda v: F.cross_entropy(
+        v.permute(0, 2, 1), torch.tensor(t), weight=torch.tensor(class_weight, dtype=v.dtype),
+        reduction=reduction), x)
+    assert_close(loss, expected[0], dtype)
+    assert_close(grad, expected[1], dtype)
+    y = rng.random((5, 3, 4)).astype(dtype)
+    weight = rng.random((3, 4))
+    pos_weight = np.array([1.0, 2.0, 0.5, 3.0])
+    loss, grad = BCEWithLogitsLoss(weight=weight, pos_weight=pos_weight,
+                                   reduction=reduction)(x, y)
+    expected = _torch_grad_of_sum(torch, lambda v: F.binary_cross_entropy_with_logits(
+        v, torch.tensor(y), weight=torch.tensor(weight, dtype=v.dtype),
+        pos_weight=torch.tensor(pos_weight, dtype=v.dtype), reduction=reduction), x)
+    assert_close(loss, expected[0], dtype)
+    assert_close(grad, expected[1], dtype)
+    loss, grad = MSELoss(reduction=reduction)(x, y)
+    expected = _torch_grad_of_sum(torch, lambda v: F.mse_loss(v, torch.tensor(y),
+                                                              reduction=reduction), x)
+    assert_close(loss, expected[0], dtype)
+    assert_close(grad, expected[1], dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weighted_losses_finite_differences(rng, reduction):
+    x = rng.standard_normal((4, 3, 5))
+    t = rng.integers(0, 5, (4, 3))
+    mask = random_mask(rng, (4, 3))
+    sample_weight = rng.random((4, 3))
+    criterion = CrossEntropyLoss(weight=rng.random(5) + 0.1, label_smoothing=0.1,
+                                 reduction=reduction)
+    check_fd(criterion, x.copy(), t, mask=mask, sample_weight=sample_weight)
+    y = rng.random((4, 3, 5))
+    check_fd(BCEWithLogitsLoss(weight=rng.random(5), pos_weight=rng.random(5) + 0.5,
+                               reduction=reduction), x.copy(), y, mask=mask)
+    check_fd(MSELoss(weight=rng.random((3, 1)), reduction=reduction), x.copy(), y,
+             mask=mask[:, :, None].repeat(5, axis=2))
+
+
+def test_reduction_none_gradient_is_that_of_the_sum(rng):
+    """FD of sum(losses) for reduction="none", and the sum equals "sum"."""
+    x = rng.standard_normal((6, 4))
+    t = rng.integers(0, 4, 6)
+    y = rng.random((6, 4))
+    cases = [(CrossEntropyLoss, (t,), {"sample_weight": rng.random(6)}),
+             (BCEWithLogitsLoss, (y,), {"mask": np.array([1, 0, 1, 1, 0, 1], bool)}),
+             (MSELoss, (y,), {})]
+    for cls, args, kwargs in cases:
+        none = cls(reduction="none")
+        losses, grad = none(x, *args, **kwargs)
+        assert losses.shape == (x.shape[:-1] if cls is CrossEntropyLoss else x.shape)
+        total, total_grad = cls(reduction="sum")(x, *args, **kwargs)
+        assert math.isclose(losses.sum(), total, rel_tol=1e-12)
+        np.testing.assert_allclose(grad, total_grad, rtol=1e-12)
+        probe = x.copy()
+        numeric = central_differences(probe, lambda: none(probe, *args, **kwargs)[0].sum(),
+                                      1e-6)
+        np.testing.assert_allclose(grad.reshape(-1), numeric, rtol=1e-6, atol=1e-9)
+    losses, _ = BCEWithLogitsLoss(reduction="none")(x, y, mask=np.array([1, 0, 1, 1, 0, 1]))
+    assert not losses[[1, 4]].any() and losses[0].all()     # masked rows are 0
+
+
+def test_sample_weights_scale_positions_and_mean_divides_by_their_sum(rng):
+    x = rng.standard_normal((4, 3))
+    t = np.array([0, 1, 2, 1])
+    per_position, _ = CrossEntropyLoss(reduction="none")(x, t)
+    weights = np.array([2.0, 0.0, 1.0, 0.5])
+    loss, grad = CrossEntropyLoss()(x, t, sample_weight=weights)
+    assert math.isclose(loss, (per_position * weights).sum() / weights.sum(), rel_tol=1e-12)
+    assert not grad[1].any()                                    # weight 0: no gradient
+    loss, _ = CrossEntropyLoss()(x, t, sample_weight=np.zeros(4))
+    assert loss == 0.0

@@ -28,4 +28,6 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     assert "['pos' 'neg']" in printed                  # the classifier's answer
     assert "[['B-PER', 'O', 'B-LOC']]" in printed      # the tagger's
     assert "['cba']" in printed                        # seq2seq reverses
+    assert "\n3\n" in printed                          # joblib workers predict all chunks
+    assert "\nTrue\n" in printed                       # ONNX Runtime agrees
     assert (tmp_path / "run.npz").exists()

@@ -274,7 +274,7 @@ def test_validation_targets_are_checked(rng):
     with pytest.raises(ValueError, match=r"validation_data\[0\]\[1\] has 3 features per "
                                          r"step; the model expects 2"):
         reg.fit(X, y, validation_data=([X[0], np.zeros((4, 3))], y[:2]), verbose=0)
-    history = reg.fit(X, y, validation_data=(X[:4], y[:4]), epochs=2, verbose=0)
+    history = reg.fit(X, y, validation_data=(X[:4], y[:4]), epochs=2, verbose=0).history_
     assert len(history.history["val_loss"]) == 2
 
 
@@ -308,6 +308,6 @@ def test_diverging_training_stops_cleanly_with_the_last_good_weights():
     y = np.array([x[:, 0].sum() for x in X]) * 100
     reg = fr.SequenceRegressor(hidden_size=16, seed=0)
     with pytest.warns(RuntimeWarning, match="not finite|nan|inf"):
-        history = reg.fit(X, y, epochs=3, verbose=0, optimizer="sgd", lr=100.0)
+        history = reg.fit(X, y, epochs=3, verbose=0, optimizer="sgd", lr=100.0).history_
     assert history.stop_reason == "non_finite"
     assert all(np.isfinite(p).all() for m in reg.modules() for p in m.parameters())

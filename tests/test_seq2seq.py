@@ -71,7 +71,7 @@ def test_teacher_forcing_half_still_learns():
     test = held_out(rng, 150, set(train))
     model = Seq2Seq(hidden_size=64, embedding_dim=16, seed=1)
     history = model.fit(train, reverse(train), epochs=12, teacher_forcing=0.5, verbose=0,
-                        lr=0.01).history
+                        lr=0.01).history_.history
     assert history["accuracy"][-1] > 0.95
     assert model.score(test, reverse(test))["exact_match"] >= 0.8
     # Seeded: the same run again gives the same losses; full teacher forcing differs.
@@ -101,7 +101,7 @@ def test_word_level_mapping_with_validation():
                         for _ in range(400)) if s not in set(sentences)][:150]
     model = Seq2Seq(hidden_size=64, embedding_dim=16, tokenizer="word", seed=2)
     history = model.fit(train, [translate(s) for s in train], epochs=12, verbose=0, lr=0.01,
-                        validation_data=(val, [translate(s) for s in val])).history
+                        validation_data=(val, [translate(s) for s in val])).history_.history
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
     assert history["val_accuracy"][-1] > 0.95
     # Word vocabularies are separate: no French word on the source side and back.
@@ -274,7 +274,7 @@ def test_deeper_models_with_dropout_train_and_predict_deterministically():
         model = Seq2Seq(cell=cell, hidden_size=16, embedding_dim=8, num_layers=2,
                         dropout=0.2, seed=13)
         history = model.fit(train, reverse(train), epochs=2, teacher_forcing=0.7,
-                            verbose=0).history
+                            verbose=0).history_.history
         assert history["loss"][1] < history["loss"][0]
         assert model.predict(train[:10], beam_size=2) == model.predict(train[:10], beam_size=2)
         assert model.encode(train[:10]).shape == (10, 16)

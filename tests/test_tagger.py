@@ -95,7 +95,7 @@ def ner():
     known = make_ner(250, rng, invent_rate=0.0)
     tagger = SequenceTagger(hidden_size=32, embedding_dim=32, min_freq=2, seed=0)
     history = tagger.fit(*train, epochs=10, batch_size=32, lr=0.01, verbose=0,
-                         validation_data=known)
+                         validation_data=known).history_
     return tagger, history, train, unseen, known
 
 
@@ -186,7 +186,7 @@ def test_texts_int_tags_and_reproducibility(tmp_path):
     runs = []
     for _ in range(2):
         tagger = SequenceTagger(cell="gru", hidden_size=8, embedding_dim=8, seed=3)
-        history = tagger.fit(texts, tags, epochs=3, batch_size=8, lr=0.05, verbose=0)
+        history = tagger.fit(texts, tags, epochs=3, batch_size=8, lr=0.05, verbose=0).history_
         runs.append((history.history["loss"], tagger.predict(texts[:3])))
     assert runs[0] == runs[1]                        # same seed, same run
     assert tagger.classes_ == [0, 1, 2]
@@ -204,7 +204,7 @@ def test_numeric_sequences_deep_gru_with_dropout():
     y = [["up" if v > 0 else "down" for v in row[:, 0]] for row in X]
     tagger = SequenceTagger(cell="gru", hidden_size=16, num_layers=2, dropout=0.1, seed=1)
     history = tagger.fit(X, y, epochs=4, batch_size=20, lr=0.02, verbose=0,
-                         validation_split=0.2)
+                         validation_split=0.2).history_
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.history)
     assert history.history["val_accuracy"][-1] > 0.9
     assert tagger.predict(X[:3]) == tagger.predict(X[:3])   # eval mode: no dropout

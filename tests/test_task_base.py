@@ -529,7 +529,7 @@ def test_input_option_is_checked_against_the_data(rng):
 def test_validation_data_pair_is_evaluated_after_each_epoch(rng):
     X, y = numeric(rng, n=60)
     model = fr.SequenceClassifier(hidden_size=6, dtype="float64", seed=0)
-    history = model.fit(X[:40], y[:40], epochs=3, validation_data=(X[40:], y[40:]), **FAST)
+    history = model.fit(X[:40], y[:40], epochs=3, validation_data=(X[40:], y[40:]), **FAST).history_
     assert history is model.history_ and history.epoch == [0, 1, 2]
     assert len(history.history["val_loss"]) == 3
     # The last epoch's validation metrics are those of the final model.
@@ -546,7 +546,7 @@ def test_validation_data_pair_is_evaluated_after_each_epoch(rng):
 def test_validation_split_holds_out_a_seeded_fraction(rng):
     X, y = numeric(rng, n=40)
     model = fr.SequenceClassifier(hidden_size=6, dtype="float64", seed=7)
-    history = model.fit(X, y, epochs=2, validation_split=0.25, **FAST)
+    history = model.fit(X, y, epochs=2, validation_split=0.25, **FAST).history_
     assert len(history.history["val_accuracy"]) == 2
     held_out = fr.data.BatchLoader(list(X), y, seed=7).split(0.25)[1].source_indices
     assert len(held_out) == 10
@@ -625,13 +625,13 @@ def test_early_stopping(rng):
     # Nothing can improve the loss by 1e9: the run stops at the second epoch.
     stopper = EarlyStopping(monitor="loss", min_delta=1e9, patience=0)
     model = fr.SequenceClassifier(hidden_size=4, seed=0)
-    history = model.fit(X, y, epochs=20, callbacks=[stopper], **FAST)
+    history = model.fit(X, y, epochs=20, callbacks=[stopper], **FAST).history_
     assert history.epoch == [0, 1] and history.stop_reason == "callback"
     assert stopper.stopped_epoch == 1 and model.is_fitted_
     assert model.predict(X).shape == (40,)
     # restore_best_weights: the weights after fit are the best epoch's.
     stopper = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
-    history = model.fit(X, y, epochs=6, validation_split=0.25, callbacks=[stopper], **FAST)
+    history = model.fit(X, y, epochs=6, validation_split=0.25, callbacks=[stopper], **FAST).history_
     best = stopper.best_epoch
     assert history.history["val_loss"][best] == min(history.history["val_loss"])
 
@@ -641,7 +641,7 @@ def test_regressor_accepts_callbacks_and_validation_split(rng):
     y = np.array([x.sum() for x in X])
     stopper = EarlyStopping(monitor="val_loss", min_delta=1e9)
     model = fr.SequenceRegressor(hidden_size=4, seed=0)
-    history = model.fit(X, y, epochs=10, validation_split=0.2, callbacks=[stopper], **FAST)
+    history = model.fit(X, y, epochs=10, validation_split=0.2, callbacks=[stopper], **FAST).history_
     assert history.epoch == [0, 1] and "val_loss" in history.history
 
 
@@ -844,7 +844,9 @@ def test_shared_constructor_parameters_have_the_same_defaults():
             if name in parameters:
                 assert parameters[name].default == default, (cls.__name__, name)
         names = [n for n in parameters if n != "self"]
-        assert names[-2:] == ["dtype", "seed"], cls.__name__
+        seed = names.index("seed")
+        assert names[seed - 1] == "dtype", cls.__name__
+        assert names[seed + 1:] == list(cls._training_params), cls.__name__     # then training
         if "input" in names and "embedding_dim" in names:      # same order everywhere
             assert names.index("input") + 1 == names.index("embedding_dim"), cls.__name__
 

@@ -471,10 +471,21 @@ def test_one_line_per_epoch_off_a_terminal(capsys, verbose):
     Trainer(model, optim.SGD(model.modules(), lr=0.01), verbose=verbose).fit(
         loader(), epochs=2, validation_data=loader(shuffle=False))
     captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
-    assert len(lines) == 2 and captured.err == ""
+    lines = captured.err.strip().splitlines()          # progress goes to stderr
+    assert len(lines) == 2 and captured.out == ""
     assert lines[0].startswith("Epoch 1/2 - 4 batches") and "batch/s" in lines[0]
     assert "loss: " in lines[1] and "val_loss: " in lines[1] and "lr: 0.01" in lines[1]
+
+
+def test_a_single_epoch_off_a_terminal_reports_every_tenth(capsys):
+    model = Regressor()
+    Trainer(model, optim.SGD(model.modules(), lr=0.01), verbose=1).fit(
+        loader(batch_size=3), epochs=1)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" - ")[1].split(" batches")[0] for line in lines[:-1]] == \
+        [f"{k}/8" for k in range(1, 9)]                  # 8 batches: a line at each tenth
+    assert "(50%)" in lines[3] and "loss=" in lines[3]
+    assert lines[-1].startswith("Epoch 1/1 - 8 batches")
 
 
 class FakeTerminal(io.StringIO):
@@ -569,12 +580,41 @@ def test_history_plot(tmp_path):
     history = Trainer(model, optim.SGD(model.modules(), lr=0.1), verbose=0).fit(
         scripted_batches([1.0]), epochs=2, validation_data=[{}])
     figure = history.plot()
-    assert [ax.get_title() for ax in figure.axes] == ["loss", "lr"]
+    assert [ax.get_title() for ax in figure.axes] == ["loss"]      # lr never changed
     assert len(figure.axes[0].get_lines()) == 2
-    path = history.plot(tmp_path / "curves.png", metrics=["loss"])
+    path = history.plot(tmp_path / "curves.png", metrics=["loss", "lr"])
     assert path == tmp_path / "curves.png" and path.stat().st_size > 0
     with pytest.raises(ValueError, match="unknown"):
         history.plot(metrics=["accuracy"])
+
+
+def test_history_plot_draws_distinct_quantities_and_shows_with_pyplot():
+    """A language model's loss, perplexity and bits/char are one curve drawn
+    three times: only bits/char is drawn (and lr when it changed); the figure
+    belongs to pyplot, so plt.show() shows it."""
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional 'plot' extra")
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    history = History()
+    for epoch, (loss, lr) in enumerate([(2.0, 0.01), (1.5, 0.01)]):
+        history._append(epoch, {"loss": loss, "perplexity": math.exp(loss),
+                                "bits_per_char": loss / math.log(2), "val_loss": loss,
+                                "val_bits_per_char": loss / math.log(2), "lr": lr})
+    assert history.plot_metrics() == ["bits_per_char"]
+    figure = history.plot()
+    try:
+        assert [ax.get_title() for ax in figure.axes] == ["bits_per_char"]
+        assert len(figure.axes[0].get_lines()) == 2          # train and validation
+        assert figure.number in pyplot.get_fignums()         # what plt.show() displays
+        pyplot.show()                                        # Agg: returns at once
+    finally:
+        pyplot.close(figure)
+    history._append(2, {"loss": 1.0, "perplexity": 2.7, "bits_per_char": 1.4, "lr": 0.001})
+    assert history.plot_metrics() == ["bits_per_char", "lr"]
+    plain = History()
+    plain._append(0, {"loss": 1.0, "perplexity": 2.7, "lr": 0.1})
+    assert plain.plot_metrics() == ["loss"]
 
 
 def test_history_plot_without_matplotlib(monkeypatch):

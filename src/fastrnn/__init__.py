@@ -3,8 +3,9 @@
 Task models (one line to create, fit, predict, save)::
 
     import fastrnn as fr
-    clf = fr.SequenceClassifier(cell="gru")   # also LanguageModel, SequenceTagger,
-    history = clf.fit(texts, labels)          # Seq2Seq, SequenceRegressor
+    clf = fr.SequenceClassifier(cell="gru", epochs=5)  # also LanguageModel, Seq2Seq,
+    clf.fit(texts, labels)             # SequenceTagger, SequenceRegressor; -> clf
+    clf.history_.plot()
     clf.predict(new_texts)
     clf.save("clf.npz"); fr.load("clf.npz")
 
@@ -28,12 +29,12 @@ from ._io import get_load_limits, set_load_limits
 from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
 from .layers import GRU, LSTM, RNN, Attention, Dropout, Embedding, Jordan, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from . import data, metrics, online, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
+from . import data, metrics, online, onnx, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
 from .optim import clip_grad_norm, clip_grad_value
 from .text import Vocab
-from .training import EarlyStopping, History, ModelCheckpoint, Trainer
+from .training import CSVLogger, EarlyStopping, History, ModelCheckpoint, Trainer
 from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
-                    SequenceRegressor, SequenceTagger, load)
+                    SequenceRegressor, SequenceTagger, from_bytes, load)
 from . import distributed  # noqa: E402  (fr.distributed; mpi4py/dask load only when used)
 
 __version__ = "0.1.0"
@@ -45,11 +46,11 @@ __all__ = [
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "online", "clip_grad_norm",
     "clip_grad_value",
     # data, text, training
-    "data", "text", "Vocab", "metrics", "training", "Trainer", "distributed", "History", "EarlyStopping",
-    "ModelCheckpoint",
+    "data", "text", "Vocab", "metrics", "training", "Trainer", "distributed", "History",
+    "EarlyStopping", "ModelCheckpoint", "CSVLogger",
     # task models
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
-    "NotFittedError", "load", "set_load_limits", "get_load_limits",
+    "NotFittedError", "load", "from_bytes", "onnx", "set_load_limits", "get_load_limits",
     # runtime
     "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
 ]

@@ -13,8 +13,15 @@ many data bytes as the member holds) and the total size are checked before
 any array is allocated, and the JSON document's size and nesting depth before
 it is parsed.  The limits (:func:`set_load_limits`) are the one place that
 says how much any loader may read.
+
+Binary file objects and bytes work too (``save(stream)`` / ``load(stream)``,
+pickling through bytes): the archive is built in memory first and written
+with one ``write`` call, so a failure while building it writes nothing; a
+stream being loaded is read to its end (at most ``max_bytes``) and checked
+like a file.
 """
 
+import io
 import json
 import os
 import re
@@ -27,7 +34,8 @@ import numpy as np
 
 META_KEY = "__meta__"
 
-__all__ = ["atomic_write", "write_archive", "read_archive", "open_archive",
+__all__ = ["atomic_write", "write_archive", "read_archive", "open_archive", "archive_bytes",
+           "is_stream",
            "get_load_limits", "set_load_limits", "open_regular", "read_limited",
            "parse_json"]
 
@@ -274,9 +282,45 @@ def atomic_write(path, write):
     return path
 
 
+def is_stream(target):
+    """True for a binary file object (anything with ``read`` or ``write``)
+    rather than a path."""
+    return callable(getattr(target, "write", None)) or callable(getattr(target, "read", None))
+
+
+def _stream_name(stream):
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) else f"<{type(stream).__name__}>"
+
+
 def write_archive(path, arrays, meta):
-    """Atomically write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able) to ``path``."""
+    """Atomically write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able) to
+    ``path``: a file path, or a binary file object (written with one call)."""
+    if is_stream(path):
+        writable = getattr(path, "writable", None)
+        if not callable(getattr(path, "write", None)) or (callable(writable)
+                                                          and not writable()):
+            raise TypeError(f"cannot save to {type(path).__name__}: the file object has "
+                            f"no write method or is not writable; open it in binary write "
+                            f"mode ('wb')")
+        if isinstance(path, io.TextIOBase):
+            raise TypeError(f"cannot save to a text stream ({type(path).__name__}): open "
+                            f"the file in binary write mode ('wb')")
+        path.write(archive_bytes(arrays, meta))
+        return path
     path = os.fspath(path)
+    return atomic_write(path, _archive_writer(arrays, meta))
+
+
+def archive_bytes(arrays, meta):
+    """The archive :func:`write_archive` would write, as bytes."""
+    buffer = io.BytesIO()
+    _archive_writer(arrays, meta)(buffer)
+    return buffer.getvalue()
+
+
+def _archive_writer(arrays, meta):
+    """A function writing the checked archive to a binary stream."""
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
     document = json.dumps(meta, allow_nan=True, separators=(",", ":")).encode("utf-8")
@@ -286,7 +330,31 @@ def write_archive(path, arrays, meta):
             raise TypeError(f"array {name!r} holds Python objects; only numeric arrays "
                             f"can be saved")
     payload[META_KEY] = np.frombuffer(document, dtype=np.uint8)
-    return atomic_write(path, lambda stream: np.savez(stream, **payload))
+    return lambda stream: np.savez(stream, **payload)
+
+
+def _open_source(source, what):
+    """``(name, binary handle, size in bytes)`` for a path, bytes or a binary
+    file object (read to its end, at most ``max_bytes``)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    elif is_stream(source):
+        if not callable(getattr(source, "read", None)):
+            raise TypeError(f"cannot load from {type(source).__name__}: the file object has "
+                            f"no read method; open it in binary read mode ('rb')")
+        limit = _LIMITS["max_bytes"]
+        data = None if isinstance(source, io.TextIOBase) else source.read(limit + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{what} file object must be opened in binary mode ('rb'): "
+                            f"got a text stream ({type(source).__name__})")
+        name = _stream_name(source)
+        if len(data) > limit:
+            raise _too_big(what, name, f"over {limit}", "max_bytes")
+    else:
+        name = os.fspath(source)
+        handle = open_regular(name, what)
+        return name, handle, os.fstat(handle.fileno()).st_size
+    return name, io.BytesIO(data), len(data)
 
 
 # -- reading archives ---------------------------------------------------------------------
@@ -304,9 +372,10 @@ class Archive:
     confirms), so callers compare them with what they expect before reading.
     """
 
-    def __init__(self, path, what):
-        self.path, self.what = path, what
-        self._handle = open_regular(path, what)
+    def __init__(self, source, what):
+        """``source``: a path, bytes, or a binary file object."""
+        self.what = what
+        self.path, self._handle, self._size = _open_source(source, what)
         try:
             if self._handle.read(6) == b"\x93NUMPY":
                 raise self.corrupt("it holds a single ndarray (.npy), not an archive")
@@ -332,7 +401,7 @@ class Archive:
         can claim more memory than the file's own bytes (no zip bombs)."""
         members = {}
         total = 0
-        size = os.fstat(self._handle.fileno()).st_size
+        size = self._size
         for info in self._zip.infolist():
             name = info.filename
             if not name.endswith(".npy") or name == ".npy":
@@ -422,8 +491,8 @@ def open_archive(path, kind, max_version, what):
     must equal ``kind`` and ``meta["version"]`` must not be newer than
     ``max_version``.  ``what`` ("model", "checkpoint") names the file in
     errors: FileNotFoundError when it does not exist, ValueError naming the
-    path and the problem for anything else.  Close it (``with``)."""
-    path = os.fspath(path)
+    path and the problem for anything else.  ``path`` may also be bytes or a
+    binary file object.  Close it (``with``)."""
     archive = Archive(path, what)
     try:
         archive.meta = _read_meta(archive, kind, max_version)

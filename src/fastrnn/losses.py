@@ -19,6 +19,15 @@ When nothing is counted (everything masked or ignored) the loss is 0.0 and
 the gradient is zero, where PyTorch's mean gives nan: a batch made only of
 padding should not poison a training run.
 
+Weights: ``CrossEntropyLoss(weight=)`` weighs classes (PyTorch's rule: the
+mean divides by the summed weights of the counted targets) and its
+``forward(..., sample_weight=)`` weighs positions the same way;
+``BCEWithLogitsLoss(weight=)`` and ``MSELoss(weight=)`` weigh elements
+(broadcast to the input; the mean still divides by the element count, as
+PyTorch's BCE does).  ``reduction="none"`` returns the per-position
+(cross-entropy: targets' shape) or per-element loss array, 0 where not
+counted, and the gradient of its sum.
+
 Values at masked (or ignored) positions never reach the loss or the
 gradient, so they may hold anything, NaN included (padding); inputs at
 counted positions must be finite (a NaN there raises ValueError).
@@ -35,7 +44,7 @@ from ._validation import float_array, produced, to_numpy
 
 __all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss"]
 
-_REDUCTIONS = ("mean", "sum")
+_REDUCTIONS = ("mean", "sum", "none")
 # Rows per block are chosen so a block holds about this many elements.  The
 # blocks depend on the row width only, never on the thread count, so the
 # loss is the same bit for bit with any number of threads.
@@ -46,8 +55,43 @@ _BLOCK_ELEMENTS = 8192
 
 def _check_reduction(reduction):
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
+
+
+def _weight_array(name, value, ndim=None):
+    """Finite weights >= 0 as float64 (None stays None); ``ndim`` 1 for a
+    per-class vector."""
+    if value is None:
+        return None
+    array = to_numpy(value)
+    if array.dtype.kind not in "iuf" or array.dtype == np.float16:
+        raise TypeError(f"{name} must hold numbers (float or int), got dtype {array.dtype}")
+    array = np.asarray(array, dtype=np.float64)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {array.shape}")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0")
+    return array
+
+
+def _broadcast_weight(name, weight, shape):
+    """``weight`` broadcast to ``shape``, flat and contiguous (float64)."""
+    try:
+        return np.ascontiguousarray(np.broadcast_to(weight, shape), dtype=np.float64).ravel()
+    except ValueError:
+        raise ValueError(f"{name} of shape {weight.shape} does not broadcast to the input "
+                         f"shape {tuple(shape)}") from None
+
+
+def _reduced(reduction, row_loss, shape, total, count, input_name):
+    """The loss the criterion returns: the per-position array for "none",
+    else the sum or the mean over ``count``."""
+    if not math.isfinite(total):
+        raise ValueError(f"{input_name} contain NaN or infinite values (at counted positions)")
+    if reduction == "none":
+        return row_loss.reshape(shape)
+    return float(total / count if reduction == "mean" else total)
 
 
 def _input_array(name, value):
@@ -174,17 +218,23 @@ class CrossEntropyLoss(_Loss):
             PyTorch; it may lie inside [0, C).
         label_smoothing: eps in [0, 1): the target distribution is
             (1 - eps) one-hot + eps / C.
-        reduction: "mean" (divide by the number of counted positions) or
-            "sum".
+        reduction: "mean" (divide by the number of counted positions, or by
+            their summed weights), "sum" or "none" (the loss of every
+            position, an array of the targets' shape).
+        weight: None or one weight >= 0 per class, (C,): a position's loss
+            is multiplied by the weight of its target class.
 
-    ``criterion(logits, targets, mask=None) -> (loss, d_logits)``: logits
-    (..., C) float32/float64, for example (T, B, C) from a Linear head;
-    targets integer class ids of shape (...) = logits.shape[:-1]; mask
-    bool/0-1 of that shape, False at padded positions.  Only counted
-    positions (mask True, target != ignore_index) are range-checked.
+    ``criterion(logits, targets, mask=None, sample_weight=None) -> (loss,
+    d_logits)``: logits (..., C) float32/float64, for example (T, B, C) from
+    a Linear head; targets integer class ids of shape (...) =
+    logits.shape[:-1]; mask bool/0-1 of that shape, False at padded
+    positions; sample_weight numbers >= 0 broadcastable to that shape,
+    multiplying each position's loss (with class weights too).  Only
+    counted positions (mask True, target != ignore_index) are range-checked.
     """
 
-    def __init__(self, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    def __init__(self, ignore_index=-100, label_smoothing=0.0, reduction="mean", weight=None):
+        self.weight = _weight_array("weight", weight, ndim=1)
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
         if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)
@@ -195,7 +245,7 @@ class CrossEntropyLoss(_Loss):
         self.label_smoothing = float(label_smoothing)
         self.reduction = _check_reduction(reduction)
 
-    def forward(self, logits, targets, mask=None):
+    def forward(self, logits, targets, mask=None, sample_weight=None):
         x = _input_array("logits", logits)
         if x.ndim < 1:
             raise ValueError(f"logits must have a class axis (last), got shape {x.shape}")
@@ -218,34 +268,61 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"targets must be class ids in [0, {C}) (logits have {C} "
                              f"classes) or ignore_index={self.ignore_index}, got {t[first]} "
                              f"at index {tuple(int(i) for i in where)}")
-        count = int(np.count_nonzero(counted))
-        if count == 0:
-            return 0.0, np.zeros_like(x)
+        if self.weight is not None and self.weight.size != C:
+            raise ValueError(f"weight has {self.weight.size} class weights but the logits "
+                             f"have {C} classes")
         kernel_targets = t.astype(np.intp)
         kernel_targets[~counted] = -1
+        weights = self._row_weights(kernel_targets, sample_weight, x.shape[:-1])
+        count = (int(np.count_nonzero(counted)) if weights is None
+                 else float(weights[counted].sum()))
+        none = self.reduction == "none"
+        if count == 0:
+            return (np.zeros(x.shape[:-1]) if none else 0.0), np.zeros_like(x)
         rows = t.size
         block, partial = _partials(rows, C)
         grad = np.empty_like(x)
+        row_loss = np.empty(rows) if none else None
         scale = 1.0 / count if self.reduction == "mean" else 1.0
         _losses.cross_entropy(x.reshape(rows, C), kernel_targets, grad.reshape(rows, C),
                               partial, block, self.label_smoothing, scale,
-                              _threads.get_num_threads())
-        loss = _finish(float(partial.sum()), count, self.reduction, "logits")
-        return float(loss), produced(grad)
+                              _threads.get_num_threads(), weights, row_loss)
+        loss = _reduced(self.reduction, row_loss, x.shape[:-1], float(partial.sum()), count,
+                        "logits")
+        return loss, produced(grad)
+
+    def _row_weights(self, kernel_targets, sample_weight, shape):
+        """Per-position weights (class weight of the target x sample weight),
+        flat float64, or None when there are none."""
+        sample = _weight_array("sample_weight", sample_weight)
+        if self.weight is None and sample is None:
+            return None
+        weights = np.ones(kernel_targets.size)
+        if self.weight is not None:
+            counted = kernel_targets >= 0
+            weights[counted] = self.weight[kernel_targets[counted]]
+        if sample is not None:
+            weights *= _broadcast_weight("sample_weight", sample, shape)
+        return weights
 
     def __repr__(self):
+        weight = "" if self.weight is None else f", weight={self.weight.tolist()}"
         return (f"CrossEntropyLoss(ignore_index={self.ignore_index}, "
-                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r})")
+                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}"
+                f"{weight})")
 
 
 class BCEWithLogitsLoss(_Loss):
     """Sigmoid binary cross-entropy, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
     Args:
-        reduction: "mean" (over counted elements) or "sum".
+        reduction: "mean" (over counted elements), "sum" or "none" (the
+            loss of every element, an array of the logits' shape).
         pos_weight: optional weight of the positive term, a number or an
             array of shape (K,) (one per label on the last axis of the
             logits) or (1,); finite and >= 0.
+        weight: None or weights >= 0 broadcastable to the logits' shape,
+            multiplying each element's loss (PyTorch's ``weight``).
 
     ``criterion(logits, targets, mask=None) -> (loss, d_logits)``: logits
     (..., K) multi-label or (...) single-label, float32/float64; targets
@@ -253,8 +330,9 @@ class BCEWithLogitsLoss(_Loss):
     the shape, ``logits.shape[:mask.ndim]`` (for example (T, B) for (T, B, K)).
     """
 
-    def __init__(self, reduction="mean", pos_weight=None):
+    def __init__(self, reduction="mean", pos_weight=None, weight=None):
         self.reduction = _check_reduction(reduction)
+        self.weight = _weight_array("weight", weight)
         self.pos_weight = None
         if pos_weight is not None:
             pw = to_numpy(pos_weight)
@@ -284,6 +362,8 @@ class BCEWithLogitsLoss(_Loss):
             raise ValueError(f"pos_weight has {pw.size} weights, one per label, but the "
                              f"logits have shape {x.shape} ({x.shape[-1] if x.ndim else 0} "
                              f"labels on the last axis)")
+        if self.weight is not None or self.reduction == "none":
+            return self._elementwise(x, y, m, pw, per_label)
         if per_label:
             # Rows of K labels, so that column k takes pos_weight[k].
             rows, cols = _layout(x.shape, x.ndim - 1)
@@ -311,30 +391,47 @@ class BCEWithLogitsLoss(_Loss):
         loss = _finish(float(partial.sum()), count, self.reduction, "logits")
         return float(loss), produced(grad)
 
+    def _elementwise(self, x, y, m, pw, per_label):
+        """One kernel row per element: element weights and per-element losses."""
+        if per_label:
+            row_pw = np.ascontiguousarray(np.broadcast_to(pw, x.shape), dtype=x.dtype).ravel()
+        else:
+            row_pw = np.full(1, 1.0 if pw is None else pw[0], dtype=x.dtype)
+        return _elementwise_loss(_losses.bce_with_logits, "logits", x, y, m, self.weight,
+                                 self.reduction, pos_weight=row_pw)
+
     def __repr__(self):
         pw = None if self.pos_weight is None else self.pos_weight.tolist()
-        return f"BCEWithLogitsLoss(reduction={self.reduction!r}, pos_weight={pw})"
+        weight = "" if self.weight is None else f", weight={self.weight.tolist()}"
+        return f"BCEWithLogitsLoss(reduction={self.reduction!r}, pos_weight={pw}{weight})"
 
 
 class MSELoss(_Loss):
     """Mean squared error, as ``torch.nn.functional.mse_loss``.
 
     Args:
-        reduction: "mean" (over counted elements) or "sum".
+        reduction: "mean" (over counted elements), "sum" or "none" (the
+            squared error of every element, an array of the input's shape).
+        weight: None or weights >= 0 broadcastable to the predictions'
+            shape, multiplying each element's squared error.
 
     ``criterion(predictions, targets, mask=None) -> (loss, d_predictions)``:
     predictions and targets of the same shape, float32/float64; mask
     bool/0-1 of a leading part of the shape, ``predictions.shape[:mask.ndim]``.
     """
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", weight=None):
         self.reduction = _check_reduction(reduction)
+        self.weight = _weight_array("weight", weight)
 
     def forward(self, predictions, targets, mask=None):
         p = _input_array("predictions", predictions)
         y = _float_targets(targets, p.shape, p.dtype, "predictions")
         m = None if mask is None else _mask_array(mask, p.shape, "predictions")
         _check_finite_targets(y, m)
+        if self.weight is not None or self.reduction == "none":
+            return _elementwise_loss(_losses.mse, "predictions", p, y, m, self.weight,
+                                     self.reduction)
         rows, cols, kmask = _plain_layout(p.shape, m)
         count = p.size if m is None else int(np.count_nonzero(m)) * cols
         if count == 0:
@@ -349,4 +446,31 @@ class MSELoss(_Loss):
         return float(loss), produced(grad)
 
     def __repr__(self):
-        return f"MSELoss(reduction={self.reduction!r})"
+        weight = "" if self.weight is None else f", weight={self.weight.tolist()}"
+        return f"MSELoss(reduction={self.reduction!r}{weight})"
+
+
+def _elementwise_loss(kernel, input_name, x, y, m, weight, reduction, **options):
+    """BCE / MSE with one kernel row per element: element weights (``weight``
+    broadcast to ``x``) and, for reduction "none", per-element losses."""
+    rows = x.size
+    if m is None:
+        kmask, count = _NO_MASK, rows
+    else:
+        lead = m.reshape(m.shape + (1,) * (x.ndim - m.ndim))
+        full = np.broadcast_to(lead, x.shape)
+        kmask, count = np.ascontiguousarray(full).reshape(rows, 1), int(np.count_nonzero(full))
+    if count == 0:
+        return (np.zeros(x.shape) if reduction == "none" else 0.0), np.zeros_like(x)
+    weights = None if weight is None else _broadcast_weight("weight", weight, x.shape)
+    row_loss = np.empty(rows) if reduction == "none" else None
+    block, partial = _partials(rows, 1)
+    grad = np.empty_like(x)
+    scale = 1.0 / count if reduction == "mean" else 1.0
+    args = [x.reshape(rows, 1), y.reshape(rows, 1), kmask.view(np.uint8)]
+    if "pos_weight" in options:
+        args.append(options["pos_weight"])
+    kernel(*args, grad.reshape(rows, 1), partial, block, scale, _threads.get_num_threads(),
+           weights, row_loss)
+    loss = _reduced(reduction, row_loss, x.shape, float(partial.sum()), count, input_name)
+    return loss, produced(grad)

@@ -169,36 +169,61 @@ cdef Py_ssize_t _check_blocks(Py_ssize_t rows, Py_ssize_t block_rows,
     return nblocks
 
 
+cdef const double *_row_pointer(const double[::1] array, Py_ssize_t rows,
+                                str name) except? NULL:
+    """NULL for a missing per-row array, else its data (checked: one per row)."""
+    if array is None:
+        return NULL
+    if array.shape[0] != rows:
+        raise ValueError(f"{name} must have one value per row ({rows}), got "
+                         f"{array.shape[0]}")
+    if rows == 0:
+        return NULL
+    return &array[0]
+
+
 # -- cross-entropy ---------------------------------------------------------------
 
 cdef double _ce_block(const floating *x, const Py_ssize_t *t, floating *g,
                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, double eps,
-                      double scale) noexcept nogil:
+                      double scale, const double *weight, double *out) noexcept nogil:
     cdef Py_ssize_t i, target
-    cdef double acc = 0.0
+    cdef double acc = 0.0, w = 1.0, loss
     for i in range(r0, r1):
         target = t[i]
         if target < 0 or target >= C:        # not counted (mask / ignore_index)
             memset(g + i * C, 0, C * sizeof(floating))
-        elif floating is float:
-            acc += fr_ce_row_f(x + i * C, g + i * C, C, target, eps, scale)
+            loss = 0.0
         else:
-            acc += fr_ce_row_d(x + i * C, g + i * C, C, target, eps, scale)
+            if weight != NULL:
+                w = weight[i]
+            if floating is float:
+                loss = w * fr_ce_row_f(x + i * C, g + i * C, C, target, eps, scale * w)
+            else:
+                loss = w * fr_ce_row_d(x + i * C, g + i * C, C, target, eps, scale * w)
+        acc += loss
+        if out != NULL:
+            out[i] = loss
     return acc
 
 
 def cross_entropy(const floating[:, ::1] logits, const Py_ssize_t[::1] targets,
                   floating[:, ::1] grad, double[::1] partial, Py_ssize_t block_rows,
-                  double label_smoothing, double scale, int num_threads):
+                  double label_smoothing, double scale, int num_threads,
+                  const double[::1] row_weight=None, double[::1] row_loss=None):
     """Softmax cross-entropy of (rows, C) ``logits`` against class ids.
 
     ``targets[i]`` is the class of row i, or -1 for a row that is not counted
     (its gradient row is zeroed).  ``partial[b]`` receives the summed loss of
     block b (rows b*block_rows ...); ``grad`` the gradient times ``scale``.
+    ``row_weight`` (rows,): row i's loss and gradient are multiplied by it.
+    ``row_loss`` (rows,): receives each row's (weighted) loss, 0 if not counted.
     """
     cdef Py_ssize_t rows = logits.shape[0], C = logits.shape[1]
     if C < 1 or targets.shape[0] != rows or grad.shape[0] != rows or grad.shape[1] != C:
         raise ValueError("cross_entropy: inconsistent shapes")
+    cdef const double *weight = _row_pointer(row_weight, rows, "row_weight")
+    cdef double *out = <double *>_row_pointer(row_loss, rows, "row_loss")
     cdef Py_ssize_t nblocks = _check_blocks(rows, block_rows, partial.shape[0])
     if rows == 0:
         return
@@ -210,54 +235,70 @@ def cross_entropy(const floating[:, ::1] logits, const Py_ssize_t[::1] targets,
                 r0 = b * block_rows
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _ce_block(&logits[0, 0], &targets[0], &grad[0, 0],
-                                       r0, r1, C, label_smoothing, scale)
+                                       r0, r1, C, label_smoothing, scale, weight, out)
         else:
             for b in range(nblocks):
                 r0 = b * block_rows
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _ce_block(&logits[0, 0], &targets[0], &grad[0, 0],
-                                       r0, r1, C, label_smoothing, scale)
+                                       r0, r1, C, label_smoothing, scale, weight, out)
 
 
 # -- binary cross-entropy with logits ----------------------------------------------
 
 cdef double _bce_block(const floating *x, const floating *y, const floating *pw,
                        const unsigned char *mask, Py_ssize_t mask_cols, floating *g,
-                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K,
-                       double scale) noexcept nogil:
+                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, double scale,
+                       bint pw_per_row, const double *weight, double *out) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double acc = 0.0
+    cdef double acc = 0.0, w = 1.0, loss
     cdef const unsigned char *keep
+    cdef const floating *row_pw
     for i in range(r0, r1):
         keep = NULL
-        if mask_cols == 1:
-            if not mask[i]:
-                memset(g + i * K, 0, K * sizeof(floating))
-                continue
-        elif mask_cols > 1:
-            keep = mask + i * K
-        if floating is float:
-            acc += fr_bce_row_f(x + i * K, y + i * K, pw, keep, g + i * K, K, scale)
+        loss = 0.0
+        if mask_cols == 1 and not mask[i]:
+            memset(g + i * K, 0, K * sizeof(floating))
         else:
-            acc += fr_bce_row_d(x + i * K, y + i * K, pw, keep, g + i * K, K, scale)
+            if mask_cols > 1:
+                keep = mask + i * K
+            if weight != NULL:
+                w = weight[i]
+            row_pw = pw + i if pw_per_row else pw
+            if floating is float:
+                loss = w * fr_bce_row_f(x + i * K, y + i * K, row_pw, keep, g + i * K, K,
+                                        scale * w)
+            else:
+                loss = w * fr_bce_row_d(x + i * K, y + i * K, row_pw, keep, g + i * K, K,
+                                        scale * w)
+        acc += loss
+        if out != NULL:
+            out[i] = loss
     return acc
 
 
 def bce_with_logits(const floating[:, ::1] logits, const floating[:, ::1] targets,
                     const unsigned char[:, ::1] mask, const floating[::1] pos_weight,
                     floating[:, ::1] grad, double[::1] partial, Py_ssize_t block_rows,
-                    double scale, int num_threads):
+                    double scale, int num_threads, const double[::1] row_weight=None,
+                    double[::1] row_loss=None):
     """Sigmoid binary cross-entropy of (rows, K) logits against targets in [0, 1].
 
     ``mask`` is (0, 0) (all counted), (rows, 1) (one flag per row) or
     (rows, K) (one per element); ``pos_weight`` (K,) weighs the positive
-    term of each column (ones for plain BCE).
+    term of each column (ones for plain BCE), or with K == 1 it may be
+    (rows,), one per row.  ``row_weight`` / ``row_loss``: as in
+    :func:`cross_entropy`.
     """
     cdef Py_ssize_t rows = logits.shape[0], K = logits.shape[1]
     cdef Py_ssize_t mask_cols = mask.shape[1]
+    cdef bint pw_per_row = K == 1 and pos_weight.shape[0] == rows and rows != 1
     if (targets.shape[0] != rows or targets.shape[1] != K or grad.shape[0] != rows
-            or grad.shape[1] != K or pos_weight.shape[0] != K or K < 1):
+            or grad.shape[1] != K or (pos_weight.shape[0] != K and not pw_per_row)
+            or K < 1):
         raise ValueError("bce_with_logits: inconsistent shapes")
+    cdef const double *weight = _row_pointer(row_weight, rows, "row_weight")
+    cdef double *out = <double *>_row_pointer(row_loss, rows, "row_loss")
     if not ((mask.shape[0] == 0 and mask_cols == 0) or
             (mask.shape[0] == rows and (mask_cols == 1 or mask_cols == K))):
         raise ValueError("bce_with_logits: mask must be (0, 0), (rows, 1) or (rows, K)")
@@ -274,41 +315,52 @@ def bce_with_logits(const floating[:, ::1] logits, const floating[:, ::1] target
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _bce_block(&logits[0, 0], &targets[0, 0], &pos_weight[0],
                                         mask_ptr, mask_cols, &grad[0, 0], r0, r1, K,
-                                        scale)
+                                        scale, pw_per_row, weight, out)
         else:
             for b in range(nblocks):
                 r0 = b * block_rows
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _bce_block(&logits[0, 0], &targets[0, 0], &pos_weight[0],
                                         mask_ptr, mask_cols, &grad[0, 0], r0, r1, K,
-                                        scale)
+                                        scale, pw_per_row, weight, out)
 
 
 # -- mean squared error ------------------------------------------------------------
 
 cdef double _mse_block(const floating *p, const floating *t, const unsigned char *mask,
                        floating *g, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K,
-                       double scale) noexcept nogil:
+                       double scale, const double *weight, double *out) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double acc = 0.0
+    cdef double acc = 0.0, w = 1.0, loss
     for i in range(r0, r1):
+        loss = 0.0
         if mask != NULL and not mask[i]:
             memset(g + i * K, 0, K * sizeof(floating))
-        elif floating is float:
-            acc += fr_mse_row_f(p + i * K, t + i * K, g + i * K, K, scale)
         else:
-            acc += fr_mse_row_d(p + i * K, t + i * K, g + i * K, K, scale)
+            if weight != NULL:
+                w = weight[i]
+            if floating is float:
+                loss = w * fr_mse_row_f(p + i * K, t + i * K, g + i * K, K, scale * w)
+            else:
+                loss = w * fr_mse_row_d(p + i * K, t + i * K, g + i * K, K, scale * w)
+        acc += loss
+        if out != NULL:
+            out[i] = loss
     return acc
 
 
 def mse(const floating[:, ::1] predictions, const floating[:, ::1] targets,
         const unsigned char[:, ::1] mask, floating[:, ::1] grad, double[::1] partial,
-        Py_ssize_t block_rows, double scale, int num_threads):
-    """Squared error of (rows, K) predictions; ``mask`` (0, 0) or (rows, 1)."""
+        Py_ssize_t block_rows, double scale, int num_threads,
+        const double[::1] row_weight=None, double[::1] row_loss=None):
+    """Squared error of (rows, K) predictions; ``mask`` (0, 0) or (rows, 1);
+    ``row_weight`` / ``row_loss``: as in :func:`cross_entropy`."""
     cdef Py_ssize_t rows = predictions.shape[0], K = predictions.shape[1]
     if (targets.shape[0] != rows or targets.shape[1] != K or grad.shape[0] != rows
             or grad.shape[1] != K or K < 1):
         raise ValueError("mse: inconsistent shapes")
+    cdef const double *weight = _row_pointer(row_weight, rows, "row_weight")
+    cdef double *out = <double *>_row_pointer(row_loss, rows, "row_loss")
     if not ((mask.shape[0] == 0 and mask.shape[1] == 0) or
             (mask.shape[0] == rows and mask.shape[1] == 1)):
         raise ValueError("mse: mask must be (0, 0) or (rows, 1)")
@@ -324,13 +376,13 @@ def mse(const floating[:, ::1] predictions, const floating[:, ::1] targets,
                 r0 = b * block_rows
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _mse_block(&predictions[0, 0], &targets[0, 0], mask_ptr,
-                                        &grad[0, 0], r0, r1, K, scale)
+                                        &grad[0, 0], r0, r1, K, scale, weight, out)
         else:
             for b in range(nblocks):
                 r0 = b * block_rows
                 r1 = min(r0 + block_rows, rows)
                 partial[b] = _mse_block(&predictions[0, 0], &targets[0, 0], mask_ptr,
-                                        &grad[0, 0], r0, r1, K, scale)
+                                        &grad[0, 0], r0, r1, K, scale, weight, out)
 
 
 def log1p_unit_float(float e):

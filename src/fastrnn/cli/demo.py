@@ -1,12 +1,11 @@
 """``fastrnn demo``: a character-level language model on the standard library's docstrings."""
 
 import platform
-import sys
 import time
 
 from ..training import Callback
 from .common import (CLIError, POSITIVE, POSITIVE_FLOAT, add_threads_option, apply_threads,
-                     check_writable, int_at_least, isatty, library_call)
+                     check_writable, int_at_least, library_call)
 
 PROMPT = "Return the "
 # The defaults finish in about two minutes on two cores (the time budget
@@ -59,20 +58,36 @@ class TimeBudget(Callback):
         self.tokens = 0.0
         self.batch_seconds = 0.0
         self.stopped = False
+        self.epoch_batches = 0
+        self._epoch_bits = self._epoch_tokens = 0.0
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_batches = 0
+        self._epoch_bits = self._epoch_tokens = 0.0
 
     def on_batch_begin(self, step, logs=None):
         self._batch_start = time.perf_counter()
 
     def on_batch_end(self, step, logs=None):
         now = time.perf_counter()
+        logs = logs or {}
+        weight = float(logs.get("weight", 0.0))
         self.batch_seconds += now - self._batch_start
-        self.tokens += float((logs or {}).get("weight", 0.0))
+        self.tokens += weight
+        self.epoch_batches += 1
+        self._epoch_bits += float(logs.get("bits_per_char", 0.0)) * weight
+        self._epoch_tokens += weight
         if self.seconds is not None and now - self.start >= self.seconds:
             self.stopped = True
             self.trainer.stop_training = True
+
+    @property
+    def epoch_bits_per_char(self):
+        """Train bits per character over the batches of the current (cut) epoch."""
+        return self._epoch_bits / self._epoch_tokens if self._epoch_tokens else float("nan")
 
 
 class EpochPrinter(Callback):
@@ -140,11 +155,13 @@ def demo_command(args):
                         batch_size=settings["batch_size"], bptt=settings["bptt"],
                         validation_data=valid_text,
                         callbacks=[EpochPrinter("bits_per_char", "bpc"), budget],
-                        verbose=1 if isatty(sys.stderr) else 0,
-                        lr=settings["lr"], clip_norm=5.0)
-    if budget.stopped:
-        print(f"  time budget of {settings['minutes']:g} minute(s) reached during epoch "
-              f"{len(history.epoch) + 1} (that epoch's partial training is kept)")
+                        verbose=1, lr=settings["lr"], clip_norm=5.0).history_
+    steps = history.params.get("steps")
+    if budget.stopped and budget.epoch_batches != steps:
+        of = f" of {steps}" if steps else ""
+        print(f"  epoch {len(history.epoch) + 1} (cut by the time budget of "
+              f"{settings['minutes']:g} minute(s) after {budget.epoch_batches}{of} batches; "
+              f"its training is kept): train {budget.epoch_bits_per_char:.3f} bpc")
     elif history.stop_reason:
         print(f"  stopped: {history.stop_message}")
 

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from . import bench, demo, info, train, use
+from . import bench, demo, export, info, train, use
 from .common import CLIError, EXIT_INTERRUPTED, EXIT_USAGE, Parser, traceback_wanted
 
 
@@ -20,6 +20,7 @@ def build_parser():
     demo.add_parser(commands)
     train.add_parser(commands)
     use.add_parsers(commands)          # generate, predict, evaluate
+    export.add_parser(commands)
     bench.add_parser(commands)
     info.add_parser(commands)
     return parser

@@ -12,7 +12,8 @@ from .common import (CELLS, CLIError, EXIT_INTERRUPTED, OPTIMIZERS, POSITIVE, PO
                      NON_NEGATIVE_FLOAT, PROBABILITY, Parser, TASKS, add_threads_option,
                      apply_threads, check_writable, float_in, library_call, plural,
                      task_classes)
-from .readers import read_pairs, read_regression, read_tagged, read_texts
+from .readers import display_name, read_pairs, read_regression, read_tagged, read_texts
+from .shape import check_task_shape
 
 FORMATS = {
     "lm": """\
@@ -237,6 +238,8 @@ def train_command(args):
         args.quiet = True           # ranks other than 0 train silently and write nothing
     apply_threads(args)
     X, y = _read_training_data(task, args.data, args)
+    if task != "lm":
+        check_task_shape(task, X, y, display_name(args.data))
     fit_kwargs, early_stopping = _fit_arguments(args, task, cls)
     with library_call("invalid option"):
         model = cls(**_options(args, MODEL_OPTIONS, cls.__init__))
@@ -244,7 +247,8 @@ def train_command(args):
         _print_plan(model, task, X, y, args, fit_kwargs)
     start = time.perf_counter()
     with library_call("cannot train"):
-        history = model.fit(X, **fit_kwargs) if task == "lm" else model.fit(X, y, **fit_kwargs)
+        model.fit(X, **fit_kwargs) if task == "lm" else model.fit(X, y, **fit_kwargs)
+    history = model.history_
     elapsed = time.perf_counter() - start
     if not getattr(model, "is_fitted_", False) or (not history.epoch and not args.resume):
         if history.interrupted:

@@ -12,6 +12,7 @@ from .common import (CLIError, NON_NEGATIVE, POSITIVE, add_threads_option, apply
                      float_in, library_call, load_model, task_classes)
 from .readers import (display_name, read_inputs, read_pairs, read_regression, read_tagged,
                       read_texts)
+from .shape import check_task_shape, warn_unseen
 from .train import DATA_FORMATS
 
 
@@ -227,6 +228,9 @@ def _score_lm(model, args):
 
 def _score_classifier(model, args):
     X, y = read_pairs(args.data, args.format, ("text", "label"))
+    check_task_shape("classify", X, y, display_name(args.data), "evaluate")
+    warn_unseen(y, [_format_prediction("classify", c) for c in model.classes_],
+                display_name(args.data))
     with library_call(f"cannot evaluate on {display_name(args.data)}"):
         predicted = model.predict(X)
     # Labels compare as text: a TSV file's "1" is the label 1 of a JSONL file.
@@ -236,6 +240,9 @@ def _score_classifier(model, args):
 
 def _score_tagger(model, args):
     X, y = read_tagged(args.data, args.format)
+    check_task_shape("tag", X, y, display_name(args.data), "evaluate")
+    warn_unseen([tag for tags in y for tag in tags], model.classes_, display_name(args.data),
+                "tags")
     with library_call(f"cannot evaluate on {display_name(args.data)}"):
         results = dict(model.score(X, y))
     return {**results, "sentences": len(X)}

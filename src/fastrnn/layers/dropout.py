@@ -39,6 +39,9 @@ class Dropout(Module):
         self._rng = np.random.default_rng(seed)
         self._cache = None
 
+    def _config(self):
+        return {"p": self.p, "dtype": self.dtype.name}
+
     def forward(self, x):
         x = float_array("x", x, self.dtype)
         if not self.training:

@@ -97,6 +97,11 @@ class Embedding(Module):
         return self._params["weight"]
 
     # -- forward / backward -----------------------------------------------------
+    def _config(self):
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "padding_idx": self.padding_idx, "freeze": self._frozen,
+                "dtype": self.dtype.name}
+
     def forward(self, ids):
         ids_given = ids
         ids = _id_array(ids, self.num_embeddings)

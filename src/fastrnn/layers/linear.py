@@ -42,6 +42,10 @@ class Linear(Module):
         self._no_input = np.empty((0, 0), dtype=self.dtype)
         self._cache = None
 
+    def _config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "dtype": self.dtype.name}
+
     def forward(self, x):
         x_given = x
         x = float_array("x", x, self.dtype)

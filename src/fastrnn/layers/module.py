@@ -5,6 +5,11 @@ place) and same-shaped gradient arrays in ``grads``.  ``forward`` keeps what
 ``backward`` needs (training mode only); ``backward`` returns input gradients
 and accumulates parameter gradients.  No autograd tape: the layer family is
 fixed, so explicit backward passes are simpler and faster.
+
+Layers pickle (pickle, cloudpickle, joblib) through the ``.npz`` + JSON
+archive of :mod:`fastrnn._io`: the pickle holds the class, its constructor
+arguments, the parameters, the mode and the random state, never the compiled
+kernels, which unpickling gets again by building the layer anew.
 """
 
 import contextlib
@@ -12,6 +17,7 @@ import math
 
 import numpy as np
 
+from .._io import archive_bytes, read_archive
 from .._validation import to_numpy
 
 # Elements the layers may still allocate for parameters, or None (no limit).
@@ -46,6 +52,10 @@ def reserve_parameter(shape):
         raise ParameterBudgetError(f"a parameter of shape {tuple(shape)} ({size} values) "
                                    f"exceeds the {_budget[0]} values left")
     _budget[0] -= size
+
+
+LAYER_FORMAT = "fastrnn.layer"
+LAYER_VERSION = 1
 
 
 class Module:
@@ -147,3 +157,28 @@ class Module:
                 raise ValueError(f"state_dict[{name!r}] contains NaN or infinite values")
         for name, value in staged.items():
             np.copyto(self._params[name], value)
+
+    # -- pickling ---------------------------------------------------------------
+    def _config(self):
+        """JSON-able constructor arguments that rebuild this layer (without its
+        seed: parameters and random state are restored afterwards), or None
+        when the class does not know them (then pickling is Python's own)."""
+        return None
+
+    def __reduce_ex__(self, protocol):
+        config = self._config()
+        if config is None:
+            return super().__reduce_ex__(protocol)
+        meta = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "config": config,
+                "training": self.training, "rng": self.rng_state()}
+        return _unpickle_module, (type(self), archive_bytes(self.state_dict(), meta))
+
+
+def _unpickle_module(cls, data):
+    """The layer pickled by ``Module.__reduce_ex__``: built from its constructor
+    arguments, then parameters, random state and mode restored."""
+    arrays, meta = read_archive(data, LAYER_FORMAT, LAYER_VERSION, "layer")
+    module = cls(**meta["config"])
+    module.load_state_dict(arrays)
+    module.set_rng_state(meta["rng"])
+    return module.train(meta["training"])

@@ -98,6 +98,15 @@ class _Recurrent(Module):
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
         self._empty3 = np.empty((0, 0, 0), dtype=self.dtype)
 
+    def _config(self):
+        config = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "num_layers": self.num_layers, "bias": self.bias,
+                  "batch_first": self.batch_first, "dropout": self.dropout,
+                  "bidirectional": self.bidirectional, "dtype": self.dtype.name}
+        if isinstance(self, RNN):
+            config["nonlinearity"] = self.nonlinearity
+        return config
+
     # -- parameters -----------------------------------------------------------
     def _names(self, layer, direction):
         suffix = f"l{layer}" + ("_reverse" if direction else "")

@@ -29,10 +29,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _threads
+from .._io import archive_bytes, read_archive
 from .._kernels import _optim
 from .._validation import to_numpy
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+OPTIMIZER_FORMAT = "fastrnn.optimizer"
+OPTIMIZER_VERSION = 1
 
 _PRECISION = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -506,10 +510,33 @@ class Optimizer:
             staged[(k, pname)] = state
         return staged
 
+    def __reduce_ex__(self, protocol):
+        """Pickle as (class, modules, state): the modules pickle as layers do
+        (through the archive format, so a pickle holding both the modules and
+        the optimizer keeps them shared) and the state through the archive
+        too; the compiled update kernels are found again on unpickling."""
+        state = self.state_dict()
+        meta = {"format": OPTIMIZER_FORMAT, "version": OPTIMIZER_VERSION,
+                "type": state["type"], "hyperparameters": state["hyperparameters"],
+                "step": state["step"]}
+        return _unpickle_optimizer, (type(self), list(self._modules),
+                                     archive_bytes(state["buffers"], meta))
+
     def __repr__(self):
         args = ", ".join(f"{key}={tuple(value) if isinstance(value, list) else value!r}"
                          for key, value in self._hp.items())
         return f"{type(self).__name__}({args})"
+
+
+def _unpickle_optimizer(cls, modules, data):
+    """The optimizer pickled by ``Optimizer.__reduce_ex__``."""
+    buffers, meta = read_archive(data, OPTIMIZER_FORMAT, OPTIMIZER_VERSION, "optimizer")
+    hyperparameters = meta["hyperparameters"]
+    optimizer = cls(modules, **{key: tuple(value) if isinstance(value, list) else value
+                                for key, value in hyperparameters.items()})
+    optimizer.load_state_dict({"type": meta["type"], "hyperparameters": hyperparameters,
+                               "step": meta["step"], "buffers": buffers})
+    return optimizer
 
 
 # -- the optimizers -------------------------------------------------------------------

@@ -13,6 +13,7 @@ document and copies the arrays in; no pickle, no code runs.
 
 import contextlib
 import inspect
+import io
 import json
 import math
 import numbers
@@ -24,7 +25,7 @@ from .._io import META_KEY, open_archive, write_archive
 from ..layers.module import ParameterBudgetError, parameter_budget
 from ..data import BatchLoader
 from ..training import Trainer
-from .inputs import InputEncoder
+from .inputs import InputEncoder, check_count
 from .network import INPUTS, SequenceEncoder
 
 MODEL_FORMAT = "fastrnn.model"
@@ -36,8 +37,44 @@ OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW,
               "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``."""
+try:    # scikit-learn is optional: with it the task models are its estimators
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import NotFittedError as _NotFittedBase
+except ImportError:
+    BaseEstimator = object
+    ClassifierMixin = RegressorMixin = None
+    _NotFittedBase = None
+HAVE_SKLEARN = BaseEstimator is not object
+
+
+def estimator_bases(mixin):
+    """``(mixin,)`` when scikit-learn is importable (the mixin must come before
+    BaseEstimator), else ``()``: the class works the same without it."""
+    return (mixin,) if HAVE_SKLEARN else ()
+
+
+if _NotFittedBase is not None:
+    class NotFittedError(_NotFittedBase):
+        """A method that needs a fitted model was called before ``fit``
+        (scikit-learn's NotFittedError, itself a ValueError and AttributeError)."""
+else:
+    class NotFittedError(ValueError, AttributeError):
+        """A method that needs a fitted model was called before ``fit``."""
+
+
+# Training settings: constructor parameters (so scikit-learn can clone and search
+# them); every fit keyword of the same name overrides one for that call (None:
+# the constructor's value).  Models add their own (bptt, teacher_forcing).
+TRAINING_PARAMS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "clip_norm",
+                   "validation_split", "shuffle", "verbose")
+TRAINING_DOC = """epochs, batch_size, optimizer, lr, weight_decay, clip_norm,
+            validation_split, shuffle, verbose: training settings, as in
+            ``fit`` (whose keywords override them for one call).  optimizer:
+            "adam", "sgd", "adamw", "rmsprop", "adagrad" or an ``fr.optim``
+            class; lr / weight_decay None keep its defaults; clip_norm: global
+            gradient-norm clipping (None: off); shuffle: reshuffle the training
+            sequences every epoch (seeded by ``seed``); verbose: 0 silent, 1
+            progress (a bar on a terminal, a line per epoch otherwise)."""
 
 
 def make_optimizer(optimizer, modules, lr=None, weight_decay=None):
@@ -99,7 +136,7 @@ def check_flag(name, value):
     return bool(value)
 
 
-class TaskModel:
+class TaskModel(BaseEstimator):
     """Base class of the task models; see the module docstring."""
 
     # The Trainer's Ctrl-C message: task models do not expose their trainer.
@@ -107,9 +144,13 @@ class TaskModel:
                    "fit with callbacks=[fr.ModelCheckpoint(path)] (a checkpoint after "
                    "every epoch), then fit(..., resume_from=path).")
 
+    _training_params = TRAINING_PARAMS      # constructor parameters fit may override
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _MODEL_CLASSES[cls.__name__] = cls
+        if cls.__doc__:     # every model documents its training settings the same way
+            cls.__doc__ = cls.__doc__.replace("{TRAINING}", TRAINING_DOC)
 
     # -- scikit-learn parameters ----------------------------------------------------
     @classmethod
@@ -143,6 +184,66 @@ class TaskModel:
             setattr(self, name, value)
         return self
 
+    if HAVE_SKLEARN:
+        def __sklearn_tags__(self):
+            """scikit-learn tags: inputs are sequences (texts, token lists or
+            numeric series), never NaN; a model without a seed is not
+            deterministic."""
+            tags = super().__sklearn_tags__()
+            tags.input_tags.string = True
+            tags.input_tags.two_d_array = False
+            tags.non_deterministic = self.seed is None
+            return tags
+
+    def _fit_options(self, **overrides):
+        """The training settings for one fit: the constructor's values (the
+        model's ``TRAINING_PARAMS`` plus its own), each replaced by the fit
+        keyword of the same name when that is not None; checked."""
+        options = {name: getattr(self, name) for name in self._training_params}
+        options.update({name: value for name, value in overrides.items() if value is not None})
+        check_count("epochs", options["epochs"])
+        check_count("batch_size", options["batch_size"])
+        options["validation_split"] = check_validation_split(options["validation_split"])
+        if "shuffle" in options:
+            options["shuffle"] = check_flag("shuffle", options["shuffle"])
+        return options
+
+    # -- class and sample weights (classifier, tagger) ---------------------------------
+    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count):
+        """Keep the training weights for :meth:`_target_weights` (None: none).
+
+        ``label_ids``: the training targets' class ids (a flat array over all
+        tokens for the tagger); ``count``: the number of sequences."""
+        class_vector = class_weights(class_weight, self.classes_, label_ids)
+        sample = sample_weights(sample_weight, count)
+        self._fit_weights = (None if class_vector is None and sample is None
+                             else (class_vector, sample))
+
+    def _target_weights(self, batch, targets):
+        """Weights of a training batch's targets (same shape; ignored targets
+        are < 0), or None: class weight of each target times the sample
+        weight of its sequence, scaled to mean 1 over the counted targets."""
+        weights = getattr(self, "_fit_weights", None)
+        if weights is None:
+            return None
+        class_vector, sample = weights
+        result = np.ones(targets.shape)
+        counted = targets >= 0
+        if class_vector is not None:
+            result[counted] = class_vector[targets[counted]]
+        if sample is not None:
+            result *= sample[batch.indices]          # one per sequence: the last axis
+        total = result[counted].sum()
+        return result * (counted.sum() / total) if total > 0 else result * 0.0
+
+    def _set_input_attributes(self, inputs):
+        """``n_features_in_`` (scikit-learn's name) for numeric inputs: the
+        features per step; text and token inputs have none."""
+        if inputs.kind == "numeric":
+            self.n_features_in_ = inputs.num_features
+        else:
+            self.__dict__.pop("n_features_in_", None)
+
     def __repr__(self):
         defaults = {name: p.default for name, p in
                     inspect.signature(type(self).__init__).parameters.items()}
@@ -173,6 +274,10 @@ class TaskModel:
         """The value parameter ``name`` had when the model was built."""
         params = getattr(self, "_fitted_params", None)
         return params[name] if params is not None else getattr(self, name)
+
+    def __sklearn_is_fitted__(self):
+        """scikit-learn's fitted test (``check_is_fitted``)."""
+        return bool(getattr(self, "is_fitted_", False))
 
     def _check_fitted(self):
         if not getattr(self, "is_fitted_", False):
@@ -213,16 +318,18 @@ class TaskModel:
                                dtype=self.dtype, seed=seed)
 
     # -- fitting --------------------------------------------------------------------
-    def _loaders(self, inputs, targets, batch_size, validation, validation_split,
-                 per_step_targets=False):
+    def _loaders(self, inputs, targets, options, validation, per_step_targets=False):
         """Training and validation BatchLoaders (validation may be None).
 
-        ``validation`` is already prepared ``(inputs, targets)`` or None.
+        ``options``: from :meth:`_fit_options` (batch_size, validation_split,
+        shuffle).  ``validation`` is already prepared ``(inputs, targets)`` or None.
         """
-        validation_split = check_validation_split(validation_split)
+        validation_split = options["validation_split"]
         seed = fresh_seed(self.seed)
-        options = {"batch_size": batch_size, "per_step_targets": per_step_targets}
-        train = BatchLoader(inputs, targets, shuffle=True, bucket=True, seed=seed, **options)
+        shuffle = options["shuffle"]
+        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets}
+        train = BatchLoader(inputs, targets, shuffle=shuffle, bucket=shuffle, seed=seed,
+                            **options)
         if validation is not None:
             return train, BatchLoader(validation[0], validation[1], shuffle=False, **options)
         if validation_split:
@@ -233,9 +340,9 @@ class TaskModel:
                                  f"{len(inputs)} sequences: {exc}") from None
         return train, None
 
-    def _train(self, train, validation, epochs, callbacks, verbose, optimizer, lr,
-               clip_norm, weight_decay, resume_from, distributed=False):
-        """Run the Trainer; the history is returned and kept as ``history_``.
+    def _train(self, train, validation, options, callbacks, resume_from, distributed=False):
+        """Run the Trainer with ``options`` (from :meth:`_fit_options`); returns
+        the model, the history kept as ``history_``.
 
         ``resume_from``: a training checkpoint (``fr.ModelCheckpoint`` /
         ``Trainer.save_checkpoint``) written by the same fit on the same data
@@ -244,17 +351,22 @@ class TaskModel:
         ``distributed``: as ``fr.Trainer``; every rank is given the full data,
         and the vocabulary and labels each rank built must equal rank 0's.
         """
-        trainer = Trainer(self, make_optimizer(optimizer, self, lr, weight_decay),
-                          clip_norm=clip_norm, callbacks=callbacks, verbose=verbose,
+        optimizer = make_optimizer(options["optimizer"], self, options["lr"],
+                                   options["weight_decay"])
+        trainer = Trainer(self, optimizer, clip_norm=options["clip_norm"],
+                          callbacks=callbacks, verbose=options["verbose"],
                           distributed=distributed)
         if trainer.distributed is not None:
             trainer.distributed.agree("the vocabulary and labels built from the data",
                                       self._fitted_state())
         self.is_fitted_ = True      # evaluate/predict work during callbacks
-        self.history_ = trainer.fit(train, epochs=epochs, validation_data=validation,
-                                    resume_from=resume_from)
+        try:
+            self.history_ = trainer.fit(train, epochs=options["epochs"],
+                                        validation_data=validation, resume_from=resume_from)
+        finally:
+            self._fit_weights = None     # training only
         self._set_mode(False)
-        return self.history_
+        return self
 
     def _batches(self, inputs, batch_size, targets=None, per_step_targets=False):
         """Batches for prediction, the modules in eval mode while they are
@@ -283,7 +395,8 @@ class TaskModel:
         file renamed over ``path``); ``fastrnn.load(path)`` reads it back.
 
         Args:
-            path: file path (str or os.PathLike); no extension is added.
+            path: file path (str or os.PathLike; no extension is added) or a
+                binary file object open for writing (written with one call).
 
         Returns ``path``.  The parameters saved are those the model was
         fitted with (see ``set_params``).
@@ -311,6 +424,83 @@ class TaskModel:
                             f"state are not JSON-serialisable ({exc})") from None
         return write_archive(path, arrays, meta)
 
+    def to_bytes(self):
+        """The fitted model as bytes, the content of a file ``save`` writes;
+        ``fastrnn.from_bytes`` turns them back into the model."""
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    # -- ONNX ----------------------------------------------------------------------------
+    def to_onnx(self, path=None):
+        """Export the fitted model as an ONNX graph (needs the ``onnx`` package).
+
+        Inputs: ``ids`` int64 (batch, time), batch-first, padded with 0, and
+        ``lengths`` int64 (batch); a numeric model takes ``features`` float32
+        (batch, time, F) instead of ``ids``.  :meth:`to_ids` makes both.
+        Output ``probabilities`` float32 (classifier: batch x classes;
+        tagger: batch x time x tags; language model: batch x time x vocab,
+        the next-token distribution after each step) or ``values``
+        (regressor: as ``predict``, per step batch x time).  Steps past a
+        row's length are padding (meaningless values).  The vocabulary,
+        labels and configuration travel in ``metadata_props`` as JSON
+        (``fastrnn.vocabulary``, ``fastrnn.labels``, ``fastrnn.config``,
+        ``fastrnn.fitted``, ``fastrnn.inputs``).
+
+        Args:
+            path: file path or binary file object to write, or None.
+
+        Returns the ``onnx.ModelProto``.
+        """
+        from ..onnx import export_model
+        return export_model(self, path)
+
+    def to_ids(self, X):
+        """``(ids, lengths)``: ``X`` as the exported ONNX graph takes it (see
+        :meth:`to_onnx`); ``(features, lengths)`` for numeric input.
+
+        Args:
+            X: sequences of the kind seen in fit.
+        """
+        from ..onnx import pad
+        self._check_fitted()
+        sequences = self._onnx_sequences(X)
+        inputs = getattr(self, "inputs_", None)
+        return pad(sequences, numeric=inputs is not None and inputs.kind == "numeric")
+
+    def _onnx_sequences(self, X):
+        """The id (or feature) sequences of ``X`` the graph reads."""
+        return self.inputs_.transform(X)
+
+    def _onnx_inputs(self):
+        """How to build the graph's inputs (``fastrnn.inputs`` metadata)."""
+        kind = self.inputs_.kind
+        if kind == "numeric":
+            return {"features": "float32 (batch, time, features), zero padded",
+                    "num_features": self.inputs_.num_features}
+        return {"ids": "int64 (batch, time), padded with 0 (<pad>)", "kind": kind,
+                "tokenizer": self.inputs_.tokenizer, "lower": self.inputs_.lower,
+                "unknown_id": 1}
+
+    # -- pickling (pickle, cloudpickle, joblib) ----------------------------------------
+    def __getstate__(self):
+        """A fitted model pickles as its saved file (``to_bytes``) plus the
+        current parameters and ``history_``; unpickling is ``fastrnn.load``, so
+        no compiled function is ever pickled.  An unfitted model is its
+        parameters alone."""
+        state = {"params": self.get_params()}
+        if getattr(self, "is_fitted_", False):
+            state["model"] = self.to_bytes()
+            state["history"] = getattr(self, "history_", None)
+        return state
+
+    def __setstate__(self, state):
+        if "model" in state:
+            self.__dict__.update(from_bytes(state["model"]).__dict__)
+            if state["history"] is not None:
+                self.history_ = state["history"]
+        self.__dict__.update(state["params"])
+
 
 def label_list(y, count, name="y"):
     """``y`` as a list of ``count`` labels, one per sequence.
@@ -319,6 +509,7 @@ def label_list(y, count, name="y"):
     1-D (one-hot rows, say) are refused: iterating them would not give the
     sequences' labels in order.
     """
+    check_targets_given(y, name)
     if isinstance(y, (str, bytes)):
         raise TypeError(f"{name} must be a list of labels (one per sequence), got a single "
                         f"{type(y).__name__} {y[:40]!r}")
@@ -338,6 +529,61 @@ def label_list(y, count, name="y"):
         raise ValueError(f"{name} must have one label per sequence: {count} sequences "
                          f"but {len(labels)} labels")
     return labels
+
+
+def class_weights(class_weight, classes, label_ids):
+    """One weight per class from ``class_weight``: None, "balanced" (n /
+    (n_classes * count of the class), scikit-learn's rule) or a dict
+    label -> weight (classes not in it weigh 1)."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict of label -> "
+                             f"weight, got {class_weight!r}")
+        counts = np.bincount(label_ids, minlength=len(classes)).astype(np.float64)
+        return len(label_ids) / (len(classes) * np.maximum(counts, 1.0))
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be None, 'balanced' or a dict of label -> "
+                        f"weight, got {type(class_weight).__name__}")
+    vector = np.ones(len(classes))
+    index = {label: i for i, label in enumerate(classes)}
+    for label, weight in class_weight.items():
+        if label not in index:
+            raise ValueError(f"class_weight has the label {label!r}, which is not in y "
+                             f"(labels: {list(classes)!r})")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
+                or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, got "
+                             f"{weight!r}")
+        vector[index[label]] = float(weight)
+    return vector
+
+
+def sample_weights(sample_weight, count):
+    """``sample_weight`` as a float64 array of ``count`` weights >= 0 (None stays None)."""
+    if sample_weight is None:
+        return None
+    try:
+        array = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_weight must be numbers, one per sequence, got "
+                        f"{type(sample_weight).__name__}") from None
+    if array.shape != (count,):
+        raise ValueError(f"sample_weight must have one weight per sequence: shape "
+                         f"({count},), got {array.shape}")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    if not array.any():
+        raise ValueError("sample_weight is 0 everywhere: nothing to train on")
+    return array
+
+
+def check_targets_given(y, name="y"):
+    """ValueError when the targets are None (scikit-learn's wording)."""
+    if y is None:
+        raise ValueError(f"this estimator requires y to be passed, but the target y is "
+                         f"None ({name})")
 
 
 def _position(k):
@@ -501,6 +747,15 @@ def load(path):
     return model
 
 
+def from_bytes(data):
+    """The task model in ``data``, bytes made by ``model.to_bytes()`` (or the
+    content of a saved file); as :func:`load`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes (from model.to_bytes()), got "
+                        f"{type(data).__name__}")
+    return load(io.BytesIO(bytes(data)))
+
+
 def _build_saved(archive):
     """The unfitted model the file's settings describe, its layers no larger
     in total than the arrays the file stores."""
@@ -568,6 +823,10 @@ def _json_value(value):
     if isinstance(value, np.dtype) or (isinstance(value, type)
                                        and issubclass(value, np.generic)):
         return np.dtype(value).name
+    if isinstance(value, type) and issubclass(value, optim.Optimizer):
+        names = [name for name, cls in OPTIMIZERS.items() if cls is value]
+        if names:       # a built-in optimizer class is saved by its name
+            return names[0]
     return value
 
 

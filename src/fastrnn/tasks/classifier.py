@@ -4,13 +4,13 @@ import numpy as np
 
 from ..layers import Linear
 from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
-from .base import (TaskModel, encode_labels, fit_labels, json_labels, label_array,
+from .base import (TRAINING_PARAMS, ClassifierMixin, TaskModel, encode_labels, estimator_bases, fit_labels, json_labels, label_array,
                    label_list, validation_pair)
 from .inputs import InputEncoder, check_count
 from .network import Pooling, check_choice, layer_seeds
 
 
-class SequenceClassifier(TaskModel):
+class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
     """Classify whole sequences: texts, token lists or numeric series.
 
     An encoder stack (embedding / one-hot / numeric input -> RNN, LSTM or GRU)
@@ -34,19 +34,29 @@ class SequenceClassifier(TaskModel):
             "char", casefolded by default) and the vocabulary is built.
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible weights, dropout and data order.
+        {TRAINING}
+        class_weight: None, "balanced" (weights inversely proportional to
+            the class frequencies) or a dict label -> weight; training only.
+
+    A scikit-learn classifier when scikit-learn is installed (``clone``,
+    ``Pipeline``, ``GridSearchCV`` over any parameter above, ``cross_val_score``).
 
     Example::
 
-        clf = fr.SequenceClassifier(cell="gru", hidden_size=64)
-        clf.fit(["great film", "dull plot"], ["pos", "neg"], epochs=5)
+        clf = fr.SequenceClassifier(cell="gru", hidden_size=64, epochs=5)
+        clf.fit(["great film", "dull plot"], ["pos", "neg"])
         clf.predict(["great plot"])            # -> array(['pos'], ...)
     """
+
+    _training_params = TRAINING_PARAMS + ("class_weight",)
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
                  dropout=0.0, pooling="last", output="softmax", input="embedding",
                  embedding_dim=64, pretrained=None, freeze_embedding=False,
                  tokenizer="word", lower=True, min_freq=1, max_vocab=None,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, epochs=10, batch_size=32, optimizer="adam",
+                 lr=None, weight_decay=None, clip_norm=None, validation_split=0.0,
+                 shuffle=True, verbose=1, class_weight=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -58,6 +68,7 @@ class SequenceClassifier(TaskModel):
                              f"(use output='softmax')")
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.inputs_ = inputs
+        self._set_input_attributes(inputs)
         self.classes_ = list(classes)
         self.network_ = self._sequence_encoder(inputs, network_seed)
         self.pool_ = Pooling(self.pooling, bool(self.bidirectional))
@@ -73,10 +84,11 @@ class SequenceClassifier(TaskModel):
         out, h_n = self.network_.forward(batch.inputs, batch.lengths)
         return self.head_(self.pool_.forward(out, h_n, batch.lengths))
 
-    def _loss(self, logits, labels):
+    def _loss(self, logits, labels, weights=None):
         if self._sigmoid:
-            return self.loss_(logits, labels[:, None].astype(logits.dtype))
-        return self.loss_(logits, labels)
+            loss = self.loss_ if weights is None else BCEWithLogitsLoss(weight=weights[:, None])
+            return loss(logits, labels[:, None].astype(logits.dtype))
+        return self.loss_(logits, labels, sample_weight=weights)
 
     def _predicted_ids(self, logits):
         if self._sigmoid:
@@ -86,7 +98,8 @@ class SequenceClassifier(TaskModel):
     def train_batch(self, batch):
         """Trainer protocol: forward, backward, ``({"loss", "accuracy"}, batch size)``."""
         logits = self._logits(batch)
-        loss, d_logits = self._loss(logits, batch.targets)
+        loss, d_logits = self._loss(logits, batch.targets,
+                                    self._target_weights(batch, batch.targets))
         d_out, d_hn = self.pool_.backward(self.head_.backward(d_logits))
         self.network_.backward(d_out, d_hn)
         accuracy = float(np.mean(self._predicted_ids(logits) == batch.targets))
@@ -100,36 +113,41 @@ class SequenceClassifier(TaskModel):
         return {"loss": loss, "accuracy": accuracy}, len(batch.lengths)
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None,
-            distributed=False):
-        """Train on sequences ``X`` and one label per sequence ``y``.
+    def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,
+            validation_split=None, callbacks=None, verbose=None, optimizer=None, lr=None,
+            clip_norm=None, weight_decay=None, resume_from=None, shuffle=None,
+            class_weight=None, sample_weight=None, distributed=False):
+        """Train on sequences ``X`` and one label per sequence ``y``; returns
+        the model, with the :class:`fastrnn.training.History` (per-sequence
+        "loss" and "accuracy", and ``val_*``) in ``history_``.
 
         Args:
             X: texts, token lists, or numeric sequences ((N, T, F) / (N, T)
                 array or a list of (T_i, F) / (T_i,) arrays); any iterable.
             y: one hashable label per sequence (at least 2 distinct).
-            epochs, batch_size: passes over the data and sequences per step.
             validation_data: ``(X_val, y_val)`` scored after every epoch
                 (takes precedence over ``validation_split``); its labels
                 must be ones seen in ``y``.
-            validation_split: fraction in [0, 1) of the sequences held out
-                (a seeded random choice).
-            callbacks, verbose, resume_from, distributed: as ``fr.Trainer``.
-            optimizer: a name ("adam", "sgd", "adamw", "rmsprop", "adagrad")
-                or an ``fr.optim`` class; lr / weight_decay None keep its
-                defaults.  clip_norm: global gradient-norm clipping (None: off).
-
-        Returns the :class:`fastrnn.training.History` (also ``history_``),
-        with per-sequence "loss" and "accuracy" (and ``val_*``).
+            callbacks, resume_from, distributed: as ``fr.Trainer``.
+            epochs, batch_size, validation_split, verbose, optimizer, lr,
+                clip_norm, weight_decay, shuffle, class_weight: override the
+                constructor's settings for this call (None: use them).
+                validation_split: fraction in [0, 1) of the sequences held
+                out (a seeded random choice).
+            sample_weight: None or one weight >= 0 per sequence.  Training
+                losses are weighted by sample and class weights (a weighted
+                mean per batch); validation scores are not.
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay, shuffle=shuffle,
+                                    class_weight=class_weight)
         inputs = self._input_encoder()
         sequences = inputs.fit_transform(X)
         classes, targets = fit_labels(y, len(sequences))
         self._build(inputs, classes)
+        self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets))
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
@@ -137,10 +155,8 @@ class SequenceClassifier(TaskModel):
             y_val = label_list(y_val, len(val_sequences), "validation_data[1]")
             validation = (val_sequences,
                           encode_labels(self.classes_, y_val, "validation_data[1]"))
-        train, held_out = self._loaders(sequences, targets, batch_size, validation,
-                                        validation_split)
-        return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from,
+        train, held_out = self._loaders(sequences, targets, options, validation)
+        return self._train(train, held_out, options, callbacks, resume_from,
                            distributed)
 
     def predict_proba(self, X, batch_size=256):

@@ -29,13 +29,34 @@ def _is_token_list(item):
         isinstance(token, str) for token in item)
 
 
+def _from_table(X):
+    """A pandas Series or DataFrame (or anything else numpy can convert,
+    ``__array__``) as numpy data: a one-column DataFrame is its column (a
+    column of texts is a list of texts), a wider numeric one an (N, T) array."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and hasattr(X, "iloc"):
+        if len(columns) == 1:
+            X = X.iloc[:, 0]
+        elif any(getattr(X[column].dtype, "kind", "O") not in "iuf" for column in columns):
+            raise TypeError(f"X is a DataFrame with {len(columns)} columns "
+                            f"({', '.join(map(str, list(columns)[:5]))}); pass the one "
+                            f"column of texts, e.g. X['text'] or X[['text']]")
+    return np.asarray(X)
+
+
 def as_sequences(X):
     """``X`` in a form that can be read more than once: a numeric array as it
     is, anything else iterable as a list, with arrays of strings (a whole
-    ``X`` or one token list) turned into lists of str.  Strings and
+    ``X`` or one token list) turned into lists of str.  pandas Series and
+    DataFrames go through numpy (see :func:`_from_table`).  Strings and
     non-iterables come back unchanged for :func:`detect_kind` to report."""
+    if _is_sparse(X):       # before the dict test: a dok_matrix is a dict
+        raise TypeError(f"X is a sparse {type(X).__name__}: sparse input is not "
+                        f"supported; pass dense sequences (X.toarray())")
     if isinstance(X, (str, bytes, set, frozenset, dict)):
         return X
+    if not isinstance(X, (np.ndarray, list, tuple)) and hasattr(X, "__array__"):
+        X = _from_table(X)
     if isinstance(X, np.ndarray):
         return X.tolist() if X.dtype.kind in "UO" and X.ndim else X
     try:
@@ -44,6 +65,11 @@ def as_sequences(X):
         return X
     return [item.tolist() if isinstance(item, np.ndarray) and item.dtype.kind in "UO"
             and item.ndim == 1 else item for item in items]
+
+
+def _is_sparse(X):
+    """A scipy.sparse matrix or array (without importing scipy.sparse)."""
+    return type(X).__module__.startswith("scipy.sparse") and hasattr(X, "toarray")
 
 
 def check_nonempty(X, name="X", what="sequence"):
@@ -73,12 +99,19 @@ def detect_kind(X, name="X"):
         raise TypeError(f"{name} must be a list of sequences (for one text, pass [text]), "
                         f"got a single string")
     if isinstance(X, np.ndarray):
+        if X.dtype.kind == "c":
+            raise ValueError(f"{name}: Complex data not supported (dtype {X.dtype})")
         if X.dtype.kind not in "fiu":
             raise TypeError(f"{name} must hold numbers when given as an array, got "
                             f"dtype {X.dtype}")
         if X.ndim not in (2, 3) or X.shape[0] == 0:
+            hint = (f". Reshape your data: {name}.reshape(1, -1) is one sequence of "
+                    f"{X.shape[0]} steps" if X.ndim == 1 and X.shape[0] else "")
             raise ValueError(f"{name} as an array must have shape (N, T) or (N, T, F) "
-                             f"with N >= 1, got {X.shape}")
+                             f"with N >= 1, got {X.shape}{hint}")
+        if X.shape[1] == 0:
+            raise ValueError(f"{name} has 0 feature(s) (shape={X.shape}) while a minimum "
+                             f"of 1 is required: every sequence needs at least one step")
         return "numeric"
     try:
         items = list(X)
@@ -185,6 +218,13 @@ class InputEncoder:
         sequences = []
         for index, item in enumerate(X):
             array = np.asarray(item)
+            if array.dtype == object:   # numbers held as Python objects (pandas)
+                try:
+                    array = array.astype(np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"{name}[{index}] must hold numbers: {exc}") from None
+            if array.dtype.kind == "c":
+                raise ValueError(f"{name}[{index}]: Complex data not supported")
             if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
                 raise TypeError(f"{name}[{index}] must hold numbers, got dtype {array.dtype}")
             if array.ndim == 1:

@@ -19,7 +19,7 @@ from ..data import StreamBatcher
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
-from .base import TaskModel, check_flag, check_validation_split, eval_mode
+from .base import TaskModel, check_flag, eval_mode
 from .inputs import check_count, check_real, check_vocab, check_vocab_limits
 from .network import SequenceEncoder, check_choice, check_seed, layer_seeds
 
@@ -77,6 +77,10 @@ class LanguageModel(TaskModel):
             ``input="embedding"`` and an embedding the size of the
             recurrent output (``embedding_dim == hidden_size``), and a
             trainable embedding (not ``freeze_embedding``).
+        epochs, batch_size, optimizer, lr, weight_decay, clip_norm,
+            validation_split, verbose, bptt: training settings, as in ``fit``
+            (whose keywords override them for one call).  There is no
+            ``shuffle``: the stream is read in order, the state carried.
 
     Example::
 
@@ -86,10 +90,15 @@ class LanguageModel(TaskModel):
         lm.generate("Once upon", length=100, temperature=0.8, seed=0)
     """
 
+    _training_params = ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
+                        "clip_norm", "validation_split", "verbose", "bptt")
+
     def __init__(self, level="char", cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
-                 tie_weights=False, dtype="float32", seed=None):
+                 tie_weights=False, dtype="float32", seed=None, epochs=10, batch_size=32,
+                 optimizer="adam", lr=None, weight_decay=None, clip_norm=5.0,
+                 validation_split=0.0, verbose=1, bptt=64):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -206,26 +215,27 @@ class LanguageModel(TaskModel):
         self._carry["train"] = carry
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, text_or_texts, epochs=10, batch_size=32, bptt=64, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=5.0, weight_decay=None, resume_from=None,
+    def fit(self, text_or_texts, epochs=None, batch_size=None, bptt=None,
+            validation_data=None, validation_split=None, callbacks=None, verbose=None,
+            optimizer=None, lr=None, clip_norm=None, weight_decay=None, resume_from=None,
             distributed=False):
-        """Train on a text or a list of texts; returns the History (``history_``).
+        """Train on a text or a list of texts; returns the model, with the
+        History in ``history_``.
 
         Args:
             text_or_texts: a str or a list of str (joined with ``<eos>``).
-            epochs, batch_size: passes over the stream and parallel columns.
-            bptt: steps per chunk; gradients flow back at most this far.
             validation_data: held-out text(s), scored after every epoch
                 (takes precedence over ``validation_split``).
-            validation_split: fraction in [0, 1) of the token stream, taken
-                from its end, held out for validation instead.
-            callbacks, verbose, optimizer, lr, weight_decay, resume_from, distributed: as
-                in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
-            clip_norm: gradients are clipped to this global norm (default
-                5.0; None turns it off).  Recurrent language models need it:
-                a rare long dependency can make one chunk's gradient explode
-                and undo many steps of training.
+            callbacks, resume_from, distributed: as ``fr.Trainer``.
+            epochs, batch_size, bptt, validation_split, verbose, optimizer, lr,
+                clip_norm, weight_decay: override the constructor's settings
+                for this call (None: use them).  batch_size: parallel
+                columns of the stream; bptt: steps per chunk, gradients flow
+                back at most this far; validation_split: fraction in [0, 1)
+                of the token stream, taken from its end, held out for
+                validation; clip_norm: the default 5.0 matters, a rare long
+                dependency can make one chunk's gradient explode and undo
+                many steps of training.
 
         Epoch metrics: ``loss`` (mean cross-entropy per predicted token, in
         nats), ``perplexity`` (exp of the mean loss) and, at char level,
@@ -238,10 +248,12 @@ class LanguageModel(TaskModel):
         checkpoints (``extra_state``), so a run resumed mid-epoch continues
         exactly.
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
-        check_count("bptt", bptt)
-        validation_split = check_validation_split(validation_split)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size, bptt=bptt,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay)
+        batch_size, bptt = options["batch_size"], check_count("bptt", options["bptt"])
+        validation_split = options["validation_split"]
         check_choice("input", self.input, ("embedding", "onehot"))
         check_vocab_limits(self.min_freq, self.max_vocab)
         tokenizer = self._tokenizer()
@@ -276,8 +288,7 @@ class LanguageModel(TaskModel):
         if held_out is not None:
             columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
             validation = StreamBatcher(held_out, columns, bptt)
-        return self._train(train, validation, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from,
+        return self._train(train, validation, options, callbacks, resume_from,
                            distributed)
 
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
@@ -381,6 +392,19 @@ class LanguageModel(TaskModel):
         if self._level == "char":
             return prompt + "".join(words)
         return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    # -- ONNX -------------------------------------------------------------------------
+    def _onnx_sequences(self, X):
+        """Each text as the model reads it: ``<eos>`` (the stream separator,
+        where a text starts) then its token ids."""
+        vocab = self.vocab_
+        return [np.concatenate([[EOS], vocab.encode(vocab.tokenizer.tokenize(text))])
+                .astype(np.int64) for text in _check_texts(X, "X")]
+
+    def _onnx_inputs(self):
+        return {"ids": "int64 (batch, time): <eos> (id 3) then the text's token ids, "
+                       "padded with 0 (<pad>)", "level": self._level, "lower": self.lower,
+                "unknown_id": UNK}
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):

@@ -4,12 +4,13 @@ import numpy as np
 
 from ..layers import Linear
 from ..losses import MSELoss
-from .base import TaskModel, check_flag, validation_pair
+from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel, check_flag,
+                   check_targets_given, estimator_bases, validation_pair)
 from .inputs import InputEncoder, check_count
 from .network import Pooling, layer_seeds
 
 
-class SequenceRegressor(TaskModel):
+class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
     """Predict a value or vector from numeric sequences, trained with MSE.
 
     ``per_step=False``: one target per sequence, ``y`` of shape (N,) or (N, K)
@@ -28,17 +29,35 @@ class SequenceRegressor(TaskModel):
         pooling: "last", "mean" or "max" over time (per_step=False only).
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible weights, dropout and data order.
+        {TRAINING}
+
+    A scikit-learn regressor when scikit-learn is installed.  ``n_features_in_``
+    is the number of features per step (1 for an (N, T) array: N univariate
+    series of T steps; any length T is accepted at prediction).
 
     Example::
 
-        reg = fr.SequenceRegressor(hidden_size=32)
-        reg.fit(windows, next_values, epochs=20)      # windows (N, T, 1)
+        reg = fr.SequenceRegressor(hidden_size=32, epochs=20)
+        reg.fit(windows, next_values)                 # windows (N, T, 1)
         reg.predict(windows[:5])                      # -> (5,)
     """
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
-                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None):
+                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None,
+                 epochs=10, batch_size=32, optimizer="adam", lr=None, weight_decay=None,
+                 clip_norm=None, validation_split=0.0, shuffle=True, verbose=1):
         self._store_params(locals())
+
+    if HAVE_SKLEARN:
+        def __sklearn_tags__(self):
+            """Numeric series only: (N, T) and (N, T, F) arrays; several outputs."""
+            tags = super().__sklearn_tags__()
+            tags.input_tags.string = False
+            tags.input_tags.two_d_array = True
+            tags.input_tags.three_d_array = True
+            tags.target_tags.multi_output = True
+            tags.regressor_tags.poor_score = True     # a few epochs of a small net
+            return tags
 
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, target_size, target_is_vector):
@@ -46,6 +65,7 @@ class SequenceRegressor(TaskModel):
         self._per_step = check_flag("per_step", self.per_step)
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.inputs_ = inputs
+        self._set_input_attributes(inputs)
         self.n_outputs_ = target_size
         self.target_is_vector_ = target_is_vector
         self.network_ = self._sequence_encoder(inputs, network_seed)
@@ -59,6 +79,7 @@ class SequenceRegressor(TaskModel):
         """Targets as 2-D arrays: (N, K) per sequence, or a list of (T_i, K).
 
         ``per_step``: the layout to read (default: the fitted model's)."""
+        check_targets_given(y, name)
         if per_step is None:
             per_step = self._per_step
         if not per_step:
@@ -123,11 +144,12 @@ class SequenceRegressor(TaskModel):
         return {"loss": loss}, len(batch.lengths)
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None,
+    def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,
+            validation_split=None, callbacks=None, verbose=None, optimizer=None, lr=None,
+            clip_norm=None, weight_decay=None, resume_from=None, shuffle=None,
             distributed=False):
-        """Train with mean squared error.
+        """Train with mean squared error; returns the model, with the History
+        ("loss", the MSE per value; and ``val_loss``) in ``history_``.
 
         Args:
             X: numeric sequences: an (N, T, F) or (N, T) array, or a list of
@@ -135,14 +157,13 @@ class SequenceRegressor(TaskModel):
             y: per_step=False: (N,) or (N, K) numbers.  per_step=True: one
                 (T_i,) or (T_i, K) array per sequence, as long as it.
             epochs, batch_size, validation_data, validation_split, callbacks,
-                verbose, optimizer, lr, clip_norm, weight_decay, resume_from, distributed:
-                as in ``SequenceClassifier.fit``.
-
-        Returns the History (also ``history_``) with "loss" (the MSE per
-        value; and ``val_loss``).
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from,
+                shuffle, distributed: as in ``SequenceClassifier.fit``.
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay, shuffle=shuffle)
         per_step = check_flag("per_step", self.per_step)
         inputs = InputEncoder()
         inputs.dtype = self.dtype       # values beyond it are refused as "X"
@@ -163,10 +184,9 @@ class SequenceRegressor(TaskModel):
                 raise ValueError(f"validation_data[1] has {val_width} value(s) per target "
                                  f"but y has {width}")
             validation = (val_sequences, val_targets)
-        train, held_out = self._loaders(sequences, targets, batch_size, validation,
-                                        validation_split, per_step_targets=per_step)
-        return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from,
+        train, held_out = self._loaders(sequences, targets, options, validation,
+                                        per_step_targets=per_step)
+        return self._train(train, held_out, options, callbacks, resume_from,
                            distributed)
 
     def predict(self, X, batch_size=256):

@@ -15,7 +15,7 @@ import numpy as np
 from ..layers import Attention, Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
-from .base import TaskModel, eval_mode, prediction_loader, validation_pair
+from .base import TRAINING_PARAMS, TaskModel, eval_mode, prediction_loader, validation_pair
 from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
                      detect_kind)
 from .network import CELLS, SequenceEncoder, check_choice, layer_seeds, top_state
@@ -70,6 +70,8 @@ class Seq2Seq(TaskModel):
             feeding, keeps teacher-forced training one vectorised pass over
             the whole target (the query never depends on an earlier context).
             ``attention_weights`` returns the alignments.
+        {TRAINING}
+        teacher_forcing: as in ``fit``.
 
     Example::
 
@@ -79,9 +81,14 @@ class Seq2Seq(TaskModel):
         model.encode(["abc"])                      # (1, 128) source vectors
     """
 
+    _training_params = TRAINING_PARAMS + ("teacher_forcing",)
+
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, tokenizer="char", lower=False,
-                 min_freq=1, max_vocab=None, attention=None, dtype="float32", seed=None):
+                 min_freq=1, max_vocab=None, attention=None, dtype="float32", seed=None,
+                 epochs=10, batch_size=32, optimizer="adam", lr=None, weight_decay=None,
+                 clip_norm=5.0, validation_split=0.0, shuffle=True, verbose=1,
+                 teacher_forcing=1.0):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -269,13 +276,14 @@ class Seq2Seq(TaskModel):
         self._sampling_rng.bit_generator.state = state["sampling_rng"]
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, sources, targets, epochs=10, batch_size=32, teacher_forcing=1.0,
-            validation_data=None, validation_split=0.0, callbacks=None, verbose=1,
-            optimizer="adam", lr=None, clip_norm=5.0, weight_decay=None, resume_from=None,
-            distributed=False):
-        """Train on ``sources`` and their ``targets``; returns the History (also
-        ``history_``) with per-token "loss" and "accuracy" (teacher-forced,
-        ``<eos>`` included; ``val_*`` likewise on validation data).
+    def fit(self, sources, targets, epochs=None, batch_size=None, teacher_forcing=None,
+            validation_data=None, validation_split=None, callbacks=None, verbose=None,
+            optimizer=None, lr=None, clip_norm=None, weight_decay=None, resume_from=None,
+            shuffle=None, distributed=False):
+        """Train on ``sources`` and their ``targets``; returns the model, with
+        the History in ``history_``: per-token "loss" and "accuracy"
+        (teacher-forced, ``<eos>`` included; ``val_*`` likewise on validation
+        data).  Every keyword left None takes the constructor's setting.
 
         Args:
             sources: texts, token lists or numbers (see the class docstring).
@@ -288,8 +296,8 @@ class Seq2Seq(TaskModel):
                 ``_scheduled_inputs``; seeded by ``seed``).
             validation_data: ``(sources, targets)`` scored after each epoch;
                 or ``validation_split``, a fraction of the pairs held out.
-            callbacks, verbose, optimizer, lr, weight_decay, resume_from, distributed: as
-                in ``SequenceClassifier.fit`` (``fr.Trainer`` and ``fr.optim``).
+            callbacks, verbose, optimizer, lr, weight_decay, resume_from,
+                shuffle, distributed: as in ``SequenceClassifier.fit``.
             clip_norm: global gradient-norm clipping (default 5.0; None
                 turns it off): long decoder chains can explode.
 
@@ -299,9 +307,12 @@ class Seq2Seq(TaskModel):
         scatter (validation pairs live in the same table, after the training
         ones).
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
-        teacher_forcing = check_real("teacher_forcing", teacher_forcing, 0, 1)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size,
+                                    teacher_forcing=teacher_forcing,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay, shuffle=shuffle)
+        teacher_forcing = check_real("teacher_forcing", options["teacher_forcing"], 0, 1)
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))
@@ -323,12 +334,11 @@ class Seq2Seq(TaskModel):
                           np.arange(len(target_ids), len(target_ids) + len(val_ids)))
             target_ids = target_ids + val_ids
         self._table = _TargetTable(target_ids)
-        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), batch_size,
-                                        validation, validation_split)
+        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
+                                        validation)
         try:
-            return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                               clip_norm, weight_decay, resume_from,
-                           distributed)
+            return self._train(train, held_out, options, callbacks, resume_from,
+                               distributed)
         finally:
             self._table = None
 
@@ -595,6 +605,25 @@ class Seq2Seq(TaskModel):
             matches += sum(a == b for a, b in zip(output, truth)) + (len(output) == len(truth))
             total += max(len(output), len(truth)) + 1
         return {"exact_match": exact / len(expected), "token_accuracy": matches / total}
+
+    def to_onnx(self, path=None):
+        """Not available for Seq2Seq (NotImplementedError, saying why: decoding
+        is a data-dependent loop kept in Python).
+
+        Args:
+            path: unused.
+        """
+        from ..onnx import SEQ2SEQ_REASON
+        raise NotImplementedError(SEQ2SEQ_REASON)
+
+    def to_ids(self, X):
+        """Not available for Seq2Seq (see :meth:`to_onnx`).
+
+        Args:
+            X: unused.
+        """
+        from ..onnx import SEQ2SEQ_REASON
+        raise NotImplementedError(SEQ2SEQ_REASON)
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):

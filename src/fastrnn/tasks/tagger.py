@@ -5,7 +5,7 @@ import numpy as np
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..metrics import entity_scores, token_accuracy
-from .base import TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
+from .base import TRAINING_PARAMS, TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
 from .inputs import InputEncoder, as_sequences, check_count, check_nonempty
 from .network import layer_seeds
 
@@ -42,6 +42,10 @@ class SequenceTagger(TaskModel):
             letters matter for names.
         dtype: "float32" or "float64".  seed: None or an int >= 0 for
             reproducible weights, dropout and data order.
+        {TRAINING}
+        class_weight: None, "balanced" (weights inversely proportional to
+            the tag frequencies over all tokens) or a dict tag -> weight;
+            training only.
 
     Example::
 
@@ -51,10 +55,14 @@ class SequenceTagger(TaskModel):
         # -> [['B-PER', 'O', 'O', 'B-LOC']]
     """
 
+    _training_params = TRAINING_PARAMS + ("class_weight",)
+
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=True,
                  dropout=0.0, input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, tokenizer="word", lower=False, min_freq=1,
-                 max_vocab=None, dtype="float32", seed=None):
+                 max_vocab=None, dtype="float32", seed=None, epochs=10, batch_size=32,
+                 optimizer="adam", lr=None, weight_decay=None, clip_norm=None,
+                 validation_split=0.0, shuffle=True, verbose=1, class_weight=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
@@ -62,6 +70,7 @@ class SequenceTagger(TaskModel):
         self._begin_build()
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.inputs_ = inputs
+        self._set_input_attributes(inputs)
         self.classes_ = list(classes)
         self._class_array = np.empty(len(self.classes_), dtype=object)
         self._class_array[:] = self.classes_
@@ -102,6 +111,8 @@ class SequenceTagger(TaskModel):
         check_nonempty(X, name, "sentence")
         return self.inputs_.transform(X, name)
 
+    _onnx_sequences = _sequences
+
     # -- Trainer protocol -------------------------------------------------------------
     def _logits(self, batch):
         out, _ = self.network_.forward(batch.inputs, batch.lengths)
@@ -110,7 +121,8 @@ class SequenceTagger(TaskModel):
     def _step(self, batch, training):
         """Loss (and gradients when training) over the real tokens of a batch."""
         logits = self._logits(batch)
-        loss, d_logits = self.loss_(logits, batch.targets)
+        weights = self._target_weights(batch, batch.targets) if training else None
+        loss, d_logits = self.loss_(logits, batch.targets, sample_weight=weights)
         if training:
             self.network_.backward(self.head_.backward(d_logits))
         real = batch.targets != IGNORE
@@ -129,11 +141,11 @@ class SequenceTagger(TaskModel):
         return self._step(batch, training=False)
 
     # -- public API -------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=32, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=1, optimizer="adam", lr=None,
-            clip_norm=None, weight_decay=None, resume_from=None,
-            distributed=False):
-        """Train on sentences ``X`` and their tags ``y``.
+    def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,
+            validation_split=None, callbacks=None, verbose=None, optimizer=None, lr=None,
+            clip_norm=None, weight_decay=None, resume_from=None, shuffle=None,
+            class_weight=None, sample_weight=None, distributed=False):
+        """Train on sentences ``X`` and their tags ``y``; returns the model.
 
         Args:
             X: token lists, texts (split by ``tokenizer``) or numeric
@@ -141,21 +153,28 @@ class SequenceTagger(TaskModel):
             y: one tag list per sentence, one tag per token (at least 2
                 distinct tags overall).
             epochs, batch_size, validation_data, validation_split, callbacks,
-                verbose, optimizer, lr, clip_norm, weight_decay, resume_from, distributed:
-                as in ``SequenceClassifier.fit``; ``validation_split`` holds
-                out a fraction of the sentences.
+                verbose, optimizer, lr, clip_norm, weight_decay, resume_from,
+                shuffle, class_weight, distributed: as in ``SequenceClassifier.fit``;
+                ``validation_split`` holds out a fraction of the sentences.
+            sample_weight: None or one weight >= 0 per sentence (all its
+                tokens), for the training loss only.
 
-        Returns the History (also ``history_``) with per-token "loss" and
-        "accuracy" (padding excluded; and ``val_*``).
+        The History in ``history_`` has per-token "loss" and "accuracy"
+        (padding excluded; and ``val_*``).
         """
-        check_count("epochs", epochs)
-        check_count("batch_size", batch_size)
+        options = self._fit_options(epochs=epochs, batch_size=batch_size,
+                                    validation_split=validation_split, verbose=verbose,
+                                    optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+                                    weight_decay=weight_decay, shuffle=shuffle,
+                                    class_weight=class_weight)
         X = as_sequences(X)
         check_nonempty(X, "X", "sentence")
         inputs = self._input_encoder()
         sequences = inputs.fit_transform(X)
         classes, targets = self._tag_ids(y, sequences, inputs.kind == "text")
         self._build(inputs, classes)
+        self._set_fit_weights(options["class_weight"], sample_weight, np.concatenate(targets),
+                              len(targets))
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
@@ -163,10 +182,9 @@ class SequenceTagger(TaskModel):
             validation = (val_sequences,
                           self._tag_ids(y_val, val_sequences, inputs.kind == "text",
                                         "validation_data[1]", self.classes_)[1])
-        train, held_out = self._loaders(sequences, targets, batch_size, validation,
-                                        validation_split, per_step_targets=True)
-        return self._train(train, held_out, epochs, callbacks, verbose, optimizer, lr,
-                           clip_norm, weight_decay, resume_from,
+        train, held_out = self._loaders(sequences, targets, options, validation,
+                                        per_step_targets=True)
+        return self._train(train, held_out, options, callbacks, resume_from,
                            distributed)
 
     def predict_proba(self, X, batch_size=256):

@@ -9,12 +9,12 @@
 See ``fastrnn.training.trainer`` for the model protocol the trainer drives.
 """
 
-from .callbacks import (Callback, EarlyStopping, LambdaCallback, LearningRateScheduler,
-                        ModelCheckpoint)
+from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback,
+                        LearningRateScheduler, ModelCheckpoint)
 from .checkpoint import Checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from .history import History
 from .trainer import Trainer
 
-__all__ = ["Trainer", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
+__all__ = ["Trainer", "History", "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
            "LearningRateScheduler", "LambdaCallback", "Checkpoint", "save_checkpoint",
            "load_checkpoint", "restore_checkpoint"]

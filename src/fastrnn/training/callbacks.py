@@ -24,6 +24,7 @@ itself there freely.  A state may hold numbers, strings, lists, dicts and
 numpy arrays.
 """
 
+import csv
 import math
 import numbers
 import os
@@ -396,6 +397,58 @@ class LearningRateScheduler(Callback):
 
 
 # -- LambdaCallback -----------------------------------------------------------------
+
+class CSVLogger(Callback):
+    """Write one CSV row per completed epoch: ``epoch`` (1-based, as the
+    progress display counts) then the epoch's metrics (``loss``, ``val_*``,
+    ``lr``, ...), as Keras's CSVLogger.
+
+    Args:
+        path: the file (str or os.PathLike).
+        separator: the field separator (one character).
+        append: add to an existing file (its header is kept; use it when
+            resuming with ``fit(resume_from=...)``) instead of replacing it.
+
+    The header is fixed by the first epoch written (or the existing file);
+    a metric missing in a later epoch is left empty.  Every row is flushed
+    as soon as it is written, so the file can be watched during training.
+    """
+
+    def __init__(self, path, separator=",", append=False):
+        if not isinstance(path, str) and not hasattr(path, "__fspath__"):
+            raise TypeError(f"path must be a file path (str or os.PathLike), "
+                            f"got {type(path).__name__}")
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be one character, got {separator!r}")
+        self.path = os.fspath(path)
+        self.separator = separator
+        self.append = _check_flag("CSVLogger", "append", append)
+        self._fields = None
+
+    def on_train_begin(self, logs=None):
+        self._fields = None
+        if self.append and os.path.exists(self.path):
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle, delimiter=self.separator), None)
+            self._fields = header[1:] if header else None
+        elif not self.append:
+            open(self.path, "w", encoding="utf-8").close()     # a new run: a new file
+
+    def on_epoch_complete(self, epoch, logs=None):
+        # Opened per row: no handle stays open if training stops with an error.
+        logs = dict(logs or {})
+        rows = []
+        if self._fields is None:
+            self._fields = list(logs)
+            rows.append(["epoch"] + self._fields)
+        rows.append([epoch + 1] + [_csv_value(logs.get(name, "")) for name in self._fields])
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, delimiter=self.separator).writerows(rows)
+
+
+def _csv_value(value):
+    return repr(float(value)) if isinstance(value, numbers.Real) else value
+
 
 class LambdaCallback(Callback):
     """A callback from plain functions, e.g.

@@ -104,13 +104,15 @@ class History:
 
     # -- plotting -----------------------------------------------------------------
     def plot(self, path=None, metrics=None):
-        """Plot the curves: one panel per metric, training and validation together.
+        """Plot the curves: one panel per quantity, training and validation together.
 
         Args:
             path: file to save the figure to (format from its extension);
-                None returns the figure instead.
+                None returns the figure instead, made with pyplot so that
+                ``plt.show()`` shows it.
             metrics: names to plot (without the ``val_`` prefix; ``"lr"`` is
-                allowed); default every recorded metric.
+                allowed); default: the distinct quantities, see
+                :meth:`plot_metrics`.
         Returns:
             the ``matplotlib.figure.Figure`` when ``path`` is None, else ``path``.
         Raises:
@@ -121,13 +123,9 @@ class History:
             from matplotlib.figure import Figure
         except ImportError as exc:
             raise ImportError(_PLOT_HINT) from exc
-        bases = []
-        for name in self.history:
-            base = name[4:] if name.startswith("val_") else name
-            if base not in bases:
-                bases.append(base)
+        bases = self._bases()
         if metrics is None:
-            metrics = bases
+            metrics = self.plot_metrics()
         else:
             if isinstance(metrics, str):
                 metrics = [metrics]
@@ -138,28 +136,59 @@ class History:
                                  f"got unknown {unknown}")
         if not metrics or not self.epoch:
             raise ValueError("History.plot: nothing to plot (no completed epoch)")
-        # Figure without pyplot: no global state, no GUI backend needed.
-        figure = Figure(figsize=(4.5 * len(metrics), 3.4), layout="constrained")
+        size = (4.5 * len(metrics), 3.4)
+        if path is None:        # pyplot keeps it, so plt.show() displays it
+            from matplotlib import pyplot
+            figure = pyplot.figure(figsize=size, layout="constrained")
+        else:                   # no global state, no GUI backend needed
+            figure = Figure(figsize=size, layout="constrained")
         axes = figure.subplots(1, len(metrics), squeeze=False)[0]
-        epochs = [e + 1 for e in self.epoch]
         for ax, name in zip(axes, metrics):
-            if name in self.history:
-                ax.plot(epochs, self.history[name], marker="o", ms=3,
-                        label="train" if name != "lr" else "lr")
-            if "val_" + name in self.history:
-                ax.plot(epochs, self.history["val_" + name], marker="o", ms=3,
-                        label="validation")
-            ax.set_title(name)
-            ax.set_xlabel("epoch")
-            if name == "lr":
-                ax.set_yscale("log")
-            if len(ax.get_lines()) > 1:
-                ax.legend()
-            ax.grid(alpha=0.3)
+            self._panel(ax, name)
         if path is None:
             return figure
         figure.savefig(path)
         return path
+
+    def _bases(self):
+        """Metric names without the ``val_`` prefix, in first-seen order."""
+        bases = []
+        for name in self.history:
+            base = name[4:] if name.startswith("val_") else name
+            if base not in bases:
+                bases.append(base)
+        return bases
+
+    def plot_metrics(self):
+        """The quantities :meth:`plot` draws by default: every metric except
+        those that only restate another (``loss`` and ``perplexity`` when
+        ``bits_per_char`` is recorded; ``perplexity`` next to ``loss``), and
+        ``lr`` only when it changed."""
+        bases = self._bases()
+        hidden = set()
+        if "bits_per_char" in bases:
+            hidden |= {"loss", "perplexity"}
+        elif "loss" in bases:
+            hidden.add("perplexity")
+        if len(set(self.history.get("lr", []))) <= 1:
+            hidden.add("lr")
+        return [name for name in bases if name not in hidden]
+
+    def _panel(self, ax, name):
+        epochs = [e + 1 for e in self.epoch]
+        if name in self.history:
+            ax.plot(epochs, self.history[name], marker="o", ms=3,
+                    label="train" if name != "lr" else "lr")
+        if "val_" + name in self.history:
+            ax.plot(epochs, self.history["val_" + name], marker="o", ms=3,
+                    label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        if name == "lr":
+            ax.set_yscale("log")
+        if len(ax.get_lines()) > 1:
+            ax.legend()
+        ax.grid(alpha=0.3)
 
 
 def _check_state(state):

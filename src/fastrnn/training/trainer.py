@@ -334,8 +334,16 @@ def _format_logs(logs):
 
 
 class _Progress:
-    """verbose=1: a tqdm bar per epoch on a terminal (stderr isatty), else one
-    line per epoch; verbose=2: one line per epoch; verbose=0: nothing."""
+    """verbose=1: a tqdm bar per epoch on a terminal (stderr isatty), else
+    lines; verbose=2: lines; verbose=0: nothing.  Everything goes to stderr.
+
+    Lines: one per epoch, plus one at every tenth of an epoch whose length is
+    known when the run has a single epoch or the last line is over
+    ``LONG_EPOCH_SECONDS`` old (a long epoch off a terminal still shows
+    progress).  The running figure is bits per character when the model
+    reports ``bits_per_char`` (language models), else the loss."""
+
+    LONG_EPOCH_SECONDS = 10.0
 
     def __init__(self, verbose, epochs):
         self.epochs = epochs
@@ -350,18 +358,33 @@ class _Progress:
             self.mode = "line"
         self.bar = None
 
+    @property
+    def wants_batches(self):
+        return self.mode is not None
+
     def begin_epoch(self, epoch, total, done):
-        self.start = time.perf_counter()
-        self.done_before = done
+        self.start = self.last_line = time.perf_counter()
+        self.epoch, self.total, self.done_before = epoch, total, done
+        self.next_tenth = 1 if not total else (10 * done) // total + 1
         if self.mode == "bar":
             self.bar = self._tqdm(total=total, initial=done, unit="batch", file=sys.stderr,
                                   desc=f"Epoch {epoch + 1}/{self.epochs}", leave=True,
                                   dynamic_ncols=True, mininterval=0.1)
 
-    def batch(self, loss):
+    def batch(self, done, running):
+        """After a batch: ``done`` batches of this epoch so far; ``running``
+        the running means ({"loss": ..., maybe "bits_per_char": ...})."""
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss={loss:.4f}", refresh=False)
+            self.bar.set_postfix_str(_running(running), refresh=False)
             self.bar.update(1)
+        elif self.mode == "line" and self.total and done * 10 >= self.next_tenth * self.total:
+            self.next_tenth = (10 * done) // self.total + 1
+            now = time.perf_counter()
+            if self.epochs == 1 or now - self.last_line >= self.LONG_EPOCH_SECONDS:
+                self.last_line = now
+                print(f"Epoch {self.epoch + 1}/{self.epochs} - {done}/{self.total} batches "
+                      f"({100 * done // self.total}%), {now - self.start:.1f}s - "
+                      f"{_running(running)}", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
@@ -377,7 +400,14 @@ class _Progress:
             self.close()
         elif self.mode == "line":
             print(f"Epoch {epoch + 1}/{self.epochs} - {batches} batches, {seconds:.2f}s "
-                  f"({rate}) - {_format_logs(logs)}", file=sys.stdout, flush=True)
+                  f"({rate}) - {_format_logs(logs)}", file=sys.stderr, flush=True)
+
+
+def _running(running):
+    """The progress figure: bits per character for language models, else the loss."""
+    if "bits_per_char" in running:
+        return f"bpc={running['bits_per_char']:.4f}"
+    return f"loss={running['loss']:.4f}"
 
 
 def _isatty(stream):
@@ -665,8 +695,9 @@ class Trainer:
         sums.add(metrics, weight)
         if self.schedule is not None and self.schedule_interval == "batch":
             self.schedule.step()
-        if progress.bar is not None:
-            progress.batch(sums.mean("loss"))
+        if progress.wants_batches:
+            progress.batch(index + 1, {name: sums.mean(name) for name in
+                                       ("loss", "bits_per_char") if name in metrics})
         if callbacks:
             logs = dict(metrics, weight=weight, lr=float(self.optimizer.lr))
             self._call("on_batch_end", index, logs)
