@@ -114,7 +114,7 @@ def train_task(dtype, distributed, epochs=2):
     labels = np.where(y > 0, "up", "down")
     clf = fr.SequenceClassifier(hidden_size=5, dtype=dtype, seed=2)
     history = clf.fit(X, labels, epochs=epochs, batch_size=GLOBAL_BATCH, verbose=0,
-                      validation_split=0.2, distributed=distributed)
+                      validation_split=0.2, distributed=distributed).history_
     return weights(clf.modules()), history.history
 
 

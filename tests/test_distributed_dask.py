@@ -99,14 +99,12 @@ def test_workers_load_the_model_from_bytes_once_per_thread(client, texts_model):
 
 def test_model_bytes_round_trip_and_bad_input(texts_model):
     clf, texts = texts_model
-    blob = fr.distributed.model_to_bytes(clf)
+    blob = clf.to_bytes()                        # what dask_predict sends
     assert blob[:2] == b"PK"                     # an npz (zip) file, not a pickle
-    again = fr.distributed.model_from_bytes(blob)
+    again = fr.from_bytes(blob)
     assert list(again.predict(texts)) == list(clf.predict(texts))
     with pytest.raises(TypeError, match="fitted fastrnn task model"):
-        fr.distributed.model_to_bytes(object())
-    with pytest.raises(TypeError, match="blob must be bytes"):
-        fr.distributed.model_from_bytes("model.npz")
+        fr.distributed.dask_predict(object(), [])
     with pytest.raises(ValueError, match="method must be one of"):
         fr.distributed.dask_predict(clf, [], method="fit")
     with pytest.raises(ValueError, match="threads must be a positive int"):

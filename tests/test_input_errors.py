@@ -50,7 +50,7 @@ def test_ctrl_c_in_a_task_model_says_how_to_resume_it(capsys):
     interrupt = LambdaCallback(on_batch_end=lambda step, logs: os.kill(os.getpid(),
                                                                         signal.SIGINT))
     history = model.fit(texts, labels, epochs=2, batch_size=8, verbose=0,
-                        callbacks=[interrupt])
+                        callbacks=[interrupt]).history_
     assert history.interrupted
     message = capsys.readouterr().err
     assert "trainer.save_checkpoint" not in message

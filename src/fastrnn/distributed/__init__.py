@@ -22,7 +22,5 @@ format.
 
 from .context import Context, DistributedError, init
 from .dask import dask_predict
-from .serialize import model_from_bytes, model_to_bytes
 
-__all__ = ["init", "Context", "DistributedError", "dask_predict", "model_to_bytes",
-           "model_from_bytes"]
+__all__ = ["init", "Context", "DistributedError", "dask_predict"]

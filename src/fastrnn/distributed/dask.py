@@ -15,7 +15,6 @@ import threading
 
 import numpy as np
 
-from .serialize import model_from_bytes, model_to_bytes
 
 __all__ = ["dask_predict"]
 
@@ -29,7 +28,8 @@ def _worker_model(blob, digest):
     with _models_lock:
         model = _models.get(key)
     if model is None:
-        model = model_from_bytes(blob)
+        from ..tasks import from_bytes      # on the worker: the safe model format
+        model = from_bytes(blob)
         with _models_lock:
             stale = [k for k in _models if k[0] != digest]
             for k in stale:
@@ -58,6 +58,9 @@ def _run(blob, digest, method, threads, items, options):
 
 
 def _check(model, method, threads):
+    if not callable(getattr(model, "to_bytes", None)):
+        raise TypeError(f"model must be a fitted fastrnn task model (with to_bytes()), "
+                        f"got {type(model).__name__}")
     if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     if not callable(getattr(model, method, None)):
@@ -93,7 +96,7 @@ def dask_predict(model, data, method="predict", threads=1, **options):
     except ImportError as exc:
         raise ImportError(f"dask_predict needs dask: pip install \"fastrnn[dask]\" "
                           f"({exc})") from None
-    blob = model_to_bytes(model)
+    blob = model.to_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     shared = dask.delayed(blob, pure=True)          # one key: sent once per worker
     args = (shared, digest, method, threads)
