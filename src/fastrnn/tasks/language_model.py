@@ -444,6 +444,10 @@ class TiedOutput(Linear):
         self.embedding = embedding
         self._share()
 
+    def _new_parameter(self, name, shape, draw):
+        if name != "weight":     # the weight is the embedding's matrix (_share)
+            super()._new_parameter(name, shape, draw)
+
     def _share(self):
         self._params["weight"] = self.embedding.weight
         self.grads["weight"] = self.embedding.grads["weight"]
