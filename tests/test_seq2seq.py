@@ -78,7 +78,7 @@ def test_teacher_forcing_half_still_learns():
     def first_epoch(teacher_forcing):
         return Seq2Seq(hidden_size=64, embedding_dim=16, seed=1).fit(
             train[:300], reverse(train[:300]), epochs=1, teacher_forcing=teacher_forcing,
-            verbose=0).history["loss"]
+            verbose=0).history_.history["loss"]
     assert first_epoch(0.5) == first_epoch(0.5) != first_epoch(1.0)
 
 
@@ -115,7 +115,7 @@ def test_validation_split_reports_validation_metrics():
     rng = np.random.default_rng(3)
     train = random_strings(rng, 200)
     history = Seq2Seq(hidden_size=16, embedding_dim=8, seed=3).fit(
-        train, reverse(train), epochs=2, validation_split=0.25, verbose=0).history
+        train, reverse(train), epochs=2, validation_split=0.25, verbose=0).history_.history
     assert len(history["val_loss"]) == 2 and np.isfinite(history["val_loss"]).all()
 
 
