@@ -570,3 +570,17 @@ def test_evaluate_warns_about_labels_the_model_never_saw(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fastrnn", "evaluate", str(model),
                              str(train)], capture_output=True, text=True)
     assert "warning" not in result.stderr
+
+
+def test_demo_reports_a_budget_cut_epoch_and_progress_off_a_terminal(tmp_path):
+    """A time budget that ends inside epoch 1 still reports that epoch's train
+    bits/char; progress goes to stderr although it is not a terminal."""
+    proc = run(tmp_path, "demo", "--quick", "--minutes", "0.004", "-o", "cut.npz")
+    match = re.search(r"epoch 1 \(cut by the time budget .* after (\d+) of (\d+) batches; "
+                      r"its training is kept\): train ([0-9.]+) bpc", proc.stdout)
+    assert match, proc.stdout
+    done, total, bpc = int(match[1]), int(match[2]), float(match[3])
+    assert 1 <= done < total and 0 < bpc < 8
+    proc = run(tmp_path, "demo", "--quick", "-o", "full.npz")
+    assert re.search(r"Epoch 1/3 - \d+ batches", proc.stderr), proc.stderr
+    assert "cut by the time budget" not in proc.stdout

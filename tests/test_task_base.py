@@ -670,6 +670,9 @@ def test_detect_kind():
     assert detect_kind([np.array(["a", "b"]), ["c"]]) == "tokens"
     with pytest.raises(ValueError, match="X: Complex data not supported"):
         detect_kind(np.zeros((2, 3), dtype=complex))
+    with pytest.raises(TypeError, match="must hold numbers when given as an array, got "
+                                        "dtype bool"):
+        detect_kind(np.zeros((2, 3), dtype=bool))
     with pytest.raises(ValueError, match=r"shape \(N, T\) or \(N, T, F\) with N >= 1, got "
                                          r"\(3,\)"):
         detect_kind(np.zeros(3))

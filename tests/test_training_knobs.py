@@ -152,3 +152,18 @@ def test_pandas_inputs():
     reg.fit(numbers, pd.Series(series.sum(axis=1)))
     np.testing.assert_array_equal(reg.predict(numbers), reg.predict(series))
     assert reg.n_features_in_ == 1
+
+
+def test_language_model_progress_shows_bits_per_char(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    fr.LanguageModel(hidden_size=4, embedding_dim=4, epochs=1, verbose=1, seed=0).fit(
+        "the cat sat on the mat. " * 6, batch_size=4, bptt=4)
+    assert "bpc=" in screen.getvalue() and "loss=" not in screen.getvalue()

@@ -185,26 +185,26 @@ def _add_vocabulary_options(group, task, cls):
 def _add_training_options(group, task, cls):
     group.add_argument("--epochs", type=POSITIVE, metavar="N",
                        help=_help("passes over the data; with --resume, the total "
-                                  "including the earlier ones", cls, "epochs", "fit"))
+                                  "including the earlier ones", cls, "epochs"))
     group.add_argument("--batch-size", type=POSITIVE, metavar="B",
                        help=_help("parallel text streams per batch" if task == "lm"
-                                  else "sequences per batch", cls, "batch_size", "fit"))
+                                  else "sequences per batch", cls, "batch_size"))
     if task == "lm":
         group.add_argument("--bptt", type=POSITIVE, metavar="T",
                            help=_help("steps per chunk of truncated backpropagation through "
-                                      "time", cls, "bptt", "fit"))
+                                      "time", cls, "bptt"))
     if task == "seq2seq":
         group.add_argument("--teacher-forcing", type=float_in(0.0, 1.0), metavar="R",
                            help=_help("probability of feeding the true previous token while "
-                                      "training", cls, "teacher_forcing", "fit"))
+                                      "training", cls, "teacher_forcing"))
     group.add_argument("--optimizer", choices=OPTIMIZERS,
-                       help=_help("optimizer", cls, "optimizer", "fit"))
+                       help=_help("optimizer", cls, "optimizer"))
     group.add_argument("--lr", type=POSITIVE_FLOAT,
                        help=f"learning rate (default: {_optimizer_defaults('lr')})")
     group.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, metavar="W",
                        help=f"weight decay (default: {_optimizer_defaults('weight_decay')})")
     group.add_argument("--clip-norm", type=POSITIVE_FLOAT, metavar="C",
-                       help=_help("clip the gradient norm to C", cls, "clip_norm", "fit",
+                       help=_help("clip the gradient norm to C", cls, "clip_norm",
                                   none="no clipping"))
     group.add_argument("--patience", type=POSITIVE, metavar="N",
                        help="stop when the validation loss has not improved for N "
