@@ -23,7 +23,8 @@ from . import _process
 _process.limit_openmp_spinning()     # before the kernels load libgomp
 _process.keep_freed_arrays_mapped()
 
-from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
+from ._threads import (blas_info, get_num_threads, kernel_levels, openmp_enabled,
+                       set_num_threads, show_config)
 from .layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import data, metrics, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
@@ -48,5 +49,6 @@ __all__ = [
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
     "NotFittedError", "load",
     # runtime
-    "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
+    "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "kernel_levels",
+    "show_config", "__version__",
 ]

@@ -31,6 +31,8 @@ longest first, so the rows still running at a timestep are a prefix of the
 chunk and padded steps cost nothing.
 """
 
+import numpy as np
+
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
@@ -38,7 +40,7 @@ from libc.string cimport memcpy, memset
 from libc.stdlib cimport calloc, free, malloc
 
 from fastrnn._kernels._blas cimport gemm, parallel_gemm, parallel_gemm_tn
-from fastrnn._kernels._packed cimport pack_weights, packed_gemm
+from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
 
 cdef extern from "fr_math.h" nogil:
@@ -375,7 +377,7 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     ``d_x`` is overwritten (padded rows get 0: their gradients are 0), or
     added to with ``add_to_d_x`` (the second direction of a layer)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
-    cdef int rows = T * B
+    cdef Py_ssize_t rows = <Py_ssize_t>T * B
     cdef int k, col, wrow, size, b
     cdef const floating *h_shift = out + dm.out_off
     for k in range(block_count(dm.cell)):
@@ -390,11 +392,11 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
         if dm.reverse:
-            parallel_gemm_tn(GH, H, (T - 1) * B, gates, W,
+            parallel_gemm_tn(GH, H, <Py_ssize_t>(T - 1) * B, gates, W,
                              h_shift + <size_t>B * dm.out_ld, dm.out_ld, dw_hh, H,
                              num_threads)
         else:
-            parallel_gemm_tn(GH, H, (T - 1) * B, gates + <size_t>B * W, W,
+            parallel_gemm_tn(GH, H, <Py_ssize_t>(T - 1) * B, gates + <size_t>B * W, W,
                              h_shift, dm.out_ld, dw_hh, H, num_threads)
     if h0 != NULL:
         # The step that started from h0: t = 0 forward, t = len - 1 reverse.
@@ -409,7 +411,7 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
 
 
 # --------------------------------------------------------------------------
-# Python entry points (validated by fastrnn.layers; never call directly).
+# The kernel object: one per (layer, direction), built by fastrnn.layers.
 # --------------------------------------------------------------------------
 
 cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
@@ -442,100 +444,246 @@ cdef inline floating *ptr3(floating[:, :, ::1] a) noexcept nogil:
     return &a[0, 0, 0] if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0 else NULL
 
 
-def forward(int cell, bint reverse,
-            const floating[:, :, ::1] x,
-            const floating[:, ::1] w_ih,
-            const floating[:, ::1] w_hh,
-            const floating[::1] b_ih,
-            const floating[::1] b_hh,
-            const int[::1] lengths,
-            const int[::1] chunks,
-            floating[:, ::1] h,
-            floating[:, ::1] c,
-            floating[:, :, ::1] out,
-            int out_off,
-            floating[:, :, ::1] gates,
-            floating[:, :, ::1] c_hist,
-            int num_threads):
-    """Run one layer direction over the whole sequence in one parallel region.
+cdef class Tape:
+    """What a training ``forward`` keeps for ``backward`` (one layer direction).
 
-    ``h`` (and ``c`` for the LSTM) hold the initial state on entry and the final
-    state of every row on exit.  ``out[..., out_off:out_off + H]`` receives the
-    hidden states (rows past their length are left untouched, i.e. zero).
-    ``gates`` is (T, B, W) to keep what ``backward`` needs, or (1, B, W) as
-    workspace for inference; ``c_hist`` (T, B, H) the LSTM cell states when
-    training (empty otherwise).  ``b_ih``/``b_hh`` are empty without bias.
+    gates  (T, B, W): the activations, overwritten by backward with the
+           pre-activation gradients;
+    c_hist (T, B, H): the LSTM's cell states (empty for other cells);
+    h0, c0 (B, H): copies of the initial state (c0 empty without a cell state).
     """
-    cdef Dims dm
-    cdef int nchunks = chunks.shape[0] - 1
-    cdef int k, col, wrow, size
-    cdef bint ok
-    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>x.shape[1] * gates.shape[2]
-    cdef floating *c_ptr = ptr2(c)
-    cdef floating *c_hist_ptr = ptr3(c_hist)
-    cdef floating *w_hh_packed
-    cdef floating *w_ih_packed[2]
-    cdef floating *bias_row
-    fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
-              w_hh.shape[1], out.shape[2], out_off)
-    with nogil:
-        w_ih_packed[0] = NULL
-        w_ih_packed[1] = NULL
-        w_hh_packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, True)
-        ok = w_hh_packed != NULL
-        for k in range(block_count(cell)):
-            input_block(cell, dm.H, k, &col, &wrow, &size)
-            w_ih_packed[k] = pack_weights(&w_ih[wrow, 0], size, dm.E, True)
-            ok = ok and w_ih_packed[k] != NULL
-        bias_row = <floating *>malloc(dm.W * sizeof(floating))
-        ok = ok and bias_row != NULL
-        if ok:
-            fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), bias_row)
-            for k in prange(nchunks, num_threads=num_threads, schedule="static",
-                            chunksize=1):
-                forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                              &x[0, 0, 0], bias_row, <const floating **>w_ih_packed,
-                              w_hh_packed, &gates[0, 0, 0], gates_t_stride, &h[0, 0],
-                              c_ptr, &out[0, 0, 0], c_hist_ptr)
-        free(w_hh_packed)
-        free(w_ih_packed[0])
-        free(w_ih_packed[1])
-        free(bias_row)
-    if not ok:
-        raise MemoryError("fastrnn: no memory to pack the layer weights")
+    cdef readonly object gates, c_hist, h0, c0
+
+    def __cinit__(self, gates, c_hist, h0, c0):
+        self.gates = gates
+        self.c_hist = c_hist
+        self.h0 = h0
+        self.c0 = c0
 
 
-def backward(int cell, bint reverse,
+cdef class DirectionKernel:
+    """One direction of one recurrent layer: its cell layout, its packed
+    weights and workspace, and the whole-sequence forward and backward.
+
+    The layout (gate-buffer width ``width``, rows of W_ih / W_hh
+    ``gate_rows``, whether the cell has a cell state) lives here and nowhere
+    else.  ``forward`` / ``backward`` trust their arguments (shapes, dtypes,
+    C order): fastrnn.layers validates user input before calling them.
+    Arrays marked "in" are only read, "out" only written, "in/out" both.
+    """
+    cdef readonly int cell, input_size, hidden_size, width, gate_rows
+    cdef readonly int out_width, out_offset
+    cdef readonly bint reverse, has_cell_state
+    cdef readonly object dtype
+    cdef object _forward, _backward
+    # When idle: packed W_hh^T, the two input blocks of W_ih^T (the second
+    # empty unless the GRU) and W_hh (for backward), reused across calls.
+    cdef object _packed
+    cdef list _spare_tapes
+    cdef object _empty1, _empty2, _empty3
+
+    def __init__(self, int cell, bint reverse, int input_size, int hidden_size,
+                 int directions, dtype):
+        """``directions`` (1 or 2) fixes the layer output's width D * H;
+        this direction writes columns [H, 2H) when ``reverse``, else [0, H)."""
+        self.cell = cell
+        self.reverse = reverse
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.width = gate_width(cell, hidden_size)
+        self.gate_rows = gate_rows(cell, hidden_size)
+        self.has_cell_state = cell == LSTM
+        self.out_width = directions * hidden_size
+        self.out_offset = hidden_size if reverse else 0
+        self.dtype = np.dtype(dtype)
+        precision = "float" if self.dtype == np.float32 else "double"
+        self._forward = _forward[precision]
+        self._backward = _backward[precision]
+        self._packed = None
+        self._spare_tapes = []
+        self._empty1 = np.empty(0, self.dtype)
+        self._empty2 = np.empty((0, 0), self.dtype)
+        self._empty3 = np.empty((0, 0, 0), self.dtype)
+
+    def _take_packed(self):
+        """The packed-weight buffers, owned and reused across calls; a second
+        Python thread running this kernel meanwhile gets its own."""
+        packed, self._packed = self._packed, None
+        if packed is None:
+            is_float = self.dtype == np.float32
+            sizes = [packed_size(self.gate_rows, self.hidden_size, True, is_float)]
+            for k in range(2):
+                sizes.append(packed_size(self._block_size(k), self.input_size, True,
+                                         is_float) if k < block_count(self.cell) else 0)
+            sizes.append(packed_size(self.gate_rows, self.hidden_size, False, is_float))
+            packed = [np.empty(size, self.dtype) for size in sizes]
+        return packed
+
+    def _block_size(self, int which):
+        cdef int col, wrow, size
+        input_block(self.cell, self.hidden_size, which, &col, &wrow, &size)
+        return size
+
+    # -- training storage ------------------------------------------------------
+    def take_tape(self, Py_ssize_t steps, Py_ssize_t batch, h0, c0):
+        """A Tape for (steps, batch), reusing one given back by ``recycle``
+        (fresh multi-megabyte buffers cost page faults on every step), with
+        copies of the initial state ``h0`` / ``c0`` (in; c0 None without a
+        cell state)."""
+        cdef Tape tape
+        gates_shape = (steps, batch, self.width)
+        for i, tape in enumerate(self._spare_tapes):
+            if tape.gates.shape == gates_shape:
+                del self._spare_tapes[i]
+                break
+        else:
+            c_hist = (np.empty((steps, batch, self.hidden_size), self.dtype)
+                      if self.has_cell_state else self._empty3)
+            tape = Tape(np.empty(gates_shape, self.dtype), c_hist, None, None)
+        tape.h0 = h0.copy()
+        tape.c0 = c0.copy() if self.has_cell_state else self._empty2
+        return tape
+
+    def recycle(self, Tape tape):
+        """Give a tape's buffers back for the next ``take_tape`` (keeps one)."""
+        tape.h0 = tape.c0 = None
+        self._spare_tapes = [tape]
+
+    def release_spares(self):
+        """Free the buffers kept for reuse (e.g. when training stops)."""
+        self._spare_tapes = []
+
+    # -- the recurrence ---------------------------------------------------------
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, lengths, chunks, h, c, out,
+                Tape tape, int num_threads):
+        """Run this direction over the whole sequence in one parallel region.
+
+        in:     x (T, B, E); w_ih (gate_rows, E), w_hh (gate_rows, H);
+                b_ih, b_hh (gate_rows,) or None; lengths (B,) int32, rows
+                sorted per chunk longest first; chunks (nchunks + 1,) int32,
+                the row ranges of the threads.
+        in/out: h (B, H) and, for the LSTM, c (B, H): the initial state on
+                entry, the state at each row's last step on exit.
+        out:    out (T, B, out_width): this direction's columns receive the
+                hidden states (rows past their length are left untouched);
+                tape: training storage from ``take_tape`` (None: inference).
+        """
+        if tape is None:
+            gates = np.empty((1, x.shape[1], self.width), self.dtype)
+            c_hist = self._empty3
+        else:
+            gates, c_hist = tape.gates, tape.c_hist
+        packed = self._take_packed()
+        try:
+            self._forward(self, x, w_ih, w_hh, self._vector(b_ih), self._vector(b_hh),
+                          lengths, chunks, h, c if self.has_cell_state else self._empty2,
+                          out, gates, c_hist, packed[0], packed[1], packed[2], num_threads)
+        finally:
+            self._packed = packed
+
+    def backward(self, Tape tape, x, w_ih, w_hh, lengths, chunks, bint had_h0, out,
+                 d_out, dh, dc, d_x, bint accumulate_d_x, dw_ih, dw_hh, db_ih, db_hh,
+                 int num_threads):
+        """Backpropagate through this direction (after a training ``forward``).
+
+        in:     tape (its gates are overwritten with the pre-activation
+                gradients); x, w_ih, w_hh, lengths, chunks as in forward;
+                had_h0: the initial state was given (else zero, no dW_hh term);
+                out (T, B, out_width) the forward's output; d_out (T, B,
+                out_width) dL/d(out).
+        in/out: dh (B, H), and dc (B, H) for the LSTM: dL/d(final state) on
+                entry, dL/d(initial state) on exit; dw_ih, dw_hh, db_ih, db_hh
+                (db_* None without bias): gradients accumulated (+=).
+        out:    d_x (T, B, E) dL/dx, or None when not needed; added to instead
+                of written with ``accumulate_d_x`` (the second direction).
+        """
+        scratch = np.empty((x.shape[1], self.gate_rows), self.dtype)
+        packed = self._take_packed()
+        try:
+            self._backward(self, x, w_ih, w_hh, lengths, chunks, tape.h0, tape.c0, had_h0,
+                           out, tape.gates, tape.c_hist, d_out, dh,
+                           dc if self.has_cell_state else self._empty2,
+                           d_x if d_x is not None else self._empty3, accumulate_d_x,
+                           dw_ih, dw_hh, self._vector(db_ih), self._vector(db_hh), scratch,
+                           packed[3], num_threads)
+        finally:
+            self._packed = packed
+
+    cdef object _vector(self, a):
+        return a if a is not None else self._empty1
+
+
+def _forward(DirectionKernel kernel,
              const floating[:, :, ::1] x,
              const floating[:, ::1] w_ih,
              const floating[:, ::1] w_hh,
+             const floating[::1] b_ih,
+             const floating[::1] b_hh,
              const int[::1] lengths,
              const int[::1] chunks,
-             floating[:, ::1] h0,
-             floating[:, ::1] c0,
-             bint has_h0,
+             floating[:, ::1] h,
+             floating[:, ::1] c,
              floating[:, :, ::1] out,
-             int out_off,
              floating[:, :, ::1] gates,
              floating[:, :, ::1] c_hist,
-             const floating[:, :, ::1] d_out,
-             floating[:, ::1] dh,
-             floating[:, ::1] dc,
-             floating[:, :, ::1] d_x,
-             bint add_to_d_x,
-             floating[:, ::1] dw_ih,
-             floating[:, ::1] dw_hh,
-             floating[::1] db_ih,
-             floating[::1] db_hh,
-             floating[:, ::1] scratch,
+             floating[::1] w_hh_packed,
+             floating[::1] w_ih_packed0,
+             floating[::1] w_ih_packed1,
              int num_threads):
-    """Backpropagate through one layer direction (after ``forward`` with storage).
+    """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
+    to keep what backward needs, or (1, B, W) as workspace for inference."""
+    cdef Dims dm
+    cdef int nchunks = chunks.shape[0] - 1
+    cdef int k, col, wrow, size
+    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>x.shape[1] * gates.shape[2]
+    cdef floating *c_ptr = ptr2(c)
+    cdef floating *c_hist_ptr = ptr3(c_hist)
+    cdef floating *w_ih_packed[2]
+    cdef floating[::1] bias_row = np.empty(kernel.width, kernel.dtype)
+    fill_dims(&dm, kernel.cell, kernel.reverse, x.shape[0], x.shape[1], x.shape[2],
+              kernel.hidden_size, kernel.out_width, kernel.out_offset)
+    w_ih_packed[0] = &w_ih_packed0[0]
+    w_ih_packed[1] = ptr1(w_ih_packed1)
+    with nogil:
+        pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, True, &w_hh_packed[0])
+        for k in range(block_count(dm.cell)):
+            input_block(dm.cell, dm.H, k, &col, &wrow, &size)
+            pack_weights_into(&w_ih[wrow, 0], size, dm.E, True, w_ih_packed[k])
+        fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
+        for k in prange(nchunks, num_threads=num_threads, schedule="static",
+                        chunksize=1):
+            forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                          &x[0, 0, 0], &bias_row[0], <const floating **>w_ih_packed,
+                          &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride, &h[0, 0],
+                          c_ptr, &out[0, 0, 0], c_hist_ptr)
 
-    ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
-    on exit.  ``d_x`` (may be empty: not needed) is written, or added to with
-    ``add_to_d_x``; the weight and bias gradients are accumulated (+=).
-    ``gates`` is overwritten with the pre-activation gradients.  ``scratch`` is workspace (B, GH).
-    """
+
+def _backward(DirectionKernel kernel,
+              const floating[:, :, ::1] x,
+              const floating[:, ::1] w_ih,
+              const floating[:, ::1] w_hh,
+              const int[::1] lengths,
+              const int[::1] chunks,
+              floating[:, ::1] h0,
+              floating[:, ::1] c0,
+              bint has_h0,
+              floating[:, :, ::1] out,
+              floating[:, :, ::1] gates,
+              floating[:, :, ::1] c_hist,
+              const floating[:, :, ::1] d_out,
+              floating[:, ::1] dh,
+              floating[:, ::1] dc,
+              floating[:, :, ::1] d_x,
+              bint add_to_d_x,
+              floating[:, ::1] dw_ih,
+              floating[:, ::1] dw_hh,
+              floating[::1] db_ih,
+              floating[::1] db_hh,
+              floating[:, ::1] scratch,
+              floating[::1] w_hh_packed,
+              int num_threads):
+    """DirectionKernel.backward, typed (see there).  ``scratch`` is
+    workspace (B, GH)."""
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
     cdef int k, prev_threads
@@ -545,14 +693,13 @@ def backward(int cell, bint reverse,
     cdef floating *d_x_ptr = ptr3(d_x)
     cdef floating *db_ih_ptr = ptr1(db_ih)
     cdef floating *db_hh_ptr = ptr1(db_hh)
-    cdef floating *packed
+    cdef floating *packed = &w_hh_packed[0]
     cdef floating *bias_acc = NULL
-    cdef bint ok
-    fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
-              w_hh.shape[1], out.shape[2], out_off)
+    cdef bint ok = True
+    fill_dims(&dm, kernel.cell, kernel.reverse, x.shape[0], x.shape[1], x.shape[2],
+              kernel.hidden_size, kernel.out_width, kernel.out_offset)
     with nogil:
-        packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, False)
-        ok = packed != NULL
+        pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, False, packed)
         if db_ih_ptr != NULL:
             bias_acc = <floating *>calloc(<size_t>nchunks * dm.W, sizeof(floating))
             ok = ok and bias_acc != NULL
@@ -574,7 +721,6 @@ def backward(int cell, bint reverse,
                              d_x_ptr, add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], num_threads)
             if prev_threads > 1:
                 blas_set_threads(prev_threads)
-        free(packed)
         free(bias_acc)
     if not ok:
-        raise MemoryError("fastrnn: no memory to pack the recurrent weights")
+        raise MemoryError("fastrnn: no memory for the bias gradient sums")

@@ -3,8 +3,9 @@
 All three share ``_Recurrent``: validation, the batch plan (row order and
 OpenMP chunks), the loop over layers and directions, dropout between layers,
 and the state dict.  The per-timestep work is one kernel call per layer and
-direction (``fastrnn._kernels._recurrent``); a cell differs only in its gate
-count, its kernel id and whether it carries a cell state.
+direction: each owns a ``DirectionKernel`` (``fastrnn._kernels._recurrent``,
+at the instruction-set level chosen at import), which holds the cell's
+layout (gate widths, cell state), packed weights and training buffers.
 """
 
 import math
@@ -12,8 +13,8 @@ import math
 import numpy as np
 
 from .. import _threads
-from .._kernels import _recurrent as kernels
 from .._kernels import _runtime
+from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
 from .module import Module
@@ -62,9 +63,6 @@ class _BatchPlan:
 class _Recurrent(Module):
     """Shared implementation; use RNN, LSTM or GRU."""
 
-    _gates = 1             # gate blocks in W_ih / W_hh
-    _has_cell_state = False
-
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
                  dtype="float32", seed=None):
@@ -80,23 +78,24 @@ class _Recurrent(Module):
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.seed = seed
-        self._cell = cell
         self._directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        # One compiled kernel per (layer, direction), in state-dict order.
+        self._kernels = [
+            kernels.DirectionKernel(cell, direction == 1,
+                                    self._layer_input_size(layer), self.hidden_size,
+                                    self._directions, self.dtype)
+            for layer in range(self.num_layers) for direction in range(self._directions)]
         self._init_parameters()
-        # Fixed per layer: kernel specialisations, buffer width, parameter slots.
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._forward_kernel = kernels.forward[precision]
-        self._backward_kernel = kernels.backward[precision]
-        self._width = self.hidden_size if self._gates == 1 else 4 * self.hidden_size
         self._slots = [self._layer_parameters(layer, direction)
                        for layer in range(self.num_layers)
                        for direction in range(self._directions)]
         self._plans = {}
-        self._buffers = {}
-        self._empty2 = np.empty((0, 0), dtype=self.dtype)
-        self._empty3 = np.empty((0, 0, 0), dtype=self.dtype)
+
+    @property
+    def _has_cell_state(self):
+        return self._kernels[0].has_cell_state
 
     # -- parameters -----------------------------------------------------------
     def _names(self, layer, direction):
@@ -104,27 +103,31 @@ class _Recurrent(Module):
         return (f"weight_ih_{suffix}", f"weight_hh_{suffix}",
                 f"bias_ih_{suffix}", f"bias_hh_{suffix}")
 
+    def _layer_input_size(self, layer):
+        return self.input_size if layer == 0 else self.hidden_size * self._directions
+
     def _init_parameters(self):
-        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order."""
-        H, G = self.hidden_size, self._gates
+        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order;
+        shapes from the kernels' layout."""
+        H = self.hidden_size
         bound = 1.0 / math.sqrt(H)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else H * self._directions
             for direction in range(self._directions):
+                kernel = self._kernels[layer * self._directions + direction]
+                rows = kernel.gate_rows
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, direction)
-                shapes = {w_ih: (G * H, layer_input), w_hh: (G * H, H)}
+                shapes = {w_ih: (rows, kernel.input_size), w_hh: (rows, H)}
                 if self.bias:
-                    shapes.update({b_ih: (G * H,), b_hh: (G * H,)})
+                    shapes.update({b_ih: (rows,), b_hh: (rows,)})
                 for name, shape in shapes.items():
                     self._add_parameter(name, self._rng.uniform(-bound, bound, shape))
 
     def _layer_parameters(self, layer, direction):
-        """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; empty biases
-        when the layer has none (what the kernels expect)."""
+        """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; None for
+        the biases when the layer has none."""
         names = self._names(layer, direction)
-        none = np.empty(0, dtype=self.dtype)
-        params = tuple(self._params.get(name, none) for name in names)
-        grads = tuple(self.grads.get(name, none) for name in names)
+        params = tuple(self._params.get(name) for name in names)
+        grads = tuple(self.grads.get(name) for name in names)
         return params, grads
 
     # -- validation -----------------------------------------------------------
@@ -201,28 +204,19 @@ class _Recurrent(Module):
         cache = []
         H, D = self.hidden_size, self._directions
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
-        gates = None
         with _threads.blas_region():
             for layer in range(self.num_layers):
                 out = new_buffer((steps, batch, D * H), dtype=self.dtype)
                 saved = []
                 for direction in range(D):
                     k = layer * D + direction
-                    if keep:
-                        gates = self._take_buffer(("gates", k), (steps, batch, self._width))
-                    elif gates is None:   # inference: one timestep of workspace
-                        gates = np.empty((1, batch, self._width), dtype=self.dtype)
-                    c_hist = (self._take_buffer(("c_hist", k), (steps, batch, H))
-                              if keep and self._has_cell_state else self._empty3)
-                    c_k = c_n[k] if self._has_cell_state else self._empty2
-                    if keep:
-                        saved.append((gates, c_hist, h_n[k].copy(),
-                                      c_k.copy() if self._has_cell_state else self._empty2))
+                    kernel = self._kernels[k]
+                    c_k = c_n[k] if self._has_cell_state else None
+                    tape = kernel.take_tape(steps, batch, h_n[k], c_k) if keep else None
+                    saved.append(tape)
                     (w_ih, w_hh, b_ih, b_hh), _ = self._slots[k]
-                    self._forward_kernel(self._cell, direction == 1, layer_input, w_ih,
-                                         w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
-                                         h_n[k], c_k, out, direction * H, gates, c_hist,
-                                         num_threads)
+                    kernel.forward(layer_input, w_ih, w_hh, b_ih, b_hh, plan.lengths,
+                                   plan.chunks, h_n[k], c_k, out, tape, num_threads)
                 mask = self._dropout_mask(out.shape) if layer < self.num_layers - 1 else None
                 if keep:
                     cache.append((layer_input, out, saved, mask))
@@ -241,7 +235,7 @@ class _Recurrent(Module):
 
     def _plan(self, lengths, batch, steps, num_threads):
         """The batch plan; plans without lengths are reused (they are immutable)."""
-        if steps * batch * self.hidden_size * self._width < _runtime.get_parallel_min_work():
+        if steps * batch * self.hidden_size * self._kernels[0].width < _runtime.get_parallel_min_work():
             num_threads = 1      # too little work to pay for a parallel region
         if lengths is not None:
             return _BatchPlan(lengths, batch, steps, num_threads)
@@ -253,19 +247,6 @@ class _Recurrent(Module):
             plan = self._plans[key] = _BatchPlan(None, batch, steps, num_threads)
         return plan
 
-    def _take_buffer(self, key, shape):
-        """A training buffer left by an earlier step, or a new one.
-
-        Fresh multi-megabyte arrays cost page faults on every step (7% of an
-        LSTM training step measured at (100, 64, 256)).  A buffer is taken out
-        of the pool while a forward/backward pair uses it (so two Python
-        threads never share one) and returned by ``_release_cache``.
-        """
-        buffer = self._buffers.pop(key, None)
-        if buffer is None or buffer.shape != shape:
-            buffer = np.empty(shape, dtype=self.dtype)
-        return buffer
-
     def _release_cache(self):
         """Drop the activations of the last forward; recycle its buffers."""
         cache, self._cache = self._cache, None
@@ -273,17 +254,19 @@ class _Recurrent(Module):
             self._recycle(cache)
 
     def _recycle(self, cache):
+        """Tapes go back to their kernels for the next step (fresh
+        multi-megabyte buffers cost page faults: 7% of an LSTM training step
+        measured at (100, 64, 256)).  A tape is out of its kernel while a
+        forward/backward pair uses it, so two Python threads never share one."""
         for layer, (_, _, saved, _) in enumerate(cache[1]):
-            for direction, (gates, c_hist, _, _) in enumerate(saved):
-                k = layer * self._directions + direction
-                self._buffers[("gates", k)] = gates
-                if c_hist.size:
-                    self._buffers[("c_hist", k)] = c_hist
+            for direction, tape in enumerate(saved):
+                self._kernels[layer * self._directions + direction].recycle(tape)
 
     def train(self, mode=True):
         if not mode:
             self._release_cache()
-            self._buffers.clear()
+            for kernel in self._kernels:
+                kernel.release_spares()
         return super().train(mode)
 
     def _zero_state(self, batch):
@@ -329,24 +312,21 @@ class _Recurrent(Module):
             d_c0 = plan.to_kernel(d_c, copy=True) if d_c is not None else self._zero_state(batch)
         d_layer = plan.to_kernel(d_out)
         num_threads = _threads.get_num_threads()
-        H, D = self.hidden_size, self._directions
+        D = self._directions
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
                 layer_input, out, saved, _ = cache[layer]
                 need_d_input = layer > 0 or input_grad
                 # the first direction writes it, the second adds
-                d_input = np.empty_like(layer_input) if need_d_input else self._empty3
+                d_input = np.empty_like(layer_input) if need_d_input else None
                 for direction in range(D):
                     k = layer * D + direction
-                    gates, c_hist, h_start, c_start = saved[direction]
                     (w_ih, w_hh, _, _), (dw_ih, dw_hh, db_ih, db_hh) = self._slots[k]
-                    self._backward_kernel(
-                        self._cell, direction == 1, layer_input, w_ih, w_hh, plan.lengths,
-                        plan.chunks, h_start, c_start, had_h0, out, direction * H, gates,
-                        c_hist, d_layer, d_h0[k],
-                        d_c0[k] if self._has_cell_state else self._empty2,
-                        d_input, direction == 1, dw_ih, dw_hh, db_ih, db_hh,
-                        np.empty((batch, w_hh.shape[0]), self.dtype), num_threads)
+                    self._kernels[k].backward(
+                        saved[direction], layer_input, w_ih, w_hh, plan.lengths,
+                        plan.chunks, had_h0, out, d_layer, d_h0[k],
+                        d_c0[k] if self._has_cell_state else None, d_input,
+                        direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads)
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
                     d_layer = d_input * below_mask if below_mask is not None else d_input
@@ -395,9 +375,6 @@ class LSTM(_Recurrent):
     ``backward(d_out, (d_hn, d_cn))`` returns ``d_x, (d_h0, d_c0)``.
     """
 
-    _gates = 4
-    _has_cell_state = True
-
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
                  dtype="float32", seed=None):
@@ -410,8 +387,6 @@ class GRU(_Recurrent):
 
     Same arguments, names and shapes as ``torch.nn.GRU``.
     """
-
-    _gates = 3
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _threads
-from .._kernels import _optim
+from .._kernels._dispatch import _optim
 from .._validation import to_numpy
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
