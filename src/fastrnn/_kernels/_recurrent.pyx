@@ -24,6 +24,23 @@ GRU's ``hn`` block holds the hidden-side gradient of ``n`` (``dn * r``) and the
 ``n`` block its input-side gradient (``dn``), so the recurrent product always
 reads columns [0, GH) and the input side reads ``input_blocks``.
 
+Cell variants (issue 16), flags in ``Dims``:
+
+* GRU ``reset_before`` (ONNX linear_before_reset=0, Keras reset_after=False):
+  n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).  The recurrent product is
+  split: W_rz h into [r, z] (GH = 2H), then W_hn (r * h) into the n block.
+  The ``hn`` block stores r * h_prev (forward and backward), from which dW_hn
+  is one product after the sweep; b_hn is folded into the n block.
+* LSTM ``peepholes``: i, f see c_{t-1} and o sees c_t through diagonal weights
+  ``peep`` (3, C) in the order i, f, o.
+* LSTM ``clip``: gate pre-activations clipped to [-clip, clip] (ONNX ``clip``
+  as ONNX Runtime applies it: inputs of the gate activations, after the
+  peepholes; the cell state itself is not clipped).
+* LSTM ``proj``: h = W_hr (o * tanh(c)) (PyTorch proj_size).  Here ``C`` is
+  the cell width (hidden_size) and ``H`` the state width (proj_size); gate
+  columns are [i, f, g, o, m, dh] with m = o * tanh(c) (C wide) and dh (H
+  wide, backward only) kept for dW_hr.  Without projection C == H.
+
 Rows of the batch are split into contiguous chunks, one per OpenMP thread;
 each thread runs the whole time loop on its rows (rows never interact, so
 there is no barrier per timestep).  Within a chunk rows are sorted by length,
@@ -62,6 +79,12 @@ cdef struct Dims:
     bint reverse
     int out_ld          # row stride of ``out`` (D * H)
     int out_off         # first column of this direction in ``out``
+    # Cell variants (see the module docstring); defaults 0.
+    int C               # cell width (== H unless the LSTM is projected)
+    bint reset_before   # GRU: reset gate applied before W_hn
+    bint peepholes      # LSTM peephole weights
+    bint proj           # LSTM projection h = W_hr m
+    double clip         # LSTM gate pre-activation clip; 0 = off
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -74,6 +97,19 @@ cdef inline int gate_rows(int cell, int H) noexcept nogil:
     if cell == GRU:
         return 3 * H
     return H
+
+
+cdef inline int buffer_cols(int cell, int C, int H) noexcept nogil:
+    """Columns of the gate buffer for a cell of width C and state width H
+    (H < C only for the projected LSTM: [i, f, g, o, m, dh])."""
+    if cell == LSTM and H != C:
+        return 5 * C + H
+    return gate_width(cell, C)
+
+
+def buffer_width(int cell, int C, int H):
+    """``buffer_cols`` for the layers (the width of their gate buffers)."""
+    return buffer_cols(cell, C, H)
 
 
 cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
@@ -94,13 +130,53 @@ cdef inline void sigmoid_row(const floating *x, floating *y, int n) noexcept nog
 # Cell gate math, one batch row at a time.
 # --------------------------------------------------------------------------
 
-cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
-                                  floating *c, floating *out_row) noexcept nogil:
+cdef inline void clip_row(floating *x, int n, double limit) noexcept nogil:
+    cdef int j
+    cdef floating hi = <floating>limit
+    cdef floating lo = -hi
+    for j in range(n):
+        x[j] = hi if x[j] > hi else (lo if x[j] < lo else x[j])
+
+
+cdef inline void lstm_forward_variant_row(const Dims *dm, floating *g, floating *c,
+                                          floating *m, const floating *peep) noexcept nogil:
+    """LSTM gate math with peepholes and/or clipping; ``m`` = o * tanh(c)."""
+    cdef int j, C = dm.C
+    cdef floating *gi = g
+    cdef floating *gf = g + C
+    cdef floating *gg = g + 2 * C
+    cdef floating *go = g + 3 * C
+    if dm.peepholes:
+        for j in range(C):
+            gi[j] = gi[j] + peep[j] * c[j]
+            gf[j] = gf[j] + peep[C + j] * c[j]
+    if dm.clip > 0:
+        clip_row(g, 3 * C, dm.clip)
+    sigmoid_row(g, g, 2 * C)
+    tanh_row(gg, gg, C)
+    for j in range(C):
+        c[j] = gf[j] * c[j] + gi[j] * gg[j]
+    if dm.peepholes:
+        for j in range(C):
+            go[j] = go[j] + peep[2 * C + j] * c[j]
+    if dm.clip > 0:
+        clip_row(go, C, dm.clip)
+    sigmoid_row(go, go, C)
+    tanh_row(c, m, C)
+    for j in range(C):
+        m[j] = go[j] * m[j]
+
+
+cdef inline void cell_forward_row(const Dims *dm, floating *g, floating *h,
+                                  floating *c, floating *out_row,
+                                  const floating *peep) noexcept nogil:
     """Pre-activations ``g`` -> stored activations; update state ``h`` (and ``c``).
 
-    ``out_row`` receives the new hidden state.
+    ``out_row`` receives the new hidden state, except for the projected LSTM
+    (the caller projects m = o * tanh(c), stored in the gate buffer).  For the
+    reset-before GRU, r and z arrive activated (``gru_reset_rows``).
     """
-    cdef int j
+    cdef int j, H = dm.H, cell = dm.cell
     cdef floating one = 1     # a typed 1: Cython writes a literal 1 as 1.0 (double)
     cdef floating *gi
     cdef floating *gf
@@ -111,6 +187,10 @@ cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
     elif cell == RNN_RELU:
         for j in range(H):
             h[j] = g[j] if g[j] > 0 else 0
+    elif cell == LSTM and (dm.peepholes or dm.clip > 0 or dm.proj):
+        lstm_forward_variant_row(dm, g, c, g + 4 * dm.C if dm.proj else h, peep)
+        if dm.proj:
+            return
     elif cell == LSTM:
         gi = g
         gf = g + H
@@ -124,6 +204,10 @@ cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
         tanh_row(c, h, H)
         for j in range(H):
             h[j] = go[j] * h[j]
+    elif dm.reset_before:  # GRU: g = [r, z, r * h, n] with r, z activated
+        tanh_row(g + 3 * H, g + 3 * H, H)
+        for j in range(H):
+            h[j] = (one - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
     else:  # GRU: g = [r, z, hn, n_x] -> [r, z, hn, n]
         sigmoid_row(g, g, 2 * H)
         for j in range(H):
@@ -134,18 +218,86 @@ cdef inline void cell_forward_row(int cell, int H, floating *g, floating *h,
     memcpy(out_row, h, H * sizeof(floating))
 
 
-cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
+cdef inline void gru_reset_rows(int n, int H, int W, floating *g,
+                                const floating *h) noexcept nogil:
+    """Reset-before GRU, between the two recurrent products: activate r, z and
+    store r * h in the ``hn`` block (the operand of W_hn)."""
+    cdef int i, j
+    cdef floating *row
+    for i in range(n):
+        row = g + <size_t>i * W
+        sigmoid_row(row, row, 2 * H)
+        for j in range(H):
+            row[2 * H + j] = row[j] * h[<size_t>i * H + j]
+
+
+cdef inline floating clip_pass(floating a, floating lo, floating hi) noexcept nogil:
+    """1 where the activation ``a`` came from an unclipped pre-activation."""
+    return 1 if lo < a < hi else 0
+
+
+cdef inline void lstm_backward_variant_row(const Dims *dm, floating *g, floating *dh,
+                                           floating *dc, const floating *c,
+                                           const floating *c_prev, floating *tc,
+                                           const floating *peep, const floating *limits,
+                                           floating *peep_acc) noexcept nogil:
+    """``lstm`` backward with peepholes and/or clipping.
+
+    A clipped pre-activation has zero derivative; it is recognised from its
+    stored activation, which equals the activation of the bound (``limits``:
+    sigmoid(-clip), sigmoid(clip), tanh(-clip), tanh(clip))."""
+    cdef int j, C = dm.C
+    cdef floating one = 1
+    cdef floating d, i_, f_, g_, o_, t, dcj, d_i, d_f, d_g, d_o
+    cdef floating mi = 1, mf = 1, mg = 1, mo = 1
+    tanh_row(c, tc, C)
+    for j in range(C):
+        i_ = g[j]
+        f_ = g[C + j]
+        g_ = g[2 * C + j]
+        o_ = g[3 * C + j]
+        t = tc[j]
+        d = dh[j]
+        if limits != NULL:
+            mi = clip_pass(i_, limits[0], limits[1])
+            mf = clip_pass(f_, limits[0], limits[1])
+            mg = clip_pass(g_, limits[2], limits[3])
+            mo = clip_pass(o_, limits[0], limits[1])
+        d_o = d * t * o_ * (one - o_) * mo
+        dcj = dc[j] + d * o_ * (one - t * t)
+        if dm.peepholes:
+            dcj = dcj + d_o * peep[2 * C + j]
+        d_i = dcj * g_ * i_ * (one - i_) * mi
+        d_f = dcj * c_prev[j] * f_ * (one - f_) * mf
+        d_g = dcj * i_ * (one - g_ * g_) * mg
+        dc[j] = dcj * f_
+        if dm.peepholes:
+            dc[j] = dc[j] + d_i * peep[j] + d_f * peep[C + j]
+            peep_acc[j] += d_i * c_prev[j]
+            peep_acc[C + j] += d_f * c_prev[j]
+            peep_acc[2 * C + j] += d_o * c[j]
+        g[j] = d_i
+        g[C + j] = d_f
+        g[2 * C + j] = d_g
+        g[3 * C + j] = d_o
+        dh[j] = 0
+
+
+cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
                                    floating *dc, const floating *h,
                                    const floating *h_prev, const floating *c,
-                                   const floating *c_prev,
-                                   floating *scratch) noexcept nogil:
+                                   const floating *c_prev, floating *scratch,
+                                   const floating *peep, const floating *limits,
+                                   floating *peep_acc) noexcept nogil:
     """Stored activations ``g`` -> pre-activation gradients, in place.
 
     ``dh`` comes in as dL/dh_t and leaves as the part of dL/dh_{t-1} that does
-    not pass through W_hh (the recurrent product is added by the caller).
+    not pass through W_hh (the recurrent product is added by the caller); for
+    the projected LSTM it is dL/dm (C wide).
     ``dc`` (LSTM) comes in as dL/dc_t from later steps and leaves as dL/dc_{t-1}.
+    The reset-before GRU leaves r in place for ``gru_reset_backward_rows``.
     """
-    cdef int j
+    cdef int j, H = dm.H, cell = dm.cell
     cdef floating one = 1
     cdef floating d, a, i_, f_, g_, o_, tc, dcj, r_, z_, hn, n_, dn
     if cell == RNN_TANH:
@@ -156,6 +308,9 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
         for j in range(H):
             g[j] = dh[j] if h[j] > 0 else 0
             dh[j] = 0
+    elif cell == LSTM and (dm.peepholes or limits != NULL or dm.proj):
+        lstm_backward_variant_row(dm, g, dh, dc, c, c_prev, scratch, peep, limits,
+                                  peep_acc)
     elif cell == LSTM:
         tanh_row(c, scratch, H)
         for j in range(H):
@@ -172,6 +327,14 @@ cdef inline void cell_backward_row(int cell, int H, floating *g, floating *dh,
             g[3 * H + j] = d * tc * o_ * (one - o_)
             dc[j] = dcj * f_
             dh[j] = 0
+    elif dm.reset_before:  # GRU [r, z, r * h_prev, n]: z and n here, r later
+        for j in range(H):
+            z_ = g[H + j]
+            n_ = g[3 * H + j]
+            d = dh[j]
+            g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
+            g[3 * H + j] = d * (one - z_) * (one - n_ * n_)
+            dh[j] = d * z_
     else:  # GRU
         for j in range(H):
             r_ = g[j]
@@ -195,16 +358,19 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                         const floating *x, const floating *bias_row,
                         const floating **w_ih_packed, const floating *w_hh_packed,
                         floating *gates, size_t gates_t_stride, floating *h,
-                        floating *c, floating *out, floating *c_hist) noexcept nogil:
+                        floating *c, floating *out, floating *c_hist,
+                        const floating *w2_packed, const floating *peep) noexcept nogil:
     """Rows r0..r1 through the whole sequence.
 
     Per timestep: folded biases + the input product (one packed W_ih^T per
     input block) + the recurrent product (packed W_hh^T), then the cell's gate
     math.  ``gates_t_stride`` is B * W when every step is kept for backward,
     0 in inference (one slab of B rows reused).  ``c`` and ``c_hist`` are NULL
-    except for the LSTM (``c_hist`` only when training).
+    except for the LSTM (``c_hist`` only when training).  ``w2_packed`` is the
+    second recurrent product of a variant (W_hn^T reset-before, W_hr^T
+    projection), ``peep`` the LSTM peepholes (NULL otherwise).
     """
-    cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
+    cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
     cdef int rows = r1 - r0
     cdef int n = 0 if dm.reverse else rows     # rows still running
     cdef int step, t, i, b, k, col, wrow, size
@@ -225,18 +391,69 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         for i in range(n):
             memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
         for k in range(block_count(dm.cell)):
-            input_block(dm.cell, H, k, &col, &wrow, &size)
+            input_block(dm.cell, C, k, &col, &wrow, &size)
             packed_gemm(n, size, E, x + (<size_t>t * B + r0) * E, E, w_ih_packed[k],
                         g + col, W)
         packed_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
+        if dm.reset_before:
+            gru_reset_rows(n, H, W, g, h + <size_t>r0 * H)
+            packed_gemm(n, H, H, g + 2 * H, W, w2_packed, g + 3 * H, W)
         for i in range(n):
             b = r0 + i
-            cell_forward_row(dm.cell, H, g + <size_t>i * W, h + <size_t>b * H,
-                             c + <size_t>b * H if c != NULL else NULL,
-                             out + (<size_t>t * B + b) * dm.out_ld + dm.out_off)
+            cell_forward_row(dm, g + <size_t>i * W, h + <size_t>b * H,
+                             c + <size_t>b * C if c != NULL else NULL,
+                             out + (<size_t>t * B + b) * dm.out_ld + dm.out_off, peep)
             if c_hist != NULL:
-                memcpy(c_hist + (<size_t>t * B + b) * H, c + <size_t>b * H,
-                       H * sizeof(floating))
+                memcpy(c_hist + (<size_t>t * B + b) * C, c + <size_t>b * C,
+                       C * sizeof(floating))
+        if dm.proj:
+            project_rows(dm, n, g, w2_packed, h + <size_t>r0 * H,
+                         out + (<size_t>t * B + r0) * dm.out_ld + dm.out_off)
+
+
+cdef inline void project_rows(const Dims *dm, int n, const floating *g,
+                              const floating *w_hr_packed, floating *h,
+                              floating *out) noexcept nogil:
+    """Projected LSTM: h = m W_hr^T for n rows (m in the gate buffer); copy to out."""
+    cdef int i, H = dm.H
+    memset(h, 0, <size_t>n * H * sizeof(floating))
+    packed_gemm(n, H, dm.C, g + 4 * dm.C, dm.W, w_hr_packed, h, H)
+    for i in range(n):
+        memcpy(out + <size_t>i * dm.out_ld, h + <size_t>i * H, H * sizeof(floating))
+
+
+cdef inline void project_back_rows(const Dims *dm, int n, floating *g,
+                                   const floating *w_hr_packed, floating *dh,
+                                   floating *dm_rows, int dm_ld) noexcept nogil:
+    """Projected LSTM backward: keep dL/dh_t in the gate buffer (for dW_hr),
+    dL/dm = dL/dh_t W_hr into ``dm_rows``; ``dh`` is left at zero."""
+    cdef int i, H = dm.H, W = dm.W, C = dm.C
+    for i in range(n):
+        memcpy(g + <size_t>i * W + 5 * C, dh + <size_t>i * H, H * sizeof(floating))
+        memset(dh + <size_t>i * H, 0, H * sizeof(floating))
+        memset(dm_rows + <size_t>i * dm_ld, 0, C * sizeof(floating))
+    packed_gemm(n, C, H, g + 5 * C, W, w_hr_packed, dm_rows, dm_ld)
+
+
+cdef inline void gru_reset_backward_rows(const Dims *dm, int n, floating *g,
+                                         const floating *w_hn_packed,
+                                         const floating **h_prev, floating *dh,
+                                         floating *d_rh) noexcept nogil:
+    """Reset-before GRU backward, after the cell rows: dL/d(r * h) = dn W_hn,
+    which gives the r gradient and the part of dL/dh_{t-1} through r * h."""
+    cdef int i, j, H = dm.H, W = dm.W
+    cdef floating one = 1
+    cdef floating r_, d
+    cdef floating *row
+    memset(d_rh, 0, <size_t>n * H * sizeof(floating))
+    packed_gemm(n, H, H, g + 3 * H, W, w_hn_packed, d_rh, H)
+    for i in range(n):
+        row = g + <size_t>i * W
+        for j in range(H):
+            r_ = row[j]
+            d = d_rh[<size_t>i * H + j]
+            row[j] = d * h_prev[i][j] * r_ * (one - r_)
+            dh[<size_t>i * H + j] += d * r_
 
 
 cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
@@ -244,19 +461,36 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                          const floating *h0, const floating *c0,
                          const floating *out, const floating *c_hist,
                          const floating *d_out, floating *dh, floating *dc,
-                         floating *scratch, floating *bias_acc) noexcept nogil:
-    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
+                         floating *scratch, floating *bias_acc,
+                         const floating *w2_packed, const floating *peep,
+                         floating *peep_acc, const floating **h_prevs) noexcept nogil:
+    """Rows r0..r1 backwards through the sequence (see ``forward_chunk``).
+
+    ``scratch`` has 2 * C columns per row ([tanh(c) | dL/dm] for the LSTM,
+    dL/d(r * h) for the reset-before GRU); ``h_prevs`` holds one pointer per
+    row of the chunk; ``peep_acc`` (3 * C) the chunk's peephole gradients."""
+    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
     cdef int step, t, i, b, j, t_prev
     cdef bint has_prev
+    cdef floating limit_store[4]
+    cdef floating *limits = NULL
     cdef floating *g
     cdef floating *dh_row
+    cdef floating *scratch_row
     cdef const floating *d_row
-    cdef const floating *h_prev
     cdef const floating *c_prev
     cdef const floating *c_t
     cdef size_t o_ld = dm.out_ld
+    if dm.clip > 0:   # activations of the clip bounds (see lstm_backward_variant_row)
+        limit_store[0] = <floating>(-dm.clip)
+        limit_store[1] = <floating>dm.clip
+        limit_store[2] = <floating>(-dm.clip)
+        limit_store[3] = <floating>dm.clip
+        sigmoid_row(limit_store, limit_store, 2)
+        tanh_row(limit_store + 2, limit_store + 2, 2)
+        limits = limit_store
     for step in range(T):
         # The sweep runs against the direction of the forward pass.
         t = step if dm.reverse else T - 1 - step
@@ -272,29 +506,42 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
             memset(g + <size_t>n * W, 0, <size_t>(rows - n) * W * sizeof(floating))
         if n == 0:
             continue
+        t_prev = t + 1 if dm.reverse else t - 1
         for i in range(n):
             b = r0 + i
             dh_row = dh + <size_t>b * H
             d_row = d_out + (<size_t>t * B + b) * o_ld + dm.out_off
             for j in range(H):
                 dh_row[j] = dh_row[j] + d_row[j]
-            t_prev = t + 1 if dm.reverse else t - 1
             has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
             if has_prev:
-                h_prev = out + (<size_t>t_prev * B + b) * o_ld + dm.out_off
+                h_prevs[i] = out + (<size_t>t_prev * B + b) * o_ld + dm.out_off
             else:
-                h_prev = h0 + <size_t>b * H
+                h_prevs[i] = h0 + <size_t>b * H
+        if dm.proj:
+            project_back_rows(dm, n, g, w2_packed, dh + <size_t>r0 * H,
+                              scratch + <size_t>r0 * 2 * C + C, 2 * C)
+        for i in range(n):
+            b = r0 + i
+            has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
             c_t = NULL
             c_prev = NULL
             if c_hist != NULL:
-                c_t = c_hist + (<size_t>t * B + b) * H
-                c_prev = (c_hist + (<size_t>t_prev * B + b) * H if has_prev
-                          else c0 + <size_t>b * H)
-            cell_backward_row(dm.cell, H, g + <size_t>i * W, dh_row,
-                              dc + <size_t>b * H if dc != NULL else NULL,
+                c_t = c_hist + (<size_t>t * B + b) * C
+                c_prev = (c_hist + (<size_t>t_prev * B + b) * C if has_prev
+                          else c0 + <size_t>b * C)
+            scratch_row = scratch + <size_t>b * 2 * C
+            cell_backward_row(dm, g + <size_t>i * W,
+                              scratch_row + C if dm.proj else dh + <size_t>b * H,
+                              dc + <size_t>b * C if dc != NULL else NULL,
                               out + (<size_t>t * B + b) * o_ld + dm.out_off,
-                              h_prev, c_t, c_prev, scratch + <size_t>b * H)
-            if bias_acc != NULL:   # bias gradients while the row is in cache
+                              h_prevs[i], c_t, c_prev, scratch_row, peep, limits,
+                              peep_acc)
+        if dm.reset_before:
+            gru_reset_backward_rows(dm, n, g, w2_packed, h_prevs, dh + <size_t>r0 * H,
+                                    scratch + <size_t>r0 * 2 * C)
+        if bias_acc != NULL:   # bias gradients while the rows are in cache
+            for i in range(n):
                 for j in range(W):
                     bias_acc[j] += g[<size_t>i * W + j]
         packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
@@ -335,24 +582,33 @@ cdef void add_bias_gradients(const Dims *dm, const floating *bias_acc, int nchun
     for k in range(nchunks):
         acc = bias_acc + <size_t>k * dm.W
         for blk in range(block_count(dm.cell)):
-            input_block(dm.cell, dm.H, blk, &col, &wrow, &size)
+            input_block(dm.cell, dm.C, blk, &col, &wrow, &size)
             for j in range(size):
                 db_ih[wrow + j] += acc[col + j]
         for j in range(dm.GH):
             db_hh[j] += acc[j]
+        if dm.reset_before:   # b_hn is added to n's pre-activation
+            for j in range(dm.H):
+                db_hh[2 * dm.H + j] += acc[3 * dm.H + j]
 
 
 cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
                     floating *row) noexcept nogil:
     """The gate-buffer row before any product: the biases, summed where they meet.
 
-    The GRU keeps b_hn with hn (the reset gate multiplies W_hn h + b_hn).
+    The GRU keeps b_hn with hn (the reset gate multiplies W_hn h + b_hn); the
+    reset-before GRU adds b_hn to n's pre-activation (its hn block is r * h).
     """
     cdef int j, H = dm.H
     memset(row, 0, dm.W * sizeof(floating))
     if b_ih == NULL:
         return
-    if dm.cell == GRU:
+    if dm.cell == GRU and dm.reset_before:
+        for j in range(2 * H):
+            row[j] = b_ih[j] + b_hh[j]
+        for j in range(H):
+            row[3 * H + j] = b_ih[2 * H + j] + b_hh[2 * H + j]
+    elif dm.cell == GRU:
         for j in range(2 * H):
             row[j] = b_ih[j] + b_hh[j]
         for j in range(H):
@@ -367,19 +623,20 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
                            const floating *w_ih, const floating *gates,
                            const floating *out, const floating *h0,
                            floating *last_rows, floating *d_x, bint add_to_d_x,
-                           floating *dw_ih, floating *dw_hh,
+                           floating *dw_ih, floating *dw_hh, floating *dw2,
                            int num_threads) noexcept nogil:
     """The weight and input gradients: big products of the pre-activation
     gradients in ``gates`` with the layer input and the hidden states.
 
     ``d_x`` is overwritten (padded rows get 0: their gradients are 0), or
-    added to with ``add_to_d_x`` (the second direction of a layer)."""
+    added to with ``add_to_d_x`` (the second direction of a layer).  ``dw2``:
+    dW_hr of the projected LSTM (NULL otherwise)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = T * B
     cdef int k, col, wrow, size, b
     cdef const floating *h_shift = out + dm.out_off
     for k in range(block_count(dm.cell)):
-        input_block(dm.cell, H, k, &col, &wrow, &size)
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
                          dw_ih + <size_t>wrow * E, E, num_threads)
         if d_x != NULL:
@@ -406,6 +663,12 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
             parallel_gemm_tn(GH, H, B, last_rows, GH, h0, H, dw_hh, H, num_threads)
         else:
             parallel_gemm_tn(GH, H, B, gates, W, h0, H, dw_hh, H, num_threads)
+    if dm.reset_before:   # dW_hn = sum dn^T (r * h_prev), both kept in gates
+        parallel_gemm_tn(H, H, rows, gates + 3 * H, W, gates + 2 * H, W,
+                         dw_hh + <size_t>2 * H * H, H, num_threads)
+    if dm.proj:           # dW_hr = sum dh^T m
+        parallel_gemm_tn(H, dm.C, rows, gates + 5 * dm.C, W, gates + 4 * dm.C, W,
+                         dw2, dm.C, num_threads)
 
 
 # --------------------------------------------------------------------------
@@ -424,6 +687,45 @@ cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
     dm.GH = gate_rows(cell, H)
     dm.out_ld = out_ld
     dm.out_off = out_off
+    dm.C = H
+    dm.reset_before = False
+    dm.peepholes = False
+    dm.proj = False
+    dm.clip = 0
+
+
+cdef void fill_variant(Dims *dm, bint reset_before, double clip, int C,
+                       bint peepholes) noexcept nogil:
+    """The cell-variant fields (after ``fill_dims``); C = the LSTM's cell
+    width (w_hh rows / 4), which differs from H only with a projection."""
+    if dm.cell == GRU and reset_before:
+        dm.reset_before = True
+        dm.GH = 2 * dm.H            # W_rz h; W_hn (r * h) is the second product
+    if dm.cell == LSTM:
+        dm.C = C
+        dm.proj = C != dm.H
+        dm.peepholes = peepholes
+        dm.clip = clip
+        dm.W = buffer_cols(LSTM, C, dm.H)
+        dm.GH = 4 * C
+
+
+cdef floating *second_product(const Dims *dm, const floating *w_hh,
+                              const floating *w_hr, bint transpose) noexcept nogil:
+    """The packed second recurrent product of a variant: W_hn (rows 2H..3H of
+    W_hh) for the reset-before GRU, W_hr (H x C) for the projected LSTM."""
+    if dm.reset_before:
+        return pack_weights(w_hh + <size_t>2 * dm.H * dm.H, dm.H, dm.H, transpose)
+    return pack_weights(w_hr, dm.H, dm.C, transpose)
+
+
+cdef void add_chunk_sums(const floating *acc, int nchunks, int n,
+                         floating *total) noexcept nogil:
+    """total += the chunks' partial sums, in chunk order (reproducible)."""
+    cdef int k, j
+    for k in range(nchunks):
+        for j in range(n):
+            total[j] += acc[<size_t>k * n + j]
 
 
 cdef inline floating *ptr1(floating[::1] a) noexcept nogil:
@@ -432,6 +734,10 @@ cdef inline floating *ptr1(floating[::1] a) noexcept nogil:
 
 cdef inline const floating *const_ptr1(const floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline const floating *const_ptr2(const floating[:, ::1] a) noexcept nogil:
+    return &a[0, 0] if a is not None and a.shape[0] > 0 and a.shape[1] > 0 else NULL
 
 
 cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
@@ -456,7 +762,11 @@ def forward(int cell, bint reverse,
             int out_off,
             floating[:, :, ::1] gates,
             floating[:, :, ::1] c_hist,
-            int num_threads):
+            int num_threads,
+            bint reset_before=False,
+            double clip=0.0,
+            const floating[:, ::1] w2=None,
+            const floating[::1] peep=None):
     """Run one layer direction over the whole sequence in one parallel region.
 
     ``h`` (and ``c`` for the LSTM) hold the initial state on entry and the final
@@ -465,6 +775,8 @@ def forward(int cell, bint reverse,
     ``gates`` is (T, B, W) to keep what ``backward`` needs, or (1, B, W) as
     workspace for inference; ``c_hist`` (T, B, H) the LSTM cell states when
     training (empty otherwise).  ``b_ih``/``b_hh`` are empty without bias.
+    Cell variants: ``reset_before`` (GRU), ``clip`` > 0 (LSTM), ``w2`` = W_hr
+    (LSTM projection) and ``peep`` (3 * C LSTM peepholes), empty when unused.
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -476,15 +788,21 @@ def forward(int cell, bint reverse,
     cdef floating *w_hh_packed
     cdef floating *w_ih_packed[2]
     cdef floating *bias_row
+    cdef floating *w2_packed = NULL
+    cdef const floating *peep_ptr = const_ptr1(peep) if peep is not None else NULL
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
+    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL)
     with nogil:
         w_ih_packed[0] = NULL
         w_ih_packed[1] = NULL
         w_hh_packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, True)
         ok = w_hh_packed != NULL
+        if dm.reset_before or dm.proj:
+            w2_packed = second_product(&dm, &w_hh[0, 0], const_ptr2(w2), True)
+            ok = ok and w2_packed != NULL
         for k in range(block_count(cell)):
-            input_block(cell, dm.H, k, &col, &wrow, &size)
+            input_block(cell, dm.C, k, &col, &wrow, &size)
             w_ih_packed[k] = pack_weights(&w_ih[wrow, 0], size, dm.E, True)
             ok = ok and w_ih_packed[k] != NULL
         bias_row = <floating *>malloc(dm.W * sizeof(floating))
@@ -496,8 +814,9 @@ def forward(int cell, bint reverse,
                 forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
                               &x[0, 0, 0], bias_row, <const floating **>w_ih_packed,
                               w_hh_packed, &gates[0, 0, 0], gates_t_stride, &h[0, 0],
-                              c_ptr, &out[0, 0, 0], c_hist_ptr)
+                              c_ptr, &out[0, 0, 0], c_hist_ptr, w2_packed, peep_ptr)
         free(w_hh_packed)
+        free(w2_packed)
         free(w_ih_packed[0])
         free(w_ih_packed[1])
         free(bias_row)
@@ -528,13 +847,21 @@ def backward(int cell, bint reverse,
              floating[::1] db_ih,
              floating[::1] db_hh,
              floating[:, ::1] scratch,
-             int num_threads):
+             int num_threads,
+             bint reset_before=False,
+             double clip=0.0,
+             const floating[:, ::1] w2=None,
+             const floating[::1] peep=None,
+             floating[:, ::1] dw2=None,
+             floating[::1] dpeep=None):
     """Backpropagate through one layer direction (after ``forward`` with storage).
 
     ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
     on exit.  ``d_x`` (may be empty: not needed) is written, or added to with
     ``add_to_d_x``; the weight and bias gradients are accumulated (+=).
-    ``gates`` is overwritten with the pre-activation gradients.  ``scratch`` is workspace (B, GH).
+    ``gates`` is overwritten with the pre-activation gradients.  ``scratch`` is
+    workspace (B, max(GH, 2 * C)).  Variants as in ``forward``; ``dw2`` and
+    ``dpeep`` (accumulated) are the gradients of ``w2`` and ``peep``.
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -547,12 +874,27 @@ def backward(int cell, bint reverse,
     cdef floating *db_hh_ptr = ptr1(db_hh)
     cdef floating *packed
     cdef floating *bias_acc = NULL
+    cdef floating *w2_packed = NULL
+    cdef floating *peep_acc = NULL
+    cdef const floating **h_prevs = NULL
+    cdef const floating *peep_ptr = const_ptr1(peep) if peep is not None else NULL
+    cdef floating *dw2_ptr = ptr2(dw2) if dw2 is not None else NULL
+    cdef floating *dpeep_ptr = ptr1(dpeep) if dpeep is not None else NULL
     cdef bint ok
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
+    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL)
     with nogil:
         packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, False)
         ok = packed != NULL
+        h_prevs = <const floating **>malloc(<size_t>dm.B * sizeof(floating *))
+        ok = ok and h_prevs != NULL
+        if dm.reset_before or dm.proj:
+            w2_packed = second_product(&dm, &w_hh[0, 0], const_ptr2(w2), False)
+            ok = ok and w2_packed != NULL
+        if dm.peepholes:
+            peep_acc = <floating *>calloc(<size_t>nchunks * 3 * dm.C, sizeof(floating))
+            ok = ok and peep_acc != NULL
         if db_ih_ptr != NULL:
             bias_acc = <floating *>calloc(<size_t>nchunks * dm.W, sizeof(floating))
             ok = ok and bias_acc != NULL
@@ -565,16 +907,25 @@ def backward(int cell, bint reverse,
                                &gates[0, 0, 0], packed, &h0[0, 0], c0_ptr,
                                &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0],
                                &dh[0, 0], dc_ptr, &scratch[0, 0],
-                               bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL)
+                               bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL,
+                               w2_packed, peep_ptr,
+                               peep_acc + <size_t>k * 3 * dm.C if peep_acc != NULL else NULL,
+                               h_prevs + chunks[k])
             if bias_acc != NULL:
                 add_bias_gradients(&dm, bias_acc, nchunks, db_ih_ptr, db_hh_ptr)
+            if peep_acc != NULL:
+                add_chunk_sums(peep_acc, nchunks, 3 * dm.C, dpeep_ptr)
             weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
                              &gates[0, 0, 0], &out[0, 0, 0],
                              &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
-                             d_x_ptr, add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], num_threads)
+                             d_x_ptr, add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], dw2_ptr,
+                             num_threads)
             if prev_threads > 1:
                 blas_set_threads(prev_threads)
         free(packed)
         free(bias_acc)
+        free(w2_packed)
+        free(peep_acc)
+        free(<void *>h_prevs)
     if not ok:
         raise MemoryError("fastrnn: no memory to pack the recurrent weights")

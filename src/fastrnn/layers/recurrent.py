@@ -64,6 +64,11 @@ class _Recurrent(Module):
 
     _gates = 1             # gate blocks in W_ih / W_hh
     _has_cell_state = False
+    # Cell variants (issue 16); the subclasses set them before __init__.
+    proj_size = 0
+    _reset_before = False  # GRU reset_after=False
+    _peepholes = False     # LSTM peepholes
+    _clip = 0.0            # LSTM cell_clip (0 = off)
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
@@ -84,15 +89,19 @@ class _Recurrent(Module):
         self._directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        self._state_size = self.proj_size or self.hidden_size   # h and out per direction
         self._init_parameters()
         # Fixed per layer: kernel specialisations, buffer width, parameter slots.
         precision = "float" if self.dtype == np.float32 else "double"
         self._forward_kernel = kernels.forward[precision]
         self._backward_kernel = kernels.backward[precision]
-        self._width = self.hidden_size if self._gates == 1 else 4 * self.hidden_size
+        self._width = kernels.buffer_width(cell, self.hidden_size, self._state_size)
         self._slots = [self._layer_parameters(layer, direction)
                        for layer in range(self.num_layers)
                        for direction in range(self._directions)]
+        self._variants = [self._variant_arguments(layer, direction)
+                          for layer in range(self.num_layers)
+                          for direction in range(self._directions)]
         self._plans = {}
         self._buffers = {}
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
@@ -104,19 +113,42 @@ class _Recurrent(Module):
         return (f"weight_ih_{suffix}", f"weight_hh_{suffix}",
                 f"bias_ih_{suffix}", f"bias_hh_{suffix}")
 
+    def _variant_names(self, layer, direction):
+        """(W_hr, peepholes) parameter names of this layer direction."""
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        return f"weight_hr_{suffix}", f"weight_peephole_{suffix}"
+
     def _init_parameters(self):
-        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order."""
-        H, G = self.hidden_size, self._gates
+        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order
+        (PyTorch's order; W_hr after the biases, then the peepholes)."""
+        H, G, S = self.hidden_size, self._gates, self._state_size
         bound = 1.0 / math.sqrt(H)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else H * self._directions
+            layer_input = self.input_size if layer == 0 else S * self._directions
             for direction in range(self._directions):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, direction)
-                shapes = {w_ih: (G * H, layer_input), w_hh: (G * H, H)}
+                w_hr, peephole = self._variant_names(layer, direction)
+                shapes = {w_ih: (G * H, layer_input), w_hh: (G * H, S)}
                 if self.bias:
                     shapes.update({b_ih: (G * H,), b_hh: (G * H,)})
+                if self.proj_size:
+                    shapes[w_hr] = (S, H)
+                if self._peepholes:
+                    shapes[peephole] = (3, H)   # rows: input, forget, output gate
                 for name, shape in shapes.items():
                     self._add_parameter(name, self._rng.uniform(-bound, bound, shape))
+
+    def _variant_arguments(self, layer, direction):
+        """Keyword arguments of the kernels for the cell variant of one layer
+        direction: forward's, and backward's (with the gradient arrays)."""
+        w_hr, peephole = self._variant_names(layer, direction)
+        empty1, empty2 = np.empty(0, self.dtype), np.empty((0, 0), self.dtype)
+        forward = dict(reset_before=self._reset_before, clip=self._clip,
+                       w2=self._params.get(w_hr, empty2),
+                       peep=self._params[peephole].reshape(-1) if self._peepholes else empty1)
+        backward = dict(forward, dw2=self.grads.get(w_hr, empty2),
+                        dpeep=self.grads[peephole].reshape(-1) if self._peepholes else empty1)
+        return forward, backward
 
     def _layer_parameters(self, layer, direction):
         """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; empty biases
@@ -144,14 +176,16 @@ class _Recurrent(Module):
         check_finite("x", x)
         return x
 
-    def _state_shape(self, batch):
-        return (self.num_layers * self._directions, batch, self.hidden_size)
+    def _state_shape(self, batch, cell=False):
+        """Shape of h (proj_size wide when projected), or of the LSTM's c."""
+        size = self.hidden_size if cell else self._state_size
+        return (self.num_layers * self._directions, batch, size)
 
-    def _check_state(self, name, value, batch):
+    def _check_state(self, name, value, batch, cell=False):
         if value is None:
             return None
         value = float_array(name, value, self.dtype)
-        check_shape(name, value, self._state_shape(batch))
+        check_shape(name, value, self._state_shape(batch, cell))
         check_finite(name, value)
         return value
 
@@ -165,7 +199,7 @@ class _Recurrent(Module):
             raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, "
                             f"got {type(value).__name__}")
         return (self._check_state(f"{name}[0]", value[0], batch),
-                self._check_state(f"{name}[1]", value[1], batch))
+                self._check_state(f"{name}[1]", value[1], batch, cell=True))
 
     # -- forward --------------------------------------------------------------
     def forward(self, x, hx=None, lengths=None):
@@ -192,19 +226,20 @@ class _Recurrent(Module):
         h_n = plan.to_kernel(h0, copy=True) if h0 is not None else self._zero_state(batch)
         c_n = None
         if self._has_cell_state:
-            c_n = plan.to_kernel(c0, copy=True) if c0 is not None else self._zero_state(batch)
+            c_n = (plan.to_kernel(c0, copy=True) if c0 is not None
+                   else self._zero_state(batch, cell=True))
         keep = self.training
         # Backward reads the input again (see private_input).
         layer_input = plan.to_kernel(x)
         if keep:
             layer_input = private_input(layer_input, x_given)
         cache = []
-        H, D = self.hidden_size, self._directions
+        H, D, S = self.hidden_size, self._directions, self._state_size
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
         gates = None
         with _threads.blas_region():
             for layer in range(self.num_layers):
-                out = new_buffer((steps, batch, D * H), dtype=self.dtype)
+                out = new_buffer((steps, batch, D * S), dtype=self.dtype)
                 saved = []
                 for direction in range(D):
                     k = layer * D + direction
@@ -221,8 +256,8 @@ class _Recurrent(Module):
                     (w_ih, w_hh, b_ih, b_hh), _ = self._slots[k]
                     self._forward_kernel(self._cell, direction == 1, layer_input, w_ih,
                                          w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
-                                         h_n[k], c_k, out, direction * H, gates, c_hist,
-                                         num_threads)
+                                         h_n[k], c_k, out, direction * S, gates, c_hist,
+                                         num_threads, **self._variants[k][0])
                 mask = self._dropout_mask(out.shape) if layer < self.num_layers - 1 else None
                 if keep:
                     cache.append((layer_input, out, saved, mask))
@@ -286,8 +321,8 @@ class _Recurrent(Module):
             self._buffers.clear()
         return super().train(mode)
 
-    def _zero_state(self, batch):
-        return np.zeros(self._state_shape(batch), dtype=self.dtype)
+    def _zero_state(self, batch, cell=False):
+        return np.zeros(self._state_shape(batch, cell), dtype=self.dtype)
 
     def _dropout_mask(self, shape):
         if not (self.training and self.dropout > 0):
@@ -326,10 +361,11 @@ class _Recurrent(Module):
         d_h0 = plan.to_kernel(d_h, copy=True) if d_h is not None else self._zero_state(batch)
         d_c0 = None
         if self._has_cell_state:
-            d_c0 = plan.to_kernel(d_c, copy=True) if d_c is not None else self._zero_state(batch)
+            d_c0 = (plan.to_kernel(d_c, copy=True) if d_c is not None
+                    else self._zero_state(batch, cell=True))
         d_layer = plan.to_kernel(d_out)
         num_threads = _threads.get_num_threads()
-        H, D = self.hidden_size, self._directions
+        H, D, S = self.hidden_size, self._directions, self._state_size
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
                 layer_input, out, saved, _ = cache[layer]
@@ -342,11 +378,12 @@ class _Recurrent(Module):
                     (w_ih, w_hh, _, _), (dw_ih, dw_hh, db_ih, db_hh) = self._slots[k]
                     self._backward_kernel(
                         self._cell, direction == 1, layer_input, w_ih, w_hh, plan.lengths,
-                        plan.chunks, h_start, c_start, had_h0, out, direction * H, gates,
+                        plan.chunks, h_start, c_start, had_h0, out, direction * S, gates,
                         c_hist, d_layer, d_h0[k],
                         d_c0[k] if self._has_cell_state else self._empty2,
                         d_input, direction == 1, dw_ih, dw_hh, db_ih, db_hh,
-                        np.empty((batch, w_hh.shape[0]), self.dtype), num_threads)
+                        np.empty((batch, max(w_hh.shape[0], 2 * H)), self.dtype),
+                        num_threads, **self._variants[k][1])
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
                     d_layer = d_input * below_mask if below_mask is not None else d_input
@@ -362,12 +399,42 @@ class _Recurrent(Module):
             return d_x, (d_h0, plan.to_user(d_c0))
         return d_x, d_h0
 
+    def load_state_dict(self, state_dict):
+        """Copy parameters in by name (see ``Module.load_state_dict``).
+
+        PyTorch tensors are refused for a cell variant PyTorch does not have
+        (same names and shapes, different function): see ``_torch_mismatch``.
+        """
+        mismatch = self._torch_mismatch()
+        if mismatch and hasattr(state_dict, "values") and any(
+                type(v).__module__.startswith("torch") for v in state_dict.values()):
+            raise ValueError(f"state_dict holds PyTorch tensors, but this "
+                             f"{type(self).__name__} has {mismatch}, which PyTorch has no "
+                             f"equivalent for: torch weights would compute a different "
+                             f"function (build the layer without that option)")
+        super().load_state_dict(state_dict)
+
+    def _torch_mismatch(self):
+        """The options PyTorch has no equivalent for, as text ('' if none)."""
+        options = []
+        if self._reset_before:
+            options.append("reset_after=False")
+        if self._peepholes:
+            options.append("peepholes=True")
+        if self._clip:
+            options.append(f"cell_clip={self._clip}")
+        return " and ".join(options)
+
+    def _variant_repr(self):
+        return ""
+
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
-                f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r})")
+                f"bidirectional={self.bidirectional}{self._variant_repr()}, "
+                f"dtype={self.dtype.name!r})")
 
 
 class RNN(_Recurrent):
@@ -393,6 +460,22 @@ class LSTM(_Recurrent):
 
     ``hx`` is a tuple (h0, c0); ``forward`` returns ``out, (h_n, c_n)``;
     ``backward(d_out, (d_hn, d_cn))`` returns ``d_x, (d_h0, d_c0)``.
+
+    Variants:
+
+    * ``proj_size`` > 0 (PyTorch's): h_t = W_hr (o_t * tanh(c_t)); h, h_n and
+      ``out`` are proj_size wide (D * proj_size), c stays hidden_size wide;
+      ``weight_hr_l{k}[_reverse]`` has shape (proj_size, hidden_size) and
+      ``weight_hh`` (4 * hidden_size, proj_size).
+    * ``peepholes=True`` (ONNX's ``P``, TensorFlow's ``use_peepholes``):
+      i = sigmoid(... + p_i * c_{t-1}), f = sigmoid(... + p_f * c_{t-1}),
+      o = sigmoid(... + p_o * c_t); ``weight_peephole_l{k}[_reverse]`` of shape
+      (3, hidden_size), rows p_i, p_f, p_o (ONNX orders P as i, o, f).
+    * ``cell_clip`` = a positive float (ONNX's ``clip``): every gate
+      pre-activation (i, f, g, o, after the peepholes) is clipped to
+      [-cell_clip, cell_clip] before its activation, as ONNX Runtime does; the
+      cell state itself is not clipped (unlike TensorFlow 1's ``cell_clip``).
+      The gradient is 0 where a value was clipped.
     """
 
     _gates = 4
@@ -400,21 +483,69 @@ class LSTM(_Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, proj_size=0, peepholes=False, cell_clip=None):
+        hidden_size = positive_int("hidden_size", hidden_size)
+        self.proj_size = _proj_size(proj_size, hidden_size)
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        self.peepholes = self._peepholes = bool(peepholes)
+        self.cell_clip = _cell_clip(cell_clip)
+        self._clip = self.cell_clip or 0.0
         super().__init__(kernels.Cell.LSTM, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
+
+    def _variant_repr(self):
+        parts = [f", proj_size={self.proj_size}" if self.proj_size else "",
+                 ", peepholes=True" if self.peepholes else "",
+                 f", cell_clip={self.cell_clip}" if self.cell_clip is not None else ""]
+        return "".join(parts)
 
 
 class GRU(_Recurrent):
     """GRU with PyTorch's gates (r, z, n), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
 
     Same arguments, names and shapes as ``torch.nn.GRU``.
+
+    ``reset_after=False`` is the GRU of Cho et al. (2014), Keras's
+    ``GRU(reset_after=False)`` and ONNX's default ``linear_before_reset=0``:
+    the reset gate multiplies the previous state before the product,
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).  Same parameter names and
+    shapes; b_hn is simply added to n's pre-activation (it is not reset).
     """
 
     _gates = 3
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, reset_after=True):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        self.reset_after = bool(reset_after)
+        self._reset_before = not self.reset_after
         super().__init__(kernels.Cell.GRU, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
+
+    def _variant_repr(self):
+        return "" if self.reset_after else ", reset_after=False"
+
+
+def _proj_size(value, hidden_size):
+    """proj_size: 0 (no projection) or an int in 1..hidden_size - 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"proj_size must be an int, got {type(value).__name__}")
+    if not 0 <= value < hidden_size:
+        raise ValueError(f"proj_size must be 0 (no projection) or between 1 and "
+                         f"hidden_size - 1 = {hidden_size - 1}, got {value}")
+    return int(value)
+
+
+def _cell_clip(value):
+    """cell_clip: None (no clipping) or a positive finite float."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"cell_clip must be None or a positive number, got "
+                        f"{type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"cell_clip must be a positive finite number, got {value!r}")
+    return float(value)
