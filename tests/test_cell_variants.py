@@ -24,6 +24,7 @@ VARIANTS = {
     "lstm_peepholes_clip": (fr.LSTM, dict(peepholes=True, cell_clip=0.8)),
     "lstm_proj": (fr.LSTM, dict(proj_size=3)),
     "lstm_proj_peepholes_clip": (fr.LSTM, dict(proj_size=2, peepholes=True, cell_clip=0.7)),
+    "lstm_input_forget_peepholes": (fr.LSTM, dict(input_forget=True, peepholes=True)),
 }
 
 # (num_layers, bidirectional, lengths, hx, batch_first, bias)
@@ -205,8 +206,11 @@ def test_gru_reset_before_matches_onnxruntime(bidirectional, rng):
 # -- LSTM peepholes and clip: ONNX Runtime and ONNX's definition ------------------
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("peepholes, clip", [(True, None), (False, 0.9), (True, 0.9)])
-def test_lstm_peepholes_clip_match_onnxruntime(peepholes, clip, bidirectional, rng):
+@pytest.mark.parametrize("peepholes, clip, input_forget", [
+    (True, None, False), (False, 0.9, False), (True, 0.9, False), (False, None, True),
+    (True, 0.9, True)])
+def test_lstm_peepholes_clip_match_onnxruntime(peepholes, clip, input_forget,
+                                               bidirectional, rng):
     T, B, E, H, D = 6, 5, 4, 7, 1 + bidirectional
     X, W, R, Bias, P, lengths, h0, c0 = _onnx_inputs("LSTM", rng, T, B, E, H, D, peepholes)
     X *= 2   # drive pre-activations past the clip
@@ -214,8 +218,11 @@ def test_lstm_peepholes_clip_match_onnxruntime(peepholes, clip, bidirectional, r
                       direction="bidirectional" if bidirectional else "forward")
     if clip is not None:
         attributes["clip"] = clip
+    if input_forget:
+        attributes["input_forget"] = 1
     Y, Y_h, Y_c = ort_recurrent("LSTM", attributes, X, W, R, Bias, lengths, h0, c0, P)
-    layer = fr.LSTM(E, H, bidirectional=bidirectional, peepholes=peepholes, cell_clip=clip)
+    layer = fr.LSTM(E, H, bidirectional=bidirectional, peepholes=peepholes, cell_clip=clip,
+                    input_forget=input_forget)
     layer.load_state_dict(_onnx_layout.to_fastrnn("LSTM", W, R, Bias, P))
     out, (h_n, c_n) = layer(X, hx=(h0, c0), lengths=lengths)
     np.testing.assert_allclose(out, Y.transpose(0, 2, 1, 3).reshape(T, B, D * H),
@@ -357,6 +364,7 @@ def test_repr_shows_variants():
     (dict(cell_clip=float("nan")), ValueError, "cell_clip"),
     (dict(cell_clip="1"), TypeError, "cell_clip"),
     (dict(peepholes=1), TypeError, "peepholes"),
+    (dict(input_forget=None), TypeError, "input_forget"),
 ])
 def test_lstm_bad_options(kwargs, error, words):
     with pytest.raises(error, match=words):
@@ -400,3 +408,34 @@ def test_torch_lstm_into_peephole_lstm_names_the_option(torch):
     layer = fr.LSTM(3, 4, peepholes=True)
     with pytest.raises(ValueError, match="peepholes=True"):
         layer.load_state_dict(torch.nn.LSTM(3, 4).state_dict())
+
+
+# -- task models ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, options", [
+    ("gru", {"reset_after": False}),
+    ("lstm", {"peepholes": True, "cell_clip": 3.0, "proj_size": 5}),
+])
+def test_task_models_take_cell_options(cell, options, tmp_path):
+    """A classifier learns with the variant; saving and loading keeps it."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(240, 6, 2)).astype(np.float32)
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    model = fr.SequenceClassifier(cell=cell, hidden_size=12, seed=0, cell_options=options)
+    model.fit(X, y, epochs=8, batch_size=16, lr=0.02, verbose=0)
+    layers = [m for m in model.modules() if isinstance(m, (fr.GRU, fr.LSTM))]
+    assert len(layers) == 1
+    for name, value in options.items():
+        assert getattr(layers[0], name) == value
+    assert (model.predict(X) == y).mean() > 0.85
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fr.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_task_model_bad_cell_option():
+    X = np.zeros((8, 3, 2), np.float32)
+    model = fr.SequenceClassifier(cell="gru", hidden_size=4, cell_options={"peepholes": True})
+    with pytest.raises(TypeError, match="cell_options.*peepholes"):
+        model.fit(X, np.arange(8) % 2, epochs=1, verbose=0)

@@ -80,8 +80,6 @@ def unsupported_reason(op, attrs):
                    for default in DEFAULT_ACTIVATIONS[op]
                    for i in range(0, len(names), per_direction)):
             return f"non-default activations {names}"
-    if attrs.get("input_forget", 0):
-        return "input_forget=1 (coupled input-forget gate) is not implemented"
     return None
 
 
@@ -128,8 +126,8 @@ def run_case(onnx, op, node, inputs):
         layer = fr.GRU(X.shape[2], H, reset_after=bool(attrs.get("linear_before_reset", 0)),
                        **kwargs)
     else:
-        layer = fr.LSTM(X.shape[2], H, peepholes="P" in values,
-                        cell_clip=attrs.get("clip"), **kwargs)
+        layer = fr.LSTM(X.shape[2], H, peepholes="P" in values, cell_clip=attrs.get("clip"),
+                        input_forget=bool(attrs.get("input_forget", 0)), **kwargs)
     layer.load_state_dict(_onnx_layout.to_fastrnn(op, W, R, values.get("B"), values.get("P")))
 
     hx = h0 if op != "LSTM" else (

@@ -19,11 +19,11 @@ fastrnn (= PyTorch), per layer k and direction (suffix ``""`` / ``"_reverse"``):
 
 Semantics that must match as well: GRU ``linear_before_reset=1`` is fastrnn's
 default ``reset_after=True`` and ``linear_before_reset=0`` (ONNX's default) is
-``reset_after=False``; LSTM ``clip`` is ``cell_clip``; an ONNX ``reverse``
+``reset_after=False``; LSTM ``clip`` is ``cell_clip`` and ``input_forget=1``
+``input_forget=True``; an ONNX ``reverse``
 (single-direction) node is a forward layer run over each row's reversed
 sequence.  The activations must be ONNX's defaults (sigmoid/tanh, RNN tanh or
-relu as ``nonlinearity``); LSTM ``input_forget=1`` and ``proj_size`` have no
-counterpart on the other side.
+relu as ``nonlinearity``); fastrnn's ``proj_size`` has no ONNX counterpart.
 """
 
 import numpy as np

@@ -36,6 +36,8 @@ Cell variants (issue 16), flags in ``Dims``:
 * LSTM ``clip``: gate pre-activations clipped to [-clip, clip] (ONNX ``clip``
   as ONNX Runtime applies it: inputs of the gate activations, after the
   peepholes; the cell state itself is not clipped).
+* LSTM ``input_forget`` (ONNX): f = 1 - i; the forget pre-activation is
+  ignored (its weights get zero gradients).
 * LSTM ``proj``: h = W_hr (o * tanh(c)) (PyTorch proj_size).  Here ``C`` is
   the cell width (hidden_size) and ``H`` the state width (proj_size); gate
   columns are [i, f, g, o, m, dh] with m = o * tanh(c) (C wide) and dh (H
@@ -85,6 +87,7 @@ cdef struct Dims:
     bint peepholes      # LSTM peephole weights
     bint proj           # LSTM projection h = W_hr m
     double clip         # LSTM gate pre-activation clip; 0 = off
+    bint input_forget   # LSTM coupled gates: f = 1 - i (ONNX input_forget)
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -153,6 +156,9 @@ cdef inline void lstm_forward_variant_row(const Dims *dm, floating *g, floating 
     if dm.clip > 0:
         clip_row(g, 3 * C, dm.clip)
     sigmoid_row(g, g, 2 * C)
+    if dm.input_forget:
+        for j in range(C):
+            gf[j] = 1 - gi[j]
     tanh_row(gg, gg, C)
     for j in range(C):
         c[j] = gf[j] * c[j] + gi[j] * gg[j]
@@ -187,7 +193,7 @@ cdef inline void cell_forward_row(const Dims *dm, floating *g, floating *h,
     elif cell == RNN_RELU:
         for j in range(H):
             h[j] = g[j] if g[j] > 0 else 0
-    elif cell == LSTM and (dm.peepholes or dm.clip > 0 or dm.proj):
+    elif cell == LSTM and (dm.peepholes or dm.clip > 0 or dm.proj or dm.input_forget):
         lstm_forward_variant_row(dm, g, c, g + 4 * dm.C if dm.proj else h, peep)
         if dm.proj:
             return
@@ -267,9 +273,13 @@ cdef inline void lstm_backward_variant_row(const Dims *dm, floating *g, floating
         dcj = dc[j] + d * o_ * (one - t * t)
         if dm.peepholes:
             dcj = dcj + d_o * peep[2 * C + j]
-        d_i = dcj * g_ * i_ * (one - i_) * mi
-        d_f = dcj * c_prev[j] * f_ * (one - f_) * mf
         d_g = dcj * i_ * (one - g_ * g_) * mg
+        if dm.input_forget:    # c = (1 - i) c_prev + i g
+            d_i = dcj * (g_ - c_prev[j]) * i_ * (one - i_) * mi
+            d_f = 0
+        else:
+            d_i = dcj * g_ * i_ * (one - i_) * mi
+            d_f = dcj * c_prev[j] * f_ * (one - f_) * mf
         dc[j] = dcj * f_
         if dm.peepholes:
             dc[j] = dc[j] + d_i * peep[j] + d_f * peep[C + j]
@@ -308,7 +318,7 @@ cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
         for j in range(H):
             g[j] = dh[j] if h[j] > 0 else 0
             dh[j] = 0
-    elif cell == LSTM and (dm.peepholes or limits != NULL or dm.proj):
+    elif cell == LSTM and (dm.peepholes or limits != NULL or dm.proj or dm.input_forget):
         lstm_backward_variant_row(dm, g, dh, dc, c, c_prev, scratch, peep, limits,
                                   peep_acc)
     elif cell == LSTM:
@@ -692,10 +702,11 @@ cdef void fill_dims(Dims *dm, int cell, bint reverse, int T, int B, int E,
     dm.peepholes = False
     dm.proj = False
     dm.clip = 0
+    dm.input_forget = False
 
 
 cdef void fill_variant(Dims *dm, bint reset_before, double clip, int C,
-                       bint peepholes) noexcept nogil:
+                       bint peepholes, bint input_forget) noexcept nogil:
     """The cell-variant fields (after ``fill_dims``); C = the LSTM's cell
     width (w_hh rows / 4), which differs from H only with a projection."""
     if dm.cell == GRU and reset_before:
@@ -706,6 +717,7 @@ cdef void fill_variant(Dims *dm, bint reset_before, double clip, int C,
         dm.proj = C != dm.H
         dm.peepholes = peepholes
         dm.clip = clip
+        dm.input_forget = input_forget
         dm.W = buffer_cols(LSTM, C, dm.H)
         dm.GH = 4 * C
 
@@ -766,7 +778,8 @@ def forward(int cell, bint reverse,
             bint reset_before=False,
             double clip=0.0,
             const floating[:, ::1] w2=None,
-            const floating[::1] peep=None):
+            const floating[::1] peep=None,
+            bint input_forget=False):
     """Run one layer direction over the whole sequence in one parallel region.
 
     ``h`` (and ``c`` for the LSTM) hold the initial state on entry and the final
@@ -776,7 +789,8 @@ def forward(int cell, bint reverse,
     workspace for inference; ``c_hist`` (T, B, H) the LSTM cell states when
     training (empty otherwise).  ``b_ih``/``b_hh`` are empty without bias.
     Cell variants: ``reset_before`` (GRU), ``clip`` > 0 (LSTM), ``w2`` = W_hr
-    (LSTM projection) and ``peep`` (3 * C LSTM peepholes), empty when unused.
+    (LSTM projection), ``peep`` (3 * C LSTM peepholes), empty when unused, and
+    ``input_forget`` (LSTM f = 1 - i).
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
@@ -792,7 +806,8 @@ def forward(int cell, bint reverse,
     cdef const floating *peep_ptr = const_ptr1(peep) if peep is not None else NULL
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
-    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL)
+    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL,
+                 input_forget)
     with nogil:
         w_ih_packed[0] = NULL
         w_ih_packed[1] = NULL
@@ -853,7 +868,8 @@ def backward(int cell, bint reverse,
              const floating[:, ::1] w2=None,
              const floating[::1] peep=None,
              floating[:, ::1] dw2=None,
-             floating[::1] dpeep=None):
+             floating[::1] dpeep=None,
+             bint input_forget=False):
     """Backpropagate through one layer direction (after ``forward`` with storage).
 
     ``dh`` (and ``dc``) hold dL/d(final state) on entry and dL/d(initial state)
@@ -883,7 +899,8 @@ def backward(int cell, bint reverse,
     cdef bint ok
     fill_dims(&dm, cell, reverse, x.shape[0], x.shape[1], x.shape[2],
               w_hh.shape[1], out.shape[2], out_off)
-    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL)
+    fill_variant(&dm, reset_before, clip, w_hh.shape[0] // 4, peep_ptr != NULL,
+                 input_forget)
     with nogil:
         packed = pack_weights(&w_hh[0, 0], dm.GH, dm.H, False)
         ok = packed != NULL

@@ -69,6 +69,7 @@ class _Recurrent(Module):
     _reset_before = False  # GRU reset_after=False
     _peepholes = False     # LSTM peepholes
     _clip = 0.0            # LSTM cell_clip (0 = off)
+    _input_forget = False  # LSTM coupled input-forget gate
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
@@ -144,6 +145,7 @@ class _Recurrent(Module):
         w_hr, peephole = self._variant_names(layer, direction)
         empty1, empty2 = np.empty(0, self.dtype), np.empty((0, 0), self.dtype)
         forward = dict(reset_before=self._reset_before, clip=self._clip,
+                       input_forget=self._input_forget,
                        w2=self._params.get(w_hr, empty2),
                        peep=self._params[peephole].reshape(-1) if self._peepholes else empty1)
         backward = dict(forward, dw2=self.grads.get(w_hr, empty2),
@@ -423,6 +425,8 @@ class _Recurrent(Module):
             options.append("peepholes=True")
         if self._clip:
             options.append(f"cell_clip={self._clip}")
+        if self._input_forget:
+            options.append("input_forget=True")
         return " and ".join(options)
 
     def _variant_repr(self):
@@ -476,6 +480,8 @@ class LSTM(_Recurrent):
       [-cell_clip, cell_clip] before its activation, as ONNX Runtime does; the
       cell state itself is not clipped (unlike TensorFlow 1's ``cell_clip``).
       The gradient is 0 where a value was clipped.
+    * ``input_forget=True`` (ONNX's): coupled gates, f = 1 - i; the forget
+      block of the weights is unused (its gradients are 0).
     """
 
     _gates = 4
@@ -483,12 +489,16 @@ class LSTM(_Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None, proj_size=0, peepholes=False, cell_clip=None):
+                 dtype="float32", seed=None, proj_size=0, peepholes=False, cell_clip=None,
+                 input_forget=False):
         hidden_size = positive_int("hidden_size", hidden_size)
         self.proj_size = _proj_size(proj_size, hidden_size)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
         self.peepholes = self._peepholes = bool(peepholes)
+        if not isinstance(input_forget, (bool, np.bool_)):
+            raise TypeError(f"input_forget must be True or False, got {input_forget!r}")
+        self.input_forget = self._input_forget = bool(input_forget)
         self.cell_clip = _cell_clip(cell_clip)
         self._clip = self.cell_clip or 0.0
         super().__init__(kernels.Cell.LSTM, input_size, hidden_size, num_layers, bias,
@@ -497,7 +507,8 @@ class LSTM(_Recurrent):
     def _variant_repr(self):
         parts = [f", proj_size={self.proj_size}" if self.proj_size else "",
                  ", peepholes=True" if self.peepholes else "",
-                 f", cell_clip={self.cell_clip}" if self.cell_clip is not None else ""]
+                 f", cell_clip={self.cell_clip}" if self.cell_clip is not None else "",
+                 ", input_forget=True" if self.input_forget else ""]
         return "".join(parts)
 
 
