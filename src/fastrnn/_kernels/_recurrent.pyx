@@ -485,22 +485,12 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     cdef int step, t, i, b, j, t_prev
     cdef bint has_prev
     cdef floating limit_store[4]
-    cdef floating *limits = NULL
+    cdef floating *limits = clip_limits(dm, limit_store)
     cdef floating *g
-    cdef floating *dh_row
     cdef floating *scratch_row
-    cdef const floating *d_row
     cdef const floating *c_prev
     cdef const floating *c_t
     cdef size_t o_ld = dm.out_ld
-    if dm.clip > 0:   # activations of the clip bounds (see lstm_backward_variant_row)
-        limit_store[0] = <floating>(-dm.clip)
-        limit_store[1] = <floating>dm.clip
-        limit_store[2] = <floating>(-dm.clip)
-        limit_store[3] = <floating>dm.clip
-        sigmoid_row(limit_store, limit_store, 2)
-        tanh_row(limit_store + 2, limit_store + 2, 2)
-        limits = limit_store
     for step in range(T):
         # The sweep runs against the direction of the forward pass.
         t = step if dm.reverse else T - 1 - step
@@ -517,17 +507,7 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         if n == 0:
             continue
         t_prev = t + 1 if dm.reverse else t - 1
-        for i in range(n):
-            b = r0 + i
-            dh_row = dh + <size_t>b * H
-            d_row = d_out + (<size_t>t * B + b) * o_ld + dm.out_off
-            for j in range(H):
-                dh_row[j] = dh_row[j] + d_row[j]
-            has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
-            if has_prev:
-                h_prevs[i] = out + (<size_t>t_prev * B + b) * o_ld + dm.out_off
-            else:
-                h_prevs[i] = h0 + <size_t>b * H
+        start_step_rows(dm, r0, n, t, lengths, d_out, out, h0, dh, h_prevs)
         if dm.proj:
             project_back_rows(dm, n, g, w2_packed, dh + <size_t>r0 * H,
                               scratch + <size_t>r0 * 2 * C + C, 2 * C)
@@ -555,6 +535,46 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 for j in range(W):
                     bias_acc[j] += g[<size_t>i * W + j]
         packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
+
+
+cdef inline floating *clip_limits(const Dims *dm, floating *store) noexcept nogil:
+    """The activations of the clip bounds, [sigmoid(-clip), sigmoid(clip),
+    tanh(-clip), tanh(clip)], in ``store`` (see lstm_backward_variant_row);
+    NULL without clipping."""
+    if dm.clip <= 0:
+        return NULL
+    store[0] = <floating>(-dm.clip)
+    store[1] = <floating>dm.clip
+    store[2] = <floating>(-dm.clip)
+    store[3] = <floating>dm.clip
+    sigmoid_row(store, store, 2)
+    tanh_row(store + 2, store + 2, 2)
+    return store
+
+
+cdef inline void start_step_rows(const Dims *dm, int r0, int n, int t, const int *lengths,
+                                 const floating *d_out, const floating *out,
+                                 const floating *h0, floating *dh,
+                                 const floating **h_prevs) noexcept nogil:
+    """Backward at step t for rows r0..r0+n: dh += dL/d(out_t); the previous
+    state of every row (its neighbouring output, or h0 at its first step)."""
+    cdef int i, j, b, H = dm.H
+    cdef int t_prev = t + 1 if dm.reverse else t - 1
+    cdef size_t o_ld = dm.out_ld
+    cdef bint has_prev
+    cdef floating *dh_row
+    cdef const floating *d_row
+    for i in range(n):
+        b = r0 + i
+        dh_row = dh + <size_t>b * H
+        d_row = d_out + (<size_t>t * dm.B + b) * o_ld + dm.out_off
+        for j in range(H):
+            dh_row[j] = dh_row[j] + d_row[j]
+        has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
+        if has_prev:
+            h_prevs[i] = out + (<size_t>t_prev * dm.B + b) * o_ld + dm.out_off
+        else:
+            h_prevs[i] = h0 + <size_t>b * H
 
 
 # --------------------------------------------------------------------------

@@ -48,8 +48,8 @@ class SequenceClassifier(TaskModel):
                  dropout=0.0, pooling="last", output="softmax", input="embedding",
                  embedding_dim=64, pretrained=None, freeze_embedding=False,
                  tokenizer="word", lower=True, min_freq=1, max_vocab=None,
-                 dtype="float32", seed=None,
-                 cell_options=None):
+                 cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------

@@ -85,8 +85,8 @@ class LanguageModel(TaskModel):
     def __init__(self, level="char", cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
-                 dtype="float32", seed=None,
-                 cell_options=None):
+                 cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------

@@ -39,8 +39,8 @@ class SequenceRegressor(TaskModel):
     """
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
-                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None,
-                 cell_options=None):
+                 dropout=0.0, per_step=False, pooling="last", cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------

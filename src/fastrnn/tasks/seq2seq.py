@@ -70,8 +70,8 @@ class Seq2Seq(TaskModel):
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, tokenizer="char", lower=False,
-                 min_freq=1, max_vocab=None, dtype="float32", seed=None,
-                 cell_options=None):
+                 min_freq=1, max_vocab=None, cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------

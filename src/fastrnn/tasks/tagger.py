@@ -56,8 +56,8 @@ class SequenceTagger(TaskModel):
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=True,
                  dropout=0.0, input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, tokenizer="word", lower=False, min_freq=1,
-                 max_vocab=None, dtype="float32", seed=None,
-                 cell_options=None):
+                 max_vocab=None, cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
