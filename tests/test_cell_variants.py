@@ -93,6 +93,19 @@ def test_threads_give_the_same_result(variant, rng):
                                    atol=1e-13, err_msg=key)
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_inference_mode_matches_training_mode(variant, rng):
+    """Eval mode reuses one timestep of gate buffer; same outputs as training."""
+    cls, extra = VARIANTS[variant]
+    layer = cls(3, 9, num_layers=2, bidirectional=True, dtype="float64", seed=5, **extra)
+    inputs = make_inputs(layer, rng, 6, 5, with_hx=True, with_lengths=True)
+    trained = run_fastrnn(layer, inputs["x"], inputs["hx"], inputs["lengths"], backward=False)
+    layer.eval()
+    inferred = run_fastrnn(layer, inputs["x"], inputs["hx"], inputs["lengths"], backward=False)
+    for key in trained:
+        np.testing.assert_array_equal(inferred[key], trained[key], err_msg=key)
+
+
 # -- GRU reset_after=False: Keras's definition and ONNX Runtime -------------------
 
 def keras_gru_reset_before(x, kernel, recurrent_kernel, bias, h0):
