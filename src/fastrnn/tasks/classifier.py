@@ -22,6 +22,8 @@ class SequenceClassifier(TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         pooling: "last", "mean" or "max" (see above).
@@ -46,6 +48,7 @@ class SequenceClassifier(TaskModel):
                  dropout=0.0, pooling="last", output="softmax", input="embedding",
                  embedding_dim=64, pretrained=None, freeze_embedding=False,
                  tokenizer="word", lower=True, min_freq=1, max_vocab=None,
+                 cell_options=None,
                  dtype="float32", seed=None):
         self._store_params(locals())
 

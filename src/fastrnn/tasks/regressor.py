@@ -22,6 +22,8 @@ class SequenceRegressor(TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         per_step: True for a target at every step (see above).
@@ -37,7 +39,8 @@ class SequenceRegressor(TaskModel):
     """
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
-                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None):
+                 dropout=0.0, per_step=False, pooling="last", cell_options=None,
+                 dtype="float32", seed=None):
         self._store_params(locals())
 
     # -- building -------------------------------------------------------------------
