@@ -68,6 +68,8 @@ def make_torch_layer(torch, layer):
                   num_layers=layer.num_layers, bias=layer.bias,
                   batch_first=layer.batch_first, dropout=layer.dropout,
                   bidirectional=layer.bidirectional)
+    if getattr(layer, "proj_size", 0):
+        kwargs["proj_size"] = layer.proj_size
     if isinstance(layer, fr.RNN):
         module = torch.nn.RNN(nonlinearity=layer.nonlinearity, **kwargs)
     elif isinstance(layer, fr.LSTM):
@@ -105,18 +107,19 @@ def make_inputs(layer, rng, steps, batch, with_hx=False, with_lengths=False,
     """
     dtype = layer.dtype
     D, L, H = directions(layer), layer.num_layers, layer.hidden_size
+    S = getattr(layer, "proj_size", 0) or H      # h and out width (LSTM proj_size)
     if layer.batch_first:
-        x_shape, out_shape = (batch, steps, layer.input_size), (batch, steps, D * H)
+        x_shape, out_shape = (batch, steps, layer.input_size), (batch, steps, D * S)
     else:
-        x_shape, out_shape = (steps, batch, layer.input_size), (steps, batch, D * H)
-    state_shape = (L * D, batch, H)
+        x_shape, out_shape = (steps, batch, layer.input_size), (steps, batch, D * S)
+    state_shape = (L * D, batch, S)
 
     def normal(shape, s=1.0):
         return (s * rng.standard_normal(shape)).astype(dtype)
 
     def state(s=1.0):
         if is_lstm(layer):
-            return (normal(state_shape, s), normal(state_shape, s))
+            return (normal(state_shape, s), normal((L * D, batch, H), s))
         return normal(state_shape, s)
 
     return {
@@ -193,8 +196,9 @@ def run_torch(torch, module, x, hx=None, lengths=None, d_out=None, d_hn=None,
     batch = x_t.shape[0] if batch_first else x_t.shape[1]
     D = 2 if module.bidirectional else 1
     state_shape = (module.num_layers * D, batch, module.hidden_size)
+    h_shape = (module.num_layers * D, batch, getattr(module, "proj_size", 0) or module.hidden_size)
     h0, c0 = _split(hx)
-    h0_t = torch.tensor(np.zeros(state_shape) if h0 is None else np.asarray(h0),
+    h0_t = torch.tensor(np.zeros(h_shape) if h0 is None else np.asarray(h0),
                         dtype=dtype, requires_grad=True)
     c0_t = None
     if lstm:

@@ -215,6 +215,9 @@ def test_info(tmp_path):
     assert re.search(r"^OpenMP\s+(on|off)", out, re.M)
     assert re.search(r"^numpy\s+" + re.escape(np.__version__), out, re.M)
     assert "BLAS" in out and "threads" in out
+    levels = fr.kernel_levels()
+    assert re.search(rf"^kernels\s+{levels['chosen']} \(", out, re.M), out
+    assert f"built: {', '.join(levels['built'])}" in out
 
 
 def test_bench_quick(tmp_path):

@@ -46,7 +46,10 @@ def _subset(rng, size, limit):
 
 
 def _param_indices(rng, layer, name, shape):
-    """Flat indices of a parameter: a few rows from each gate block."""
+    """Flat indices of a parameter: a few rows from each gate block (every
+    entry of a peephole or projection matrix: they have no gate blocks)."""
+    if "peephole" in name or "weight_hr" in name:
+        return np.arange(int(np.prod(shape)))
     H = layer.hidden_size
     gates = shape[0] // H
     per_block = max(2, 6 // gates)

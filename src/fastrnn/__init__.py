@@ -26,7 +26,8 @@ _process.limit_openmp_spinning()     # before the kernels load libgomp
 _process.keep_freed_arrays_mapped()
 
 from ._io import get_load_limits, set_load_limits
-from ._threads import blas_info, get_num_threads, openmp_enabled, set_num_threads
+from ._threads import (blas_info, get_num_threads, kernel_levels, openmp_enabled,
+                       set_num_threads, show_config)
 from .layers import GRU, LSTM, RNN, Attention, Dropout, Embedding, Jordan, Linear, Module
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import data, metrics, online, onnx, optim, text, training  # noqa: E402  (submodules: fr.optim, ...)
@@ -52,5 +53,6 @@ __all__ = [
     "LanguageModel", "SequenceClassifier", "SequenceTagger", "Seq2Seq", "SequenceRegressor",
     "NotFittedError", "load", "from_bytes", "onnx", "set_load_limits", "get_load_limits",
     # runtime
-    "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "__version__",
+    "set_num_threads", "get_num_threads", "openmp_enabled", "blas_info", "kernel_levels",
+    "show_config", "__version__",
 ]

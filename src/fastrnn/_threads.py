@@ -14,10 +14,13 @@ switch costs no Python call and needs no GIL.
 import contextlib
 import ctypes
 import os
+import platform
+import sys
 
 from ._kernels import _runtime
 
-__all__ = ["set_num_threads", "get_num_threads", "openmp_enabled", "blas_info"]
+__all__ = ["set_num_threads", "get_num_threads", "openmp_enabled", "blas_info",
+           "kernel_levels", "show_config"]
 
 
 def _threads_from_environment():
@@ -107,3 +110,56 @@ def blas_info():
              "kernel_controls_threads": (_bound_blas is not None
                                          and lib.filepath == _bound_blas.filepath)}
             for lib in libs]
+
+
+def kernel_levels():
+    """The instruction-set levels of the compiled kernels: ``chosen`` (in
+    use), ``built`` (in this installation), ``cpu`` (this CPU can run) and
+    ``forced`` (the value of FASTRNN_ISA, None when unset)."""
+    from ._kernels import _dispatch
+    return {"chosen": _dispatch.chosen_level(), "built": _dispatch.compiled_levels(),
+            "cpu": _dispatch.cpu_levels(),
+            "forced": os.environ.get(_dispatch.ENV_VAR) or None}
+
+
+def _version_of(name):
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def config_lines():
+    """(name, value) rows describing this fastrnn: ``show_config`` and
+    ``fastrnn info`` print them."""
+    from . import __version__
+    levels = kernel_levels()
+    how = f"forced by FASTRNN_ISA={levels['forced']}" if levels["forced"] else "best for this CPU"
+    lines = [("fastrnn", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),
+             ("python", f"{platform.python_version()} ({sys.executable})"),
+             ("platform", platform.platform()),
+             ("kernels", f"{levels['chosen']} ({how}; built: {', '.join(levels['built'])}; "
+                         f"this CPU runs: {', '.join(levels['cpu'])})"),
+             ("OpenMP", "on" if openmp_enabled() else "off (serial kernels)"),
+             ("threads", f"{get_num_threads()} (of {os.cpu_count()} CPUs; set with "
+                         f"--threads or OMP_NUM_THREADS)")]
+    blas = blas_info()
+    if not blas:
+        lines.append(("BLAS", "none found through threadpoolctl"))
+    for lib in blas:
+        lines.append(("BLAS", f"{lib.get('internal_api')} {lib.get('version')} "
+                              f"({lib.get('architecture')}, {lib.get('threading_layer')} "
+                              f"threads; {lib.get('filepath')})"))
+    for name in ("numpy", "scipy", "threadpoolctl", "tqdm", "matplotlib", "torch"):
+        lines.append((name, _version_of(name) or "not installed"))
+    return lines
+
+
+def show_config(file=None):
+    """Print the version, the kernel instruction-set level (chosen, built,
+    supported by this CPU), OpenMP, threads, BLAS and dependency versions."""
+    lines = config_lines()
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        print(f"{name:<{width}}  {value}", file=file or sys.stdout)

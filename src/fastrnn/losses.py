@@ -39,7 +39,7 @@ import numbers
 import numpy as np
 
 from . import _threads
-from ._kernels import _losses
+from ._kernels._dispatch import _losses
 from ._validation import float_array, produced, to_numpy
 
 __all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss"]

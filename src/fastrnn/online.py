@@ -33,7 +33,8 @@ import numbers
 import numpy as np
 
 from . import _threads
-from ._kernels import _rtrl, _runtime
+from ._kernels import _runtime
+from ._kernels._dispatch import _rtrl
 from ._validation import float_array, check_finite, positive_int
 from .layers.jordan import Jordan
 from .layers.linear import Linear

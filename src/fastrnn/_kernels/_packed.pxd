@@ -26,24 +26,36 @@ cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
         fr_packed_gemm_d(m, n, k, a, lda, packed, c, ldc)
 
 
-cdef inline floating *pack_weights(const floating *w, int rows, int cols,
-                                   bint transpose) noexcept nogil:
+cdef inline size_t packed_size(int rows, int cols, bint transpose,
+                               bint is_float) noexcept nogil:
+    """Elements ``pack_weights_into`` writes for a (rows x cols) matrix."""
+    cdef int k = cols if transpose else rows
+    cdef int n = rows if transpose else cols
+    return fr_packed_size_f(k, n) if is_float else fr_packed_size_d(k, n)
+
+
+cdef inline void pack_weights_into(const floating *w, int rows, int cols,
+                                   bint transpose, floating *packed) noexcept nogil:
     """A weight matrix (rows x cols, row-major), or its transpose, packed as
-    the B operand of ``packed_gemm``.  Returns NULL when out of memory; the
-    caller frees."""
+    the B operand of ``packed_gemm`` into ``packed`` (``packed_size`` elements)."""
     cdef int k = cols if transpose else rows
     cdef int n = rows if transpose else cols
     cdef size_t s_p = 1 if transpose else cols
     cdef size_t s_j = cols if transpose else 1
-    cdef floating *packed
     if floating is float:
-        packed = <float *>malloc(fr_packed_size_f(k, n) * sizeof(float))
-        if packed != NULL:
-            fr_pack_f(k, n, w, s_p, s_j, packed)
+        fr_pack_f(k, n, w, s_p, s_j, packed)
     else:
-        packed = <double *>malloc(fr_packed_size_d(k, n) * sizeof(double))
-        if packed != NULL:
-            fr_pack_d(k, n, w, s_p, s_j, packed)
+        fr_pack_d(k, n, w, s_p, s_j, packed)
+
+
+cdef inline floating *pack_weights(const floating *w, int rows, int cols,
+                                   bint transpose) noexcept nogil:
+    """``pack_weights_into`` a new buffer.  Returns NULL when out of memory;
+    the caller frees."""
+    cdef floating *packed = <floating *>malloc(
+        packed_size(rows, cols, transpose, floating is float) * sizeof(floating))
+    if packed != NULL:
+        pack_weights_into(w, rows, cols, transpose, packed)
     return packed
 
 

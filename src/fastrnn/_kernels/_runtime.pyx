@@ -1,4 +1,4 @@
-"""Build facts and BLAS thread control for the kernels.
+"""Build facts, the CPU probe and BLAS thread control for the kernels.
 
 The kernels call scipy's BLAS (``scipy.linalg.cython_blas``) from their own
 OpenMP threads, so that BLAS must run single-threaded while they do.
@@ -14,6 +14,10 @@ cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
     int fr_all_finite_f(const float *x, long n)
     int fr_all_finite_d(const double *x, long n)
+
+cdef extern from "fr_cpu.h" nogil:
+    int fr_cpu_has_x86_64_v3()
+    int fr_cpu_has_x86_64_v4()
 
 ctypedef void (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
@@ -58,6 +62,17 @@ def set_parallel_min_work(double work):
     """Tests set 0 to exercise the parallel paths on small problems."""
     global _parallel_min_work
     _parallel_min_work = work
+
+
+def cpu_levels():
+    """The kernel levels this CPU can run, lowest first (fr_cpu.h): always
+    "baseline", then "avx2" (x86-64-v3) and "avx512" (x86-64-v4)."""
+    levels = ["baseline"]
+    if fr_cpu_has_x86_64_v3():
+        levels.append("avx2")
+    if fr_cpu_has_x86_64_v4():
+        levels.append("avx512")
+    return tuple(levels)
 
 
 def openmp_enabled():

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .. import _threads
-from .._kernels import _attention, _dense
+from .._kernels._dispatch import _attention, _dense
 from .._validation import (check_finite, check_shape, float_array, positive_int, produced,
                            resolve_dtype)
 from .module import Module

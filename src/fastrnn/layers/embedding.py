@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from .. import _threads
-from .._kernels import _embedding
+from .._kernels._dispatch import _embedding
 from .._validation import (check_finite, check_shape, float_array, positive_int,
                            private_input, read_only, resolve_dtype, to_numpy)
 from ..vectors import read_text_vectors

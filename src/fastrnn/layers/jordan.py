@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .. import _threads
-from .._kernels import _jordan as kernels
+from .._kernels._dispatch import _jordan as kernels
 from .._kernels import _runtime
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)

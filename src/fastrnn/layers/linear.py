@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import _threads
-from .._kernels import _dense
+from .._kernels._dispatch import _dense
 from .._validation import (check_finite, check_shape, float_array, positive_int,
                            private_input, produced, read_only, resolve_dtype)
 from .module import Module

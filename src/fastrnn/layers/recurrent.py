@@ -3,8 +3,9 @@
 All three share ``_Recurrent``: validation, the batch plan (row order and
 OpenMP chunks), the loop over layers and directions, dropout between layers,
 and the state dict.  The per-timestep work is one kernel call per layer and
-direction (``fastrnn._kernels._recurrent``); a cell differs only in its gate
-count, its kernel id and whether it carries a cell state.
+direction: each owns a ``DirectionKernel`` (``fastrnn._kernels._recurrent``,
+at the instruction-set level chosen at import), which holds the cell's
+layout (gate widths, cell state), packed weights and training buffers.
 """
 
 import math
@@ -12,8 +13,8 @@ import math
 import numpy as np
 
 from .. import _threads
-from .._kernels import _recurrent as kernels
 from .._kernels import _runtime
+from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
 from .module import Module
@@ -62,8 +63,13 @@ class _BatchPlan:
 class _Recurrent(Module):
     """Shared implementation; use RNN, LSTM or GRU."""
 
-    _gates = 1             # gate blocks in W_ih / W_hh
-    _has_cell_state = False
+    # Cell variants (issue 16); the subclasses set them before __init__ and the
+    # kernels own what follows from them (layout, parameter shapes).
+    proj_size = 0
+    _reset_before = False  # GRU reset_after=False
+    _peepholes = False     # LSTM peepholes
+    _clip = 0.0            # LSTM cell_clip (0 = off)
+    _input_forget = False  # LSTM coupled input-forget gate
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
@@ -80,23 +86,39 @@ class _Recurrent(Module):
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.seed = seed
-        self._cell = cell
         self._directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        self._kernels = self._build_kernels(cell)
         self._init_parameters()
-        # Fixed per layer: kernel specialisations, buffer width, parameter slots.
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._forward_kernel = kernels.forward[precision]
-        self._backward_kernel = kernels.backward[precision]
-        self._width = self.hidden_size if self._gates == 1 else 4 * self.hidden_size
         self._slots = [self._layer_parameters(layer, direction)
                        for layer in range(self.num_layers)
                        for direction in range(self._directions)]
         self._plans = {}
-        self._buffers = {}
-        self._empty2 = np.empty((0, 0), dtype=self.dtype)
-        self._empty3 = np.empty((0, 0, 0), dtype=self.dtype)
+
+    def _build_kernels(self, cell):
+        """One compiled kernel per (layer, direction), in state-dict order; a
+        layer's input is the output of the one below (D * state width)."""
+        options = dict(proj_size=self.proj_size, reset_before=self._reset_before,
+                       peepholes=self._peepholes, clip=self._clip,
+                       input_forget=self._input_forget)
+        result, layer_input = [], self.input_size
+        for _ in range(self.num_layers):
+            for direction in range(self._directions):
+                result.append(kernels.DirectionKernel(
+                    cell, direction == 1, layer_input, self.hidden_size,
+                    self._directions, self.dtype, **options))
+            layer_input = result[-1].out_width
+        return result
+
+    @property
+    def _has_cell_state(self):
+        return self._kernels[0].has_cell_state
+
+    @property
+    def _state_size(self):
+        """Width of h per direction (proj_size when projected)."""
+        return self._kernels[0].state_size
 
     def _config(self):
         config = {"input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -108,33 +130,33 @@ class _Recurrent(Module):
         return config
 
     # -- parameters -----------------------------------------------------------
+    # Parameter roles in state-dict (PyTorch) order; a layer has those its
+    # kernels' layout asks for (``DirectionKernel.parameter_shapes``).
+    _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
+              "weight_peephole")
+
     def _names(self, layer, direction):
+        """State-dict names of every role for one layer direction."""
         suffix = f"l{layer}" + ("_reverse" if direction else "")
-        return (f"weight_ih_{suffix}", f"weight_hh_{suffix}",
-                f"bias_ih_{suffix}", f"bias_hh_{suffix}")
+        return tuple(f"{role}_{suffix}" for role in self._ROLES)
 
     def _init_parameters(self):
-        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order."""
-        H, G = self.hidden_size, self._gates
-        bound = 1.0 / math.sqrt(H)
-        for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else H * self._directions
-            for direction in range(self._directions):
-                w_ih, w_hh, b_ih, b_hh = self._names(layer, direction)
-                shapes = {w_ih: (G * H, layer_input), w_hh: (G * H, H)}
-                if self.bias:
-                    shapes.update({b_ih: (G * H,), b_hh: (G * H,)})
-                for name, shape in shapes.items():
-                    self._new_parameter(name, shape,
-                                        lambda s: self._rng.uniform(-bound, bound, s))
+        """U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, drawn in state-dict order
+        (PyTorch's: W_hr after the biases, then the peepholes); each charged to
+        the load budget before it is drawn (see Module._new_parameter)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for k, kernel in enumerate(self._kernels):
+            names = dict(zip(self._ROLES, self._names(*divmod(k, self._directions))))
+            for role, shape in kernel.parameter_shapes(self.bias).items():
+                self._new_parameter(names[role], shape,
+                                    lambda s: self._rng.uniform(-bound, bound, s))
 
     def _layer_parameters(self, layer, direction):
-        """Live (w_ih, w_hh, b_ih, b_hh) and their gradient arrays; empty biases
-        when the layer has none (what the kernels expect)."""
+        """Live (w_ih, w_hh, b_ih, b_hh, w_hr, peephole) and their gradient
+        arrays, in ``_ROLES`` order; None for those the layer does not have."""
         names = self._names(layer, direction)
-        none = np.empty(0, dtype=self.dtype)
-        params = tuple(self._params.get(name, none) for name in names)
-        grads = tuple(self.grads.get(name, none) for name in names)
+        params = tuple(self._params.get(name) for name in names)
+        grads = tuple(self.grads.get(name) for name in names)
         return params, grads
 
     # -- validation -----------------------------------------------------------
@@ -154,14 +176,16 @@ class _Recurrent(Module):
         check_finite("x", x)
         return x
 
-    def _state_shape(self, batch):
-        return (self.num_layers * self._directions, batch, self.hidden_size)
+    def _state_shape(self, batch, cell=False):
+        """Shape of h (proj_size wide when projected), or of the LSTM's c."""
+        size = self.hidden_size if cell else self._state_size
+        return (self.num_layers * self._directions, batch, size)
 
-    def _check_state(self, name, value, batch):
+    def _check_state(self, name, value, batch, cell=False):
         if value is None:
             return None
         value = float_array(name, value, self.dtype)
-        check_shape(name, value, self._state_shape(batch))
+        check_shape(name, value, self._state_shape(batch, cell))
         check_finite(name, value)
         return value
 
@@ -175,7 +199,7 @@ class _Recurrent(Module):
             raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, "
                             f"got {type(value).__name__}")
         return (self._check_state(f"{name}[0]", value[0], batch),
-                self._check_state(f"{name}[1]", value[1], batch))
+                self._check_state(f"{name}[1]", value[1], batch, cell=True))
 
     # -- forward --------------------------------------------------------------
     def forward(self, x, hx=None, lengths=None):
@@ -202,37 +226,31 @@ class _Recurrent(Module):
         h_n = plan.to_kernel(h0, copy=True) if h0 is not None else self._zero_state(batch)
         c_n = None
         if self._has_cell_state:
-            c_n = plan.to_kernel(c0, copy=True) if c0 is not None else self._zero_state(batch)
+            c_n = (plan.to_kernel(c0, copy=True) if c0 is not None
+                   else self._zero_state(batch, cell=True))
         keep = self.training
         # Backward reads the input again (see private_input).
         layer_input = plan.to_kernel(x)
         if keep:
             layer_input = private_input(layer_input, x_given)
         cache = []
-        H, D = self.hidden_size, self._directions
+        D = self._directions
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
-        gates = None
         with _threads.blas_region():
             for layer in range(self.num_layers):
-                out = new_buffer((steps, batch, D * H), dtype=self.dtype)
+                out = new_buffer((steps, batch, self._kernels[layer * D].out_width),
+                                 dtype=self.dtype)
                 saved = []
                 for direction in range(D):
                     k = layer * D + direction
-                    if keep:
-                        gates = self._take_buffer(("gates", k), (steps, batch, self._width))
-                    elif gates is None:   # inference: one timestep of workspace
-                        gates = np.empty((1, batch, self._width), dtype=self.dtype)
-                    c_hist = (self._take_buffer(("c_hist", k), (steps, batch, H))
-                              if keep and self._has_cell_state else self._empty3)
-                    c_k = c_n[k] if self._has_cell_state else self._empty2
-                    if keep:
-                        saved.append((gates, c_hist, h_n[k].copy(),
-                                      c_k.copy() if self._has_cell_state else self._empty2))
-                    (w_ih, w_hh, b_ih, b_hh), _ = self._slots[k]
-                    self._forward_kernel(self._cell, direction == 1, layer_input, w_ih,
-                                         w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
-                                         h_n[k], c_k, out, direction * H, gates, c_hist,
-                                         num_threads)
+                    kernel = self._kernels[k]
+                    c_k = c_n[k] if self._has_cell_state else None
+                    tape = kernel.take_tape(steps, batch, h_n[k], c_k) if keep else None
+                    saved.append(tape)
+                    (w_ih, w_hh, b_ih, b_hh, w_hr, peep), _ = self._slots[k]
+                    kernel.forward(layer_input, w_ih, w_hh, b_ih, b_hh, plan.lengths,
+                                   plan.chunks, h_n[k], c_k, out, tape, num_threads,
+                                   w2=w_hr, peep=peep)
                 mask = self._dropout_mask(out.shape) if layer < self.num_layers - 1 else None
                 if keep:
                     cache.append((layer_input, out, saved, mask))
@@ -251,7 +269,7 @@ class _Recurrent(Module):
 
     def _plan(self, lengths, batch, steps, num_threads):
         """The batch plan; plans without lengths are reused (they are immutable)."""
-        if steps * batch * self.hidden_size * self._width < _runtime.get_parallel_min_work():
+        if steps * batch * self.hidden_size * self._kernels[0].width < _runtime.get_parallel_min_work():
             num_threads = 1      # too little work to pay for a parallel region
         if lengths is not None:
             return _BatchPlan(lengths, batch, steps, num_threads)
@@ -263,19 +281,6 @@ class _Recurrent(Module):
             plan = self._plans[key] = _BatchPlan(None, batch, steps, num_threads)
         return plan
 
-    def _take_buffer(self, key, shape):
-        """A training buffer left by an earlier step, or a new one.
-
-        Fresh multi-megabyte arrays cost page faults on every step (7% of an
-        LSTM training step measured at (100, 64, 256)).  A buffer is taken out
-        of the pool while a forward/backward pair uses it (so two Python
-        threads never share one) and returned by ``_release_cache``.
-        """
-        buffer = self._buffers.pop(key, None)
-        if buffer is None or buffer.shape != shape:
-            buffer = np.empty(shape, dtype=self.dtype)
-        return buffer
-
     def _release_cache(self):
         """Drop the activations of the last forward; recycle its buffers."""
         cache, self._cache = self._cache, None
@@ -283,21 +288,23 @@ class _Recurrent(Module):
             self._recycle(cache)
 
     def _recycle(self, cache):
+        """Tapes go back to their kernels for the next step (fresh
+        multi-megabyte buffers cost page faults: 7% of an LSTM training step
+        measured at (100, 64, 256)).  A tape is out of its kernel while a
+        forward/backward pair uses it, so two Python threads never share one."""
         for layer, (_, _, saved, _) in enumerate(cache[1]):
-            for direction, (gates, c_hist, _, _) in enumerate(saved):
-                k = layer * self._directions + direction
-                self._buffers[("gates", k)] = gates
-                if c_hist.size:
-                    self._buffers[("c_hist", k)] = c_hist
+            for direction, tape in enumerate(saved):
+                self._kernels[layer * self._directions + direction].recycle(tape)
 
     def train(self, mode=True):
         if not mode:
             self._release_cache()
-            self._buffers.clear()
+            for kernel in self._kernels:
+                kernel.release_spares()
         return super().train(mode)
 
-    def _zero_state(self, batch):
-        return np.zeros(self._state_shape(batch), dtype=self.dtype)
+    def _zero_state(self, batch, cell=False):
+        return np.zeros(self._state_shape(batch, cell), dtype=self.dtype)
 
     def _dropout_mask(self, shape):
         if not (self.training and self.dropout > 0):
@@ -336,27 +343,28 @@ class _Recurrent(Module):
         d_h0 = plan.to_kernel(d_h, copy=True) if d_h is not None else self._zero_state(batch)
         d_c0 = None
         if self._has_cell_state:
-            d_c0 = plan.to_kernel(d_c, copy=True) if d_c is not None else self._zero_state(batch)
+            d_c0 = (plan.to_kernel(d_c, copy=True) if d_c is not None
+                    else self._zero_state(batch, cell=True))
         d_layer = plan.to_kernel(d_out)
         num_threads = _threads.get_num_threads()
-        H, D = self.hidden_size, self._directions
+        D = self._directions
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
                 layer_input, out, saved, _ = cache[layer]
                 need_d_input = layer > 0 or input_grad
                 # the first direction writes it, the second adds
-                d_input = np.empty_like(layer_input) if need_d_input else self._empty3
+                d_input = np.empty_like(layer_input) if need_d_input else None
                 for direction in range(D):
                     k = layer * D + direction
-                    gates, c_hist, h_start, c_start = saved[direction]
-                    (w_ih, w_hh, _, _), (dw_ih, dw_hh, db_ih, db_hh) = self._slots[k]
-                    self._backward_kernel(
-                        self._cell, direction == 1, layer_input, w_ih, w_hh, plan.lengths,
-                        plan.chunks, h_start, c_start, had_h0, out, direction * H, gates,
-                        c_hist, d_layer, d_h0[k],
-                        d_c0[k] if self._has_cell_state else self._empty2,
-                        d_input, direction == 1, dw_ih, dw_hh, db_ih, db_hh,
-                        np.empty((batch, w_hh.shape[0]), self.dtype), num_threads)
+                    params, grads = self._slots[k]
+                    w_ih, w_hh, _, _, w_hr, peep = params
+                    dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep = grads
+                    self._kernels[k].backward(
+                        saved[direction], layer_input, w_ih, w_hh, plan.lengths,
+                        plan.chunks, had_h0, out, d_layer, d_h0[k],
+                        d_c0[k] if self._has_cell_state else None, d_input,
+                        direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads,
+                        w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep)
                 if layer > 0:
                     below_mask = cache[layer - 1][3]
                     d_layer = d_input * below_mask if below_mask is not None else d_input
@@ -372,12 +380,44 @@ class _Recurrent(Module):
             return d_x, (d_h0, plan.to_user(d_c0))
         return d_x, d_h0
 
+    def load_state_dict(self, state_dict):
+        """Copy parameters in by name (see ``Module.load_state_dict``).
+
+        PyTorch tensors are refused for a cell variant PyTorch does not have
+        (same names and shapes, different function): see ``_torch_mismatch``.
+        """
+        mismatch = self._torch_mismatch()
+        if mismatch and hasattr(state_dict, "values") and any(
+                type(v).__module__.startswith("torch") for v in state_dict.values()):
+            raise ValueError(f"state_dict holds PyTorch tensors, but this "
+                             f"{type(self).__name__} has {mismatch}, which PyTorch has no "
+                             f"equivalent for: torch weights would compute a different "
+                             f"function (build the layer without that option)")
+        super().load_state_dict(state_dict)
+
+    def _torch_mismatch(self):
+        """The options PyTorch has no equivalent for, as text ('' if none)."""
+        kernel, options = self._kernels[0], []
+        if kernel.reset_before:
+            options.append("reset_after=False")
+        if kernel.peepholes:
+            options.append("peepholes=True")
+        if kernel.clip:
+            options.append(f"cell_clip={kernel.clip}")
+        if kernel.input_forget:
+            options.append("input_forget=True")
+        return " and ".join(options)
+
+    def _variant_repr(self):
+        return ""
+
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
-                f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r})")
+                f"bidirectional={self.bidirectional}{self._variant_repr()}, "
+                f"dtype={self.dtype.name!r})")
 
 
 class RNN(_Recurrent):
@@ -403,28 +443,94 @@ class LSTM(_Recurrent):
 
     ``hx`` is a tuple (h0, c0); ``forward`` returns ``out, (h_n, c_n)``;
     ``backward(d_out, (d_hn, d_cn))`` returns ``d_x, (d_h0, d_c0)``.
-    """
 
-    _gates = 4
-    _has_cell_state = True
+    Variants:
+
+    * ``proj_size`` > 0 (PyTorch's): h_t = W_hr (o_t * tanh(c_t)); h, h_n and
+      ``out`` are proj_size wide (D * proj_size), c stays hidden_size wide;
+      ``weight_hr_l{k}[_reverse]`` has shape (proj_size, hidden_size) and
+      ``weight_hh`` (4 * hidden_size, proj_size).
+    * ``peepholes=True`` (ONNX's ``P``, TensorFlow's ``use_peepholes``):
+      i = sigmoid(... + p_i * c_{t-1}), f = sigmoid(... + p_f * c_{t-1}),
+      o = sigmoid(... + p_o * c_t); ``weight_peephole_l{k}[_reverse]`` of shape
+      (3, hidden_size), rows p_i, p_f, p_o (ONNX orders P as i, o, f).
+    * ``cell_clip`` = a positive float (ONNX's ``clip``): every gate
+      pre-activation (i, f, g, o, after the peepholes) is clipped to
+      [-cell_clip, cell_clip] before its activation, as ONNX Runtime does; the
+      cell state itself is not clipped (unlike TensorFlow 1's ``cell_clip``).
+      The gradient is 0 where a value was clipped.
+    * ``input_forget=True`` (ONNX's): coupled gates, f = 1 - i; the forget
+      block of the weights is unused (its gradients are 0).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, proj_size=0, peepholes=False, cell_clip=None,
+                 input_forget=False):
+        hidden_size = positive_int("hidden_size", hidden_size)
+        self.proj_size = _proj_size(proj_size, hidden_size)
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        self.peepholes = self._peepholes = bool(peepholes)
+        if not isinstance(input_forget, (bool, np.bool_)):
+            raise TypeError(f"input_forget must be True or False, got {input_forget!r}")
+        self.input_forget = self._input_forget = bool(input_forget)
+        self.cell_clip = _cell_clip(cell_clip)
+        self._clip = self.cell_clip or 0.0
         super().__init__(kernels.Cell.LSTM, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
+
+    def _variant_repr(self):
+        parts = [f", proj_size={self.proj_size}" if self.proj_size else "",
+                 ", peepholes=True" if self.peepholes else "",
+                 f", cell_clip={self.cell_clip}" if self.cell_clip is not None else "",
+                 ", input_forget=True" if self.input_forget else ""]
+        return "".join(parts)
 
 
 class GRU(_Recurrent):
     """GRU with PyTorch's gates (r, z, n), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
 
     Same arguments, names and shapes as ``torch.nn.GRU``.
-    """
 
-    _gates = 3
+    ``reset_after=False`` is the GRU of Cho et al. (2014), Keras's
+    ``GRU(reset_after=False)`` and ONNX's default ``linear_before_reset=0``:
+    the reset gate multiplies the previous state before the product,
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).  Same parameter names and
+    shapes; b_hn is simply added to n's pre-activation (it is not reset).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, reset_after=True):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        self.reset_after = bool(reset_after)
+        self._reset_before = not self.reset_after
         super().__init__(kernels.Cell.GRU, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
+
+    def _variant_repr(self):
+        return "" if self.reset_after else ", reset_after=False"
+
+
+def _proj_size(value, hidden_size):
+    """proj_size: 0 (no projection) or an int in 1..hidden_size - 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"proj_size must be an int, got {type(value).__name__}")
+    if not 0 <= value < hidden_size:
+        raise ValueError(f"proj_size must be 0 (no projection) or between 1 and "
+                         f"hidden_size - 1 = {hidden_size - 1}, got {value}")
+    return int(value)
+
+
+def _cell_clip(value):
+    """cell_clip: None (no clipping) or a positive finite float."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"cell_clip must be None or a positive number, got "
+                        f"{type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"cell_clip must be a positive finite number, got {value!r}")
+    return float(value)

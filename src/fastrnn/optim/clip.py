@@ -16,7 +16,7 @@ import math
 import numbers
 
 from .. import _threads
-from .._kernels import _optim
+from .._kernels._dispatch import _optim
 from .optimizers import _flat, _kernels, check_parameters, resolve_modules
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]

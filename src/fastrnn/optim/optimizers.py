@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _threads
 from .._io import archive_bytes, read_archive
-from .._kernels import _optim
+from .._kernels._dispatch import _optim
 from .._validation import to_numpy
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]

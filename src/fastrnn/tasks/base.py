@@ -312,6 +312,7 @@ class TaskModel(BaseEstimator):
                                embedding_dim=getattr(self, "embedding_dim", None),
                                pretrained=getattr(self, "pretrained", None),
                                vocab=inputs.vocab,
+                               cell_options=getattr(self, "cell_options", None),
                                freeze_embedding=check_flag(
                                    "freeze_embedding",
                                    getattr(self, "freeze_embedding", False)),

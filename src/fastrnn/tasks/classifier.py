@@ -22,6 +22,8 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         pooling: "last", "mean" or "max" (see above).
@@ -54,6 +56,7 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
                  dropout=0.0, pooling="last", output="softmax", input="embedding",
                  embedding_dim=64, pretrained=None, freeze_embedding=False,
                  tokenizer="word", lower=True, min_freq=1, max_vocab=None,
+                 cell_options=None,
                  dtype="float32", seed=None, epochs=10, batch_size=32, optimizer="adam",
                  lr=None, weight_decay=None, clip_norm=None, validation_split=0.0,
                  shuffle=True, verbose=1, class_weight=None):

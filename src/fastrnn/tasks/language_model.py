@@ -58,6 +58,8 @@ class LanguageModel(TaskModel):
         level: "char" (every character is a token) or "word" (words and
             punctuation, see ``fastrnn.text.WordTokenizer``).
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers: size of the recurrent stack (unidirectional:
             a language model only sees the past).
         dropout: dropout on the recurrent outputs (and between layers).
@@ -96,7 +98,8 @@ class LanguageModel(TaskModel):
     def __init__(self, level="char", cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, lower=False, min_freq=1, max_vocab=None,
-                 tie_weights=False, dtype="float32", seed=None, epochs=10, batch_size=32,
+                 tie_weights=False, cell_options=None,
+                 dtype="float32", seed=None, epochs=10, batch_size=32,
                  optimizer="adam", lr=None, weight_decay=None, clip_norm=5.0,
                  validation_split=0.0, verbose=1, bptt=64):
         self._store_params(locals())
@@ -113,7 +116,7 @@ class LanguageModel(TaskModel):
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
             pretrained=self.pretrained, vocab=vocab,
             freeze_embedding=check_flag("freeze_embedding", self.freeze_embedding),
-            dtype=self.dtype, seed=network_seed)
+            dtype=self.dtype, seed=network_seed, cell_options=self.cell_options)
         if check_flag("tie_weights", self.tie_weights):
             self.head_ = TiedOutput(self.network_, seed=head_seed)
         else:
@@ -204,12 +207,15 @@ class LanguageModel(TaskModel):
         carry = state["carry"]
         if carry is not None:
             expected = 2 if self._fitted_param("cell") == "lstm" else 1
-            hidden = (self._fitted_param("num_layers"), self._fitted_param("hidden_size"))
+            layers, size = self._fitted_param("num_layers"), self._fitted_param("hidden_size")
+            # h is proj_size wide for a projected LSTM, c hidden_size
+            widths = [self.network_.rnn.proj_size or size, size][:expected]
             carry = [np.asarray(part) for part in carry]
-            if len(carry) != expected or any(part.ndim != 3 or (part.shape[0], part.shape[2])
-                                             != hidden for part in carry):
+            if len(carry) != expected or any(
+                    part.ndim != 3 or (part.shape[0], part.shape[2]) != (layers, width)
+                    for part, width in zip(carry, widths)):
                 raise ValueError(f"carried state must be {expected} array(s) of shape "
-                                 f"({hidden[0]}, B, {hidden[1]}), got "
+                                 f"({layers}, B, {' or '.join(map(str, widths))}), got "
                                  f"{[part.shape for part in carry]}")
             carry = [np.array(part, dtype=self.network_.dtype) for part in carry]
         self._carry["train"] = carry

@@ -75,12 +75,15 @@ class SequenceEncoder:
     vectors file or array for the embedding, rows matched through ``vocab``
     (only with input_kind "embedding": one-hot and numeric inputs have no
     embedding to put them in).  ``dropout`` applies between recurrent layers
-    and to the stack's output.
+    and to the stack's output.  ``cell_options``: extra keyword arguments of
+    the recurrent layer (``{"reset_after": False}`` for the GRU; ``peepholes``,
+    ``cell_clip``, ``proj_size`` for the LSTM).
     """
 
     def __init__(self, cell, input_kind, input_size, hidden_size, num_layers=1,
                  bidirectional=False, dropout=0.0, embedding_dim=None, pretrained=None,
-                 vocab=None, freeze_embedding=False, dtype="float32", seed=None):
+                 vocab=None, freeze_embedding=False, dtype="float32", seed=None,
+                 cell_options=None):
         check_choice("cell", cell, tuple(CELLS))
         check_choice("input", input_kind, INPUTS)
         dropout = check_dropout(dropout)
@@ -112,12 +115,19 @@ class SequenceEncoder:
             features = self.embedding.embedding_dim
         else:
             features = input_size
-        self.rnn = CELLS[cell](features, hidden_size, num_layers=num_layers,
-                               dropout=dropout if num_layers > 1 else 0.0,
-                               bidirectional=bidirectional, dtype=dtype, seed=seeds[1])
+        if cell_options is not None and not isinstance(cell_options, dict):
+            raise TypeError(f"cell_options must be None or a dict of {cell} layer options, "
+                            f"got {type(cell_options).__name__}")
+        try:
+            self.rnn = CELLS[cell](features, hidden_size, num_layers=num_layers,
+                                   dropout=dropout if num_layers > 1 else 0.0,
+                                   bidirectional=bidirectional, dtype=dtype, seed=seeds[1],
+                                   **(cell_options or {}))
+        except TypeError as exc:    # an unknown or mistyped option
+            raise TypeError(f"cell_options for cell={cell!r}: {exc}") from None
         self.dropout = Dropout(dropout, seed=seeds[2], dtype=dtype) if dropout > 0 else None
         self.dtype = self.rnn.dtype
-        self.output_size = hidden_size * (2 if bidirectional else 1)
+        self.output_size = (self.rnn.proj_size or hidden_size) * (2 if bidirectional else 1)
 
     def modules(self):
         """The layers that exist, in order: embedding, recurrent stack, dropout."""

@@ -23,6 +23,8 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         per_step: True for a target at every step (see above).
@@ -43,7 +45,8 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
     """
 
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
-                 dropout=0.0, per_step=False, pooling="last", dtype="float32", seed=None,
+                 dropout=0.0, per_step=False, pooling="last", cell_options=None,
+                 dtype="float32", seed=None,
                  epochs=10, batch_size=32, optimizer="adam", lr=None, weight_decay=None,
                  clip_norm=None, validation_split=0.0, shuffle=True, verbose=1):
         self._store_params(locals())

@@ -48,6 +48,8 @@ class Seq2Seq(TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn" (both stacks).
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, dropout: size of both stacks; dropout
             between layers and on the outputs.
         input: "embedding" or "onehot" for token ids (numeric sources need
@@ -85,7 +87,8 @@ class Seq2Seq(TaskModel):
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, dropout=0.0,
                  input="embedding", embedding_dim=64, tokenizer="char", lower=False,
-                 min_freq=1, max_vocab=None, attention=None, dtype="float32", seed=None,
+                 min_freq=1, max_vocab=None, attention=None, cell_options=None,
+                 dtype="float32", seed=None,
                  epochs=10, batch_size=32, optimizer="adam", lr=None, weight_decay=None,
                  clip_norm=5.0, validation_split=0.0, shuffle=True, verbose=1,
                  teacher_forcing=1.0):
@@ -107,7 +110,8 @@ class Seq2Seq(TaskModel):
         self.decoder_ = SequenceEncoder(
             self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
-            vocab=vocab, dtype=self.dtype, seed=decoder_seed)
+            vocab=vocab, dtype=self.dtype, seed=decoder_seed,
+            cell_options=self.cell_options)
         self._build_attention(attention_seed, post_seed)
         head_inputs = self.decoder_.output_size
         if self.attention_ is not None:

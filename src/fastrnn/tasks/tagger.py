@@ -31,6 +31,8 @@ class SequenceTagger(TaskModel):
 
     Args:
         cell: "lstm", "gru" or "rnn".
+        cell_options: dict of extra recurrent-layer options, e.g.
+            {"reset_after": False} (GRU) or {"peepholes": True} (LSTM).
         hidden_size, num_layers, bidirectional, dropout: the recurrent stack
             (dropout between layers and on its output).
         input: "embedding" (learned or ``pretrained`` vectors, optionally
@@ -60,7 +62,8 @@ class SequenceTagger(TaskModel):
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=True,
                  dropout=0.0, input="embedding", embedding_dim=64, pretrained=None,
                  freeze_embedding=False, tokenizer="word", lower=False, min_freq=1,
-                 max_vocab=None, dtype="float32", seed=None, epochs=10, batch_size=32,
+                 max_vocab=None, cell_options=None,
+                 dtype="float32", seed=None, epochs=10, batch_size=32,
                  optimizer="adam", lr=None, weight_decay=None, clip_norm=None,
                  validation_split=0.0, shuffle=True, verbose=1, class_weight=None):
         self._store_params(locals())

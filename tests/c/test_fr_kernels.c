@@ -1,0 +1,132 @@
+/* C-level tests of fastrnn's kernel headers (fr_gemm.h, fr_math.h).
+ *
+ * Built and run by tests/test_c_kernels.py: natively, and cross-compiled for
+ * aarch64 and run under qemu-aarch64 (no arm64 machine is at hand), so the
+ * NEON baseline is tested too.  Prints one line per failure and exits 1 if
+ * any check failed.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fr_gemm.h"
+#include "fr_math.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                         \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            failures++;                                          \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);          \
+            printf(__VA_ARGS__);                                 \
+            printf("\n");                                        \
+        }                                                        \
+    } while (0)
+
+static unsigned long long rng_state = 12345;
+
+static double uniform(void)   /* in [-1, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(rng_state >> 11) / (double)(1ULL << 52) - 1.0;
+}
+
+/* C += A @ B through pack + packed GEMM, against a double-precision loop;
+ * B given directly or as B^T (how the recurrent kernels read W_hh). */
+#define GEMM_TEST(NAME, SUF, T, TOL)                                          \
+static void NAME(int m, int n, int k, int transposed)                        \
+{                                                                            \
+    T *a = malloc(sizeof(T) * m * k), *b = malloc(sizeof(T) * k * n);        \
+    T *c = malloc(sizeof(T) * m * n);                                        \
+    double *ref = malloc(sizeof(double) * m * n);                            \
+    T *packed = malloc(sizeof(T) * fr_packed_size_##SUF(k, n));              \
+    for (int i = 0; i < m * k; i++) a[i] = (T)uniform();                     \
+    for (int i = 0; i < k * n; i++) b[i] = (T)uniform();                     \
+    for (int i = 0; i < m * n; i++) { c[i] = (T)uniform(); ref[i] = c[i]; }  \
+    for (int i = 0; i < m; i++)                                              \
+        for (int j = 0; j < n; j++)                                          \
+            for (int p = 0; p < k; p++)                                      \
+                ref[i * n + j] += (double)a[i * k + p] * b[p * n + j];       \
+    if (transposed) {                                                        \
+        T *bt = malloc(sizeof(T) * k * n);                                   \
+        for (int p = 0; p < k; p++)                                          \
+            for (int j = 0; j < n; j++) bt[j * k + p] = b[p * n + j];        \
+        fr_pack_##SUF(k, n, bt, 1, (size_t)k, packed);                       \
+        free(bt);                                                            \
+    } else {                                                                 \
+        fr_pack_##SUF(k, n, b, (size_t)n, 1, packed);                        \
+    }                                                                        \
+    fr_packed_gemm_##SUF(m, n, k, a, k, packed, c, n);                       \
+    double worst = 0;                                                        \
+    for (int i = 0; i < m * n; i++) {                                        \
+        double err = fabs(c[i] - ref[i]) / (1.0 + fabs(ref[i]));             \
+        worst = err > worst ? err : worst;                                   \
+    }                                                                        \
+    CHECK(worst < (TOL) * sqrt((double)k), #SUF " gemm m=%d n=%d k=%d t=%d: "   \
+          "error %g", m, n, k, transposed, worst);                           \
+    free(a); free(b); free(c); free(ref); free(packed);                      \
+}
+GEMM_TEST(gemm_test_f, f, float, 1e-6)
+GEMM_TEST(gemm_test_d, d, double, 1e-14)
+
+static void test_pack_layout(void)
+{
+    /* Panels of NR columns, K rows each, zero past N. */
+    const int k = 3, n = FR_NR_f + 5, nr = FR_NR_f;
+    float b[3 * (64 + 5)], packed[3 * 2 * 64];
+    for (int i = 0; i < k * n; i++) b[i] = (float)(i + 1);
+    CHECK(fr_packed_size_f(k, n) == (size_t)(2 * k * nr), "packed size");
+    fr_pack_f(k, n, b, (size_t)n, 1, packed);
+    for (int q = 0; q < 2; q++)
+        for (int p = 0; p < k; p++)
+            for (int j = 0; j < nr; j++) {
+                int col = q * nr + j;
+                float want = col < n ? b[p * n + col] : 0.0f;
+                CHECK(packed[(q * k + p) * nr + j] == want, "pack q=%d p=%d j=%d", q, p, j);
+            }
+}
+
+static void test_math(void)
+{
+    /* The float32 nonlinearities within a few ulp of double libm. */
+    double worst_tanh = 0, worst_sig = 0, worst_exp = 0;
+    for (int i = -200000; i <= 200000; i++) {
+        float x = (float)i * 1e-4f;
+        double t = tanh((double)x), s = 1.0 / (1.0 + exp(-(double)x));
+        double e = exp((double)x);
+        double et = fabs(fr_tanhf(x) - t) / (fabs(t) + 1e-30);
+        double es = fabs(fr_sigmoidf(x) - s) / s;
+        double ee = fabs(fr_expf(x) - e) / e;
+        if (x != 0.0f) worst_tanh = et > worst_tanh ? et : worst_tanh;
+        worst_sig = es > worst_sig ? es : worst_sig;
+        worst_exp = ee > worst_exp ? ee : worst_exp;
+    }
+    CHECK(worst_tanh < 4e-7, "tanh relative error %g", worst_tanh);
+    CHECK(worst_sig < 4e-7, "sigmoid relative error %g", worst_sig);
+    CHECK(worst_exp < 4e-7, "exp relative error %g", worst_exp);
+    CHECK(fr_tanhf(100.0f) == 1.0f && fr_tanhf(-100.0f) == -1.0f, "tanh saturation");
+    CHECK(fr_sigmoidf(-100.0f) >= 0.0f && fr_sigmoidf(100.0f) == 1.0f, "sigmoid saturation");
+    float row[5] = {0.5f, -1.0f, 2.0f, 0.0f, 3.0f};
+    CHECK(fr_all_finite_f(row, 5) == 1, "all finite");
+    row[3] = NAN;
+    CHECK(fr_all_finite_f(row, 5) == 0, "NaN found");
+    row[3] = INFINITY;
+    CHECK(fr_all_finite_f(row, 5) == 0, "inf found");
+}
+
+int main(void)
+{
+    static const int shapes[][3] = {{1, 1, 1}, {5, 17, 3}, {13, 40, 31}, {8, 64, 300},
+                                    {7, 33, 257}, {FR_MR + 1, 2 * FR_NR_f + 1, FR_KC + 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 2; t++) {
+            gemm_test_f(shapes[s][0], shapes[s][1], shapes[s][2], t);
+            gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t);
+        }
+    test_pack_layout();
+    test_math();
+    printf("fr kernels: vector %d bytes, MR %d, NR %d floats: %s\n", FR_VECTOR_BYTES,
+           FR_MR, FR_NR_f, failures ? "FAILED" : "all passed");
+    return failures ? 1 : 0;
+}
