@@ -105,11 +105,12 @@ class BuildKernels(build_ext):
     and compiles the modules in parallel (pip gives no -j)."""
 
     def finalize_options(self):
+        # Cythonize first: setuptools annotates the Extension objects it finalizes.
+        jobs = int(self.parallel) if self.parallel else os.cpu_count() or 1
+        self.distribution.ext_modules = _cythonize(self.distribution.ext_modules, jobs)
         super().finalize_options()
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
-        jobs = self.parallel if isinstance(self.parallel, int) else os.cpu_count() or 1
-        self.extensions = self.distribution.ext_modules = _cythonize(self.extensions, jobs)
 
     def build_extensions(self):
         if self.compiler.compiler_type == "msvc":

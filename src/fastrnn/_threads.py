@@ -16,7 +16,6 @@ import ctypes
 import os
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from ._kernels import _runtime
 
@@ -124,6 +123,7 @@ def kernel_levels():
 
 
 def _version_of(name):
+    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(name)
     except PackageNotFoundError:
