@@ -354,22 +354,30 @@ class LanguageModel(TaskModel):
         banned[[PAD, UNK, BOS]] = True
         banned[EOS] = not stop_at_eos
         generated = []
-        with eval_mode(self.modules()):
-            out, state = self.network_.forward(ids[:, None])
-            logits = self.head_(out[-1])[0]
-            for step in range(length):
-                token = _sample(logits, banned, temperature, top_k, top_p, rng)
-                if token == EOS:
-                    break
-                generated.append(token)
-                if step + 1 < length:
-                    out, state = self.network_.forward(np.array([[token]], dtype=np.int64),
-                                                       hx=state)
-                    logits = self.head_(out[0])[0]
+        # One token at a time through a stream: the same numbers as a forward
+        # pass over the prompt (streams equal whole-sequence runs bit for bit).
+        stream = self.stream()
+        for token in ids:
+            logits = stream.logits(int(token))
+        for step in range(length):
+            token = _sample(logits, banned, temperature, top_k, top_p, rng)
+            if token == EOS:
+                break
+            generated.append(token)
+            if step + 1 < length:
+                logits = stream.logits(token)
         words = [self.vocab_.lookup(token) for token in generated]
         if self._level == "char":
             return prompt + "".join(words)
         return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    def stream(self):
+        """A :class:`~fastrnn.tasks.streaming.LanguageModelStream`: ``step(token)``
+        returns the next-token probabilities after reading ``token``, with
+        the state carried.  A new stream starts a new sequence: feed "<eos>"
+        first to read what follows as the start of a text, as ``generate`` does."""
+        from .streaming import LanguageModelStream
+        return LanguageModelStream(self)
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
