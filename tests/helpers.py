@@ -40,6 +40,20 @@ def require_torch():
     return torch
 
 
+def require_module(name, purpose):
+    """Import ``name`` (an optional test dependency such as onnxruntime), or
+    skip -- fail when the CI variable is set, as :func:`require_torch` does."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        message = f"{name} is required for {purpose} ({exc})"
+        if ci_enabled():
+            pytest.fail(message + "; CI is set, so this is a failure, not a skip",
+                        pytrace=False)
+        pytest.skip(message)
+
+
 # -- layers -----------------------------------------------------------------------
 
 def layer_class(cell):

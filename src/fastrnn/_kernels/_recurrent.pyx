@@ -55,6 +55,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 
@@ -1185,3 +1186,292 @@ def _backward(DirectionKernel kernel,
                          num_threads)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
+
+
+# --------------------------------------------------------------------------
+# Streaming: one timestep of every layer per call (fastrnn.layers.stream).
+# --------------------------------------------------------------------------
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+cdef struct StreamLayer:
+    # One layer of a unidirectional stack; the pointers are typed float or
+    # double by the stream's dtype and point into arrays LayerStream keeps.
+    Dims dm                 # the DirectionKernel's layout with T = 1, out_ld = H
+    void *w_hh_packed
+    void *w_ih_packed[2]
+    void *w2_packed         # the variant's second product (NULL without one)
+    void *peep              # (3, C) peepholes (NULL without them)
+    void *bias_row
+    void *gates             # (B, W) workspace
+    void *h                 # (B, H) this layer's row of the stream state
+    void *c                 # (B, C) or NULL without a cell state
+    void *out               # (B, H) the next layer's input; NULL: the caller's y
+
+
+cdef bint all_finite_row(const floating *x, Py_ssize_t n) noexcept nogil:
+    """x * 0 is 0 for finite values and NaN for NaN and inf."""
+    cdef Py_ssize_t i
+    cdef floating acc = 0
+    for i in range(n):
+        acc += x[i] * 0
+    return acc == 0
+
+
+cdef void stream_step(StreamLayer *layers, int num_layers, const int *ones,
+                      const floating *x, floating *y) noexcept nogil:
+    """Every layer through one timestep: the same chunk routine as the
+    whole-sequence forward with T = 1, so the results are bit for bit those of
+    ``layer(x)`` (the micro-kernel's sums per row do not depend on the rows
+    around it)."""
+    cdef int l
+    cdef const floating *layer_in = x
+    cdef floating *layer_out
+    cdef StreamLayer *s
+    for l in range(num_layers):
+        s = &layers[l]
+        layer_out = <floating *>s.out if s.out != NULL else y
+        forward_chunk(&s.dm, 0, s.dm.B, ones, layer_in, <const floating *>s.bias_row,
+                      <const floating **>s.w_ih_packed, <const floating *>s.w_hh_packed,
+                      <floating *>s.gates, 0, <floating *>s.h, <floating *>s.c,
+                      layer_out, NULL, <const floating *>s.w2_packed,
+                      <const floating *>s.peep)
+        layer_in = layer_out
+
+
+cdef void pack_layer(StreamLayer *s, const floating *w_ih, const floating *w_hh,
+                     const floating *b_ih, const floating *b_hh, const floating *w_hr,
+                     const floating *peep) noexcept nogil:
+    """The packing steps of ``_forward``, into the stream's own buffers."""
+    cdef int k, col, wrow, size
+    pack_weights_into(w_hh, s.dm.GH, s.dm.H, True, <floating *>s.w_hh_packed)
+    if has_second_product(&s.dm):
+        pack_second_product(&s.dm, w_hh, w_hr, True, <floating *>s.w2_packed)
+    if s.dm.peepholes:
+        memcpy(s.peep, peep, <size_t>3 * s.dm.C * sizeof(floating))
+    for k in range(block_count(s.dm.cell)):
+        input_block(s.dm.cell, s.dm.C, k, &col, &wrow, &size)
+        pack_weights_into(w_ih + <size_t>wrow * s.dm.E, size, s.dm.E, True,
+                          <floating *>s.w_ih_packed[k])
+    fold_bias(&s.dm, b_ih, b_hh, <floating *>s.bias_row)
+
+
+cdef void head_rows(int B, int K, int H, const floating *h, const floating *packed,
+                    const floating *bias, floating *y) noexcept nogil:
+    """y (B, K) = bias + h (B, H) @ W^T: linear_forward's steps (_dense.pyx)."""
+    cdef int i
+    for i in range(B):
+        memcpy(y + <size_t>i * K, bias, K * sizeof(floating))
+    packed_gemm(B, K, H, h, H, packed, y, K)
+
+
+cdef inline void *data_or_null(a):
+    return cnp.PyArray_DATA(a) if a is not None and a.size > 0 else NULL
+
+
+cdef class LayerStream:
+    """The compiled half of a stream over a unidirectional layer stack: its own
+    packed weights, workspace and state (B rows), and ``step``.
+
+    Built from the layer's DirectionKernels (one per layer); ``pack`` copies
+    the weights in (again after they change); ``step`` checks x_t's shape,
+    dtype and values and runs every layer for one timestep without the GIL.
+    Not shared between threads: each stream owns one.
+    """
+    cdef StreamLayer *layers
+    cdef int num_layers, batch, input_size, hidden_size, typenum
+    cdef bint is_float
+    cdef int *ones
+    # (L, B, H) state (H: the state width, proj_size when projected) and
+    # (L, B, C) cell state (None without one).
+    cdef readonly object h, c
+    cdef object dtype, _convert
+    cdef list _keep
+    # An optional linear head (task models): packed weight^T, bias (NULL: none).
+    cdef int head_size
+    cdef void *head_packed
+    cdef void *head_bias
+
+    def __cinit__(self):
+        self.layers = NULL
+        self.ones = NULL
+        self.head_size = 0
+
+    def __init__(self, list direction_kernels, int batch, convert):
+        """``direction_kernels``: one forward DirectionKernel per layer, bottom
+        first; ``convert(x_t)``: the Python check/conversion for inputs that
+        are not already C-contiguous arrays of the stream's dtype."""
+        cdef DirectionKernel kernel
+        cdef StreamLayer *s
+        cdef int l, L = len(direction_kernels)
+        kernel = direction_kernels[0]
+        self.num_layers, self.batch = L, batch
+        self.input_size, self.hidden_size = kernel.input_size, kernel.state_size
+        self.dtype = kernel.dtype
+        self.is_float = self.dtype == np.float32
+        self.typenum = cnp.NPY_FLOAT32 if self.is_float else cnp.NPY_FLOAT64
+        self._convert = convert
+        self._keep = []
+        self.layers = <StreamLayer *>calloc(L, sizeof(StreamLayer))
+        self.ones = <int *>malloc(batch * sizeof(int))
+        if self.layers == NULL or self.ones == NULL:
+            raise MemoryError("fastrnn: no memory for a stream")
+        for l in range(batch):
+            self.ones[l] = 1
+        H, C = self.hidden_size, kernel.hidden_size
+        self.h = np.zeros((L, batch, H), self.dtype)
+        self.c = np.zeros((L, batch, C), self.dtype) if kernel.has_cell_state else None
+        for l in range(L):
+            kernel = direction_kernels[l]
+            s = &self.layers[l]
+            self._fill_layer(s, kernel, batch)
+            s.h = cnp.PyArray_DATA(self.h[l])
+            s.c = cnp.PyArray_DATA(self.c[l]) if self.c is not None else NULL
+            s.out = self._buffer(<size_t>batch * H) if l < L - 1 else NULL
+
+    cdef int _fill_layer(self, StreamLayer *s, DirectionKernel kernel,
+                         int batch) except -1:
+        """Layer s's layout (the kernel's, variants included, forward only
+        and one step) and its own weight and workspace buffers."""
+        cdef int k, H = kernel.state_size, C = kernel.hidden_size
+        fill_layout(&s.dm, kernel.cell, False, kernel.input_size, C, H, 1,
+                    kernel.reset_before, kernel.clip, kernel.peepholes,
+                    kernel.input_forget)
+        s.dm.T = 1
+        s.dm.B = batch
+        s.w_hh_packed = self._buffer(packed_size(s.dm.GH, H, True, self.is_float))
+        for k in range(2):
+            s.w_ih_packed[k] = self._buffer(
+                packed_size(kernel._block_size(k), kernel.input_size, True, self.is_float)
+                if k < block_count(s.dm.cell) else 0)
+        s.w2_packed = NULL
+        if has_second_product(&s.dm):
+            s.w2_packed = self._buffer(packed_size(H, H if s.dm.reset_before else C, True,
+                                                   self.is_float))
+        s.peep = self._buffer(<size_t>3 * C) if s.dm.peepholes else NULL
+        s.bias_row = self._buffer(s.dm.W)
+        s.gates = self._buffer(<size_t>batch * s.dm.W)
+        return 0
+
+    def __dealloc__(self):
+        free(self.layers)
+        free(self.ones)
+
+    cdef void *_buffer(self, size_t size) except NULL:
+        array = np.zeros(max(size, 1), self.dtype)
+        self._keep.append(array)
+        return cnp.PyArray_DATA(array)
+
+    def pack(self, list weights):
+        """Copy in and pack the weights: one (w_ih, w_hh, b_ih, b_hh, w_hr,
+        peephole) per layer, C-contiguous arrays of the stream's dtype (None
+        for those the layer does not have)."""
+        cdef int l, k
+        cdef StreamLayer *s
+        cdef void *p[6]
+        for l in range(self.num_layers):
+            s = &self.layers[l]
+            for k in range(6):
+                p[k] = data_or_null(weights[l][k])
+            with nogil:
+                if self.is_float:
+                    pack_layer(s, <float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
+                               <float *>p[4], <float *>p[5])
+                else:
+                    pack_layer(s, <double *>p[0], <double *>p[1], <double *>p[2],
+                               <double *>p[3], <double *>p[4], <double *>p[5])
+
+    def pack_head(self, weight, bias):
+        """Copy in and pack a linear head: weight (K, H) C-contiguous of the
+        stream's dtype, bias (K,) or None; ``apply_head`` then computes
+        exactly what the Linear layer's forward does for those rows."""
+        cdef int K = weight.shape[0]
+        if weight.shape[1] != self.hidden_size:
+            raise ValueError(f"the head takes {weight.shape[1]} features, the stream's "
+                             f"layers give {self.hidden_size}")
+        if K != self.head_size:
+            self.head_size = K
+            self.head_packed = self._buffer(packed_size(K, self.hidden_size, True,
+                                                        self.is_float))
+            self.head_bias = self._buffer(K)
+        cdef void *w = cnp.PyArray_DATA(weight)
+        cdef bint has_bias = bias is not None
+        with nogil:
+            if self.is_float:
+                pack_weights_into(<const float *>w, K, self.hidden_size, True,
+                                  <float *>self.head_packed)
+            else:
+                pack_weights_into(<const double *>w, K, self.hidden_size, True,
+                                  <double *>self.head_packed)
+        if has_bias:
+            memcpy(self.head_bias, cnp.PyArray_DATA(bias),
+                   K * (sizeof(float) if self.is_float else sizeof(double)))
+        else:
+            memset(self.head_bias, 0, K * (sizeof(float) if self.is_float else sizeof(double)))
+
+    def apply_head(self, h):
+        """The packed head on ``h`` (B, H), an output of ``step`` or a pooled
+        vector of the same dtype: a new (B, K) array."""
+        cdef cnp.npy_intp dims[2]
+        if self.head_size == 0:
+            raise RuntimeError("this stream has no head (pack_head first)")
+        if not (type(h) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>h) == self.typenum
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>h)
+                and cnp.PyArray_NDIM(<cnp.ndarray>h) == 2
+                and cnp.PyArray_DIM(<cnp.ndarray>h, 0) == self.batch
+                and cnp.PyArray_DIM(<cnp.ndarray>h, 1) == self.hidden_size):
+            raise ValueError(f"h must be a C-contiguous {self.dtype} array of shape "
+                             f"({self.batch}, {self.hidden_size})")
+        dims[0] = self.batch
+        dims[1] = self.head_size
+        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        cdef void *hp = cnp.PyArray_DATA(<cnp.ndarray>h)
+        cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
+        with nogil:
+            if self.is_float:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const float *>hp,
+                          <const float *>self.head_packed, <const float *>self.head_bias,
+                          <float *>yp)
+            else:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const double *>hp,
+                          <const double *>self.head_packed, <const double *>self.head_bias,
+                          <double *>yp)
+        return y
+
+    def step(self, x_t):
+        """y_t (B, H) of the top layer for x_t (B, E); the state moves on."""
+        cdef cnp.ndarray x
+        cdef cnp.npy_intp dims[2]
+        if not (type(x_t) is np.ndarray
+                and cnp.PyArray_TYPE(<cnp.ndarray>x_t) == self.typenum
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x_t)):
+            x_t = self._convert(x_t)       # raises on non-float input
+        x = <cnp.ndarray>x_t
+        if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_DIM(x, 0) != self.batch
+                or cnp.PyArray_DIM(x, 1) != self.input_size):
+            raise ValueError(f"x_t must have shape ({self.batch}, {self.input_size}) "
+                             f"(batch_size, input_size), got {x_t.shape}")
+        dims[0] = self.batch
+        dims[1] = self.hidden_size
+        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        cdef void *xp = cnp.PyArray_DATA(x)
+        cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
+        cdef Py_ssize_t n = <Py_ssize_t>self.batch * self.input_size
+        cdef bint finite
+        with nogil:
+            if self.is_float:
+                finite = all_finite_row(<const float *>xp, n)
+                if finite:
+                    stream_step(self.layers, self.num_layers, self.ones,
+                                <const float *>xp, <float *>yp)
+            else:
+                finite = all_finite_row(<const double *>xp, n)
+                if finite:
+                    stream_step(self.layers, self.num_layers, self.ones,
+                                <const double *>xp, <double *>yp)
+        if not finite:
+            raise ValueError("x_t contains NaN or infinite values")
+        return y

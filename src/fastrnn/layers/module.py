@@ -67,6 +67,10 @@ class Module:
         self._params = {}
         self.grads = {}
         self._rng = None    # layers that draw random numbers (dropout) set one
+        # Bumped whenever the parameters may change: load_state_dict and every
+        # hand-out of the live arrays (optimizers and clipping list them at
+        # each step).  Streams re-pack their copy of the weights when it moves.
+        self._weights_version = 0
 
     def _new_parameter(self, name, shape, draw):
         """Add parameter ``name`` initialised by ``draw(shape)``, after charging
@@ -100,9 +104,11 @@ class Module:
     # -- parameters -----------------------------------------------------------
     def parameters(self):
         """The live parameter arrays, in ``state_dict`` order."""
+        self._weights_version += 1
         return list(self._params.values())
 
     def named_parameters(self):
+        self._weights_version += 1
         return list(self._params.items())
 
     def zero_grad(self):
@@ -157,6 +163,7 @@ class Module:
                 raise ValueError(f"state_dict[{name!r}] contains NaN or infinite values")
         for name, value in staged.items():
             np.copyto(self._params[name], value)
+        self._weights_version += 1
 
     # -- pickling ---------------------------------------------------------------
     def _config(self):

@@ -267,6 +267,15 @@ class _Recurrent(Module):
             return out, (h_n, plan.to_user(c_n))
         return out, h_n
 
+    def stream(self, batch_size=1, hx=None):
+        """A :class:`~fastrnn.layers.stream.Stream` that runs this layer one
+        timestep at a time: ``y = stream.step(x_t)`` with x_t (B, input_size)
+        and y (B, hidden_size; proj_size when projected), the state carried
+        (``stream.state``, ``stream.reset(hx)``).  Stepping through x gives ``layer(x)`` exactly.
+        Bidirectional layers cannot stream (ValueError)."""
+        from .stream import Stream
+        return Stream(self, batch_size, hx)
+
     def _plan(self, lengths, batch, steps, num_threads):
         """The batch plan; plans without lengths are reused (they are immutable)."""
         if steps * batch * self.hidden_size * self._kernels[0].width < _runtime.get_parallel_min_work():

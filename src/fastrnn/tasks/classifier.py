@@ -210,6 +210,13 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         truth = encode_labels(self.classes_, labels, "y", strict=False)
         return float(np.mean(predicted == truth))
 
+    def stream(self):
+        """A :class:`~fastrnn.tasks.streaming.ClassifierStream`: ``step(item)``
+        returns the class probabilities of the sequence so far (what
+        ``predict_proba`` gives for the prefix).  Unidirectional models only."""
+        from .streaming import ClassifierStream
+        return ClassifierStream(self)
+
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(),

@@ -382,22 +382,37 @@ class LanguageModel(TaskModel):
         banned[[PAD, UNK, BOS]] = True
         banned[EOS] = not stop_at_eos
         generated = []
-        with eval_mode(self.modules()):
-            out, state = self.network_.forward(ids[:, None])
-            logits = self.head_(out[-1])[0]
-            for step in range(length):
-                token = _sample(logits, banned, temperature, top_k, top_p, rng)
-                if token == EOS:
-                    break
-                generated.append(token)
-                if step + 1 < length:
-                    out, state = self.network_.forward(np.array([[token]], dtype=np.int64),
-                                                       hx=state)
-                    logits = self.head_(out[0])[0]
+        read = self._token_reader()
+        for token in ids:
+            logits = read(int(token))
+        for step in range(length):
+            token = _sample(logits, banned, temperature, top_k, top_p, rng)
+            if token == EOS:
+                break
+            generated.append(token)
+            if step + 1 < length:
+                logits = read(token)
         words = [self.vocab_.lookup(token) for token in generated]
         if self._level == "char":
             return prompt + "".join(words)
         return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    def _token_reader(self):
+        """``read(token_id)`` -> the next-token logits, the state carried.
+        One token at a time through a stream (the same numbers as a forward
+        pass over the sequence: streams equal whole-sequence runs bit for
+        bit); a network that cannot stream (cell="jordan") steps its forward."""
+        if hasattr(self.network_.rnn, "stream"):
+            return self.stream().logits
+        state = None
+
+        def read(token):
+            nonlocal state
+            with eval_mode(self.modules()):
+                out, state = self.network_.forward(np.array([[token]], dtype=np.int64),
+                                                   hx=state)
+                return self.head_(out[0])[0]
+        return read
 
     # -- ONNX -------------------------------------------------------------------------
     def _onnx_sequences(self, X):
@@ -411,6 +426,14 @@ class LanguageModel(TaskModel):
         return {"ids": "int64 (batch, time): <eos> (id 3) then the text's token ids, "
                        "padded with 0 (<pad>)", "level": self._level, "lower": self.lower,
                 "unknown_id": UNK}
+
+    def stream(self):
+        """A :class:`~fastrnn.tasks.streaming.LanguageModelStream`: ``step(token)``
+        returns the next-token probabilities after reading ``token``, with
+        the state carried.  A new stream starts a new sequence: feed "<eos>"
+        first to read what follows as the start of a text, as ``generate`` does."""
+        from .streaming import LanguageModelStream
+        return LanguageModelStream(self)
 
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):

@@ -127,7 +127,9 @@ class SequenceEncoder:
             raise TypeError(f"cell_options for cell={cell!r}: {exc}") from None
         self.dropout = Dropout(dropout, seed=seeds[2], dtype=dtype) if dropout > 0 else None
         self.dtype = self.rnn.dtype
-        self.output_size = (self.rnn.proj_size or hidden_size) * (2 if bidirectional else 1)
+        # h is proj_size wide for a projected LSTM (Jordan stacks have no projection)
+        self.output_size = ((getattr(self.rnn, "proj_size", 0) or hidden_size)
+                            * (2 if bidirectional else 1))
 
     def modules(self):
         """The layers that exist, in order: embedding, recurrent stack, dropout."""

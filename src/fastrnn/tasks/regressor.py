@@ -241,6 +241,13 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
         return float(1.0 - residual / total) if total > 0 else 0.0
 
     # -- saving -----------------------------------------------------------------------
+    def stream(self):
+        """A :class:`~fastrnn.tasks.streaming.RegressorStream`: ``step(features)``
+        returns this step's value (per_step=True) or the prefix's value, as
+        ``predict`` gives.  Unidirectional models only."""
+        from .streaming import RegressorStream
+        return RegressorStream(self)
+
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(), "n_outputs": self.n_outputs_,
                 "target_is_vector": self.target_is_vector_}

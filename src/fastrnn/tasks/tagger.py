@@ -248,6 +248,13 @@ class SequenceTagger(TaskModel):
         return {"accuracy": token_accuracy(true, predicted), "precision": p, "recall": r,
                 "f1": f1}
 
+    def stream(self):
+        """A :class:`~fastrnn.tasks.streaming.TaggerStream`: ``step(token)``
+        returns this token's tag with the state carried (what ``predict``
+        gives for the prefix).  Unidirectional taggers only (ValueError)."""
+        from .streaming import TaggerStream
+        return TaggerStream(self)
+
     # -- saving -----------------------------------------------------------------------
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(), "classes": json_labels(self.classes_, "tags")}
