@@ -15,7 +15,8 @@ and the table reports each one's minimum (the machine may be shared) and
 median.  ``--instructions`` instead prints instructions per forward+backward
 counted by valgrind's callgrind (repeatable on a busy machine): each
 contender runs in its own process once with 1 and once with 3 iterations,
-and the difference / 2 removes the start-up cost.
+and the difference / 2 removes the start-up cost (several minutes per
+contender: Python and numpy start under valgrind).
 
     python bench/cell_variants.py                       # (100, 64, 256), 1 thread
     python bench/cell_variants.py --config 100x64x256 --rounds 15 --threads 1
@@ -112,9 +113,10 @@ def report_times(names, T, B, H, rounds):
 
 def report_instructions(names, T, B, H):
     counts = {}
-    for name in names:
+    for name in names:   # minutes each under valgrind: show progress
         counts[name] = (count_instructions(name, T, B, H, 3)
                         - count_instructions(name, T, B, H, 1)) / 2
+        print(f"{name}: {counts[name]:.4g} instructions", file=sys.stderr, flush=True)
     print(f"| contender | instructions per fwd+bwd | vs default |")
     print(f"|---|---:|---:|")
     for name in names:

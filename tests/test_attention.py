@@ -284,7 +284,8 @@ def test_attention_bad_input(small_attention_model):
         Seq2Seq(attention="luong").fit(["12"], ["21"], verbose=0)
     with pytest.raises(ValueError, match=r"sources\[1\] is an empty source"):
         Seq2Seq(attention="dot").fit(["12", "", "3"], ["21", "1", "3"], verbose=0)
-    with pytest.raises(ValueError, match=r"sources\[0\] must be a non-empty"):
+    with pytest.raises(ValueError, match=r"sources has 0 feature\(s\) .* every sequence "
+                                         r"needs at least one step"):
         Seq2Seq(attention="additive").fit(np.zeros((2, 0, 3)), ["1", "2"], verbose=0)
     with pytest.raises(ValueError, match=r"sources\[0\] is an empty source"):
         model.attention_weights([""], ["1"])

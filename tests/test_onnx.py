@@ -10,7 +10,7 @@ import pytest
 
 import fastrnn as fr
 from fastrnn.cli.main import main as cli_main
-from fastrnn.onnx import CELLS
+from fastrnn._onnx_layout import GATES, from_fastrnn
 from test_task_base import LABELS, TEXTS
 
 onnx = pytest.importorskip("onnx")
@@ -92,14 +92,17 @@ def test_export_writes_paths_and_file_objects(tmp_path):
 
 
 def test_gate_order_tables():
-    """LSTM i f g o -> ONNX i o f c; GRU r z n -> ONNX z r h; and back."""
-    blocks = np.arange(4)[:, None].repeat(2, axis=1)
-    np.testing.assert_array_equal(CELLS["lstm"].to_onnx(blocks)[:, 0], [0, 3, 1, 2])
-    np.testing.assert_array_equal(CELLS["gru"].to_onnx(blocks[:3])[:, 0], [1, 0, 2])
-    for cell in CELLS.values():
-        weight = np.random.default_rng(0).standard_normal((len(cell.order) * 3, 2))
-        np.testing.assert_array_equal(cell.from_onnx(cell.to_onnx(weight)), weight)
-    assert CELLS["gru"].attributes == {"linear_before_reset": 1}
+    """LSTM i f g o -> ONNX i o f c; GRU r z n -> ONNX z r h (export uses the
+    one table in _onnx_layout)."""
+    for op, hidden, expected in (("LSTM", 2, [0, 3, 1, 2]), ("GRU", 2, [1, 0, 2])):
+        gates = GATES[op][0]
+        blocks = np.arange(gates).repeat(hidden).astype(float)
+        state = {"weight_ih_l0": blocks[:, None], "weight_hh_l0": blocks[:, None]}
+        w = from_fastrnn(op, state, 0, 1, hidden)[0]
+        np.testing.assert_array_equal(w[0, ::hidden, 0], expected)
+    model = fr.onnx.export(fr.GRU(2, 3))
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    assert {a.name: a.i for a in node.attribute}["linear_before_reset"] == 1
 
 
 # -- task models ------------------------------------------------------------------------------
@@ -245,8 +248,8 @@ def test_load_weights_from_a_foreign_graph_matches_onnx_runtime(rng):
 
 
 def test_load_weights_refuses_what_does_not_fit(tmp_path):
-    with pytest.raises(ValueError, match="linear_before_reset=0; fastrnn's GRU needs "
-                                         "linear_before_reset=1"):
+    with pytest.raises(ValueError, match="linear_before_reset=0; the GRU was built with "
+                                         "reset_after=True, which needs linear_before_reset=1"):
         fr.onnx.load_weights(_single_gru_node(linear_before_reset=0), fr.GRU(2, 3))
     with pytest.raises(ValueError, match="direction='forward'; the layer needs "
                                          "'bidirectional'"):

@@ -1,7 +1,8 @@
 """ONNX <-> fastrnn parameter layout of the ``RNN``, ``GRU`` and ``LSTM`` operators.
 
 The one place that knows how ONNX stacks recurrent weights; shared by the
-ONNX conformance tests and the ONNX export/import.
+ONNX conformance tests and the ONNX export/import (``fastrnn.onnx``, whose
+``VARIANT_ATTRIBUTES`` maps the cell options to node attributes).
 
 ONNX, per layer (one operator node), with D directions (index 0 forward,
 1 reverse) and G gate blocks of H rows:

@@ -9,24 +9,25 @@ weights of such nodes back into a fastrnn layer.  The ``onnx`` package is
 needed (``pip install fastrnn[onnx]``); ONNX Runtime checks the graphs in the
 tests.
 
-Gate layouts differ: fastrnn (like PyTorch) stacks LSTM gates as i, f, g, o
-and GRU gates as r, z, n; ONNX wants i, o, f, c and z, r, h.  ``CELLS`` holds,
-per cell, the ONNX operator, the block permutation and the attributes; a
-new variant (GRU with ``linear_before_reset=0``, LSTM peepholes, ``clip``)
-is one more entry there.  fastrnn's GRU applies the reset gate after the
-recurrent product (``r * (W_hn h + b_hn)``): ONNX's ``linear_before_reset=1``.
+Gate layouts differ (fastrnn, like PyTorch, stacks LSTM gates as i, f, g, o
+and GRU gates as r, z, n; ONNX wants i, o, f, c and z, r, h; peepholes i, f,
+o against ONNX's ``P`` i, o, f): ``_onnx_layout`` is the one place that maps
+them.  The cell options map to node attributes through
+``VARIANT_ATTRIBUTES``: GRU ``reset_after`` -> ``linear_before_reset``, LSTM
+``cell_clip`` -> ``clip``, ``input_forget`` -> ``input_forget``; LSTM
+``peepholes`` adds the ``P`` input.  ``proj_size`` has no ONNX equivalent.
 """
 
 import json
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._io import atomic_write, is_stream
+from ._onnx_layout import GATES, from_fastrnn, to_fastrnn
 from .layers.recurrent import GRU, LSTM, RNN
 
-__all__ = ["export", "load_weights", "CELLS", "OPSET"]
+__all__ = ["export", "load_weights", "OPSET"]
 
 OPSET = 17
 _HINT = "ONNX export needs the onnx package: pip install fastrnn[onnx]  (or: pip install onnx)"
@@ -40,50 +41,46 @@ def _onnx():
     return onnx
 
 
-# -- cells: the one place that knows how fastrnn's gates map to ONNX's ---------------------
+# -- cells: operator and attributes (weight layout: _onnx_layout) --------------------------
 
-@dataclass(frozen=True)
-class OnnxCell:
-    """How a fastrnn cell is written as an ONNX node.
+OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
-    op: the ONNX operator.  order: for each ONNX gate block, the index of the
-    fastrnn (PyTorch) block it takes.  attributes: fixed node attributes.
-    activation: the layer's activation names for one direction (None: the
-    operator's default), from the layer.
-    """
-    op: str
-    order: tuple
-    attributes: dict = field(default_factory=dict)
-    activation: object = None
-
-    def to_onnx(self, weight):
-        """fastrnn's (G*H, ...) weight or bias in ONNX block order."""
-        return np.concatenate([block for block in self._blocks(weight, self.order)], axis=0)
-
-    def from_onnx(self, weight):
-        """ONNX's (G*H, ...) weight or bias in fastrnn block order."""
-        inverse = tuple(int(i) for i in np.argsort(self.order))
-        return np.concatenate(list(self._blocks(weight, inverse)), axis=0)
-
-    def _blocks(self, weight, order):
-        blocks = np.split(weight, len(self.order), axis=0)
-        return [blocks[i] for i in order]
-
-
-CELLS = {
-    "rnn": OnnxCell("RNN", (0,), activation=lambda layer: ["Relu" if layer.nonlinearity
-                                                            == "relu" else "Tanh"]),
-    "lstm": OnnxCell("LSTM", (0, 3, 1, 2)),           # i f g o -> i o f c
-    "gru": OnnxCell("GRU", (1, 0, 2), {"linear_before_reset": 1}),   # r z n -> z r h
+# ONNX attribute -> (ONNX default, fastrnn option, the option's value -> the attribute's).
+# The one table of the variant attributes, used by export and checked by import.
+VARIANT_ATTRIBUTES = {
+    "linear_before_reset": (0, "reset_after", lambda value: int(value)),
+    "clip": (None, "cell_clip", lambda value: None if value is None else float(value)),
+    "input_forget": (0, "input_forget", lambda value: int(value)),
 }
+_VARIANTS_OF = {"RNN": (), "GRU": ("linear_before_reset",), "LSTM": ("clip", "input_forget")}
 
 
 def cell_of(layer):
-    """The CELLS key of a fastrnn recurrent layer."""
+    """The OPS key of a fastrnn recurrent layer."""
     for cls, name in ((LSTM, "lstm"), (GRU, "gru"), (RNN, "rnn")):
         if isinstance(layer, cls):
             return name
     raise TypeError(f"layer must be an fr.RNN, fr.LSTM or fr.GRU, got {type(layer).__name__}")
+
+
+def _check_no_projection(layer):
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(f"proj_size={layer.proj_size}: an LSTM with a projection has no ONNX "
+                         f"equivalent (ONNX's LSTM has no W_hr); use proj_size=0")
+
+
+def _variant_attributes(layer):
+    """The ONNX attributes {name: value} that the layer's cell options give
+    (None: the attribute is left out)."""
+    return {key: VARIANT_ATTRIBUTES[key][2](getattr(layer, VARIANT_ATTRIBUTES[key][1]))
+            for key in _VARIANTS_OF[OPS[cell_of(layer)]]}
+
+
+def _activations(layer):
+    """The ``activations`` attribute for one direction, or None (the defaults)."""
+    if cell_of(layer) == "rnn":
+        return ["Relu" if layer.nonlinearity == "relu" else "Tanh"]
+    return None
 
 
 # -- a small graph builder --------------------------------------------------------------------
@@ -163,24 +160,27 @@ def recurrent_nodes(graph, layer, x, lengths=None, h0=None, c0=None):
     as in fastrnn.
     """
     name = cell_of(layer)
-    cell = CELLS[name]
-    H, D = layer.hidden_size, 2 if layer.bidirectional else 1
+    _check_no_projection(layer)
+    op, H, D = OPS[name], layer.hidden_size, 2 if layer.bidirectional else 1
     sequence_lens = graph.node("Cast", [lengths], to=6) if lengths is not None else ""
+    attributes = {key: value for key, value in _variant_attributes(layer).items()
+                  if value is not None}
+    attributes.update(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
+    if _activations(layer) is not None:
+        attributes["activations"] = _activations(layer) * D
     state = layer.state_dict()
     finals_h, finals_c = [], []
     for index in range(layer.num_layers):
-        w, r, b = _onnx_weights(layer, cell, state, index)
+        w, r, b, p = _onnx_weights(layer, op, state, index)
         inputs = [x, graph.constant(w, "W"), graph.constant(r, "R"),
                   graph.constant(b, "B") if b is not None else "", sequence_lens]
         for initial in (h0, c0 if name == "lstm" else None):
             inputs.append("" if initial is None else graph.node("Slice", [
                 initial, graph.constant([index * D], "start", np.int64),
                 graph.constant([(index + 1) * D], "end", np.int64)]))
-        attributes = dict(cell.attributes, hidden_size=H,
-                          direction="bidirectional" if D == 2 else "forward")
-        if cell.activation is not None:
-            attributes["activations"] = cell.activation(layer) * D
-        outputs = graph.node(cell.op, _trim(inputs), 3 if name == "lstm" else 2,
+        if p is not None:
+            inputs.append(graph.constant(p, "P"))          # LSTM input 7
+        outputs = graph.node(op, _trim(inputs), 3 if name == "lstm" else 2,
                              hint=f"{name}{index}", **attributes)
         y, y_h = outputs[0], outputs[1]
         finals_h.append(y_h)
@@ -203,18 +203,13 @@ def _trim(inputs):
     return inputs
 
 
-def _onnx_weights(layer, cell, state, index):
-    """W (D, G*H, E), R (D, G*H, H) and B (D, 2*G*H) or None, float32, ONNX order."""
-    suffixes = [f"l{index}"] + ([f"l{index}_reverse"] if layer.bidirectional else [])
-    w = np.stack([cell.to_onnx(state[f"weight_ih_{s}"]) for s in suffixes])
-    r = np.stack([cell.to_onnx(state[f"weight_hh_{s}"]) for s in suffixes])
-    b = None
-    if layer.bias:
-        b = np.stack([np.concatenate([cell.to_onnx(state[f"bias_ih_{s}"]),
-                                      cell.to_onnx(state[f"bias_hh_{s}"])])
-                      for s in suffixes])
-    return (w.astype(np.float32), r.astype(np.float32),
-            None if b is None else b.astype(np.float32))
+def _onnx_weights(layer, op, state, index):
+    """W (D, G*H, E), R (D, G*H, H), B (D, 2*G*H) or None and P (D, 3*H) or None,
+    float32, in ONNX's layout (see _onnx_layout)."""
+    w, r, b, p = from_fastrnn(op, state, index, 2 if layer.bidirectional else 1,
+                              layer.hidden_size)
+    return tuple(None if a is None else a.astype(np.float32)
+                 for a in (w, r, b if layer.bias else None, p))
 
 
 def export(layer, path=None, lengths=False, initial_state=False):
@@ -227,6 +222,9 @@ def export(layer, path=None, lengths=False, initial_state=False):
     ``initial_state`` is True.  Outputs: ``output`` (T, B, D*H) and ``h_n``
     (and ``c_n``), (L*D, B, H): what ``layer(x, hx, lengths)`` returns, in
     float32 (a float64 layer's weights are rounded).  Eval mode: no dropout.
+    The cell options become node attributes (``linear_before_reset``,
+    ``clip``, ``input_forget``) and the ``P`` input; an LSTM with
+    ``proj_size`` raises ValueError (ONNX has no projection).
 
     Args:
         layer: an fr.RNN, fr.LSTM or fr.GRU.
@@ -286,29 +284,31 @@ def load_weights(path_or_model, layer):
         path_or_model: a path, a binary file object, bytes, or an
             ``onnx.ModelProto``.
         layer: the layer to fill; its cell, sizes, direction and bias must
-            match the nodes (GRU nodes need ``linear_before_reset=1``, the
-            PyTorch and fastrnn variant).
+            match the nodes, and so must its cell options: a GRU's
+            ``reset_after`` the node's ``linear_before_reset``, an LSTM's
+            ``peepholes`` the ``P`` input, ``cell_clip`` ``clip`` and
+            ``input_forget`` ``input_forget``.
 
     Returns ``layer``.  Nothing changes unless every weight fits.
     """
     onnx = _onnx()
-    name = cell_of(layer)
-    cell = CELLS[name]
+    op = OPS[cell_of(layer)]
+    _check_no_projection(layer)
     model = _read_model(onnx, path_or_model)
     tensors = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:     # weights given as Constant nodes
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             tensors[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    nodes = [node for node in model.graph.node if node.op_type == cell.op]
+    nodes = [node for node in model.graph.node if node.op_type == op]
     if len(nodes) != layer.num_layers:
         found = sorted({n.op_type for n in model.graph.node if n.op_type in ("RNN", "LSTM",
                                                                              "GRU")})
-        raise ValueError(f"the ONNX model has {len(nodes)} {cell.op} node(s) (recurrent "
+        raise ValueError(f"the ONNX model has {len(nodes)} {op} node(s) (recurrent "
                          f"nodes found: {found or 'none'}); the {type(layer).__name__} has "
                          f"num_layers={layer.num_layers}")
     state = {}
     for index, node in enumerate(nodes):
-        state.update(_node_state(node, index, layer, cell, tensors, onnx))
+        state.update(_node_state(node, index, layer, tensors, onnx))
     layer.load_state_dict(state)
     return layer
 
@@ -330,7 +330,7 @@ def _read_model(onnx, source):
             from None
 
 
-def _node_state(node, index, layer, cell, tensors, onnx):
+def _node_state(node, index, layer, tensors, onnx):
     """The state-dict entries of layer ``index`` from one ONNX node."""
     where = f"ONNX {node.op_type} node {node.name or index!r}"
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -339,37 +339,60 @@ def _node_state(node, index, layer, cell, tensors, onnx):
     expected = "bidirectional" if layer.bidirectional else "forward"
     if direction != expected:
         raise ValueError(f"{where} has direction={direction!r}; the layer needs {expected!r}")
-    for key, value in cell.attributes.items():
-        if attributes.get(key, 0) != value:
-            raise ValueError(f"{where} has {key}={attributes.get(key, 0)}; fastrnn's "
-                             f"{type(layer).__name__} needs {key}={value}")
+    _check_variant_attributes(where, attributes, layer)
     activations = attributes.get("activations")
-    if cell.activation is not None and activations is not None:
-        wanted = cell.activation(layer)
+    if _activations(layer) is not None and activations is not None:
+        wanted = _activations(layer)
         if [a.decode() if isinstance(a, bytes) else a for a in activations][:1] != wanted:
             raise ValueError(f"{where} has activations {activations}; the layer uses {wanted}")
-    if attributes.get("clip") is not None:
-        raise ValueError(f"{where} clips its cell (clip={attributes['clip']}): fastrnn's "
-                         f"layers do not")
-    weights = [tensors.get(name) if name else None for name in list(node.input)[1:4]]
-    if weights[0] is None or weights[1] is None:
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    w, r, b, p = [tensors.get(name) if name else None for name in inputs[1:4] + inputs[7:8]]
+    if w is None or r is None:
         raise ValueError(f"{where}: its W and R inputs must be initializers or constants")
-    if len(node.input) > 7 and node.input[7]:
-        raise ValueError(f"{where} has peephole weights (input P): fastrnn's LSTM has none")
-    w, r, b = weights
     if (b is not None) != layer.bias:
         raise ValueError(f"{where} {'has' if b is not None else 'has no'} bias B but the "
                          f"layer was built with bias={layer.bias}")
-    state = {}
-    for direction_index, suffix in enumerate([f"l{index}"] + (
-            [f"l{index}_reverse"] if layer.bidirectional else [])):
-        state[f"weight_ih_{suffix}"] = cell.from_onnx(w[direction_index])
-        state[f"weight_hh_{suffix}"] = cell.from_onnx(r[direction_index])
-        if b is not None:
-            wb, rb = np.split(b[direction_index], 2)
-            state[f"bias_ih_{suffix}"] = cell.from_onnx(wb)
-            state[f"bias_hh_{suffix}"] = cell.from_onnx(rb)
-    return state
+    if (p is not None) != bool(getattr(layer, "peepholes", False)):
+        raise ValueError(f"{where} {'has' if p is not None else 'has no'} peephole input P "
+                         f"but the {type(layer).__name__} was built with peepholes="
+                         f"{getattr(layer, 'peepholes', False)}")
+    _check_node_shapes(where, node.op_type, w, r, b, p)
+    return to_fastrnn(node.op_type, w, r, b, p, layer=index)
+
+
+def _check_variant_attributes(where, attributes, layer):
+    """Each variant attribute of the node (or its ONNX default) must be what the
+    layer's cell options give; ``clip`` on a cell without ``cell_clip`` too."""
+    wanted = _variant_attributes(layer)
+    for key, (default, option, _) in VARIANT_ATTRIBUTES.items():
+        got = attributes.get(key, default)
+        if key not in wanted:
+            if got != default:
+                raise ValueError(f"{where} has {key}={got}; fastrnn's "
+                                 f"{type(layer).__name__} has no {option} option")
+            continue
+        want = wanted[key]
+        same = (got == want if key != "clip" or None in (got, want)
+                else np.float32(got) == np.float32(want))    # ONNX stores float32
+        if not same:
+            raise ValueError(f"{where} has {key}={got}; the {type(layer).__name__} was built "
+                             f"with {option}={getattr(layer, option)}, which needs "
+                             f"{key}={want}")
+
+
+def _check_node_shapes(where, op, w, r, b, p):
+    """The node's own arrays agree with each other (the layer's sizes are
+    checked by load_state_dict)."""
+    gates, H = GATES[op][0], r.shape[-1]
+    shapes = {"W": (w, (None, gates * H, None)), "R": (r, (w.shape[0], gates * H, H)),
+              "B": (b, (w.shape[0], 2 * gates * H)), "P": (p, (w.shape[0], 3 * H))}
+    for name, (array, shape) in shapes.items():
+        if array is None:
+            continue
+        if array.ndim != len(shape) or any(s is not None and s != n
+                                            for s, n in zip(shape, array.shape)):
+            raise ValueError(f"{where}: input {name} has shape {array.shape}; with "
+                             f"hidden_size={H} (from R) it must be {shape} (None: any)")
 
 
 # -- task models ------------------------------------------------------------------------------

@@ -736,7 +736,8 @@ def load(path):
         model = _build_saved(archive)
         _check_stored_arrays(archive, model)
         for index, module in enumerate(model.modules()):
-            state = {name: archive.read(f"{index}/{name}") for name in module._params}
+            state = {name: archive.read(f"{index}/{name}")
+                     for name, _ in module.named_parameters()}
             try:
                 module.load_state_dict(state)
             except (ValueError, TypeError) as exc:
@@ -795,7 +796,7 @@ def _check_stored_arrays(archive, model):
     checked on the headers before any array is read."""
     expected = {f"{index}/{name}": value.shape
                 for index, module in enumerate(model.modules())
-                for name, value in module._params.items()}
+                for name, value in module.named_parameters()}
     stored = {key: header for key, header in archive.headers.items() if key != META_KEY}
     where = f"model {archive.path!r}"
     if set(stored) != set(expected):
