@@ -43,6 +43,15 @@ def parameter_budget(elements):
         _budget = previous
 
 
+def check_parameter_budget(elements, what):
+    """Raise ParameterBudgetError when ``elements`` values (a lower bound of what
+    ``what`` will hold) exceed the active budget; charges nothing.  Lets a layer
+    refuse sizes from a file before it builds anything from them."""
+    if _budget is not None and elements > _budget[0]:
+        raise ParameterBudgetError(f"{what} needs at least {elements} parameter values, "
+                                   f"more than the {_budget[0]} left")
+
+
 def reserve_parameter(shape):
     """Charge a parameter of ``shape`` against the active budget, if any."""
     if _budget is None:

@@ -17,9 +17,11 @@ from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
-from .module import Module
+from .module import Module, check_parameter_budget
 
 __all__ = ["RNN", "LSTM", "GRU"]
+
+_MAX_SIZE = (2 ** 31 - 1) // 4      # gate rows (up to 4 * hidden_size) are C ints
 
 
 class _BatchPlan:
@@ -89,6 +91,14 @@ class _Recurrent(Module):
         self._directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        # Sizes from a file are checked against the load budget before any
+        # kernel is built (W_hh alone holds hidden_size^2 values); the kernels
+        # index gate rows (4 * hidden_size) with C ints.
+        check_parameter_budget(self.hidden_size ** 2, f"hidden_size={self.hidden_size}")
+        for name in ("input_size", "hidden_size"):
+            if getattr(self, name) > _MAX_SIZE:
+                raise ValueError(f"{name} must be at most {_MAX_SIZE}, got "
+                                 f"{getattr(self, name)}")
         self._kernels = self._build_kernels(cell)
         self._init_parameters()
         self._slots = [self._layer_parameters(layer, direction)
