@@ -576,10 +576,12 @@ def test_evaluate_warns_about_labels_the_model_never_saw(tmp_path):
 
 
 def test_demo_reports_a_budget_cut_epoch_and_progress_off_a_terminal(tmp_path):
-    """A time budget that ends inside epoch 1 still reports that epoch's train
+    """A time budget that ends inside an epoch still reports that epoch's train
     bits/char; progress goes to stderr although it is not a terminal."""
-    proc = run(tmp_path, "demo", "--quick", "--minutes", "0.004", "-o", "cut.npz")
-    match = re.search(r"epoch 1 \(cut by the time budget .* after (\d+) of (\d+) batches; "
+    # The budget is far shorter than the run; which epoch it cuts depends on
+    # the machine's speed.
+    proc = run(tmp_path, "demo", "--quick", "--minutes", "0.002", "-o", "cut.npz")
+    match = re.search(r"epoch \d \(cut by the time budget .* after (\d+) of (\d+) batches; "
                       r"its training is kept\): train ([0-9.]+) bpc", proc.stdout)
     assert match, proc.stdout
     done, total, bpc = int(match[1]), int(match[2]), float(match[3])

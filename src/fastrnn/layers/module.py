@@ -140,6 +140,11 @@ class Module:
             return
         self._rng.bit_generator.state = state
 
+    def state_names(self):
+        """The names ``state_dict`` holds (and a saved model stores), without
+        copying anything."""
+        return list(self._params)
+
     def state_dict(self):
         """Copies of the parameters by name (PyTorch names and shapes)."""
         return {name: value.copy() for name, value in self._params.items()}

@@ -736,8 +736,7 @@ def load(path):
         model = _build_saved(archive)
         _check_stored_arrays(archive, model)
         for index, module in enumerate(model.modules()):
-            state = {name: archive.read(f"{index}/{name}")
-                     for name, _ in module.named_parameters()}
+            state = {name: archive.read(f"{index}/{name}") for name in module.state_names()}
             try:
                 module.load_state_dict(state)
             except (ValueError, TypeError) as exc:
@@ -794,9 +793,9 @@ def _build_saved(archive):
 def _check_stored_arrays(archive, model):
     """The archive's arrays are exactly the model's parameters, shapes equal,
     checked on the headers before any array is read."""
-    expected = {f"{index}/{name}": value.shape
+    expected = {f"{index}/{name}": module._params[name].shape
                 for index, module in enumerate(model.modules())
-                for name, value in module.named_parameters()}
+                for name in module.state_names()}
     stored = {key: header for key, header in archive.headers.items() if key != META_KEY}
     where = f"model {archive.path!r}"
     if set(stored) != set(expected):

@@ -498,6 +498,9 @@ class TiedOutput(Linear):
     def zero_grad(self):
         self.grads["bias"].fill(0)
 
+    def state_names(self):
+        return ["bias"]
+
     def state_dict(self):
         return {"bias": self._params["bias"].copy()}
 
