@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from test_task_base import MODELS, _fit, _outputs, _small
+from task_data import MODELS, _fit, _outputs, _small
 
 cloudpickle = pytest.importorskip("cloudpickle")
 joblib = pytest.importorskip("joblib")

@@ -1,4 +1,4 @@
-"""The program each rank runs in the multi-rank tests (tests/test_distributed.py).
+"""The program each rank runs in the multi-rank tests (tests/distributed/test_distributed.py).
 
 ``python distributed_script.py SCENARIO OUTDIR [DTYPE]`` under ``mpiexec -n N``.
 The training functions are also imported by the tests to compute the same

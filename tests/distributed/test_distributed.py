@@ -1,6 +1,6 @@
 """Data-parallel training on MPI (fr.distributed): N ranks equal one process.
 
-The multi-rank tests launch ``mpiexec -n N`` on tests/distributed_script.py
+The multi-rank tests launch ``mpiexec -n N`` on tests/distributed/distributed_script.py
 over loopback, each under a hard timeout that kills the whole process group
 (a hang fails the test, it never blocks CI).  The one-process references run
 here, in the test process, with ``distributed=False``.  Without mpi4py the

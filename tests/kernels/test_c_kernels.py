@@ -1,4 +1,4 @@
-"""The C-level kernel tests (tests/c/test_fr_kernels.c) at every level and on arm64.
+"""The C-level kernel tests (tests/kernels/c/test_fr_kernels.c) at every level and on arm64.
 
 fr_gemm.h and fr_math.h are compiled with the flags of each x86-64 level the
 compiler targets (run where this CPU can), and cross-compiled for aarch64
@@ -20,7 +20,7 @@ from fastrnn._kernels import _dispatch
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "c", "test_fr_kernels.c")
 # The headers ship in the sdist's source tree; the test runs from there.
-HEADERS = os.path.join(os.path.dirname(HERE), "src", "fastrnn", "_kernels")
+HEADERS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "fastrnn", "_kernels")
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-Wall",
          "-Werror", "-I", HEADERS]
 X86_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x86-64-v4"]}

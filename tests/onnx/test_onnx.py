@@ -11,7 +11,7 @@ import pytest
 import fastrnn as fr
 from fastrnn.cli.main import main as cli_main
 from fastrnn._onnx_layout import GATES, from_fastrnn
-from test_task_base import LABELS, TEXTS
+from task_data import LABELS, TEXTS
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

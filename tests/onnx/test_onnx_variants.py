@@ -8,7 +8,7 @@ import pytest
 
 import fastrnn as fr
 from test_onnx import _close, _session
-from test_task_base import LABELS, TEXTS
+from task_data import LABELS, TEXTS
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

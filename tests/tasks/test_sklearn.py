@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from test_task_base import LABELS, TEXTS
+from task_data import LABELS, TEXTS
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402

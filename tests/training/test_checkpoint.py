@@ -17,7 +17,7 @@ from fastrnn.training import (EarlyStopping, LambdaCallback, ModelCheckpoint, Tr
                               load_checkpoint, restore_checkpoint, save_checkpoint)
 from fastrnn.training.checkpoint import FORMAT, VERSION
 
-from test_trainer import Regressor, Scripted, assert_weights_equal, loader, weights_of
+from trainer_models import Regressor, Scripted, assert_weights_equal, loader, weights_of
 
 
 # -- runs ------------------------------------------------------------------------------------------

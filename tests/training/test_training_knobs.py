@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from test_task_base import LABELS, TEXTS
+from task_data import LABELS, TEXTS
 
 QUIET = dict(verbose=0, seed=0, hidden_size=4, embedding_dim=4)
 SENTENCES = [["Anna", "lives", "here"], ["Ben", "left"], ["we", "saw", "Clara"]] * 4

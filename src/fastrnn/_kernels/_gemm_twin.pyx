@@ -1,7 +1,7 @@
 """Test twin of fr_gemm.h: its pack routine and packed micro-kernel on numpy
 arrays, compiled once per instruction-set level like the kernels that use it.
 
-Used only by tests/test_kernels_dispatch.py, which compares it with numpy at
+Used only by tests/kernels/test_kernels_dispatch.py, which compares it with numpy at
 every level the machine can run.  No validation beyond what keeps memory
 safe: the tests pass well-formed arrays.
 """
