@@ -384,6 +384,8 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=workloads.VOCAB)
     p.add_argument("--out", help="also write the markdown report to this file")
     args = p.parse_args(argv)
+    from fastrnn import _process
+    _process.keep_freed_arrays_mapped()     # the tuned allocator, as the fastrnn command has
 
     settings = dict(budget=0.5, min_reps=5, max_reps=60, warmup=1) if args.quick \
         else dict(budget=8.0, min_reps=9, max_reps=300, warmup=2)

@@ -22,8 +22,9 @@ fr.text, fr.Trainer; the ``fastrnn`` command line (``fastrnn --help``).
 
 from . import _process
 
-_process.limit_openmp_spinning()     # before the kernels load libgomp
-_process.keep_freed_arrays_mapped()
+with _process.limited_openmp_spinning():     # libgomp reads its settings as it loads
+    from ._kernels import _dispatch  # noqa: F401  (loads the kernels, and libgomp)
+_process.tune_malloc_if_asked()
 
 from ._io import get_load_limits, set_load_limits
 from ._threads import (blas_info, get_num_threads, kernel_levels, openmp_enabled,
@@ -38,7 +39,7 @@ from .tasks import (LanguageModel, NotFittedError, Seq2Seq, SequenceClassifier,
                     SequenceRegressor, SequenceTagger, from_bytes, load)
 from . import distributed  # noqa: E402  (fr.distributed; mpi4py/dask load only when used)
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     # layers

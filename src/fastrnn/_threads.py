@@ -13,11 +13,13 @@ switch costs no Python call and needs no GIL.
 
 import contextlib
 import ctypes
+import itertools
 import os
 import platform
 import sys
 
 from ._kernels import _runtime
+from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "openmp_enabled", "blas_info",
            "kernel_levels", "show_config"]
@@ -54,30 +56,52 @@ def openmp_enabled():
     return _runtime.openmp_enabled()
 
 
-def _scipy_blas_controllers():
-    """threadpoolctl controllers of the BLAS behind ``scipy.linalg.cython_blas``."""
+def _scipy_blas_libraries():
+    """threadpoolctl's description (its public ``info()`` dicts) of the BLAS
+    behind ``scipy.linalg.cython_blas``."""
     import scipy
     import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
     from threadpoolctl import ThreadpoolController
 
-    blas = [lib for lib in ThreadpoolController().lib_controllers
-            if lib.user_api == "blas"]
+    blas = [lib for lib in ThreadpoolController().info() if lib["user_api"] == "blas"]
     scipy_root = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
     bundled = [lib for lib in blas
-               if os.path.realpath(lib.filepath).startswith(scipy_root)
-               and "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
+               if os.path.realpath(lib["filepath"]).startswith(scipy_root)
+               and "scipy" in os.path.basename(os.path.dirname(lib["filepath"]))]
     return bundled or blas
 
 
+# OpenBLAS builds name their functions with a prefix (scipy's own build:
+# scipy_) and a suffix (64-bit integer builds: 64_ or _64).
+_OPENBLAS_AFFIXES = tuple(itertools.product(("", "scipy_"), ("", "64_", "_64")))
+
+
+def _openblas_thread_setters(filepath):
+    """``(openblas_set_num_threads, openblas_get_num_threads)`` of the OpenBLAS
+    at ``filepath`` (already loaded: RTLD_NOLOAD opens nothing new), found by
+    name with ctypes; None if the library or the functions are not there."""
+    try:
+        library = ctypes.CDLL(filepath, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+    except OSError:
+        return None
+    for prefix, suffix in _OPENBLAS_AFFIXES:
+        set_fn = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+        get_fn = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+        if set_fn is not None and get_fn is not None:
+            return set_fn, get_fn
+    return None
+
+
 def _bind():
-    """Hand a pthreads OpenBLAS's thread setters to the kernels, if there is one."""
-    for lib in _scipy_blas_controllers():
-        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+    """Hand a pthreads OpenBLAS's thread setters to the kernels, if there is
+    one; returns its threadpoolctl description (or None)."""
+    for lib in _scipy_blas_libraries():
+        if lib["internal_api"] != "openblas" or lib.get("threading_layer") != "pthreads":
             continue
-        set_fn = lib._get_symbol("openblas_set_num_threads")
-        get_fn = lib._get_symbol("openblas_get_num_threads")
-        if set_fn is None or get_fn is None:
+        setters = _openblas_thread_setters(lib["filepath"])
+        if setters is None:
             continue
+        set_fn, get_fn = setters
         _runtime.bind_blas_threads(ctypes.cast(set_fn, ctypes.c_void_p).value,
                                    ctypes.cast(get_fn, ctypes.c_void_p).value)
         return lib
@@ -102,13 +126,13 @@ def blas_region():
 
 def blas_info():
     """Describe the BLAS the kernels call (for ``fastrnn info`` and benchmarks)."""
-    libs = _scipy_blas_controllers()
-    return [{"filepath": lib.filepath, "internal_api": lib.internal_api,
-             "version": lib.version,
-             "architecture": getattr(lib, "architecture", None),
-             "threading_layer": getattr(lib, "threading_layer", None),
+    libs = _scipy_blas_libraries()
+    return [{"filepath": lib["filepath"], "internal_api": lib["internal_api"],
+             "version": lib.get("version"),
+             "architecture": lib.get("architecture"),
+             "threading_layer": lib.get("threading_layer"),
              "kernel_controls_threads": (_bound_blas is not None
-                                         and lib.filepath == _bound_blas.filepath)}
+                                         and lib["filepath"] == _bound_blas["filepath"])}
             for lib in libs]
 
 
@@ -133,7 +157,6 @@ def _version_of(name):
 def config_lines():
     """(name, value) rows describing this fastrnn: ``show_config`` and
     ``fastrnn info`` print them."""
-    from . import __version__
     levels = kernel_levels()
     how = f"forced by FASTRNN_ISA={levels['forced']}" if levels["forced"] else "best for this CPU"
     lines = [("fastrnn", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),

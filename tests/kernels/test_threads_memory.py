@@ -330,23 +330,47 @@ def test_work_threshold_does_not_change_results(cell):
 
 
 def _settings_after_import(**env_changes):
-    """(malloc tuned?, GOMP_SPINCOUNT) seen by a fresh interpreter importing fastrnn
-    with none of the user's own MALLOC_* / OpenMP wait settings, plus ``env_changes``."""
+    """(malloc tuned?, OpenMP spin limited?, GOMP_SPINCOUNT in os.environ, and
+    in a subprocess started after the import) seen by a fresh interpreter
+    importing fastrnn with none of the user's own MALLOC_* / OpenMP wait
+    settings, plus ``env_changes``."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MALLOC_") and k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
                                                         "FASTRNN_MALLOC_TUNING")}
     env.update(env_changes)
-    code = ("import os, fastrnn; from fastrnn import _process; "
-            "print(_process.malloc_tuned, os.environ.get('GOMP_SPINCOUNT'))")
+    code = ("import os, subprocess, sys, fastrnn; from fastrnn import _process; "
+            "child = subprocess.run([sys.executable, '-c', "
+            "'import os; print(os.environ.get(\"GOMP_SPINCOUNT\"))'], "
+            "capture_output=True, text=True, check=True).stdout.strip(); "
+            "print(_process.malloc_tuned, _process.openmp_spin_limited, "
+            "os.environ.get('GOMP_SPINCOUNT'), child)")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, check=True)
     return result.stdout.split()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_process_settings_at_import_respect_the_user():
-    assert _settings_after_import() == ["True", "1000"]
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt, /proc")
+def test_process_settings_at_import_respect_the_user_and_leave_no_trace():
+    # By default: libgomp got the spin limit as it loaded, and the variable is
+    # gone again, from this process and from the ones it starts; the allocator
+    # is untouched (a process-wide change is the application's to ask for).
+    assert _settings_after_import() == ["False", "True", "None", "None"]
+    assert _settings_after_import(FASTRNN_MALLOC_TUNING="1")[0] == "True"
     assert _settings_after_import(FASTRNN_MALLOC_TUNING="0")[0] == "False"
-    assert _settings_after_import(MALLOC_TRIM_THRESHOLD_="1000000")[0] == "False"
-    assert _settings_after_import(GOMP_SPINCOUNT="5")[1] == "5"
-    assert _settings_after_import(OMP_WAIT_POLICY="passive")[1] == "None"
+    assert _settings_after_import(FASTRNN_MALLOC_TUNING="1",
+                                  MALLOC_TRIM_THRESHOLD_="1000000")[0] == "False"
+    # The user's own OpenMP wait settings are theirs: kept, and not overridden.
+    assert _settings_after_import(GOMP_SPINCOUNT="5")[1:] == ["False", "5", "5"]
+    assert _settings_after_import(OMP_WAIT_POLICY="passive")[1:] == ["False", "None", "None"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_the_fastrnn_command_tunes_its_own_allocator():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "FASTRNN_MALLOC_TUNING"}
+    code = ("import fastrnn; from fastrnn import _process; from fastrnn.cli import main; "
+            "before = _process.malloc_tuned; main(['info']); "
+            "print('TUNED', before, _process.malloc_tuned)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split()[-3:] == ["TUNED", "False", "True"]

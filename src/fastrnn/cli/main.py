@@ -3,6 +3,7 @@
 import os
 import sys
 
+from .. import _process
 from . import bench, demo, export, info, train, use
 from .common import CLIError, EXIT_INTERRUPTED, EXIT_USAGE, Parser, traceback_wanted
 
@@ -35,6 +36,7 @@ def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 2 user error, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _process.keep_freed_arrays_mapped()     # the command owns its process (see _process)
     command = " ".join(filter(None, ("fastrnn", args.command, getattr(args, "task", None))))
     try:
         return args.func(args)
