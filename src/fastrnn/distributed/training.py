@@ -7,6 +7,7 @@ metrics, and makes stop decisions collective.  The per-step gradient
 reduction is :class:`fastrnn.distributed.reducer.GradientReducer`.
 """
 
+from ..training.state import batch_result
 from .context import DistributedError
 from .reducer import GradientReducer
 
@@ -104,17 +105,16 @@ class DistributedRun:
     def train_batch(self, batch):
         """The model's step on this rank's part (None: no rows here), then the
         reduction: returns the global (metrics, weight)."""
-        from ..training.trainer import _batch_result
         model, reducer = self.trainer.model, self.reducer
         if reducer is None:
-            return _batch_result("train_batch", model.train_batch(batch))
+            return batch_result("train_batch", model.train_batch(batch))
         weight_of = getattr(model, "batch_weight", None)
         reducer.begin(weight_of(batch) if batch is not None and callable(weight_of)
                       else (0.0 if batch is None else None))
         if batch is None:
             metrics, weight = None, 0.0
         else:
-            metrics, weight = _batch_result("train_batch", model.train_batch(batch))
+            metrics, weight = batch_result("train_batch", model.train_batch(batch))
         return reducer.finish(metrics, weight)
 
     def agree_to_stop(self):

@@ -28,27 +28,15 @@ import csv
 import math
 import numbers
 import os
-import sys
-import warnings
 
 import numpy as np
 
-from ..optim import ReduceLROnPlateau
+from ._schedule import check_schedule, step_schedule
+from ._warnings import warn_from_caller
+from .checkpoint import save_checkpoint
 
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "LambdaCallback"]
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
-def warn_from_caller(message, category):
-    """``warnings.warn`` attributed to the first frame outside fastrnn (the
-    user's ``fit(...)`` line), however deep in the fit loop it is raised."""
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
-
 
 class Callback:
     """Base class; every hook does nothing.  ``self.trainer`` is set by the trainer."""
@@ -289,8 +277,6 @@ class ModelCheckpoint(Callback):
         self._monitor.monitor = self._monitor.requested
 
     def on_epoch_complete(self, epoch, logs=None):
-        from .checkpoint import save_checkpoint
-
         logs = dict(logs or {})
         if self.save_best_only:
             value = self._monitor.value(logs)
@@ -316,41 +302,6 @@ class ModelCheckpoint(Callback):
 
 
 # -- LearningRateScheduler ----------------------------------------------------------
-
-def _is_plateau(schedule):
-    """ReduceLROnPlateau steps with a metric; the other schedules without."""
-    return isinstance(schedule, ReduceLROnPlateau)
-
-
-def check_schedule(name, schedule, interval):
-    """Validate an fr.optim schedule and its interval ("epoch" or "batch")."""
-    if interval not in ("epoch", "batch"):
-        raise ValueError(f"{name} interval must be 'epoch' or 'batch', got {interval!r}")
-    for method in ("step", "state_dict", "load_state_dict"):
-        if not callable(getattr(schedule, method, None)):
-            raise TypeError(f"{name} must be an fr.optim learning-rate schedule (StepLR, "
-                            f"ExponentialLR, CosineAnnealingLR, LinearWarmup, "
-                            f"ReduceLROnPlateau), got {type(schedule).__name__}")
-    if interval == "batch" and _is_plateau(schedule):
-        raise ValueError(f"{name}: ReduceLROnPlateau needs an epoch metric; use "
-                         f"interval 'epoch', not 'batch'")
-    return schedule
-
-
-def step_schedule(schedule, logs, monitor="val_loss"):
-    """One epoch step; ReduceLROnPlateau gets ``monitor`` (or ``loss`` when the
-    run has no validation)."""
-    if _is_plateau(schedule):
-        logs = logs or {}
-        name = monitor if monitor in logs else (
-            monitor[4:] if monitor.startswith("val_") and monitor[4:] in logs else None)
-        if name is None:
-            raise ValueError(f"ReduceLROnPlateau: monitor {monitor!r} is not among the epoch "
-                             f"metrics {sorted(logs)}")
-        schedule.step(float(logs[name]))
-    else:
-        schedule.step()
-
 
 class LearningRateScheduler(Callback):
     """Step an fr.optim schedule from the training loop.

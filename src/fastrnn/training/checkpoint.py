@@ -25,8 +25,10 @@ import os
 import numpy as np
 
 from .._io import META_KEY, read_archive, write_archive
+from .._version import __version__
 from ..optim.optimizers import all_parameters
 from .history import History
+from .state import parse_partial_state
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "restore_checkpoint"]
@@ -84,8 +86,6 @@ def _unpack(value, arrays):
 
 def _collect(trainer):
     """The trainer's complete state as one nested structure."""
-    import fastrnn
-
     model = trainer.model
     modules = []
     for module in trainer.modules:
@@ -105,10 +105,10 @@ def _collect(trainer):
     return {
         "format": FORMAT,
         "version": VERSION,
-        "fastrnn_version": getattr(fastrnn, "__version__", None),
+        "fastrnn_version": __version__,
         "position": {"epoch": trainer.epoch, "step_in_epoch": trainer.step_in_epoch,
                      "global_step": trainer.global_step},
-        "partial": trainer._partial_state(),
+        "partial": trainer.unfinished_epoch_state(),
         "history": trainer.history.state_dict(),
         "model": {"type": type(model).__name__, "modules": modules, "extra": extra},
         "optimizer": trainer.optimizer.state_dict(),
@@ -208,10 +208,7 @@ def _fail(path, message):
 
 def _validate(checkpoint, trainer):
     """Every check that can be made without changing anything.  Returns what
-    applying needs: the (callback, saved state) pairs and the parsed
-    unfinished-epoch record."""
-    from .trainer import parse_partial_state
-
+    applying needs: the (callback, saved state) pairs."""
     path, state = checkpoint.path, checkpoint.state
     _validate_modules(path, state["model"]["modules"], trainer.modules)
     _validate_extra(path, state["model"]["extra"], trainer.model)
@@ -228,10 +225,10 @@ def _validate(checkpoint, trainer):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             _fail(path, f"position {key} must be an int >= 0, got {value!r}")
     try:
-        partial = parse_partial_state(state["partial"])
+        parse_partial_state(state["partial"])
     except ValueError as exc:
         _fail(path, str(exc))
-    return _match_callbacks(path, state["callbacks"], trainer.callbacks), partial
+    return _match_callbacks(path, state["callbacks"], trainer.callbacks)
 
 
 def _validate_modules(path, saved_modules, modules):
@@ -306,12 +303,12 @@ def _snapshot(trainer):
                   if callable(getattr(model, "extra_state", None)) else None),
         "callbacks": [copy.deepcopy(cb.state_dict()) for cb in trainer.callbacks],
         "position": (trainer.epoch, trainer.step_in_epoch, trainer.global_step,
-                     trainer._partial_state()),
+                     trainer.unfinished_epoch_state()),
         "history": trainer.history,
     }
 
 
-def _apply(trainer, state, pairs, partial):
+def _apply(trainer, state, pairs):
     for module, saved in zip(trainer.modules, state["model"]["modules"]):
         module.load_state_dict(saved["params"])
         module.set_rng_state(copy.deepcopy(saved["rng"]))
@@ -324,16 +321,12 @@ def _apply(trainer, state, pairs, partial):
     for callback, saved in pairs:
         callback.load_state_dict(copy.deepcopy(saved))
     position = state["position"]
-    trainer.epoch = position["epoch"]
-    trainer.step_in_epoch = position["step_in_epoch"]
-    trainer.global_step = position["global_step"]
-    trainer._partial = partial
+    trainer.restore_position(position["epoch"], position["step_in_epoch"],
+                             position["global_step"], state["partial"])
     trainer.history = History.from_state_dict(state["history"])
 
 
 def _rollback(trainer, snapshot):
-    from .trainer import parse_partial_state
-
     for module, params, rng in zip(trainer.modules, snapshot["params"], snapshot["rng"]):
         module.load_state_dict(params)
         module.set_rng_state(rng)
@@ -345,8 +338,7 @@ def _rollback(trainer, snapshot):
     for callback, saved in zip(trainer.callbacks, snapshot["callbacks"]):
         if saved is not None:
             callback.load_state_dict(saved)
-    trainer.epoch, trainer.step_in_epoch, trainer.global_step, partial = snapshot["position"]
-    trainer._partial = parse_partial_state(partial)
+    trainer.restore_position(*snapshot["position"])
     trainer.history = snapshot["history"]
 
 
@@ -363,14 +355,14 @@ def restore_checkpoint(checkpoint, trainer):
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint)
     try:
-        pairs, partial = _validate(checkpoint, trainer)
+        pairs = _validate(checkpoint, trainer)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         # a hand-edited or damaged document: entries missing or of the wrong kind
         raise ValueError(f"checkpoint {checkpoint.path!r} is malformed: "
                          f"{type(exc).__name__}: {exc}") from None
     snapshot = _snapshot(trainer)
     try:
-        _apply(trainer, checkpoint.state, pairs, partial)
+        _apply(trainer, checkpoint.state, pairs)
     except Exception as exc:
         try:
             _rollback(trainer, snapshot)

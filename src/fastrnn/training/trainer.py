@@ -122,9 +122,12 @@ from .. import _threads
 from ..layers.module import Module
 from ..optim.clip import clamp, grad_norm, scale_to_norm
 from ..optim.optimizers import Optimizer, ParameterSet
-from .callbacks import Callback, check_schedule, step_schedule, warn_from_caller
+from ._schedule import check_schedule, step_schedule
+from ._warnings import warn_from_caller
+from .callbacks import Callback
 from .checkpoint import restore_checkpoint, save_checkpoint
 from .history import History
+from .state import MetricSums, batch_result, parse_partial_state
 
 __all__ = ["Trainer"]
 
@@ -234,94 +237,6 @@ def _set_epoch(data, epoch):
     set_epoch = getattr(data, "set_epoch", None)
     if callable(set_epoch):
         set_epoch(epoch)
-
-
-def _batch_result(name, result):
-    """Validate ``(metrics, weight)`` from train_batch/evaluate_batch."""
-    if not isinstance(result, tuple) or len(result) != 2:
-        raise TypeError(f"model.{name}(batch) must return a tuple (metrics dict, weight), "
-                        f"got {type(result).__name__}")
-    metrics, weight = result
-    if not isinstance(metrics, dict) or "loss" not in metrics:
-        got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
-        raise TypeError(f"model.{name}(batch) must return metrics as a dict with at least "
-                        f"'loss', got {got}")
-    values = {}
-    for key, value in metrics.items():
-        try:
-            values[key] = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"model.{name}(batch) metric {key!r} must be a number, "
-                            f"got {type(value).__name__}") from None
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
-            or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"model.{name}(batch) weight must be a finite number >= 0, "
-                         f"got {weight!r}")
-    return values, float(weight)
-
-
-class _Accumulator:
-    """Weighted sums of batch metrics (plain floats: JSON-exact for resume)."""
-
-    def __init__(self, state=None):
-        state = _check_accumulator_state(state)
-        self.sums = dict(state.get("sums", {}))
-        self.weights = dict(state.get("weights", {}))
-        self.batches = int(state.get("batches", 0))
-
-    def add(self, metrics, weight):
-        for name, value in metrics.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value * weight
-            self.weights[name] = self.weights.get(name, 0.0) + weight
-        self.batches += 1
-
-    def mean(self, name):
-        weight = self.weights.get(name, 0.0)
-        return self.sums[name] / weight if weight > 0 else math.nan
-
-    def averages(self, source):
-        if self.batches == 0:
-            raise ValueError(f"{source} produced no batches")
-        if self.weights.get("loss", 0.0) <= 0:
-            raise ValueError(f"{source}: every batch had weight 0; weights must sum to > 0")
-        return {name: self.mean(name) for name in self.sums}
-
-    def state_dict(self):
-        return {"sums": dict(self.sums), "weights": dict(self.weights), "batches": self.batches}
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_accumulator_state(state):
-    """``state`` (None or an ``_Accumulator.state_dict()``) or a ValueError."""
-    if state is None:
-        return {}
-    ok = (isinstance(state, dict) and set(state) == {"sums", "weights", "batches"}
-          and isinstance(state["sums"], dict) and isinstance(state["weights"], dict)
-          and set(state["sums"]) == set(state["weights"])
-          and all(_is_number(v) for v in state["sums"].values())
-          and all(_is_number(v) for v in state["weights"].values())
-          and isinstance(state["batches"], int) and not isinstance(state["batches"], bool)
-          and state["batches"] >= 0)
-    if not ok:
-        raise ValueError(f"the unfinished epoch's metric sums must be a dict with 'sums' and "
-                         f"'weights' (dicts of the same names to numbers) and 'batches' (an "
-                         f"int >= 0), got {state!r}")
-    return state
-
-
-def parse_partial_state(state):
-    """The trainer's unfinished-epoch record from its checkpoint form
-    (``Trainer._partial_state()``), checked; None stays None."""
-    if state is None:
-        return None
-    if not isinstance(state, dict) or set(state) != {"lr", "train"} \
-            or not _is_number(state["lr"]) or not state["lr"] >= 0:
-        raise ValueError(f"the unfinished epoch's state must be a dict with 'lr' (a number "
-                         f">= 0) and 'train' (its metric sums), got {state!r}")
-    return {"lr": float(state["lr"]), "train": _Accumulator(state["train"])}
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -500,7 +415,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.stop_training = False
-        # The unfinished epoch: {"lr": its starting lr, "train": _Accumulator}, or None.
+        # The unfinished epoch: {"lr": its starting lr, "train": MetricSums}, or None.
         self._partial = None
         self._interrupt_requested = False
         self._run_state = None      # the DistributedRun of a distributed fit
@@ -611,7 +526,7 @@ class Trainer:
             resumed = self._partial is not None
             if not resumed:
                 self.step_in_epoch = 0
-                self._partial = {"lr": float(self.optimizer.lr), "train": _Accumulator()}
+                self._partial = {"lr": float(self.optimizer.lr), "train": MetricSums()}
             for module in self.modules:
                 module.train()
             _set_epoch(train_data, epoch)
@@ -679,7 +594,7 @@ class Trainer:
         if self._run_state is not None:
             metrics, weight = self._run_state.train_batch(batch)
         else:
-            metrics, weight = _batch_result("train_batch", self.model.train_batch(batch))
+            metrics, weight = batch_result("train_batch", self.model.train_batch(batch))
         loss = metrics["loss"]
         if not math.isfinite(loss):
             self._stop_non_finite(epoch, index, f"the loss is {loss}", progress)
@@ -731,12 +646,20 @@ class Trainer:
             scale_to_norm(grads, self.clip_norm, norm, threads)
         return norm
 
-    def _partial_state(self):
+    def unfinished_epoch_state(self):
         """The unfinished epoch as JSON-able data for checkpoints (None between
-        epochs); :func:`parse_partial_state` reads it back."""
+        epochs); :meth:`restore_position` takes it back."""
         if self._partial is None:
             return None
         return {"lr": self._partial["lr"], "train": self._partial["train"].state_dict()}
+
+    def restore_position(self, epoch, step_in_epoch, global_step, unfinished_epoch):
+        """Where training stands, as a checkpoint restores it: the position and
+        the unfinished epoch in the form :meth:`unfinished_epoch_state` gives
+        (checked first: a ValueError leaves the trainer unchanged)."""
+        partial = parse_partial_state(unfinished_epoch)
+        self.epoch, self.step_in_epoch, self.global_step = epoch, step_in_epoch, global_step
+        self._partial = partial
 
     def _evaluate(self, data, epoch, source, interruptible):
         for module in self.modules:
@@ -744,11 +667,11 @@ class Trainer:
         _set_epoch(data, epoch)
         if callable(getattr(self.model, "on_epoch_begin", None)):
             self.model.on_epoch_begin(epoch, False)
-        sums = _Accumulator()
+        sums = MetricSums()
         for batch in data:
             if batch is None and self.distributed is not None:
                 continue            # this rank has no rows of the global batch
-            metrics, weight = _batch_result("evaluate_batch", self.model.evaluate_batch(batch))
+            metrics, weight = batch_result("evaluate_batch", self.model.evaluate_batch(batch))
             sums.add(metrics, weight)
             if interruptible and self._interrupt_requested and self.distributed is None:
                 return None
