@@ -3,8 +3,8 @@
 ``export(layer, path)`` writes an ``RNN``/``LSTM``/``GRU`` layer as a graph of
 ONNX ``RNN``/``LSTM``/``GRU`` nodes (one per layer, both directions in one
 node) with the same inputs and outputs as ``layer(x)``; ``model.to_onnx(path)``
-(built here by :func:`export_model`) does the same for a fitted task model,
-embedding, pooling, head and softmax included.  ``load_weights`` reads the
+(built by ``fastrnn.tasks.onnx_export`` from this module's ``Graph``) does the
+same for a fitted task model, embedding, pooling, head and softmax included.  ``load_weights`` reads the
 weights of such nodes back into a fastrnn layer.  The ``onnx`` package is
 needed (``pip install fastrnn[onnx]``); ONNX Runtime checks the graphs in the
 tests.
@@ -25,6 +25,7 @@ import numpy as np
 
 from ._io import atomic_write, is_stream
 from ._onnx_layout import GATES, from_fastrnn, to_fastrnn
+from ._version import __version__
 from .layers.recurrent import GRU, LSTM, RNN
 
 __all__ = ["export", "load_weights", "OPSET"]
@@ -125,7 +126,6 @@ class Graph:
                                   self.initializers)
         model = helper.make_model(graph, producer_name="fastrnn",
                                   opset_imports=[helper.make_opsetid("", OPSET)])
-        from . import __version__
         model.producer_version = __version__
         for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
@@ -393,152 +393,3 @@ def _check_node_shapes(where, op, w, r, b, p):
                                             for s, n in zip(shape, array.shape)):
             raise ValueError(f"{where}: input {name} has shape {array.shape}; with "
                              f"hidden_size={H} (from R) it must be {shape} (None: any)")
-
-
-# -- task models ------------------------------------------------------------------------------
-
-SEQ2SEQ_REASON = (
-    "Seq2Seq cannot be exported to ONNX: its output is decoded one token at a time "
-    "(greedy or beam search) with a length that depends on the tokens drawn, which "
-    "would need an ONNX Loop around the decoder and the beam bookkeeping; fastrnn "
-    "keeps decoding in Python.  Export its parts as layers (fr.onnx.export(model."
-    "encoder_.rnn, ...)) if you need them elsewhere.")
-
-
-def export_model(model, path=None):
-    """``model.to_onnx(path)``: see ``TaskModel.to_onnx``."""
-    from .tasks import LanguageModel, Seq2Seq, SequenceClassifier, SequenceRegressor
-    from .tasks import SequenceTagger
-    if isinstance(model, Seq2Seq):
-        raise NotImplementedError(SEQ2SEQ_REASON)
-    model._check_fitted()
-    graph = Graph()
-    out, h_n, lengths = _encoder(graph, model.network_)
-    if isinstance(model, SequenceClassifier):
-        result = _classifier_head(graph, model, out, h_n, lengths)
-    elif isinstance(model, SequenceRegressor):
-        result = _regressor_head(graph, model, out, h_n, lengths)
-    elif isinstance(model, (SequenceTagger, LanguageModel)):
-        logits = _linear(graph, model.head_, out)                       # (T, B, K)
-        probabilities = graph.node("Softmax", [logits], axis=2)
-        result = ("probabilities", graph.node("Transpose", [probabilities], perm=[1, 0, 2]),
-                  ["batch", "time", model.head_.out_features])
-    else:
-        raise TypeError(f"cannot export a {type(model).__name__} to ONNX")
-    name, tensor, shape = result
-    graph.output(tensor, name, FLOAT, shape)
-    onnx_model = graph.model(f"fastrnn_{type(model).__name__}", model_metadata(model))
-    if path is not None:
-        write(onnx_model, path)
-    return onnx_model
-
-
-def _encoder(graph, encoder):
-    """Graph inputs (``ids`` or ``features``, then ``lengths``) and the encoder
-    stack; returns ``(out (T, B, D*H), h_n, lengths)`` tensor names."""
-    if encoder.input_kind == "numeric":
-        features = graph.input("features", FLOAT, ["batch", "time", encoder.input_size])
-        x = graph.node("Transpose", [features], perm=[1, 0, 2])
-    else:
-        ids = graph.input("ids", INT64, ["batch", "time"])
-        ids = graph.node("Transpose", [ids], perm=[1, 0])
-        if encoder.input_kind == "embedding":
-            table = graph.constant(encoder.embedding.weight.astype(np.float32), "embedding")
-            x = graph.node("Gather", [table, ids], axis=0)
-        else:
-            x = graph.node("OneHot", [ids, graph.constant(encoder.input_size, "depth",
-                                                          np.int64),
-                                      graph.constant([0.0, 1.0], "values", np.float32)],
-                           axis=-1)
-    lengths = graph.input("lengths", INT64, ["batch"])
-    out, h_n, _ = recurrent_nodes(graph, encoder.rnn, x, lengths)
-    return out, h_n, lengths
-
-
-def _linear(graph, linear, x):
-    """``linear(x)`` for x (..., in_features)."""
-    weight = graph.constant(linear.state_dict()["weight"].T.astype(np.float32), "head_w")
-    y = graph.node("MatMul", [x, weight])
-    if linear.bias:
-        y = graph.node("Add", [y, graph.constant(linear.state_dict()["bias"].astype(
-            np.float32), "head_b")])
-    return y
-
-
-def _pooled(graph, model, out, h_n, lengths):
-    """The Pooling of the task models, (B, D*H)."""
-    rnn = model.network_.rnn
-    directions = 2 if rnn.bidirectional else 1
-    mode = model._fitted_param("pooling")
-    if mode == "last":
-        top = graph.node("Slice", [h_n, graph.constant([-directions], "start", np.int64),
-                                   graph.constant([np.iinfo(np.int64).max], "end", np.int64)])
-        top = graph.node("Transpose", [top], perm=[1, 0, 2])
-        return graph.node("Reshape", [top, graph.constant([0, -1], "shape", np.int64)])
-    mask = graph.node("Unsqueeze", [graph.time_mask(out, lengths),
-                                    graph.constant([2], "axes", np.int64)])     # (T, B, 1)
-    if mode == "mean":
-        total = graph.node("ReduceSum", [graph.node("Mul", [out, graph.node(
-            "Cast", [mask], to=FLOAT)]), graph.constant([0], "axes", np.int64)], keepdims=0)
-        count = graph.node("Cast", [graph.node("Unsqueeze", [lengths, graph.constant(
-            [1], "axes", np.int64)])], to=FLOAT)
-        return graph.node("Div", [total, count])
-    masked = graph.node("Where", [mask, out, graph.constant(-np.inf, "ninf", np.float32)])
-    return graph.node("ReduceMax", [masked], axes=[0], keepdims=0)
-
-
-def _classifier_head(graph, model, out, h_n, lengths):
-    logits = _linear(graph, model.head_, _pooled(graph, model, out, h_n, lengths))
-    if model._sigmoid:
-        positive = graph.node("Sigmoid", [logits])
-        negative = graph.node("Sub", [graph.constant(1.0, "one", np.float32), positive])
-        probabilities = graph.node("Concat", [negative, positive], axis=1)
-    else:
-        probabilities = graph.node("Softmax", [logits], axis=1)
-    return "probabilities", probabilities, ["batch", len(model.classes_)]
-
-
-def _regressor_head(graph, model, out, h_n, lengths):
-    if model._per_step:
-        values = graph.node("Transpose", [_linear(graph, model.head_, out)], perm=[1, 0, 2])
-        shape = ["batch", "time", model.n_outputs_]
-    else:
-        values = _linear(graph, model.head_, _pooled(graph, model, out, h_n, lengths))
-        shape = ["batch", model.n_outputs_]
-    if not model.target_is_vector_:
-        values = graph.node("Squeeze", [values, graph.constant([-1], "axes", np.int64)])
-        shape = shape[:-1]
-    return "values", values, shape
-
-
-def model_metadata(model):
-    """metadata_props of an exported task model, each a JSON document."""
-    from .tasks.base import _json_params
-    from . import __version__
-    params = _json_params(getattr(model, "_fitted_params", None) or model.get_params())
-    fitted = model._fitted_state()
-    metadata = {"fastrnn.config": {"class": type(model).__name__, "params": params,
-                                   "fastrnn_version": __version__},
-                "fastrnn.fitted": fitted,
-                "fastrnn.inputs": model._onnx_inputs()}
-    vocab = getattr(model, "vocab_", None) or getattr(getattr(model, "inputs_", None),
-                                                      "vocab", None)
-    if vocab is not None:
-        metadata["fastrnn.vocabulary"] = list(vocab.tokens)
-    if "classes" in fitted:
-        metadata["fastrnn.labels"] = fitted["classes"]
-    return {key: json.dumps(value) for key, value in metadata.items()}
-
-
-def pad(sequences, numeric):
-    """``(ids (B, T) int64 padded with 0, lengths (B,) int64)`` or, numeric,
-    ``(features (B, T, F) float32 padded with 0, lengths)``."""
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    steps = int(lengths.max())
-    if numeric:
-        batch = np.zeros((len(sequences), steps, sequences[0].shape[1]), dtype=np.float32)
-    else:
-        batch = np.zeros((len(sequences), steps), dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        batch[row, :len(sequence)] = sequence
-    return batch, lengths

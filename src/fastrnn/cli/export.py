@@ -22,7 +22,7 @@ def add_parser(commands):
 def export_command(args):
     model, task = load_model(args.model)
     if task == "seq2seq":
-        from ..onnx import SEQ2SEQ_REASON
+        from ..tasks.onnx_export import SEQ2SEQ_REASON
         raise CLIError(SEQ2SEQ_REASON)
     try:
         with library_call(f"cannot export {args.model}"):

@@ -22,11 +22,13 @@ import numpy as np
 
 from .. import optim
 from .._io import META_KEY, open_archive, write_archive
+from .._version import __version__
 from ..layers.module import ParameterBudgetError, parameter_budget
 from ..data import BatchLoader
 from ..training import Trainer
 from .inputs import InputEncoder, check_count
 from .network import INPUTS, SequenceEncoder
+from .onnx_export import export_model, pad
 
 MODEL_FORMAT = "fastrnn.model"
 MODEL_VERSION = 1
@@ -403,7 +405,6 @@ class TaskModel(BaseEstimator):
         fitted with (see ``set_params``).
         """
         self._check_fitted()
-        from .. import __version__
         arrays = {f"{index}/{name}": value
                   for index, module in enumerate(self.modules())
                   for name, value in module.state_dict().items()}
@@ -453,8 +454,8 @@ class TaskModel(BaseEstimator):
 
         Returns the ``onnx.ModelProto``.
         """
-        from ..onnx import export_model
-        return export_model(self, path)
+        params = _json_params(getattr(self, "_fitted_params", None) or self.get_params())
+        return export_model(self, params, path)
 
     def to_ids(self, X):
         """``(ids, lengths)``: ``X`` as the exported ONNX graph takes it (see
@@ -463,11 +464,13 @@ class TaskModel(BaseEstimator):
         Args:
             X: sequences of the kind seen in fit.
         """
-        from ..onnx import pad
         self._check_fitted()
         sequences = self._onnx_sequences(X)
         inputs = getattr(self, "inputs_", None)
         return pad(sequences, numeric=inputs is not None and inputs.kind == "numeric")
+
+    # The output of the exported graph: a key of onnx_export.HEADS (None: no export).
+    _onnx_head = None
 
     def _onnx_sequences(self, X):
         """The id (or feature) sequences of ``X`` the graph reads."""

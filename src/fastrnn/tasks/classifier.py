@@ -218,6 +218,8 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         return ClassifierStream(self)
 
     # -- saving -----------------------------------------------------------------------
+    _onnx_head = "classifier"         # its ONNX graph output (tasks.onnx_export.HEADS)
+
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(),
                 "classes": json_labels(self.classes_, "labels")}

@@ -436,6 +436,8 @@ class LanguageModel(TaskModel):
         return LanguageModelStream(self)
 
     # -- saving -----------------------------------------------------------------------
+    _onnx_head = "tokens"         # its ONNX graph output (tasks.onnx_export.HEADS)
+
     def _fitted_state(self):
         return {"vocab": self.vocab_.to_dict()}
 

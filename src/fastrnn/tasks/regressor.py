@@ -248,6 +248,8 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
         from .streaming import RegressorStream
         return RegressorStream(self)
 
+    _onnx_head = "regressor"         # its ONNX graph output (tasks.onnx_export.HEADS)
+
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(), "n_outputs": self.n_outputs_,
                 "target_is_vector": self.target_is_vector_}

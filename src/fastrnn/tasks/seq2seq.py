@@ -19,6 +19,7 @@ from .base import TRAINING_PARAMS, TaskModel, eval_mode, prediction_loader, vali
 from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
                      detect_kind)
 from .network import CELLS, SequenceEncoder, check_choice, layer_seeds, top_state
+from .onnx_export import SEQ2SEQ_REASON
 
 IGNORE = -100               # padded decoder targets: CrossEntropyLoss's ignore_index
 BANNED = (PAD, BOS)         # never generated: PAD is never a target, BOS only an input
@@ -617,7 +618,6 @@ class Seq2Seq(TaskModel):
         Args:
             path: unused.
         """
-        from ..onnx import SEQ2SEQ_REASON
         raise NotImplementedError(SEQ2SEQ_REASON)
 
     def to_ids(self, X):
@@ -626,7 +626,6 @@ class Seq2Seq(TaskModel):
         Args:
             X: unused.
         """
-        from ..onnx import SEQ2SEQ_REASON
         raise NotImplementedError(SEQ2SEQ_REASON)
 
     # -- saving -----------------------------------------------------------------------

@@ -256,6 +256,8 @@ class SequenceTagger(TaskModel):
         return TaggerStream(self)
 
     # -- saving -----------------------------------------------------------------------
+    _onnx_head = "tokens"         # its ONNX graph output (tasks.onnx_export.HEADS)
+
     def _fitted_state(self):
         return {"inputs": self.inputs_.to_dict(), "classes": json_labels(self.classes_, "tags")}
 
