@@ -313,7 +313,7 @@ def test_read_only_input_is_kept_without_a_copy(cell):
     x.flags.writeable = False
     layer.zero_grad()
     layer.forward(x)
-    kept = layer._cache[1][0][0]            # the first layer's input, as backward reads it
+    kept = layer._cache.layers[0].input     # the first layer's input, as backward reads it
     assert np.shares_memory(kept, x)
     d_x, _ = layer.backward(inputs["d_out"], inputs["d_hn"])
     np.testing.assert_allclose(d_x, ref["d_x"], rtol=1e-12, atol=1e-13)

@@ -64,14 +64,12 @@ class Attention(Module):
         self.attention_size = (self.query_size if attention_size is None
                                else positive_int("attention_size", attention_size))
         self._init_parameters(np.random.default_rng(seed))
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._attend = _attention.attend[precision]
-        self._attend_backward = _attention.attend_backward[precision]
-        self._linear = _dense.linear_forward[precision]
-        self._linear_backward = _dense.linear_backward[precision]
+        self._attend = self._kernel(_attention.attend)
+        self._attend_backward = self._kernel(_attention.attend_backward)
+        self._linear = self._kernel(_dense.linear_forward)
+        self._linear_backward = self._kernel(_dense.linear_backward)
         self._empty1 = np.zeros(1, dtype=self.dtype)
         self._memory = None
-        self._cache = None
 
     def _init_parameters(self, rng):
         def uniform(shape, fan_in):
@@ -105,7 +103,7 @@ class Attention(Module):
             self._linear(rows, self._params[name], bias, out, _threads.get_num_threads())
             keys = out.reshape(memory.shape[:2] + (self._key_size(),))
         self._memory = (memory, keys, lengths)
-        self._cache = None
+        self._release_cache()
 
     def repeat_memory(self, k):
         """Every memory row repeated ``k`` times in place (row b becomes rows
@@ -138,7 +136,7 @@ class Attention(Module):
         check_finite("query", query)
         projected = self._project_query(query)
         context, weights = self._run(projected, keys, memory, lengths)
-        self._cache = (query, projected, weights) if self.training else None
+        self._keep_for_backward(query=query, projected=projected, weights=weights)
         return produced(context), weights
 
     def step(self, query):
@@ -189,16 +187,13 @@ class Attention(Module):
         """``(d_query (T, B, query_size), d_memory (S, B, memory_size))`` for
         the last training-mode :meth:`forward`; parameter gradients are added
         to ``grads``.  ``d_memory`` is 0 past each row's length."""
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        query, projected, weights = self._cache
+        cache = self._forward_cache()
+        query, projected, weights = cache.query, cache.projected, cache.weights
         memory, keys, lengths = self._memory
         d_context = float_array("d_context", d_context, self.dtype)
         check_shape("d_context", d_context, (query.shape[0], query.shape[1], self.memory_size))
         check_finite("d_context", d_context)
-        self._cache = None
+        self._consume_cache()
         d_projected = np.empty_like(projected)
         d_keys = np.zeros_like(keys)
         d_memory = np.zeros_like(memory)

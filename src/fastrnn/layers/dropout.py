@@ -37,44 +37,26 @@ class Dropout(Module):
                              f"got {p!r}")
         self.p = float(p)
         self._rng = np.random.default_rng(seed)
-        self._cache = None
 
     def _config(self):
         return {"p": self.p, "dtype": self.dtype.name}
 
     def forward(self, x):
         x = float_array("x", x, self.dtype)
-        if not self.training:
-            self._cache = None
+        if not self.training or self.p == 0.0:
+            self._keep_for_backward(shape=x.shape, mask=None)     # eval mode keeps nothing
             return x
-        if self.p == 0.0:
-            self._cache = (x.shape, None)
-            return x
-        keep = 1.0 - self.p
-        # float32 uniforms: half the random bits and memory of float64; a
-        # keep probability is resolved to ~2**-24, far below any use of p
-        mask = self._rng.random(x.shape, dtype=np.float32) < np.float32(keep)
-        mask = mask.astype(self.dtype)
-        mask *= self.dtype.type(1.0 / keep)
-        self._cache = (x.shape, mask)
+        mask = self._dropout_mask(x.shape, self.p)
+        self._keep_for_backward(shape=x.shape, mask=mask)
         return read_only(x * mask)
 
     def backward(self, d_y):
         """``d_y * mask`` for the last training-mode forward (once per forward)."""
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        shape, mask = self._cache
+        cache = self._forward_cache()
         d_y = float_array("d_y", d_y, self.dtype)
-        check_shape("d_y", d_y, shape)
-        self._cache = None
-        return produced(d_y.copy() if mask is None else d_y * mask)
-
-    def train(self, mode=True):
-        if not mode:
-            self._cache = None
-        return super().train(mode)
+        check_shape("d_y", d_y, cache.shape)
+        self._consume_cache()
+        return produced(d_y.copy() if cache.mask is None else d_y * cache.mask)
 
     def __repr__(self):
         return f"Dropout(p={self.p}, dtype={self.dtype.name!r})"

@@ -61,12 +61,10 @@ class Embedding(Module):
         self._add_parameter("weight", weight)
         if zero_padding_row and self.padding_idx is not None:
             self._params["weight"][self.padding_idx] = 0
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._gather = _embedding.gather[precision]
-        self._scatter_add = _embedding.scatter_add[precision]
+        self._gather = self._kernel(_embedding.gather)
+        self._scatter_add = self._kernel(_embedding.scatter_add)
         self._frozen = False
         self.freeze = freeze
-        self._cache = None
 
     # -- freezing -------------------------------------------------------------
     @property
@@ -110,9 +108,10 @@ class Embedding(Module):
         self._gather(flat, self._params["weight"], out, _threads.get_num_threads())
         out = out.reshape(ids.shape + (self.embedding_dim,))
         if not self.training:
-            self._cache = None
+            self._release_cache()
             return out
-        self._cache = (private_input(flat, ids_given), ids.shape)    # backward reads them
+        self._keep_for_backward(ids=private_input(flat, ids_given),    # backward reads them
+                                ids_shape=ids.shape)
         return read_only(out)
 
     def backward(self, d_out):
@@ -121,31 +120,22 @@ class Embedding(Module):
         The ``padding_idx`` row gets nothing.  Returns None: integer ids have
         no gradient.
         """
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        flat, ids_shape = self._cache
-        expected = ids_shape + (self.embedding_dim,)
+        cache = self._forward_cache()
+        expected = cache.ids_shape + (self.embedding_dim,)
         if self._frozen:
             shape = np.shape(to_numpy(d_out))
             if shape != expected:
                 raise ValueError(f"d_out must have shape {expected}, got {shape}")
-            self._cache = None
+            self._consume_cache()
             return None
         d_out = float_array("d_out", d_out, self.dtype)
         check_shape("d_out", d_out, expected)
         check_finite("d_out", d_out)
-        self._cache = None
+        self._consume_cache()
         padding = -1 if self.padding_idx is None else self.padding_idx
-        self._scatter_add(flat, d_out.reshape(-1, self.embedding_dim), self.grads["weight"],
+        self._scatter_add(cache.ids, d_out.reshape(-1, self.embedding_dim), self.grads["weight"],
                           padding, _threads.get_num_threads())
         return None
-
-    def train(self, mode=True):
-        if not mode:
-            self._cache = None
-        return super().train(mode)
 
     # -- pretrained vectors -------------------------------------------------------
     @classmethod

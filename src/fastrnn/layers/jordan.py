@@ -19,7 +19,7 @@ from .._kernels._dispatch import _jordan as kernels
 from .._kernels import _runtime
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
-from .module import Module
+from .module import ForwardCache, Module
 from .recurrent import _BatchPlan
 
 __all__ = ["Jordan"]
@@ -75,13 +75,11 @@ class Jordan(Module):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._init_parameters()
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._forward_kernel = kernels.forward[precision]
-        self._backward_kernel = kernels.backward[precision]
+        self._forward_kernel = self._kernel(kernels.forward)
+        self._backward_kernel = self._kernel(kernels.backward)
         self._kinds = (NONLINEARITIES[nonlinearity], OUTPUT_ACTIVATIONS[output_activation])
         self._none1 = np.empty(0, dtype=self.dtype)
         self._none3 = np.empty((0, 0, 0), dtype=self.dtype)
-        self._cache = None
 
     # -- parameters -----------------------------------------------------------
     @staticmethod
@@ -160,9 +158,10 @@ class Jordan(Module):
                                      plan.lengths, plan.chunks, y_n[layer], out, h_hist,
                                      num_threads)
                 if keep:
-                    cache.append((layer_input, out, h_hist, y_start))
+                    cache.append(ForwardCache(input=layer_input, out=out, h_hist=h_hist,
+                                              y_start=y_start))
                 layer_input = out
-        self._cache = (plan, cache, y0 is not None) if keep else None
+        self._keep_for_backward(plan=plan, layers=cache, had_y0=y0 is not None)
         out = plan.to_user(layer_input)
         if keep and out is layer_input:
             out = read_only(out)     # backward reads it
@@ -179,12 +178,9 @@ class Jordan(Module):
         Returns ``(d_x, d_y0)`` (d_x None with ``input_grad=False``); the
         parameter gradients are added to ``grads``.
         """
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        plan, cache, had_y0 = self._cache
-        steps, batch = cache[0][1].shape[:2]
+        cache = self._forward_cache()
+        plan = cache.plan
+        steps, batch = cache.layers[0].out.shape[:2]
         d_out = float_array("d_out", d_out, self.dtype, ndim=3)
         if self.batch_first:
             d_out = d_out.transpose(1, 0, 2)
@@ -197,12 +193,12 @@ class Jordan(Module):
             check_shape("d_hn", d_hn, dy.shape)
             check_finite("d_hn", d_hn)
             dy[...] = plan.to_kernel(d_hn)
-        self._cache = None
+        self._consume_cache()
         d_layer = plan.to_kernel(d_out)
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
-                d_layer = self._backward_layer(layer, plan, cache[layer], had_y0, d_layer,
-                                               dy[layer], layer > 0 or input_grad)
+                d_layer = self._backward_layer(layer, plan, cache.layers[layer], cache.had_y0,
+                                               d_layer, dy[layer], layer > 0 or input_grad)
         d_x = None
         if input_grad:
             d_x = plan.to_user(d_layer)
@@ -212,7 +208,7 @@ class Jordan(Module):
         return d_x, plan.to_user(dy)
 
     def _backward_layer(self, layer, plan, saved, had_y0, d_out, dy, need_d_input):
-        layer_input, out, h_hist, y_start = saved
+        layer_input, out, h_hist, y_start = saved.input, saved.out, saved.h_hist, saved.y_start
         steps, batch = out.shape[:2]
         w_ih, w_yh, _, w_hy, _ = self._layer(layer, self._params)
         dw_ih, dw_yh, db_h, dw_hy, db_y = self._layer(layer, self.grads)
@@ -224,11 +220,6 @@ class Jordan(Module):
             np.empty((steps, batch, self.hidden_size), self.dtype),
             d_input, dw_ih, dw_yh, db_h, dw_hy, db_y, _threads.get_num_threads())
         return d_input
-
-    def train(self, mode=True):
-        if not mode:
-            self._cache = None
-        return super().train(mode)
 
     def __repr__(self):
         return (f"Jordan({self.input_size}, {self.hidden_size}, {self.output_size}, "

@@ -35,12 +35,10 @@ class Linear(Module):
         self._new_parameter("weight", (self.out_features, self.in_features), draw)
         if self.bias:
             self._new_parameter("bias", (self.out_features,), draw)
-        precision = "float" if self.dtype == np.float32 else "double"
-        self._forward_kernel = _dense.linear_forward[precision]
-        self._backward_kernel = _dense.linear_backward[precision]
+        self._forward_kernel = self._kernel(_dense.linear_forward)
+        self._backward_kernel = self._kernel(_dense.linear_backward)
         self._no_bias = np.empty(0, dtype=self.dtype)
         self._no_input = np.empty((0, 0), dtype=self.dtype)
-        self._cache = None
 
     def _config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -62,20 +60,17 @@ class Linear(Module):
         self._forward_kernel(rows, self._params["weight"],
                              self._params.get("bias", self._no_bias), y,
                              _threads.get_num_threads())
-        self._cache = (rows, x.shape) if self.training else None
+        self._keep_for_backward(rows=rows, x_shape=x.shape)
         y = y.reshape(x.shape[:-1] + (self.out_features,))
         return read_only(y) if self.training else y
 
     def backward(self, d_y, input_grad=True):
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        rows, x_shape = self._cache
+        cache = self._forward_cache()
+        rows, x_shape = cache.rows, cache.x_shape
         d_y = float_array("d_y", d_y, self.dtype)
         check_shape("d_y", d_y, x_shape[:-1] + (self.out_features,))
         check_finite("d_y", d_y)
-        self._cache = None
+        self._consume_cache()
         d_x = np.empty_like(rows) if input_grad else self._no_input
         self._backward_kernel(rows, self._params["weight"],
                               d_y.reshape(-1, self.out_features), d_x,

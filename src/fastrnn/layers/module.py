@@ -6,6 +6,17 @@ place) and same-shaped gradient arrays in ``grads``.  ``forward`` keeps what
 and accumulates parameter gradients.  No autograd tape: the layer family is
 fixed, so explicit backward passes are simpler and faster.
 
+The state contract every layer follows, each rule written once here:
+
+* ``_keep_for_backward(name=value, ...)``: the forward cache, read by name
+  (``cache.rows``), kept in training mode only;
+* ``_forward_cache()`` / ``_consume_cache()``: backward's access to it, with
+  the one error for a backward that has no training-mode forward to use
+  (backward runs once per forward); ``eval()`` drops the cache;
+* ``_kernel(table)``: the float32 / float64 entry of a compiled kernel table;
+* ``_dropout_mask(shape, p)``: inverted-dropout masks from the layer's
+  generator, the same draws for every layer that drops.
+
 Layers pickle (pickle, cloudpickle, joblib) through the ``.npz`` + JSON
 archive of :mod:`fastrnn._io`: the pickle holds the class, its constructor
 arguments, the parameters, the mode and the random state, never the compiled
@@ -14,6 +25,7 @@ kernels, which unpickling gets again by building the layer anew.
 
 import contextlib
 import math
+import types
 
 import numpy as np
 
@@ -66,6 +78,13 @@ def reserve_parameter(shape):
 LAYER_FORMAT = "fastrnn.layer"
 LAYER_VERSION = 1
 
+BACKWARD_NEEDS_FORWARD = ("backward needs a forward pass in training mode first (none since "
+                          "the last backward, or the layer is in eval mode: call train())")
+
+
+class ForwardCache(types.SimpleNamespace):
+    """What a training-mode forward keeps for backward, read by name."""
+
 
 class Module:
     """Base class: parameters, gradients, train/eval mode, state dicts."""
@@ -76,6 +95,7 @@ class Module:
         self._params = {}
         self.grads = {}
         self._rng = None    # layers that draw random numbers (dropout) set one
+        self._cache = None  # a ForwardCache between a training forward and its backward
         # Bumped whenever the parameters may change: load_state_dict and every
         # hand-out of the live arrays (optimizers and clipping list them at
         # each step).  Streams re-pack their copy of the weights when it moves.
@@ -102,13 +122,58 @@ class Module:
 
     # -- mode -----------------------------------------------------------------
     def train(self, mode=True):
-        """Training mode: forward keeps activations for backward; dropout is on."""
+        """Training mode: forward keeps activations for backward; dropout is on.
+        ``train(False)`` drops what the last forward kept."""
+        if not mode:
+            self._release_cache()
         self.training = bool(mode)
         return self
 
     def eval(self):
         """Inference mode: forward keeps nothing and backward is refused."""
         return self.train(False)
+
+    # -- the forward cache ------------------------------------------------------
+    def _keep_for_backward(self, **saved):
+        """Keep ``saved`` (by name) for the next backward, in training mode;
+        eval mode keeps nothing.  Replaces the previous forward's cache."""
+        self._release_cache()
+        self._cache = ForwardCache(**saved) if self.training else None
+        return self._cache
+
+    def _forward_cache(self):
+        """The last training-mode forward's cache, left in place (so a backward
+        refused for a bad argument can be retried); RuntimeError if none."""
+        if self._cache is None:
+            raise RuntimeError(BACKWARD_NEEDS_FORWARD)
+        return self._cache
+
+    def _consume_cache(self):
+        """Take the cache out of the layer: each forward has one backward."""
+        cache, self._cache = self._forward_cache(), None
+        return cache
+
+    def _release_cache(self):
+        """Drop the last forward's cache (layers that pool its buffers take
+        them back here)."""
+        self._cache = None
+
+    # -- kernels and randomness ---------------------------------------------------
+    def _kernel(self, table):
+        """The entry of a compiled kernel table (keyed by C type, "float" /
+        "double") for this layer's dtype."""
+        return table["float" if self.dtype == np.float32 else "double"]
+
+    def _dropout_mask(self, shape, p):
+        """An inverted-dropout mask of ``shape`` in the layer's dtype: 0 with
+        probability ``p``, else ``1 / (1 - p)``, drawn from the layer's
+        generator.  float32 uniforms: half the random bits and memory of
+        float64; a keep probability is resolved to ~2**-24, far below any
+        use of p."""
+        keep = 1.0 - p
+        mask = (self._rng.random(shape, dtype=np.float32) < np.float32(keep)).astype(self.dtype)
+        mask *= self.dtype.type(1.0 / keep)
+        return mask
 
     # -- parameters -----------------------------------------------------------
     def parameters(self):

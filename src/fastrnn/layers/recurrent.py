@@ -17,7 +17,7 @@ from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
-from .module import Module, check_parameter_budget
+from .module import ForwardCache, Module, check_parameter_budget
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -90,7 +90,6 @@ class _Recurrent(Module):
         self.seed = seed
         self._directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
-        self._cache = None
         # Sizes from a file are checked against the load budget before any
         # kernel is built (W_hh alone holds hidden_size^2 values); the kernels
         # index gate rows (4 * hidden_size) with C ints.
@@ -216,13 +215,15 @@ class _Recurrent(Module):
         """Run the whole sequence.
 
         x: (T, B, input_size), or (B, T, input_size) with ``batch_first``.
-        hx: initial state (num_layers * D, B, H), zeros when None; a tuple
-            (h0, c0) for the LSTM.
+        hx: initial state (num_layers * D, B, H_out), zeros when None; a tuple
+            (h0, c0) for the LSTM, c0 (num_layers * D, B, hidden_size).
         lengths: one int per row in 1..T; rows end early (PyTorch packed
             sequence semantics: zero outputs past the end, final state at the
             last valid step, the reverse direction starts there).
-        Returns ``out`` (T, B, D * H) (batch-first if so built) and the final
-        state ``h_n`` (num_layers * D, B, H), or ``(h_n, c_n)`` for the LSTM.
+        Returns ``out`` (T, B, D * H_out) (batch-first if so built) and the
+        final state ``h_n`` (num_layers * D, B, H_out), or ``(h_n, c_n)`` for
+        the LSTM.  D is 2 for a bidirectional layer, else 1; H_out is
+        ``proj_size`` for a projected LSTM, else ``hidden_size``.
         """
         x_given = x
         x = self._check_input(x)
@@ -232,43 +233,63 @@ class _Recurrent(Module):
             lengths = lengths_array(lengths, batch, steps)
         num_threads = _threads.get_num_threads()
         plan = self._plan(lengths, batch, steps, num_threads)
-        # The kernels turn initial states into final states in place.
-        h_n = plan.to_kernel(h0, copy=True) if h0 is not None else self._zero_state(batch)
-        c_n = None
-        if self._has_cell_state:
-            c_n = (plan.to_kernel(c0, copy=True) if c0 is not None
-                   else self._zero_state(batch, cell=True))
-        keep = self.training
-        # Backward reads the input again (see private_input).
+        h_n, c_n = self._kernel_states(plan, h0, c0, batch)
         layer_input = plan.to_kernel(x)
-        if keep:
-            layer_input = private_input(layer_input, x_given)
-        cache = []
-        D = self._directions
-        new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
+        if self.training:
+            layer_input = private_input(layer_input, x_given)    # backward reads it again
+        layers = []
         with _threads.blas_region():
             for layer in range(self.num_layers):
-                out = new_buffer((steps, batch, self._kernels[layer * D].out_width),
-                                 dtype=self.dtype)
-                saved = []
-                for direction in range(D):
-                    k = layer * D + direction
-                    kernel = self._kernels[k]
-                    c_k = c_n[k] if self._has_cell_state else None
-                    tape = kernel.take_tape(steps, batch, h_n[k], c_k) if keep else None
-                    saved.append(tape)
-                    (w_ih, w_hh, b_ih, b_hh, w_hr, peep), _ = self._slots[k]
-                    kernel.forward(layer_input, w_ih, w_hh, b_ih, b_hh, plan.lengths,
-                                   plan.chunks, h_n[k], c_k, out, tape, num_threads,
-                                   w2=w_hr, peep=peep)
-                mask = self._dropout_mask(out.shape) if layer < self.num_layers - 1 else None
-                if keep:
-                    cache.append((layer_input, out, saved, mask))
+                out, tapes = self._forward_layer(layer, layer_input, plan, h_n, c_n,
+                                                 num_threads)
+                mask = self._mask_above(layer, out.shape)
+                if self.training:
+                    layers.append(ForwardCache(input=layer_input, out=out, tapes=tapes,
+                                               mask=mask))
                 layer_input = out * mask if mask is not None else out
-        self._release_cache()
-        self._cache = (plan, cache, h0 is not None) if keep else None
-        out = plan.to_user(layer_input)
-        if keep and out is layer_input:
+        self._keep_for_backward(plan=plan, layers=layers, had_h0=h0 is not None)
+        return self._user_outputs(plan, layer_input, h_n, c_n)
+
+    def _kernel_states(self, plan, h, c, batch):
+        """Kernel-order copies of the states ``h`` and ``c`` (zeros for None;
+        c None without a cell state): the kernels update them in place."""
+        h = plan.to_kernel(h, copy=True) if h is not None else self._zero_state(batch)
+        if not self._has_cell_state:
+            return h, None
+        c = plan.to_kernel(c, copy=True) if c is not None else self._zero_state(batch, cell=True)
+        return h, c
+
+    def _forward_layer(self, layer, layer_input, plan, h_n, c_n, num_threads):
+        """Both directions of one layer over the whole sequence: ``(out
+        (T, B, D * H_out), tapes)``, the tapes (one per direction) holding what
+        backward needs (None in eval mode).  h_n / c_n become final states."""
+        steps, batch = layer_input.shape[:2]
+        D = self._directions
+        new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
+        out = new_buffer((steps, batch, self._kernels[layer * D].out_width), dtype=self.dtype)
+        tapes = []
+        for direction in range(D):
+            k = layer * D + direction
+            kernel = self._kernels[k]
+            c_k = c_n[k] if self._has_cell_state else None
+            tape = kernel.take_tape(steps, batch, h_n[k], c_k) if self.training else None
+            tapes.append(tape)
+            (w_ih, w_hh, b_ih, b_hh, w_hr, peep), _ = self._slots[k]
+            kernel.forward(layer_input, w_ih, w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
+                           h_n[k], c_k, out, tape, num_threads, w2=w_hr, peep=peep)
+        return out, tapes
+
+    def _mask_above(self, layer, shape):
+        """The dropout mask applied to ``layer``'s output (training mode, below
+        the top layer, dropout > 0), else None."""
+        if not (self.training and self.dropout > 0 and layer < self.num_layers - 1):
+            return None
+        return self._dropout_mask(shape, self.dropout)
+
+    def _user_outputs(self, plan, top, h_n, c_n):
+        """``(out, h_n)`` or ``(out, (h_n, c_n))`` in the caller's row order and layout."""
+        out = plan.to_user(top)
+        if self.training and out is top:
             out = read_only(out)     # backward reads it
         if self.batch_first:
             out = out.transpose(1, 0, 2)
@@ -311,8 +332,8 @@ class _Recurrent(Module):
         multi-megabyte buffers cost page faults: 7% of an LSTM training step
         measured at (100, 64, 256)).  A tape is out of its kernel while a
         forward/backward pair uses it, so two Python threads never share one."""
-        for layer, (_, _, saved, _) in enumerate(cache[1]):
-            for direction, tape in enumerate(saved):
+        for layer, saved in enumerate(cache.layers):
+            for direction, tape in enumerate(saved.tapes):
                 self._kernels[layer * self._directions + direction].recycle(tape)
 
     def train(self, mode=True):
@@ -324,12 +345,6 @@ class _Recurrent(Module):
 
     def _zero_state(self, batch, cell=False):
         return np.zeros(self._state_shape(batch, cell), dtype=self.dtype)
-
-    def _dropout_mask(self, shape):
-        if not (self.training and self.dropout > 0):
-            return None
-        keep = 1.0 - self.dropout
-        return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
     # -- backward -------------------------------------------------------------
     def backward(self, d_out, d_hn=None, input_grad=True):
@@ -344,52 +359,53 @@ class _Recurrent(Module):
         Returns ``(d_x, d_hx)`` (``d_hx`` = (d_h0, d_c0) for the LSTM).
         Parameter gradients are added to ``self.grads``.
         """
-        if self._cache is None:
-            raise RuntimeError(
-                "backward needs a forward pass in training mode first (none since the "
-                "last backward, or the layer is in eval mode: call train())")
-        taken = self._cache
-        plan, cache, had_h0 = taken
-        last_out = cache[-1][1]
-        batch = last_out.shape[1]
+        cache = self._forward_cache()
+        top = cache.layers[-1].out
+        batch = top.shape[1]
         d_out = self._time_major(float_array("d_out", d_out, self.dtype, ndim=3))
         check_shape("d_out" + (" (time-major after batch_first)" if self.batch_first else ""),
-                    d_out, last_out.shape)
+                    d_out, top.shape)
         check_finite("d_out", d_out)
         d_h, d_c = self._split_states("d_hn", d_hn, batch)
-        self._cache = None
+        self._consume_cache()
         # The kernels turn dL/d(final state) into dL/d(initial state) in place.
-        d_h0 = plan.to_kernel(d_h, copy=True) if d_h is not None else self._zero_state(batch)
-        d_c0 = None
-        if self._has_cell_state:
-            d_c0 = (plan.to_kernel(d_c, copy=True) if d_c is not None
-                    else self._zero_state(batch, cell=True))
-        d_layer = plan.to_kernel(d_out)
+        d_h0, d_c0 = self._kernel_states(cache.plan, d_h, d_c, batch)
+        d_layer = cache.plan.to_kernel(d_out)
         num_threads = _threads.get_num_threads()
-        D = self._directions
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
-                layer_input, out, saved, _ = cache[layer]
-                need_d_input = layer > 0 or input_grad
-                # the first direction writes it, the second adds
-                d_input = np.empty_like(layer_input) if need_d_input else None
-                for direction in range(D):
-                    k = layer * D + direction
-                    params, grads = self._slots[k]
-                    w_ih, w_hh, _, _, w_hr, peep = params
-                    dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep = grads
-                    self._kernels[k].backward(
-                        saved[direction], layer_input, w_ih, w_hh, plan.lengths,
-                        plan.chunks, had_h0, out, d_layer, d_h0[k],
-                        d_c0[k] if self._has_cell_state else None, d_input,
-                        direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads,
-                        w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep)
+                d_input = self._backward_layer(cache, layer, d_layer, d_h0, d_c0,
+                                               layer > 0 or input_grad, num_threads)
                 if layer > 0:
-                    below_mask = cache[layer - 1][3]
+                    below_mask = cache.layers[layer - 1].mask
                     d_layer = d_input * below_mask if below_mask is not None else d_input
-        self._recycle(taken)
+        self._recycle(cache)
+        return self._user_gradients(cache.plan, d_input if input_grad else None, d_h0, d_c0)
+
+    def _backward_layer(self, cache, layer, d_out, d_h0, d_c0, need_d_input, num_threads):
+        """Both directions of one layer: parameter gradients added to
+        ``grads``, d_h0 / d_c0 turned into the initial states' gradients, and
+        dL/d(the layer's input) returned (None when not needed; the first
+        direction writes it, the second adds)."""
+        saved, plan = cache.layers[layer], cache.plan
+        d_input = np.empty_like(saved.input) if need_d_input else None
+        for direction in range(self._directions):
+            k = layer * self._directions + direction
+            (w_ih, w_hh, _, _, w_hr, peep), grads = self._slots[k]
+            dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep = grads
+            self._kernels[k].backward(
+                saved.tapes[direction], saved.input, w_ih, w_hh, plan.lengths,
+                plan.chunks, cache.had_h0, saved.out, d_out, d_h0[k],
+                d_c0[k] if self._has_cell_state else None, d_input,
+                direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads,
+                w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep)
+        return d_input
+
+    def _user_gradients(self, plan, d_input, d_h0, d_c0):
+        """``(d_x, d_h0)`` or ``(d_x, (d_h0, d_c0))`` in the caller's row order
+        and layout (d_x None when not computed)."""
         d_x = None
-        if input_grad:
+        if d_input is not None:
             d_x = plan.to_user(d_input)
             if self.batch_first:
                 d_x = d_x.transpose(1, 0, 2)
