@@ -20,7 +20,7 @@ The layer follows fastrnn's module protocol (``forward`` / ``backward`` /
 gradients accumulate into ``grads``), so ``workloads.py`` drives it with the
 same training-step code as fastrnn.
 
-``python bench/numpy_reference.py`` runs ``self_check()``: outputs, final
+``python bench/self_check.py`` checks this reference: outputs, final
 states and all gradients against ``torch.nn.RNN/LSTM/GRU`` (float64, tight
 tolerance, and float32), plus the benchmark's training step (embedding
 gather / scatter-add, layer, head, softmax cross-entropy: loss and every
@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-__all__ = ["NumpyRecurrent", "NumpyRNN", "NumpyLSTM", "NumpyGRU", "self_check"]
+__all__ = ["NumpyRecurrent", "NumpyRNN", "NumpyLSTM", "NumpyGRU"]
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
@@ -425,7 +425,7 @@ def _max_rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-def _check_layer_vs_torch(torch, cell, dtype, T=7, B=3, E=5, H=4, seed=0):
+def check_layer_vs_torch(torch, cell, dtype, T=7, B=3, E=5, H=4, seed=0):
     """Forward/backward of the numpy layer against torch.nn; returns max rel errors."""
     rng = np.random.default_rng(seed)
     tdtype = torch.float64 if dtype == "float64" else torch.float32
@@ -481,51 +481,3 @@ def _check_layer_vs_torch(torch, cell, dtype, T=7, B=3, E=5, H=4, seed=0):
     for name, p in tl.named_parameters():
         errors["zero-state " + name] = _max_rel(ref.grads[name], p.grad.numpy())
     return errors
-
-
-def self_check(verbose=True):
-    """Numpy reference vs torch (and the benchmark training step and Adam of
-    numpy, fastrnn and JAX vs torch)."""
-    import torch
-    import workloads
-
-    torch.set_num_threads(1)
-    ok = True
-    tolerances = {"float64": 1e-10, "float32": 2e-5}
-    for dtype, tol in tolerances.items():
-        for cell in ("rnn", "lstm", "gru"):
-            errors = _check_layer_vs_torch(torch, cell, dtype)
-            worst = max(errors, key=errors.get)
-            passed = errors[worst] <= tol
-            ok &= passed
-            if verbose:
-                print(f"{'ok  ' if passed else 'FAIL'} layer {cell:4s} {dtype}: "
-                      f"max rel error {errors[worst]:.2e} ({worst}); tol {tol:.0e}")
-    # the benchmark training step (embedding + layer + head + softmax
-    # cross-entropy + backward) of the numpy reference, fastrnn and JAX
-    # against torch, then the Adam update of each against torch.optim.Adam
-    for cell in ("rnn", "lstm", "gru"):
-        errors = workloads.check_training_gradients(cell, T=6, B=4, E=5, H=8, seed=1)
-        for name, (err, tol) in errors.items():
-            passed = err <= tol
-            ok &= passed
-            if verbose:
-                print(f"{'ok  ' if passed else 'FAIL'} train step {cell:4s} {name}: "
-                      f"max rel error over loss and all gradients {err:.2e}; tol {tol:.0e}")
-    for name, (err, tol) in workloads.check_adam().items():
-        passed = err <= tol
-        ok &= passed
-        if verbose:
-            print(f"{'ok  ' if passed else 'FAIL'} {name}: max rel error of the parameters "
-                  f"after 3 steps {err:.2e}; tol {tol:.0e}")
-    if verbose:
-        print("self-check", "PASSED" if ok else "FAILED")
-    return ok
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    sys.exit(0 if self_check() else 1)

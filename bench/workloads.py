@@ -523,7 +523,7 @@ def build(framework, cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCA
     return BUILDERS[framework](cell, T, B, H, E, mode, seed, vocab)
 
 
-# -- correctness of the training step (used by numpy_reference.self_check) ---------
+# -- correctness of the training step (used by self_check.py) ---------
 def _max_rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
