@@ -159,14 +159,23 @@ class BuildKernels(build_ext):
         super().build_extensions()
 
 
+def _cimports_numpy(name):
+    """Whether the kernel module uses numpy's C API (``cimport numpy``)."""
+    with open(f"src/fastrnn/_kernels/{name}.pyx", encoding="utf-8") as source:
+        return any(line.strip().startswith("cimport numpy") for line in source)
+
+
 def _extension(name, level):
     module = f"fastrnn._kernels.{name}" if level == "baseline" \
         else f"fastrnn._kernels.{level}.{name}"
+    # numpy's headers and API macro only for the modules that cimport numpy
+    # (today _recurrent's streaming code); the others use typed memoryviews.
+    numpy_c_api = _cimports_numpy(name)
     return Extension(
         module,
         [f"src/fastrnn/_kernels/{name}.pyx"],
-        include_dirs=[np.get_include(), "src/fastrnn/_kernels"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        include_dirs=([np.get_include()] if numpy_c_api else []) + ["src/fastrnn/_kernels"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")] if numpy_c_api else [],
     )
 
 
