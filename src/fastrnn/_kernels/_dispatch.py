@@ -21,6 +21,7 @@ __all__ = ["LEVELS", "ENV_VAR", "module", "chosen_level", "compiled_levels", "cp
 ENV_VAR = "FASTRNN_ISA"
 # The modules compiled once per level; setup.py reads this tuple to build them.
 DISPATCHED = ("_recurrent", "_dense", "_embedding", "_losses", "_optim", "_gemm_twin",
+              "_gemm_probe",
               "_jordan", "_rtrl", "_attention")
 LEVELS = ("baseline", "avx2", "avx512")          # lowest first
 AUTO = ("", "auto")

@@ -1,0 +1,56 @@
+"""Test entry points for the packed-weight product as the kernels call it:
+``_packed.pxd``'s ``packed_size``, ``pack_weights_into``, ``packed_gemm`` and
+``parallel_packed_gemm`` (over fr_gemm.h), on numpy arrays, compiled once per
+instruction-set level.
+
+``_gemm_twin`` reaches fr_gemm.h itself; this module goes through the
+``_packed.pxd`` layer the recurrent, Jordan and RTRL kernels use: weights
+given as (rows x cols) matrices packed plain or transposed, operands with a
+leading dimension wider than the product (a block of a bigger buffer), and
+the row split over OpenMP threads.  Used only by
+tests/kernels/test_gemm_probe.py.  Checks keep memory safe; the tests pass
+well-formed arrays otherwise.
+"""
+
+import numpy as np
+
+from cython cimport floating
+
+from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_size,
+                                       parallel_packed_gemm)
+
+
+def pack(const floating[:, ::1] w, bint transpose=False):
+    """``pack_weights_into``: w (rows x cols) packed as the B operand of the
+    product (k x n = rows x cols, or cols x rows with ``transpose``)."""
+    cdef int rows = w.shape[0], cols = w.shape[1]
+    cdef size_t size = packed_size(rows, cols, transpose, floating is float)
+    cdef floating[::1] out = np.zeros(size, dtype=np.float32 if floating is float
+                                      else np.float64)
+    if size and rows and cols:
+        pack_weights_into(&w[0, 0], rows, cols, transpose, &out[0])
+    return np.asarray(out)
+
+
+def gemm(const floating[:, ::1] a, int k, const floating[::1] packed,
+         floating[:, ::1] c, int n, int num_threads=0):
+    """C[:, :n] += A[:, :k] @ B, B packed by :func:`pack` (k x n).  A and C
+    are read with their full row lengths as leading dimensions (lda, ldc),
+    so k and n may be narrower than the arrays.  ``num_threads`` 0 calls
+    ``packed_gemm``; >= 1 calls ``parallel_packed_gemm`` with that count."""
+    cdef int m = a.shape[0]
+    cdef size_t need = packed_size(k, n, False, floating is float)
+    if not (0 <= k <= a.shape[1] and 0 <= n <= c.shape[1] and c.shape[0] == m
+            and <size_t>packed.shape[0] == need and num_threads >= 0):
+        raise ValueError(f"gemm: A {a.shape[0]}x{a.shape[1]} (k={k}), C "
+                         f"{c.shape[0]}x{c.shape[1]} (n={n}), {packed.shape[0]} packed "
+                         f"values (expected {need}), num_threads={num_threads} do not fit")
+    if m == 0 or n == 0 or k == 0:
+        return
+    cdef int lda = a.shape[1], ldc = c.shape[1]
+    with nogil:
+        if num_threads == 0:
+            packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], &c[0, 0], ldc)
+        else:
+            parallel_packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], &c[0, 0], ldc,
+                                 num_threads)

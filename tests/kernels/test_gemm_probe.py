@@ -1,0 +1,117 @@
+"""The packed-weight product as the kernels call it (``_packed.pxd`` over
+fr_gemm.h), against numpy, at every instruction-set level this CPU runs.
+
+``_gemm_probe`` exposes ``pack_weights_into`` (a rows x cols weight matrix
+packed plain or transposed, as the recurrent kernels pack W_ih / W_hh),
+``packed_gemm`` and ``parallel_packed_gemm`` (rows of C split over OpenMP
+threads) with leading dimensions wider than the product.  Shapes are odd on
+purpose: m, n and k cross the micro-kernel's tile edges (MR rows, one SIMD
+vector of columns, the K block) by one either way.
+"""
+
+import numpy as np
+import pytest
+
+from fastrnn._kernels import _dispatch, _runtime
+
+LEVELS = [level for level in _dispatch.compiled_levels() if level in _dispatch.cpu_levels()]
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
+
+
+def probe(level):
+    return _dispatch.module("_gemm_probe", level)
+
+
+def tile(level):
+    """(MR, columns per vector for float32, K block) of the level's micro-kernel."""
+    mr, vector_bytes, kc = _dispatch.module("_gemm_twin", level).tile_shape()
+    return mr, vector_bytes // 4, kc
+
+
+def odd_shapes(level):
+    """(m, n, k) around this level's tile edges, plus a few plain odd ones."""
+    mr, lanes, kc = tile(level)
+    shapes = {(1, 1, 1), (3, 5, 7), (17, 33, 9), (mr + 1, lanes - 1, kc + 1),
+              (2 * mr - 1, 2 * lanes + 1, kc - 1), (mr, 3 * lanes, 2 * kc + 3),
+              (5, lanes + 1, 1)}
+    return sorted(shapes)
+
+
+@pytest.fixture(autouse=True)
+def parallel_even_for_small_products():
+    """parallel_packed_gemm runs small products on one thread; these tests
+    lower the threshold so their small products are split too."""
+    before = _runtime.get_parallel_min_work()
+    _runtime.set_parallel_min_work(1)
+    yield
+    _runtime.set_parallel_min_work(before)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("transpose", [False, True], ids=["w", "wT"])
+@pytest.mark.parametrize("threads", [0, 1, 2, 3], ids=lambda t: f"threads{t}")
+def test_packed_product_matches_numpy(level, dtype, transpose, threads, rng):
+    module = probe(level)
+    for m, n, k in odd_shapes(level):
+        # B (k x n) is given as a weight matrix w: B itself, or w = B^T (n x k)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        w = np.ascontiguousarray(b.T) if transpose else b
+        packed = module.pack(w, transpose)
+        # A and C are blocks of wider buffers (lda > k, ldc > n); what lies
+        # beyond the block must not be read into C or written.
+        a_buffer = rng.standard_normal((m, k + 3)).astype(dtype)
+        c_buffer = rng.standard_normal((m, n + 2)).astype(dtype)
+        expected = c_buffer.copy()
+        expected[:, :n] += a_buffer[:, :k].astype(np.float64) @ b.astype(np.float64)
+        module.gemm(a_buffer, k, packed, c_buffer, n, threads)
+        np.testing.assert_allclose(c_buffer, expected, **TOLERANCE[dtype],
+                                   err_msg=f"m={m} n={n} k={k}")
+        np.testing.assert_array_equal(c_buffer[:, n:], expected[:, n:])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_pack_of_w_and_of_its_transpose_agree(level, rng):
+    """Packing B directly and packing W = B^T with transpose=True must give
+    the same panels: the kernels rely on it to read W_hh in place."""
+    module = probe(level)
+    for dtype in ("float32", "float64"):
+        b = rng.standard_normal((13, 21)).astype(dtype)
+        np.testing.assert_array_equal(module.pack(b), module.pack(np.ascontiguousarray(b.T),
+                                                                  True))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_thread_split_gives_the_serial_result_bit_for_bit(level, rng):
+    """Rows are split whole: every row's sums are the serial ones."""
+    module = probe(level)
+    a = rng.standard_normal((37, 19)).astype(np.float32)
+    b = rng.standard_normal((19, 23)).astype(np.float32)
+    packed = module.pack(b)
+    results = []
+    for threads in (0, 1, 2, 4):
+        c = np.zeros((37, 23), np.float32)
+        module.gemm(a, 19, packed, c, 23, threads)
+        results.append(c)
+    for c in results[1:]:
+        np.testing.assert_array_equal(c, results[0])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_empty_products_leave_c_alone(level):
+    module = probe(level)
+    c = np.full((3, 4), 7.0)
+    module.gemm(np.ones((3, 2)), 0, module.pack(np.ones((0, 4))), c, 4, 2)
+    module.gemm(np.ones((3, 2)), 2, module.pack(np.ones((2, 0))), c, 0, 2)
+    np.testing.assert_array_equal(c, 7.0)
+
+
+def test_probe_refuses_operands_that_do_not_fit():
+    module = probe(LEVELS[0])
+    packed = module.pack(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="do not fit"):
+        module.gemm(np.ones((4, 2)), 3, packed, np.zeros((4, 3)), 3)     # k > A's width
+    with pytest.raises(ValueError, match="do not fit"):
+        module.gemm(np.ones((4, 2)), 2, packed, np.zeros((5, 3)), 3)     # rows differ
+    with pytest.raises(ValueError, match="do not fit"):
+        module.gemm(np.ones((4, 2)), 2, packed[:-1].copy(), np.zeros((4, 3)), 3)
