@@ -18,6 +18,7 @@ from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
 from .module import ForwardCache, Module, check_parameter_budget
+from .stream import Stream
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -304,7 +305,6 @@ class _Recurrent(Module):
         and y (B, hidden_size; proj_size when projected), the state carried
         (``stream.state``, ``stream.reset(hx)``).  Stepping through x gives ``layer(x)`` exactly.
         Bidirectional layers cannot stream (ValueError)."""
-        from .stream import Stream
         return Stream(self, batch_size, hx)
 
     def _plan(self, lengths, batch, steps, num_threads):

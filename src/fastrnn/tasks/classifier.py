@@ -8,6 +8,7 @@ from .base import (TRAINING_PARAMS, ClassifierMixin, TaskModel, encode_labels, e
                    label_list, validation_pair)
 from .inputs import InputEncoder, check_count
 from .network import Pooling, check_choice, layer_seeds
+from .streaming import ClassifierStream
 
 
 class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
@@ -214,7 +215,6 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         """A :class:`~fastrnn.tasks.streaming.ClassifierStream`: ``step(item)``
         returns the class probabilities of the sequence so far (what
         ``predict_proba`` gives for the prefix).  Unidirectional models only."""
-        from .streaming import ClassifierStream
         return ClassifierStream(self)
 
     # -- saving -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
 from .base import TaskModel, check_flag, eval_mode
 from .inputs import check_count, check_real, check_vocab, check_vocab_limits
 from .network import SequenceEncoder, check_choice, check_seed, layer_seeds
+from .streaming import LanguageModelStream
 
 LEVELS = ("char", "word")
 LN2 = math.log(2.0)
@@ -432,7 +433,6 @@ class LanguageModel(TaskModel):
         returns the next-token probabilities after reading ``token``, with
         the state carried.  A new stream starts a new sequence: feed "<eos>"
         first to read what follows as the start of a text, as ``generate`` does."""
-        from .streaming import LanguageModelStream
         return LanguageModelStream(self)
 
     # -- saving -----------------------------------------------------------------------

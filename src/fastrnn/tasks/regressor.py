@@ -8,6 +8,7 @@ from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel, check_flag,
                    check_targets_given, estimator_bases, validation_pair)
 from .inputs import InputEncoder, check_count
 from .network import Pooling, layer_seeds
+from .streaming import RegressorStream
 
 
 class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
@@ -245,7 +246,6 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
         """A :class:`~fastrnn.tasks.streaming.RegressorStream`: ``step(features)``
         returns this step's value (per_step=True) or the prefix's value, as
         ``predict`` gives.  Unidirectional models only."""
-        from .streaming import RegressorStream
         return RegressorStream(self)
 
     _onnx_head = "regressor"         # its ONNX graph output (tasks.onnx_export.HEADS)

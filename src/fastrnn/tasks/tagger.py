@@ -8,6 +8,7 @@ from ..metrics import entity_scores, token_accuracy
 from .base import TRAINING_PARAMS, TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
 from .inputs import InputEncoder, as_sequences, check_count, check_nonempty
 from .network import layer_seeds
+from .streaming import TaggerStream
 
 IGNORE = -100   # padded steps' target: CrossEntropyLoss's ignore_index, BatchLoader's fill
 
@@ -252,7 +253,6 @@ class SequenceTagger(TaskModel):
         """A :class:`~fastrnn.tasks.streaming.TaggerStream`: ``step(token)``
         returns this token's tag with the state carried (what ``predict``
         gives for the prefix).  Unidirectional taggers only (ValueError)."""
-        from .streaming import TaggerStream
         return TaggerStream(self)
 
     # -- saving -----------------------------------------------------------------------
