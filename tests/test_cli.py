@@ -512,7 +512,7 @@ def test_stdlib_docstrings_is_deterministic_and_capped():
     first = stdlib_docstrings(max_chars=50_000)
     assert first == stdlib_docstrings(max_chars=50_000)
     assert 40_000 < len(first) <= 50_000
-    with pytest.raises(ValueError, match="max_chars must be an int >= 1"):
+    with pytest.raises(ValueError, match="max_chars must be None or an int >= 1"):
         stdlib_docstrings(max_chars=0)
 
 

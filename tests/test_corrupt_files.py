@@ -342,7 +342,7 @@ def test_load_limits_are_validated_and_restorable():
     before = fr.get_load_limits()
     with pytest.raises(TypeError, match="unknown limit 'max_size'"):
         fr.set_load_limits(max_size=3)
-    with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+    with pytest.raises(ValueError, match="max_bytes must be an int >= 1"):
         fr.set_load_limits(max_bytes=0)
     with pytest.raises(TypeError, match="allow_special_files must be True or False"):
         fr.set_load_limits(allow_special_files=1)

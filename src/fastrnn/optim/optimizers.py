@@ -22,7 +22,6 @@ parameter's ``step`` counts its own updates, so one that was frozen for a
 while gets the bias corrections of the updates it actually had.
 """
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -216,10 +215,10 @@ def all_parameters(module):
 
 # -- hyperparameter checks ------------------------------------------------------------
 
-_AT_LEAST_0 = Real(low=0)
-_ABOVE_0 = Real(low=0, low_open=True)
-_IN_0_1 = Real(0, 1)
-_IN_0_1_OPEN = Real(0, 1, high_open=True)
+_AT_LEAST_0 = Real(low=0.0)
+_ABOVE_0 = Real(low=0.0, low_open=True)
+_IN_0_1 = Real(0.0, 1.0)
+_IN_0_1_OPEN = Real(0.0, 1.0, high_open=True)
 _FLAG = Boolean()
 _STEP = Integer(low=0)
 

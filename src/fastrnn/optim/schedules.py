@@ -35,6 +35,13 @@ _ABOVE_0 = Real(low=0, low_open=True)
 _BEST = Real(finite=False)         # "inf" / "-inf" are decoded before the check
 
 
+def _check_optimizer(owner, optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{owner}: optimizer must be a fastrnn optimizer "
+                        f"(fr.optim.SGD, Adam...), got {type(optimizer).__name__}")
+    return optimizer
+
+
 class _Schedule:
     """Base class: the initial step, ``step()``, ``get_last_lr()``, state dicts.
 

@@ -13,8 +13,6 @@ Any iterable works (generators are read once); numpy arrays of strings (a
 pandas column's ``.values``) count as lists of texts or token lists.
 """
 
-import math
-import numbers
 
 import numpy as np
 

@@ -382,31 +382,42 @@ class LanguageModel(TaskModel):
             top_p = Real(0.0, 1.0, low_open=True)("top_p", top_p)
         stop_at_eos = Boolean()("stop_at_eos", stop_at_eos)
         rng = np.random.default_rng(check_seed(seed))
+        tokens = self._prompt_tokens(prompt)
+        ids = np.concatenate([[EOS], self.vocab_.encode(tokens)]).astype(np.int64)
+        banned = np.zeros(len(self.vocab_), dtype=bool)
+        banned[[PAD, UNK, BOS]] = True
+        banned[EOS] = not stop_at_eos
+        generated = self._sample_after(ids, length, banned, (temperature, top_k, top_p), rng)
+        words = [self.vocab_.lookup(token) for token in generated]
+        if self._level == "char":
+            return prompt + "".join(words)
+        return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    def _prompt_tokens(self, prompt):
+        """The prompt's tokens, with one warning for those the vocabulary lacks."""
         tokens = self.vocab_.tokenizer.tokenize(prompt)
         unknown = [token for token in tokens if token not in self.vocab_]
         if unknown:
             shown = ", ".join(map(repr, list(dict.fromkeys(unknown))[:5]))
             warnings.warn(f"prompt has {len(unknown)} token(s) not in the vocabulary "
-                          f"({shown}); they are read as <unk>", UserWarning, stacklevel=2)
-        ids = np.concatenate([[EOS], self.vocab_.encode(tokens)]).astype(np.int64)
-        banned = np.zeros(len(self.vocab_), dtype=bool)
-        banned[[PAD, UNK, BOS]] = True
-        banned[EOS] = not stop_at_eos
-        generated = []
+                          f"({shown}); they are read as <unk>", UserWarning, stacklevel=3)
+        return tokens
+
+    def _sample_after(self, ids, length, banned, sampling, rng):
+        """Up to ``length`` token ids drawn one at a time after reading ``ids``
+        (``sampling``: temperature, top_k, top_p); a drawn ``<eos>`` ends them."""
         read = self._token_reader()
         for token in ids:
             logits = read(int(token))
+        generated = []
         for step in range(length):
-            token = _sample(logits, banned, temperature, top_k, top_p, rng)
+            token = _sample(logits, banned, *sampling, rng)
             if token == EOS:
                 break
             generated.append(token)
             if step + 1 < length:
                 logits = read(token)
-        words = [self.vocab_.lookup(token) for token in generated]
-        if self._level == "char":
-            return prompt + "".join(words)
-        return self.vocab_.tokenizer.detokenize(tokens + words)
+        return generated
 
     def _token_reader(self):
         """``read(token_id)`` -> the next-token logits, the state carried.
