@@ -461,7 +461,7 @@ def test_interrupted_training_saves_the_model_and_exits_130(tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["train", "classify"], ["text<TAB>label", "clip the gradient norm to C (default: no "
-                             "clipping)", "learning rate (default: 0.001 for adam",
+                             "clipping)", "learning rate (default: 0.001 for sgd, adam",
                              "0.01 for adamw", "(default: no limit)"]),
     (["train", "lm"], ["--lines", "parallel text streams per batch", "(default: 5.0)"]),
     (["train", "regress"], ["x1 x2 x3 ...<TAB>y", "--pooling"]),

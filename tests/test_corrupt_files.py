@@ -275,7 +275,7 @@ def test_the_pretrained_path_in_a_model_file_is_never_opened(model_file, tmp_pat
     opened = []
     monkeypatch.setattr("fastrnn.vectors.read_text_vectors",
                         lambda *args, **kwargs: opened.append(args) or 1 / 0)
-    monkeypatch.setattr("fastrnn.layers.embedding.read_text_vectors",
+    monkeypatch.setattr("fastrnn.layers.embedding.read_vectors_for_vocab",
                         lambda *args, **kwargs: opened.append(args) or 1 / 0)
     for target in ("/dev/zero", "/etc/passwd", str(tmp_path / "vectors.txt")):
         meta["params"]["pretrained"] = target

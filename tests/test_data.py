@@ -388,7 +388,7 @@ def test_bad_batch_size(batch_size):
     ({"inputs": [[1, 2]], "seed": -1}, ValueError, r"seed must be None or an int >= 0"),
     ({"inputs": [[1, 2]], "seed": 1.5}, ValueError, r"seed must be None or an int >= 0"),
     ({"inputs": [[1, 2]], "shuffle": "yes"}, TypeError, r"shuffle must be True or False"),
-    ({"inputs": [[1, 2]], "bucket_window": 0}, ValueError, r"bucket_window must be a positive"),
+    ({"inputs": [[1, 2]], "bucket_window": 0}, ValueError, r"bucket_window must be an int >= 1"),
     ({"inputs": [[1, 2]], "padding_value": 0.5}, ValueError, r"padding_value 0.5 cannot"),
     ({"inputs": [[1], [2]], "batch_size": 3, "drop_last": True}, ValueError,
      r"drop_last=True with 2 examples and batch_size 3 leaves no batch"),

@@ -166,7 +166,7 @@ def test_load_state_dict_checks():
             sched.load_state_dict(state)
         assert sched.state_dict() == good
     plateau = optim.ReduceLROnPlateau(optimizer())
-    with pytest.raises(ValueError, match="best must be a number or 'inf'"):
+    with pytest.raises(ValueError, match="best must be a number, got None"):
         plateau.load_state_dict({**plateau.state_dict(), "best": None})
 
 

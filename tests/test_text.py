@@ -225,10 +225,10 @@ def test_vocab_bad_tokens(tokens, exc, match):
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     ({"min_freq": 0}, ValueError, r"min_freq must be an int >= 1, got 0"),
-    ({"min_freq": 1.5}, TypeError, r"min_freq must be an int >= 1, got float 1.5"),
-    ({"min_freq": True}, TypeError, r"min_freq must be an int >= 1, got bool"),
+    ({"min_freq": 1.5}, TypeError, r"min_freq must be an int >= 1, got 1.5"),
+    ({"min_freq": True}, TypeError, r"min_freq must be an int >= 1, got True"),
     ({"max_size": -1}, ValueError, r"max_size must be None or an int >= 0, got -1"),
-    ({"max_size": "10"}, TypeError, r"max_size must be None or an int >= 0, got str"),
+    ({"max_size": "10"}, TypeError, r"max_size must be None or an int >= 0, got '10'"),
     ({"tokenizer": "bpe"}, ValueError, r"tokenizer must be one of"),
     ({"tokenizer": 3}, TypeError, r"tokenizer must be 'char', 'word', a Tokenizer"),
 ])

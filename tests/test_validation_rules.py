@@ -36,9 +36,9 @@ def test_wrong_type_is_a_type_error_that_is_also_a_value_error():
     assert not isinstance(info.value, TypeError)
 
 
-def test_arrival_is_shortened_and_numpy_scalars_shown_as_python():
-    assert v.describe(np.float32(0.5)) == "0.5"
-    assert v.describe(np.int64(3)) == "3"
+def test_arrival_is_shortened_and_shown_as_its_repr():
+    assert v.describe(np.float32(0.5)) == repr(np.float32(0.5))
+    assert v.describe("3") == "'3'" and v.describe(3) == "3"
     long = v.describe("x" * 100)
     assert len(long) == 60 and long.endswith("...")
 

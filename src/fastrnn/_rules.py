@@ -52,11 +52,9 @@ def is_real(value):
 
 
 def describe(value):
-    """What arrived, for messages: its repr (numpy scalars as Python ones), cut
-    at 60 characters.  The repr tells the type apart where it matters
-    ('3' from 3, 0.0 from 0, None)."""
-    if isinstance(value, np.generic):
-        value = value.item()
+    """What arrived, for messages: its repr, cut at 60 characters.  The repr
+    tells the type apart where it matters ('3' from 3, 0.0 from 0, None,
+    np.True_ from True)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
