@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = ["ArgumentTypeError", "Rule", "Integer", "Real", "Boolean", "Options",
            "Optional", "Modules", "is_int", "is_real", "is_bool", "describe",
-           "check_seed", "resolve_seed", "layer_seeds", "check_callable", "SEED"]
+           "check_seed", "resolve_seed", "layer_seeds", "check_callable", "SEED",
+           "FRACTION"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -205,6 +206,9 @@ class Optional(Rule):
 
 
 SEED = Optional(Integer(low=0))
+# A probability that must leave something: dropout rates, validation splits,
+# label smoothing ("a number in [0, 1)").
+FRACTION = Real(0, 1, high_open=True)
 
 
 def check_seed(seed, name="seed", owner=None):

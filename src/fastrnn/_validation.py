@@ -11,9 +11,9 @@ import numpy as np
 
 from . import _threads
 from ._kernels import _runtime
-from ._rules import (SEED, ArgumentTypeError, Boolean, Integer, Modules, Optional,  # noqa: F401
-                     Options, Real, Rule, check_callable, check_seed, describe, is_bool,
-                     is_int, is_real, layer_seeds, resolve_seed)
+from ._rules import (FRACTION, SEED, ArgumentTypeError, Boolean, Integer,  # noqa: F401
+                     Modules, Optional, Options, Real, Rule, check_callable, check_seed,
+                     describe, is_bool, is_int, is_real, layer_seeds, resolve_seed)
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _threads
 from ._kernels._dispatch import _losses
-from ._validation import Integer, Options, Real, float_array, produced, to_numpy
+from ._validation import FRACTION, Integer, Options, float_array, produced, to_numpy
 
 __all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss"]
 
@@ -233,7 +233,7 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, ignore_index=-100, label_smoothing=0.0, reduction="mean", weight=None):
         self.weight = _weight_array("weight", weight, ndim=1)
         self.ignore_index = Integer()("ignore_index", ignore_index)
-        self.label_smoothing = Real(0, 1, high_open=True)("label_smoothing", label_smoothing)
+        self.label_smoothing = FRACTION("label_smoothing", label_smoothing)
         self.reduction = _check_reduction(reduction)
 
     def forward(self, logits, targets, mask=None, sample_weight=None):

@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from .._validation import Real, check_shape, float_array, produced, read_only, resolve_dtype
+from .._validation import FRACTION, check_shape, float_array, produced, read_only, resolve_dtype
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -30,7 +30,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, seed=None, dtype="float32"):
         super().__init__(resolve_dtype(dtype))
-        self.p = Real(0, 1, high_open=True)("p (the drop probability)", p)
+        self.p = FRACTION("p (the drop probability)", p)
         self._rng = np.random.default_rng(seed)
         self._cache = None
 

@@ -15,11 +15,11 @@ import numpy as np
 from .. import _threads
 from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
-from .._validation import (Boolean, Integer, Optional, Real, check_finite, check_shape,
-                           float_array, lengths_array, positive_int, private_input, produced, read_only, resolve_dtype)
+from .._validation import (FRACTION, Boolean, Integer, Optional, Real, check_finite,
+                           check_shape, float_array, lengths_array, positive_int,
+                           private_input, produced, read_only, resolve_dtype)
 from .module import Module, check_parameter_budget
 
-_DROPOUT = Real(0, 1, high_open=True)
 _FLAG = Boolean()
 
 __all__ = ["RNN", "LSTM", "GRU"]
@@ -83,7 +83,7 @@ class _Recurrent(Module):
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.num_layers = positive_int("num_layers", num_layers)
-        self.dropout = _DROPOUT("dropout", dropout)
+        self.dropout = FRACTION("dropout", dropout)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)

@@ -24,7 +24,7 @@ from .._io import META_KEY, open_archive, write_archive
 from ..layers.module import ParameterBudgetError, parameter_budget
 from ..data import BatchLoader
 from ..training import Trainer
-from .._validation import Boolean, Integer, Options, Real, resolve_seed
+from .._validation import FRACTION, Boolean, Integer, Options, Real, resolve_seed
 from .inputs import InputEncoder
 from .stack import INPUTS, RecurrentStack
 
@@ -179,8 +179,8 @@ class TaskModel(BaseEstimator):
         options.update({name: value for name, value in overrides.items() if value is not None})
         Integer(low=1)("epochs", options["epochs"])
         Integer(low=1)("batch_size", options["batch_size"])
-        options["validation_split"] = Real(0, 1, high_open=True)(
-            "validation_split", options["validation_split"])
+        options["validation_split"] = FRACTION("validation_split",
+                                                options["validation_split"])
         if "shuffle" in options:
             options["shuffle"] = Boolean()("shuffle", options["shuffle"])
         return options

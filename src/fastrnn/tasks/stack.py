@@ -8,7 +8,7 @@ table of the cell names the task models (and the CLI) accept.
 
 import numpy as np
 
-from .._validation import Options, Real, layer_seeds
+from .._validation import FRACTION, Options, layer_seeds
 from ..layers import GRU, LSTM, RNN, Jordan
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
@@ -31,7 +31,6 @@ def _jordan_stack(input_size, hidden_size, num_layers=1, dropout=0.0, bidirectio
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": _jordan_stack}
 INPUTS = ("embedding", "onehot", "numeric")
-_DROPOUT = Real(0, 1, high_open=True)
 
 
 class RecurrentStack:
@@ -53,7 +52,7 @@ class RecurrentStack:
                  cell_options=None):
         Options(tuple(CELLS))("cell", cell)
         Options(INPUTS)("input", input_kind)
-        dropout = _DROPOUT("dropout", dropout)
+        dropout = FRACTION("dropout", dropout)
         if pretrained is not None and input_kind != "embedding":
             raise ValueError(f"pretrained vectors need input='embedding', but this model's "
                              f"input is {input_kind!r}"

@@ -120,7 +120,7 @@ from collections.abc import Iterable, Iterator
 from .. import _threads
 from ..optim.clip import clamp, grad_norm, scale_to_norm
 from ..optim.optimizers import Optimizer, ParameterSet
-from .._validation import Integer, Modules, Optional, Options, Real, is_int, is_real
+from .._validation import FRACTION, Integer, Modules, Optional, Options, Real, is_int, is_real
 from .callbacks import INTERVALS, Callback, check_schedule, step_schedule, warn_from_caller
 from .checkpoint import restore_checkpoint, save_checkpoint
 from .history import History
@@ -133,7 +133,6 @@ __all__ = ["Trainer"]
 _EPOCHS = Integer(low=1)
 _INITIAL_EPOCH = Integer(low=0)
 _CLIP = Optional(Real(low=0, low_open=True, finite=False))
-_VALIDATION_SPLIT = Real(0, 1, high_open=True)
 _BATCH_WEIGHT = Real(low=0)
 _VERBOSE = Options((0, 1, 2))
 
@@ -194,7 +193,7 @@ def _check_source(name, data):
 def _sources(train_data, validation_data, validation_split):
     """The checked (train, validation) sources, split off a BatchLoader when
     ``validation_split`` > 0."""
-    validation_split = _VALIDATION_SPLIT("validation_split", validation_split)
+    validation_split = FRACTION("validation_split", validation_split)
     _check_source("train_data", train_data)
     if validation_split > 0:
         if validation_data is not None:
