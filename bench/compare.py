@@ -546,10 +546,9 @@ class Results:
         return statistics.median(r["times"]) if r else None
 
 
-def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines,
-            load_start, load_end, wall):
-    import workloads
-
+def _report_header(args, res, frameworks, threads, warnings, env_lines, load_start, load_end,
+                   wall):
+    """Title, command line, warnings, environment and machine load."""
     L = ["# fastrnn benchmark: fastrnn vs torch vs plain numpy vs JAX", ""]
     L.append(f"`{' '.join(['python', 'bench/compare.py'] + sys.argv[1:])}` — "
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {wall / 60:.1f} min"
@@ -580,8 +579,14 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                          f"{info.get('jax_devices')}")
                 break
     L.append("")
+    return L
 
-    L += ["## Method", ""]
+
+def _report_method(settings):
+    """How everything was measured (the workloads, timing, threads, roofline)."""
+    import workloads
+
+    L = ["## Method", ""]
     E_note = "E = H"
     L += [
         f"- Disturbance: the timed loop also records *bg* = CPU time other processes "
@@ -635,7 +640,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
         f"counted. % roofline = (FLOPs / median step time) / roofline.",
     ]
     L.append("")
+    return L
 
+
+def _report_roofline(res, threads):
+    """The numpy GEMM roofline per thread count."""
+    L = []
     # -- roofline
     L += ["## Roofline (numpy float32 GEMM)", "", "| threads | GEMM | best GFLOP/s | "
           "median GFLOP/s | cpu util | bg |", "|---|---|---|---|---|---|"]
@@ -648,10 +658,14 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
         else:
             L.append(f"| {n} | — | — | — | — | — |")
     L.append("")
+    return L
 
-    fws = [fw for fw in FRAMEWORK_ORDER if fw in frameworks]
-    others = [fw for fw in fws if fw != "fastrnn"]
 
+def _report_throughput(settings, res, threads, cells, fws, others):
+    """seq/s, fastrnn's speed ratios and % of the roofline, one table per cell."""
+    import workloads
+
+    L = []
     # -- throughput tables
     for cell in cells:
         L += [f"## Throughput — {CELL_TITLE[cell]}", ""]
@@ -681,7 +695,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                             if med[fw] and roof else "—" for fw in fws]
                     L.append("| " + " | ".join(str(c) for c in row) + " |")
         L.append("")
+    return L
 
+
+def _report_scaling(settings, res, threads, cells, fws):
+    """Speedup of N threads over the fewest, per framework."""
+    L = []
     # -- thread scaling
     if len(threads) > 1:
         base = threads[0]
@@ -704,7 +723,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                             row.append(f"{a / b:.2f}{mark}" if a and b else "—")
                     L.append("| " + " | ".join(str(c) for c in row) + " |")
         L.append("")
+    return L
 
+
+def _report_micro(args, settings, res, threads, cells, fws):
+    """Per-timestep latency at the micro size."""
+    L = []
     # -- micro
     if not args.no_micro:
         T, B, H = settings["micro"]
@@ -727,7 +751,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                                    if m else "—")
                 L.append("| " + " | ".join(row) + " |")
         L.append("")
+    return L
 
+
+def _report_memory(args, settings, res, frameworks, cells):
+    """Peak memory of one training step, per framework and cell."""
+    L = []
     # -- memory
     if not args.no_memory:
         T, B, H = settings["memory"]
@@ -768,7 +797,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                 L.append(f"| {cell} | {fw} | {m['setup'] / MiB:.1f} | {peak} | {traced} | "
                          f"{m['retained'] / MiB:.1f} |")
         L.append("")
+    return L
 
+
+def _report_consistency(res):
+    """Every framework's first-step numbers against torch (or numpy)."""
+    L = []
     # -- consistency
     L += ["## Consistency", ""]
     worst, bad = 0.0, []
@@ -791,7 +825,12 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
     L.append("")
     if res.errors:
         L += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
+    return L
 
+
+def _report_raw(res):
+    """Every timing with its spread, CPU use and disturbance."""
+    L = []
     # -- raw
     L += ["## Raw timings", "",
           "cpu util = process CPU time / wall time in the timed loop (≈ threads really "
@@ -809,6 +848,24 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                  f"{max(t) / min(t):.2f} | {r['cpu_util']:.2f} | {_bg(r)} | "
                  f"{r.get('attempts', 1)} | {r['first'] * 1e3:.1f} |")
     L.append("")
+    return L
+
+
+def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines,
+            load_start, load_end, wall):
+    """The Markdown report: one section per helper below, in order."""
+    fws = [fw for fw in FRAMEWORK_ORDER if fw in frameworks]
+    others = [fw for fw in fws if fw != "fastrnn"]
+    L = _report_header(args, res, frameworks, threads, warnings, env_lines, load_start,
+                       load_end, wall)
+    L += _report_method(settings)
+    L += _report_roofline(res, threads)
+    L += _report_throughput(settings, res, threads, cells, fws, others)
+    L += _report_scaling(settings, res, threads, cells, fws)
+    L += _report_micro(args, settings, res, threads, cells, fws)
+    L += _report_memory(args, settings, res, frameworks, cells)
+    L += _report_consistency(res)
+    L += _report_raw(res)
     return "\n".join(L)
 
 

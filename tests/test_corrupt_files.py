@@ -275,7 +275,7 @@ def test_the_pretrained_path_in_a_model_file_is_never_opened(model_file, tmp_pat
     opened = []
     monkeypatch.setattr("fastrnn.vectors.read_text_vectors",
                         lambda *args, **kwargs: opened.append(args) or 1 / 0)
-    monkeypatch.setattr("fastrnn.layers.embedding.read_text_vectors",
+    monkeypatch.setattr("fastrnn.layers.embedding.read_vectors_for_vocab",
                         lambda *args, **kwargs: opened.append(args) or 1 / 0)
     for target in ("/dev/zero", "/etc/passwd", str(tmp_path / "vectors.txt")):
         meta["params"]["pretrained"] = target
@@ -342,7 +342,7 @@ def test_load_limits_are_validated_and_restorable():
     before = fr.get_load_limits()
     with pytest.raises(TypeError, match="unknown limit 'max_size'"):
         fr.set_load_limits(max_size=3)
-    with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+    with pytest.raises(ValueError, match="max_bytes must be an int >= 1"):
         fr.set_load_limits(max_bytes=0)
     with pytest.raises(TypeError, match="allow_special_files must be True or False"):
         fr.set_load_limits(allow_special_files=1)

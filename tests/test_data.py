@@ -361,7 +361,7 @@ def test_split_without_shuffle_takes_the_tail_and_keeps_drop_last_on_train(rng):
 
 @pytest.mark.parametrize("batch_size", [0, -3, 2.5, "8", True])
 def test_bad_batch_size(batch_size):
-    with pytest.raises(ValueError, match=r"batch_size must be a positive int"):
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1"):
         BatchLoader([[1, 2]], batch_size=batch_size)
 
 
@@ -385,10 +385,10 @@ def test_bad_batch_size(batch_size):
      r"targets could not be converted"),
     ({"inputs": [[1, 2]], "targets": ["cat"]}, TypeError, r"targets must hold numbers.*strings"),
     ({"inputs": [[1, 2]], "targets": 3}, TypeError, r"targets must be a list or array"),
-    ({"inputs": [[1, 2]], "seed": -1}, ValueError, r"seed must be a non-negative int"),
-    ({"inputs": [[1, 2]], "seed": 1.5}, ValueError, r"seed must be a non-negative int"),
+    ({"inputs": [[1, 2]], "seed": -1}, ValueError, r"seed must be None or an int >= 0"),
+    ({"inputs": [[1, 2]], "seed": 1.5}, ValueError, r"seed must be None or an int >= 0"),
     ({"inputs": [[1, 2]], "shuffle": "yes"}, TypeError, r"shuffle must be True or False"),
-    ({"inputs": [[1, 2]], "bucket_window": 0}, ValueError, r"bucket_window must be a positive"),
+    ({"inputs": [[1, 2]], "bucket_window": 0}, ValueError, r"bucket_window must be an int >= 1"),
     ({"inputs": [[1, 2]], "padding_value": 0.5}, ValueError, r"padding_value 0.5 cannot"),
     ({"inputs": [[1], [2]], "batch_size": 3, "drop_last": True}, ValueError,
      r"drop_last=True with 2 examples and batch_size 3 leaves no batch"),
@@ -418,7 +418,7 @@ def test_split_drop_last_train_too_small_and_bad_epoch():
     with pytest.raises(ValueError, match=r"drop_last=True with 5 training examples"):
         loader.split(0.5)
     for epoch in (-1, 1.5, None):
-        with pytest.raises(ValueError, match=r"epoch must be a non-negative int"):
+        with pytest.raises(ValueError, match=r"epoch must be an int >= 0"):
             loader.set_epoch(epoch)
 
 
@@ -492,9 +492,9 @@ def test_stream_set_epoch_is_a_noop(rng):
     ("abc", 1, 3, TypeError, r"tokens must be a 1-D list"),
     (None, 1, 3, TypeError, r"tokens must be a 1-D list"),
     (["a", "b"], 1, 3, TypeError, r"tokens must hold numbers.*strings"),
-    (list(range(10)), 0, 3, ValueError, r"batch_size must be a positive int, got 0"),
-    (list(range(10)), 2, -1, ValueError, r"bptt must be a positive int, got -1"),
-    (list(range(10)), 2.0, 3, ValueError, r"batch_size must be a positive int"),
+    (list(range(10)), 0, 3, ValueError, r"batch_size must be an int >= 1, got 0"),
+    (list(range(10)), 2, -1, ValueError, r"bptt must be an int >= 1, got -1"),
+    (list(range(10)), 2.0, 3, ValueError, r"batch_size must be an int >= 1"),
 ])
 def test_stream_bad_input(tokens, batch_size, bptt, error, match):
     with pytest.raises(error, match=match):
@@ -502,7 +502,7 @@ def test_stream_bad_input(tokens, batch_size, bptt, error, match):
 
 
 def test_stream_bad_epoch():
-    with pytest.raises(ValueError, match=r"epoch must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"epoch must be an int >= 0, got -1"):
         StreamBatcher(list(range(10)), 2, 3).set_epoch(-1)
 
 

@@ -452,7 +452,7 @@ T = np.zeros(4, np.int64)
     (lambda: CrossEntropyLoss()(np.array([[0, np.inf, 0]] * 4), T), ValueError,
      "logits contain NaN or infinite"),
     (lambda: CrossEntropyLoss(reduction="avg"), ValueError,
-     "reduction must be 'mean', 'sum' or 'none', got 'avg'"),
+     "reduction must be one of 'mean', 'sum', 'none', got 'avg'"),
     (lambda: CrossEntropyLoss(weight=[1.0, -1.0, 1.0]), ValueError,
      "weight must be finite and >= 0"),
     (lambda: CrossEntropyLoss(weight=np.ones((3, 1))), ValueError, "weight must be a 1-D"),

@@ -32,6 +32,8 @@ import zlib
 
 import numpy as np
 
+from ._rules import Boolean, Integer, is_int
+
 META_KEY = "__meta__"
 
 __all__ = ["atomic_write", "write_archive", "read_archive", "open_archive", "archive_bytes",
@@ -71,17 +73,15 @@ def set_load_limits(**limits):
     ``max_line_bytes`` (one line of a CLI data file or a vectors file;
     1 MiB), ``allow_special_files`` (read devices and pipes; False).
     """
+    checked = {}
     for name, value in limits.items():
         if name not in _LIMITS:
             raise TypeError(f"set_load_limits() got an unknown limit {name!r}; known: "
                             f"{', '.join(_LIMITS)}")
-        if name == "allow_special_files":
-            if not isinstance(value, bool):
-                raise TypeError(f"allow_special_files must be True or False, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        rule = Boolean() if name == "allow_special_files" else Integer(low=1)
+        checked[name] = rule(name, value)
     previous = dict(_LIMITS)
-    _LIMITS.update(limits)
+    _LIMITS.update(checked)
     return previous
 
 
@@ -522,7 +522,7 @@ def _read_meta(archive, kind, max_version):
         raise ValueError(f"{path!r} is not a fastrnn {what} (format {found!r}, "
                          f"expected {kind!r})")
     version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         raise ValueError(f"{what} {path!r} has an invalid format version {version!r}")
     if version > max_version:
         raise ValueError(f"{what} {path!r} has format version {version}, written by a "

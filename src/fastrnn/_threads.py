@@ -19,6 +19,7 @@ import platform
 import sys
 
 from ._kernels import _runtime
+from ._rules import Integer
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "openmp_enabled", "blas_info",
@@ -41,9 +42,7 @@ _num_threads = _threads_from_environment()
 def set_num_threads(n):
     """Use ``n`` threads (OpenMP across the batch, and the BLAS) in every kernel."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
-    _num_threads = n
+    _num_threads = Integer(low=1)("n", n, "set_num_threads")
 
 
 def get_num_threads():

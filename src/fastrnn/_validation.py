@@ -1,15 +1,19 @@
 """Checks at the Python boundary: nothing reaches a kernel unchecked.
 
-Every error names the argument, what was expected and what arrived.
+Every error names the argument, what was expected and what arrived.  The
+rules for scalar arguments (``Integer``, ``Real``, ``Boolean``, ``Options``,
+``Optional``, seeds, modules) live in ``_rules`` and are re-exported here.
 """
 
-import numbers
 import weakref
 
 import numpy as np
 
 from . import _threads
 from ._kernels import _runtime
+from ._rules import (FRACTION, SEED, ArgumentTypeError, Boolean, Integer,  # noqa: F401
+                     Modules, Optional, Options, Real, Rule, check_callable, check_seed,
+                     describe, is_bool, is_int, is_real, layer_seeds, resolve_seed)
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -25,10 +29,12 @@ def resolve_dtype(dtype):
     return resolved
 
 
-def positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+POSITIVE_INT = Integer(low=1)
+
+
+def positive_int(name, value, owner=None):
+    """``value`` as an int >= 1."""
+    return POSITIVE_INT(name, value, owner)
 
 
 def to_numpy(value, name=None):

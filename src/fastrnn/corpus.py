@@ -22,6 +22,8 @@ import os
 import sysconfig
 import warnings
 
+from ._validation import Integer, Optional
+
 __all__ = ["stdlib_docstrings", "unigram_entropy", "stdlib_root", "SKIPPED_DIRS",
            "DEFAULT_MAX_CHARS"]
 
@@ -98,9 +100,7 @@ def stdlib_docstrings(max_chars=DEFAULT_MAX_CHARS, root=None):
     Returns:
         str (deterministic for a given Python installation).
     """
-    if max_chars is not None:
-        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-            raise ValueError(f"max_chars must be an int >= 1 or None, got {max_chars!r}")
+    max_chars = Optional(Integer(low=1))("max_chars", max_chars)
     root = stdlib_root() if root is None else os.fspath(root)
     if not os.path.isdir(root):
         raise ValueError(f"root must be a directory, got {root!r}")

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._validation import positive_int, to_numpy
+from ._validation import Boolean, Integer, Real, is_int, positive_int, resolve_seed, to_numpy
 
 __all__ = ["pad_sequences", "Batch", "BatchLoader", "StreamChunk", "StreamBatcher"]
 
@@ -150,7 +150,7 @@ def _fill_value(name, value, dtype):
     """Check that the padding ``value`` is a number that ``dtype`` holds exactly."""
     if isinstance(value, np.generic):
         value = value.item()
-    if not isinstance(value, (numbers.Real, bool)):
+    if not isinstance(value, numbers.Real):        # bools are Real: True pads with 1
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if dtype.kind == "f":
         # Any real number is fine for a float dtype (0.1 rounds in float32),
@@ -170,18 +170,8 @@ def _fill_value(name, value, dtype):
     return value
 
 
-def _check_seed(seed):
-    if seed is None:
-        return int(np.random.SeedSequence().entropy)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed)
-
-
-def _check_epoch(epoch):
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-    return int(epoch)
+_EPOCH = Integer(low=0)
+_FLAG = Boolean()
 
 
 def _as_int64(name, array):
@@ -191,12 +181,6 @@ def _as_int64(name, array):
         raise ValueError(f"{name} must hold values <= {np.iinfo(np.int64).max} (int64), "
                          f"got {array.max()}")
     return array.astype(np.int64, copy=False)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +237,7 @@ def pad_sequences(sequences, padding_value=0, dtype=None, batch_first=False):
     Returns:
         ``(padded, lengths)`` with ``lengths`` int64 of shape ``(B,)``.
     """
-    batch_first = _check_bool("batch_first", batch_first)
+    batch_first = _FLAG("batch_first", batch_first)
     seqs = _sequences("sequences", sequences)
     if dtype is not None:
         seqs = seqs._replace(flat=_cast("sequences", seqs.flat, dtype))
@@ -345,11 +329,11 @@ class BatchLoader:
         self.shard = None if shard is None else check_rank_size("shard", shard)
         self._rows_per_batch = _rank_rows(self.batch_size, self.shard)
         self._rank_part = None      # (rank, size) from for_rank()
-        self.shuffle = _check_bool("shuffle", shuffle)
-        self.seed = _check_seed(seed)
-        self.bucket = _check_bool("bucket", bucket)
-        self.per_step_targets = _check_bool("per_step_targets", per_step_targets)
-        self.drop_last = _check_bool("drop_last", drop_last)
+        self.shuffle = _FLAG("shuffle", shuffle)
+        self.seed = resolve_seed(seed)     # one seed for every epoch's order
+        self.bucket = _FLAG("bucket", bucket)
+        self.per_step_targets = _FLAG("per_step_targets", per_step_targets)
+        self.drop_last = _FLAG("drop_last", drop_last)
         self.bucket_window = positive_int("bucket_window", bucket_window)
 
         self._inputs = _sequences("inputs", inputs)
@@ -427,7 +411,7 @@ class BatchLoader:
 
     def set_epoch(self, epoch):
         """Make the next iteration yield the batches of ``epoch``."""
-        self.epoch = _check_epoch(epoch)
+        self.epoch = _EPOCH("epoch", epoch)
         self._epoch_chosen = True
 
     def _batches(self, epoch):
@@ -451,7 +435,7 @@ class BatchLoader:
     def padding_fraction(self, epoch=None):
         """Fraction of the padded input cells (time steps x rows) that are
         padding over the batches of ``epoch`` (default: the current epoch)."""
-        epoch = self.epoch if epoch is None else _check_epoch(epoch)
+        epoch = self.epoch if epoch is None else _EPOCH("epoch", epoch)
         batches = self._batches(epoch)
         if not batches:
             return 0.0
@@ -497,10 +481,8 @@ class BatchLoader:
         drops examples.  Batch ``indices`` of both refer to positions in this
         loader's data.  This is the one way to split in fastrnn.
         """
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
-                or not 0.0 < fraction < 1.0:
-            raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
-        shuffle = _check_bool("shuffle", shuffle)
+        fraction = Real(0, 1, True, True)("fraction", fraction)
+        shuffle = _FLAG("shuffle", shuffle)
         n = self.num_examples
         n_val = int(round(fraction * n))
         if n_val == 0 or n_val == n:
@@ -546,7 +528,7 @@ class BatchLoader:
 def check_rank_size(name, value):
     """``(rank, size)`` as two ints with 0 <= rank < size, or a clear error."""
     if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
+            not is_int(v) for v in value):
         raise TypeError(f"{name} must be a pair of ints (rank, size), got {value!r}")
     rank, size = int(value[0]), int(value[1])
     if size < 1 or not 0 <= rank < size:
@@ -678,7 +660,7 @@ class StreamBatcher:
 
     def set_epoch(self, epoch):
         """Accepted for the trainer's interface; the stream layout never changes."""
-        self.epoch = _check_epoch(epoch)
+        self.epoch = _EPOCH("epoch", epoch)
 
     def __iter__(self):
         for start in range(0, self.steps_per_stream, self.bptt):

@@ -34,17 +34,16 @@ counted positions must be finite (a NaN there raises ValueError).
 """
 
 import math
-import numbers
 
 import numpy as np
 
 from . import _threads
 from ._kernels._dispatch import _losses
-from ._validation import float_array, produced, to_numpy
+from ._validation import FRACTION, Integer, Options, float_array, produced, to_numpy
 
 __all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss"]
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTION = Options(("mean", "sum", "none"))
 # Rows per block are chosen so a block holds about this many elements.  The
 # blocks depend on the row width only, never on the thread count, so the
 # loss is the same bit for bit with any number of threads.
@@ -54,9 +53,7 @@ _BLOCK_ELEMENTS = 8192
 # -- checks ----------------------------------------------------------------------
 
 def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return reduction
+    return _REDUCTION("reduction", reduction)
 
 
 def _weight_array(name, value, ndim=None):
@@ -235,14 +232,8 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, ignore_index=-100, label_smoothing=0.0, reduction="mean", weight=None):
         self.weight = _weight_array("weight", weight, ndim=1)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)
-                or not 0.0 <= float(label_smoothing) < 1.0):
-            raise ValueError(f"label_smoothing must be a float in [0, 1), "
-                             f"got {label_smoothing!r}")
-        self.ignore_index = int(ignore_index)
-        self.label_smoothing = float(label_smoothing)
+        self.ignore_index = Integer()("ignore_index", ignore_index)
+        self.label_smoothing = FRACTION("label_smoothing", label_smoothing)
         self.reduction = _check_reduction(reduction)
 
     def forward(self, logits, targets, mask=None, sample_weight=None):

@@ -29,6 +29,8 @@ entity is ``tokens[start:end]``.
 
 import numpy as np
 
+from ._validation import Options, Real
+
 __all__ = ["SCHEMES", "bio_entities", "tag_spans", "entities", "detect_scheme",
            "token_accuracy", "entity_scores", "entity_scores_by_type"]
 
@@ -127,11 +129,9 @@ def _equal(a, b):
 
 def entities(tags, scheme="bio", outside=OUTSIDE):
     """The entities of one sentence under ``scheme`` ("bio" or "spans")."""
-    if scheme == "bio":
+    if Options(SCHEMES)("scheme", scheme) == "bio":
         return bio_entities(tags)
-    if scheme == "spans":
-        return tag_spans(tags, outside)
-    raise ValueError(f"scheme must be one of {', '.join(map(repr, SCHEMES))}, got {scheme!r}")
+    return tag_spans(tags, outside)
 
 
 def detect_scheme(*tag_lists):
@@ -204,11 +204,7 @@ def _entity_sets(y_true, y_pred, scheme, outside):
 
 
 def _check_zero_division(value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-            or not 0.0 <= value <= 1.0:
-        raise ValueError(f"zero_division must be a number in [0, 1] (usually 0.0 or 1.0), "
-                         f"got {_describe(value)}")
-    return float(value)
+    return Real(0, 1)("zero_division", value)
 
 
 def _order(span):

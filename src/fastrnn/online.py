@@ -28,14 +28,13 @@ parallel; ``reset(rows)`` starts those streams again from a zero state.
   layers (stacked too, not bidirectional).
 """
 
-import numbers
 
 import numpy as np
 
 from . import _threads
 from ._kernels import _runtime
 from ._kernels._dispatch import _rtrl
-from ._validation import float_array, check_finite, positive_int
+from ._validation import Real, float_array, check_finite, positive_int
 from .layers.jordan import Jordan
 from .layers.linear import Linear
 from .layers.recurrent import GRU, LSTM, RNN
@@ -302,10 +301,7 @@ class RTRL(_Learner):
     def __init__(self, layer, head, loss, max_memory=DEFAULT_MAX_MEMORY):
         self.cell = _rtrl_cell(layer)
         super().__init__(layer, head, loss)
-        if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Real) \
-                or max_memory <= 0:
-            raise ValueError(f"max_memory must be a positive number of bytes, "
-                             f"got {max_memory!r}")
+        Real(low=0, low_open=True, finite=False)("max_memory (bytes)", max_memory)
         self.max_memory = max_memory
         self.num_parameters = sum(v.size for v in self.cell.params.values())
         self.imm_row, self.imm_src = self.cell.tables()

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._io import atomic_write, is_stream
 from ._onnx_layout import GATES, from_fastrnn, to_fastrnn
+from ._validation import Boolean
 from ._version import __version__
 from .layers.recurrent import GRU, LSTM, RNN
 
@@ -234,6 +235,8 @@ def export(layer, path=None, lengths=False, initial_state=False):
     Returns the ``onnx.ModelProto`` (also written to ``path`` when given).
     """
     cell_of(layer)
+    lengths = Boolean()("lengths", lengths)
+    initial_state = Boolean()("initial_state", initial_state)
     graph = Graph()
     time, batch = "time", "batch"
     layout = [batch, time] if layer.batch_first else [time, batch]

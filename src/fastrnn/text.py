@@ -33,7 +33,8 @@ from collections import Counter
 import numpy as np
 
 from ._io import atomic_write, parse_json, read_limited
-from ._validation import resolve_dtype, to_numpy
+from ._validation import (Boolean, Integer, Optional, Options, is_int, positive_int,
+                          resolve_dtype, to_numpy)
 
 # A surrogate code point on its own (not valid in UTF-8): escaped when saving.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -99,9 +100,7 @@ class Tokenizer:
     name = None
 
     def __init__(self, lower=False):
-        if not isinstance(lower, (bool, np.bool_)):
-            raise TypeError(f"lower must be a bool, got {_describe(lower)}")
-        self.lower = bool(lower)
+        self.lower = Boolean()("lower", lower)
 
     def tokenize(self, text):
         """The tokens of ``text`` (a str) as a list of str."""
@@ -288,8 +287,7 @@ def get_tokenizer(name, lower=False):
             raise ValueError(f"tokenizer config must have keys 'name' and 'lower', "
                              f"missing {missing} in {name!r}")
         name, lower = name["name"], name["lower"]
-    if not isinstance(name, str) or name not in _TOKENIZERS:
-        raise ValueError(f"tokenizer must be one of {sorted(_TOKENIZERS)}, got {name!r}")
+    Options(sorted(_TOKENIZERS))("tokenizer", name)
     return _TOKENIZERS[name](lower=lower)
 
 
@@ -348,7 +346,7 @@ def _token_lists(items, texts, tokenizer, what):
 # --------------------------------------------------------------------------- vocabulary
 
 def _int_id(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int token id, got {_describe(value)}")
     return int(value)
 
@@ -407,8 +405,7 @@ class Vocab:
         for token, count in counts.items():
             if token not in self._stoi:
                 raise ValueError(f"counts has token {token!r} which is not in the vocabulary")
-            if (isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer))
-                    or count < 0):
+            if not is_int(count) or count < 0:
                 raise ValueError(f"counts must be non-negative ints, got {_describe(count)} "
                                  f"for token {token!r}")
             checked[token] = int(count)
@@ -435,16 +432,8 @@ class Vocab:
             min_freq: keep tokens seen at least this often (int >= 1).
             max_size: keep at most this many non-special tokens (None: all).
         """
-        if isinstance(min_freq, bool) or not isinstance(min_freq, (int, np.integer)):
-            raise TypeError(f"min_freq must be an int >= 1, got {_describe(min_freq)}")
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be an int >= 1, got {min_freq}")
-        if max_size is not None:
-            if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)):
-                raise TypeError(f"max_size must be None or an int >= 0, "
-                                f"got {_describe(max_size)}")
-            if max_size < 0:
-                raise ValueError(f"max_size must be None or an int >= 0, got {max_size}")
+        Integer(low=1)("min_freq", min_freq)
+        Optional(Integer(low=0))("max_size", max_size)
         resolved = _resolve_tokenizer(tokenizer)
         texts, items = _peek_corpus(corpus, "corpus")
         if texts and resolved is None:
@@ -650,9 +639,7 @@ class Vocab:
         if missing:
             raise ValueError(f"vocabulary data is missing the key(s) {missing}")
         version = data["format_version"]
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValueError(f"vocabulary format_version must be a positive int, "
-                             f"got {version!r}")
+        Integer(low=1)("vocabulary format_version", version)
         if version > FORMAT_VERSION:
             raise ValueError(f"vocabulary format_version {version} is newer than this "
                              f"fastrnn supports ({FORMAT_VERSION}); upgrade fastrnn to load it")
@@ -731,10 +718,7 @@ def one_hot(ids, num_classes, dtype="float32"):
         num_classes: vector length, usually ``len(vocab)``.
         dtype: "float32" (default) or "float64".
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"num_classes must be a positive int, got {_describe(num_classes)}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes}")
+    num_classes = positive_int("num_classes", num_classes)
     dtype = resolve_dtype(dtype)
     array = to_numpy(ids)
     if array.dtype.kind not in "iu":

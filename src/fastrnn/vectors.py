@@ -8,13 +8,16 @@ size before the (vocab, dim) table is allocated: a header claiming a
 billion dimensions in a small file is an error, not a MemoryError.
 """
 
+import collections.abc
 import os
+import warnings
 
 import numpy as np
 
 from ._io import get_load_limits, open_regular
+from ._validation import check_finite, is_int, to_numpy
 
-__all__ = ["read_text_vectors"]
+__all__ = ["read_text_vectors", "read_vectors_for_vocab", "vocab_tokens", "pretrained_array"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -137,6 +140,21 @@ def read_text_vectors(path, tokens, padding_idx, seed):
     return _finish(reader, padding_idx, seed)
 
 
+def read_vectors_for_vocab(path, tokens, padding_idx, seed):
+    """:func:`read_text_vectors`'s (V, D) table, with one UserWarning listing
+    the vocab words the file lacks (they got random rows)."""
+    weight, missing, std = read_text_vectors(path, tokens, padding_idx, seed)
+    if missing:
+        examples = ", ".join(repr(tokens[i]) for i in missing[:5])
+        more = ", ..." if len(missing) > 5 else ""
+        warnings.warn(
+            f"{len(missing)} of {len(tokens)} vocab words are not in "
+            f"{os.fspath(path)!r} and got random vectors (normal, std "
+            f"{std:.4g}, seed {seed!r}): {examples}{more}",
+            UserWarning, stacklevel=3)   # the caller of Embedding.from_pretrained
+    return weight
+
+
 def _finish(reader, padding_idx, seed):
     """Zero the padding row and draw random rows for missing words."""
     weight, found, path = reader.weight, reader.found, reader.path
@@ -171,3 +189,63 @@ def _is_float(field):
     except ValueError:
         return False
     return True
+
+
+# -- what the vectors belong to: the vocabulary, or an array source -------------
+
+def vocab_tokens(vocab, required_for=None):
+    """The list of token strings in id order, from any accepted vocab form
+    (see ``Embedding.from_pretrained``).  ``required_for``: the vectors file
+    that needs the vocab (None: an array, where it is optional)."""
+    if vocab is None and required_for is not None:
+        raise ValueError("vocab is required when source is a file path: the "
+                         "token of every id decides which vectors are read")
+    if hasattr(vocab, "tokens"):
+        tokens = vocab.tokens
+        tokens = list(tokens() if callable(tokens) else tokens)
+    elif isinstance(vocab, collections.abc.Mapping):
+        ids = list(vocab.values())
+        if not all(is_int(i) for i in ids):
+            raise TypeError("vocab mapping must map tokens to int ids")
+        if sorted(int(i) for i in ids) != list(range(len(ids))):
+            raise ValueError(f"vocab mapping must use each id 0..{len(ids) - 1} exactly "
+                             f"once, got ids from {min(ids, default=None)} to "
+                             f"{max(ids, default=None)} for {len(ids)} tokens")
+        tokens = [None] * len(ids)
+        for token, i in vocab.items():
+            tokens[int(i)] = token
+    elif isinstance(vocab, (str, bytes)) or not isinstance(vocab, collections.abc.Iterable):
+        raise TypeError(f"vocab must have a 'tokens' attribute, or be a sequence of "
+                        f"tokens or a mapping token -> id, got {type(vocab).__name__}")
+    else:
+        tokens = list(vocab)
+    if not tokens:
+        raise ValueError("vocab must hold at least one token, got none")
+    seen = {}
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise TypeError(f"vocab tokens must be str, got {type(token).__name__} "
+                            f"{token!r} for id {i}")
+        if token in seen:
+            raise ValueError(f"vocab token {token!r} appears twice (ids {seen[token]} and {i})")
+        seen[token] = i
+    return tokens
+
+
+def pretrained_array(source, vocab=None):
+    """A (V, D) float64 copy of an array source, checked (and its row count
+    against ``vocab``, when given)."""
+    array = to_numpy(source)
+    if array.dtype.kind != "f":
+        raise TypeError(f"source must be a (V, D) float array or a file path, got an "
+                        f"array of dtype {array.dtype}")
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"source must be a (V, D) array with V, D >= 1, got shape "
+                         f"{array.shape}")
+    check_finite("source", array)
+    if vocab is not None:
+        tokens = vocab_tokens(vocab)
+        if len(tokens) != array.shape[0]:
+            raise ValueError(f"vocab has {len(tokens)} tokens but source has "
+                             f"{array.shape[0]} rows; they must be equal")
+    return np.array(array, dtype=np.float64)

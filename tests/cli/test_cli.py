@@ -461,7 +461,7 @@ def test_interrupted_training_saves_the_model_and_exits_130(tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["train", "classify"], ["text<TAB>label", "clip the gradient norm to C (default: no "
-                             "clipping)", "learning rate (default: 0.001 for adam",
+                             "clipping)", "learning rate (default: 0.001 for sgd, adam",
                              "0.01 for adamw", "(default: no limit)"]),
     (["train", "lm"], ["--lines", "parallel text streams per batch", "(default: 5.0)"]),
     (["train", "regress"], ["x1 x2 x3 ...<TAB>y", "--pooling"]),
@@ -512,7 +512,7 @@ def test_stdlib_docstrings_is_deterministic_and_capped():
     first = stdlib_docstrings(max_chars=50_000)
     assert first == stdlib_docstrings(max_chars=50_000)
     assert 40_000 < len(first) <= 50_000
-    with pytest.raises(ValueError, match="max_chars must be an int >= 1"):
+    with pytest.raises(ValueError, match="max_chars must be None or an int >= 1"):
         stdlib_docstrings(max_chars=0)
 
 

@@ -150,7 +150,7 @@ def test_bad_stream_arguments():
     layer = fr.LSTM(3, 4, seed=0)
     with pytest.raises(ValueError, match="bidirectional=True.*cannot stream"):
         fr.GRU(3, 4, bidirectional=True).stream()
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         layer.stream(batch_size=0)
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h, c\)"):
         layer.stream(hx=np.zeros((1, 1, 4)))

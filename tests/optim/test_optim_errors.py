@@ -12,7 +12,7 @@ from fastrnn import optim
 @pytest.mark.parametrize("name,options,error,match", [
     ("SGD", dict(lr=-0.1), ValueError, r"SGD: lr must be a finite number >= 0.0, got -0.1"),
     ("SGD", dict(lr=float("nan")), ValueError, "lr must be a finite number"),
-    ("SGD", dict(lr="0.1"), TypeError, "lr must be a number, got '0.1'"),
+    ("SGD", dict(lr="0.1"), TypeError, "lr must be a finite number >= 0.0, got '0.1'"),
     ("SGD", dict(momentum=-0.5), ValueError, "momentum must be"),
     ("SGD", dict(nesterov=True), ValueError, "nesterov=True needs momentum > 0"),
     ("SGD", dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError,
@@ -21,8 +21,8 @@ from fastrnn import optim
     ("SGD", dict(nesterov=1), TypeError, "nesterov must be True or False"),
     ("SGD", dict(weight_decay=-1.0), ValueError, "weight_decay must be"),
     ("SGD", dict(l1=-1e-3), ValueError, "l1 must be"),
-    ("Adam", dict(betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be a finite number >= "
-                                                 r"0.0 and < 1.0, got 1.0"),
+    ("Adam", dict(betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be a number in "
+                                                 r"\[0.0, 1.0\), got 1.0"),
     ("Adam", dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\]"),
     ("Adam", dict(betas=0.9), ValueError, "betas must be a pair"),
     ("Adam", dict(eps=0.0), ValueError, "eps must be a finite number > 0.0"),

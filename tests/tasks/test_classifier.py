@@ -5,7 +5,7 @@ short sequences, a few epochs) and must reach >= 0.95 accuracy on held-out
 data.  The gradient tests run the classifier's own ``train_batch`` on a
 hand-built float64 batch of unsorted, variable lengths and compare every
 parameter gradient with central differences of ``evaluate_batch``'s loss:
-that proves the SequenceEncoder + Pooling + Linear + loss backward.
+that proves the RecurrentStack + Pooling + Linear + loss backward.
 """
 
 import numpy as np
@@ -276,9 +276,9 @@ def test_pooling_forward_matches_numpy():
     out = rng.standard_normal((5, 5, 4))
     h_n = rng.standard_normal((2, 5, 2))        # one bidirectional layer, H = 2
     valid = np.arange(5)[:, None] < LENGTHS[None, :]
-    mean = fr.tasks.network.Pooling("mean", True).forward(out, h_n, LENGTHS)
-    maximum = fr.tasks.network.Pooling("max", True).forward(out, h_n, LENGTHS)
-    last = fr.tasks.network.Pooling("last", True).forward(out, (h_n, h_n * 0), LENGTHS)
+    mean = fr.tasks.pooling.Pooling("mean", True).forward(out, h_n, LENGTHS)
+    maximum = fr.tasks.pooling.Pooling("max", True).forward(out, h_n, LENGTHS)
+    last = fr.tasks.pooling.Pooling("last", True).forward(out, (h_n, h_n * 0), LENGTHS)
     for b, length in enumerate(LENGTHS):
         np.testing.assert_allclose(mean[b], out[:length, b].mean(axis=0), rtol=1e-12)
         np.testing.assert_array_equal(maximum[b], out[:length, b].max(axis=0))

@@ -268,7 +268,7 @@ def test_make_optimizer_class_and_bad_values():
             make_optimizer(bad, [layer])
     with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
         make_optimizer("sgd", [layer], lr=-1.0)
-    with pytest.raises(TypeError, match="lr must be a number"):
+    with pytest.raises(TypeError, match="lr must be a finite number >= 0.0, got 'fast'"):
         make_optimizer("adam", [layer], lr="fast")
 
 

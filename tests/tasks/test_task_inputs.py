@@ -1,4 +1,4 @@
-"""The task models' input side (fastrnn.tasks.inputs / network): input kind
+"""The task models' input side (fastrnn.tasks.inputs / stack / pooling): input kind
 detection, the input encoder, the sequence encoder stack and pooling."""
 
 import json
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from fastrnn.tasks.inputs import InputEncoder, check_count, detect_kind
-from fastrnn.tasks.network import Pooling, SequenceEncoder, layer_seeds
+from fastrnn._validation import Integer, layer_seeds
+from fastrnn.tasks.inputs import InputEncoder, detect_kind
+from fastrnn.tasks.pooling import Pooling
+from fastrnn.tasks.stack import RecurrentStack
 from fastrnn.text import UNK
 from task_data import FAST, numeric
 
@@ -85,16 +87,17 @@ def test_input_encoder_text_tokens_numeric():
 
 
 def test_check_count():
+    check_count = Integer(low=1)
     assert check_count("n", 3) == 3 and check_count("n", np.int64(2)) == 2
     for bad in (0, -1, 1.5, True, "3", None):
         with pytest.raises(ValueError, match="n must be an int >= 1, got"):
             check_count("n", bad)
 
 
-# -- network.py -------------------------------------------------------------------------
+# -- stack.py ---------------------------------------------------------------------------
 
 def test_sequence_encoder_layers_and_shapes(rng):
-    encoder = SequenceEncoder("gru", "embedding", 10, 4, num_layers=2, bidirectional=True,
+    encoder = RecurrentStack("gru", "embedding", 10, 4, num_layers=2, bidirectional=True,
                               dropout=0.1, embedding_dim=3, dtype="float64", seed=0)
     embedding, rnn, dropout = encoder.modules()
     assert isinstance(embedding, fr.Embedding) and isinstance(rnn, fr.GRU)
@@ -107,18 +110,18 @@ def test_sequence_encoder_layers_and_shapes(rng):
     assert not out[2:, 1].any()                             # padded steps emit zeros
     d_hx = encoder.backward(None, np.ones_like(h_n))       # only through the final state
     assert d_hx.shape == h_n.shape and embedding.grads["weight"].any()
-    single = SequenceEncoder("rnn", "numeric", 2, 3, dropout=0.5, seed=0)
+    single = RecurrentStack("rnn", "numeric", 2, 3, dropout=0.5, seed=0)
     assert single.rnn.dropout == 0.0 and isinstance(single.modules()[-1], fr.Dropout)
-    onehot = SequenceEncoder("lstm", "onehot", 6, 3, seed=0)
+    onehot = RecurrentStack("lstm", "onehot", 6, 3, seed=0)
     assert onehot.modules() == [onehot.rnn] and onehot.rnn.input_size == 6
     with pytest.raises(ValueError,
                        match="cell must be one of 'rnn', 'lstm', 'gru', 'jordan', got 'x'"):
-        SequenceEncoder("x", "numeric", 2, 3)
+        RecurrentStack("x", "numeric", 2, 3)
     with pytest.raises(ValueError, match="input must be one of 'embedding', 'onehot', "
                                          "'numeric', got 'y'"):
-        SequenceEncoder("gru", "y", 2, 3)
+        RecurrentStack("gru", "y", 2, 3)
     with pytest.raises(ValueError, match="pretrained vectors must have 5 rows"):
-        SequenceEncoder("gru", "embedding", 5, 3, pretrained=np.zeros((4, 2)))
+        RecurrentStack("gru", "embedding", 5, 3, pretrained=np.zeros((4, 2)))
 
 
 def test_same_seed_same_model_and_layer_seeds(rng):

@@ -189,7 +189,7 @@ def test_learning_rate_scheduler_callback():
         Trainer(model, opt, callbacks=[LearningRateScheduler(optim.StepLR(other, 1))])
     with pytest.raises(TypeError, match="learning-rate schedule"):
         LearningRateScheduler(lambda epoch: 0.1)
-    with pytest.raises(ValueError, match="interval must be 'epoch' or 'batch'"):
+    with pytest.raises(ValueError, match="interval must be one of 'epoch', 'batch'"):
         LearningRateScheduler(optim.StepLR(opt, 1), interval="step")
 
 

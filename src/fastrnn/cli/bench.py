@@ -6,8 +6,10 @@ import time
 
 import numpy as np
 
-from .common import CELLS
 
+# The benchmarked cells and their gate counts (for the FLOPs of the roofline).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+CELLS = tuple(GATES)
 # (T steps, B batch, H hidden = input size) of each measured layer.
 QUICK_SIZES = [(20, 16, 64)]
 SIZES = [(50, 32, 128), (50, 32, 256)]
@@ -56,7 +58,7 @@ def _recurrent_flops(cell, T, B, H, E):
     math is not counted.  The training step is the forward pass plus the backward
     products: the two weight gradients and the gradient carried to the previous
     step (no input gradient, as measured)."""
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    gates = GATES[cell]
     input_product, hidden_product = 2.0 * T * B * E * gates * H, 2.0 * T * B * H * gates * H
     forward = input_product + hidden_product
     return forward, forward + input_product + 2 * hidden_product

@@ -14,12 +14,15 @@ import sys
 import warnings
 import zipfile
 
+from .._validation import Integer, Real
+
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130          # the shell's status for a process stopped by Ctrl-C
 TASKS = ("lm", "classify", "tag", "seq2seq", "regress")
-CELLS = ("lstm", "gru", "rnn")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+# The data format choices of each task (besides "auto"); lm reads plain text only.
+DATA_FORMATS = {"lm": (), "classify": ("tsv", "jsonl"), "tag": ("conll", "jsonl"),
+                "seq2seq": ("tsv", "jsonl"), "regress": ("tsv", "jsonl")}
 
 
 class CLIError(Exception):
@@ -40,36 +43,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def int_at_least(minimum):
-    """An argparse type: an int >= ``minimum``."""
+def _argparse_type(rule, parse_text):
+    """An argparse type: the text parsed by ``parse_text`` (int, float), then
+    checked by ``rule`` (a fastrnn._validation rule); argparse names the option."""
     def parse(text):
         try:
-            value = int(text)
+            value = parse_text(text)
         except ValueError:
             value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}")
-        return value
-    parse.__name__ = f"int>={minimum}"
+        if value is None or not rule.value_ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule.expected}, got {text!r}")
+        return rule.convert(value)
+    parse.__name__ = rule.expected
     return parse
+
+
+def int_at_least(minimum):
+    """An argparse type: an int >= ``minimum``."""
+    return _argparse_type(Integer(low=minimum), int)
 
 
 def float_in(low, high, low_open=False, high_open=False):
     """An argparse type: a number in the interval [low, high] (ends open as asked)."""
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        if not (above and below):          # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
-        return value
-    parse.__name__ = f"number in {interval}"
-    return parse
+    return _argparse_type(Real(low, high, low_open, high_open), float)
 
 
 POSITIVE = int_at_least(1)

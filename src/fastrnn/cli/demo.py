@@ -116,7 +116,6 @@ def seconds(value):
 
 
 def demo_command(args):
-    from ..corpus import stdlib_docstrings, stdlib_root, unigram_entropy
     from ..tasks import LanguageModel
     from .. import get_num_threads
 
@@ -127,6 +126,27 @@ def demo_command(args):
     apply_threads(args)
     check_writable(args.output)
     total_start = time.perf_counter()
+    entropy, train_text, valid_text = _read_corpus(settings)
+
+    model = LanguageModel(level="char", cell="lstm", hidden_size=settings["hidden_size"],
+                          embedding_dim=settings["embedding_dim"], seed=args.seed)
+    budget = TimeBudget(settings["minutes"] * 60.0)
+    print(f"Model: character-level LSTM, hidden size {settings['hidden_size']}, "
+          f"{get_num_threads()} thread(s); batch {settings['batch_size']} x "
+          f"{settings['bptt']} steps, Adam lr {settings['lr']}")
+    _train(model, settings, train_text, valid_text, budget)
+    _show_results(model, settings, valid_text, entropy, budget, args.seed)
+    with library_call(f"cannot save to {args.output}"):
+        model.save(args.output)
+    print(f"Saved the model to {args.output} ({seconds(time.perf_counter() - total_start)} "
+          f"in all); sample more with: fastrnn generate {args.output} --prompt \"...\"")
+    return 0
+
+
+def _read_corpus(settings):
+    """``(unigram entropy, training text, validation text)`` of the stdlib
+    docstrings, with what was read printed."""
+    from ..corpus import stdlib_docstrings, stdlib_root, unigram_entropy
 
     print(f"Corpus: docstrings of the Python {platform.python_version()} standard library "
           f"({stdlib_root()})", flush=True)
@@ -142,13 +162,11 @@ def demo_command(args):
           f"{seconds(time.perf_counter() - start)}; unigram entropy {entropy:.3f} bits/char")
     print(f"  training on the first {len(train_text):,}, validating on the last "
           f"{len(valid_text):,} characters")
+    return entropy, train_text, valid_text
 
-    model = LanguageModel(level="char", cell="lstm", hidden_size=settings["hidden_size"],
-                          embedding_dim=settings["embedding_dim"], seed=args.seed)
-    budget = TimeBudget(settings["minutes"] * 60.0)
-    print(f"Model: character-level LSTM, hidden size {settings['hidden_size']}, "
-          f"{get_num_threads()} thread(s); batch {settings['batch_size']} x "
-          f"{settings['bptt']} steps, Adam lr {settings['lr']}")
+
+def _train(model, settings, train_text, valid_text, budget):
+    """Fit within the epochs and the time ``budget``; say how the run ended."""
     print(f"Training: up to {settings['epochs']} epoch(s) or {settings['minutes']:g} "
           f"minute(s)", flush=True)
     history = model.fit(train_text, epochs=settings["epochs"],
@@ -165,6 +183,10 @@ def demo_command(args):
     elif history.stop_reason:
         print(f"  stopped: {history.stop_message}")
 
+
+def _show_results(model, settings, valid_text, entropy, budget, seed):
+    """Validation bits per character against the unigram entropy, the training
+    throughput and samples at three temperatures."""
     start = time.perf_counter()
     final = model.evaluate(valid_text, batch_size=min(8, max(1, len(valid_text) // 512)))
     bpc = final["bits_per_char"]
@@ -177,14 +199,9 @@ def demo_command(args):
     print(f"Samples (prompt {PROMPT!r}):")
     for temperature in (0.5, 0.8, 1.0):
         sample = model.generate(PROMPT, length=settings["sample_length"],
-                                temperature=temperature, seed=args.seed)
+                                temperature=temperature, seed=seed)
         shown = sample.replace("\n", "\n      ")
         print(f"  temperature {temperature}:\n      {shown}")
-    with library_call(f"cannot save to {args.output}"):
-        model.save(args.output)
-    print(f"Saved the model to {args.output} ({seconds(time.perf_counter() - total_start)} "
-          f"in all); sample more with: fastrnn generate {args.output} --prompt \"...\"")
-    return 0
 
 
 def _split(text, fraction):

@@ -132,7 +132,7 @@ def _need_text(name, number, what, value):
 
 
 def _need_label(name, number, value):
-    if isinstance(value, (str, bool, int)) or isinstance(value, float) and math.isfinite(value):
+    if isinstance(value, (str, int)) or isinstance(value, float) and math.isfinite(value):
         return value
     raise CLIError(f"{name}, line {number}: label must be a string or a number, got "
                    f"{json.dumps(value)[:40]}")

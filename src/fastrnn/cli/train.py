@@ -8,7 +8,9 @@ import sys
 import textwrap
 import time
 
-from .common import (CELLS, CLIError, EXIT_INTERRUPTED, OPTIMIZERS, POSITIVE, POSITIVE_FLOAT,
+from ..tasks.base import OPTIMIZERS
+from ..tasks.stack import CELLS
+from .common import (CLIError, DATA_FORMATS, EXIT_INTERRUPTED, POSITIVE, POSITIVE_FLOAT,
                      NON_NEGATIVE_FLOAT, PROBABILITY, Parser, TASKS, add_threads_option,
                      apply_threads, check_writable, float_in, library_call, plural,
                      task_classes)
@@ -40,9 +42,6 @@ data: TSV, one example per line: x1 x2 x3 ...<TAB>y  (a sequence of numbers
   "target": 0.7 or [0.7, 1.2]}.  Scale inputs and targets yourself (about
   mean 0 and variance 1): recurrent networks train poorly on large values.""",
 }
-# The data format choices of each task (besides "auto"); lm reads plain text only.
-DATA_FORMATS = {"lm": (), "classify": ("tsv", "jsonl"), "tag": ("conll", "jsonl"),
-                "seq2seq": ("tsv", "jsonl"), "regress": ("tsv", "jsonl")}
 
 TASK_HELP = {
     "lm": "language model: predicts the next character or word; sample text from it "
@@ -108,12 +107,9 @@ def _help(text, cls, parameter, method="__init__", none=None):
 
 def _optimizer_defaults(parameter):
     """``"0.001 for adam, sgd; 0.01 for rmsprop"``: each optimizer's own default."""
-    from .. import optim
-    classes = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
-               "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
     groups = {}
-    for name in OPTIMIZERS:
-        groups.setdefault(_default(classes[name], parameter), []).append(name)
+    for name, cls in OPTIMIZERS.items():
+        groups.setdefault(_default(cls, parameter), []).append(name)
     return "; ".join(f"{value:g} for {', '.join(names)}" for value, names in groups.items())
 
 
@@ -141,7 +137,7 @@ def _add_data_options(parser, task):
 
 
 def _add_model_options(group, task, cls):
-    group.add_argument("--cell", choices=CELLS, help=_help("recurrent cell", cls, "cell"))
+    group.add_argument("--cell", choices=tuple(CELLS), help=_help("recurrent cell", cls, "cell"))
     group.add_argument("--hidden-size", type=POSITIVE, metavar="H",
                        help=_help("hidden units per layer", cls, "hidden_size"))
     group.add_argument("--layers", type=POSITIVE, metavar="N",
@@ -197,7 +193,7 @@ def _add_training_options(group, task, cls):
         group.add_argument("--teacher-forcing", type=float_in(0.0, 1.0), metavar="R",
                            help=_help("probability of feeding the true previous token while "
                                       "training", cls, "teacher_forcing"))
-    group.add_argument("--optimizer", choices=OPTIMIZERS,
+    group.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
                        help=_help("optimizer", cls, "optimizer"))
     group.add_argument("--lr", type=POSITIVE_FLOAT,
                        help=f"learning rate (default: {_optimizer_defaults('lr')})")

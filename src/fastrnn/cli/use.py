@@ -8,12 +8,11 @@ import sys
 
 import numpy as np
 
-from .common import (CLIError, NON_NEGATIVE, POSITIVE, add_threads_option, apply_threads,
-                     float_in, library_call, load_model, task_classes)
+from .common import (CLIError, DATA_FORMATS, NON_NEGATIVE, POSITIVE, add_threads_option,
+                     apply_threads, float_in, library_call, load_model, task_classes)
 from .readers import (display_name, read_inputs, read_pairs, read_regression, read_tagged,
                       read_texts)
 from .shape import check_task_shape, warn_unseen
-from .train import DATA_FORMATS
 
 
 def add_parsers(commands):

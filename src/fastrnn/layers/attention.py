@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _threads
 from .._kernels._dispatch import _attention, _dense
-from .._validation import (check_finite, check_shape, float_array, positive_int, produced,
+from .._validation import (Options, check_finite, check_shape, float_array, positive_int, produced,
                            resolve_dtype)
 from .module import Module
 
@@ -51,9 +51,7 @@ class Attention(Module):
     def __init__(self, query_size, memory_size, score="dot", attention_size=None,
                  dtype="float32", seed=None):
         super().__init__(resolve_dtype(dtype))
-        if isinstance(score, np.ndarray) or score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}, "
-                             f"got {score!r}")
+        Options(SCORES)("score", score)
         self.query_size = positive_int("query_size", query_size)
         self.memory_size = positive_int("memory_size", memory_size)
         self.score = score

@@ -1,10 +1,9 @@
 """Dropout layer: inverted dropout with a checkpointable random generator."""
 
-import numbers
 
 import numpy as np
 
-from .._validation import check_shape, float_array, produced, read_only, resolve_dtype
+from .._validation import FRACTION, check_shape, float_array, produced, read_only, resolve_dtype
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -31,11 +30,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, seed=None, dtype="float32"):
         super().__init__(resolve_dtype(dtype))
-        if (isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real)
-                or not 0.0 <= float(p) < 1.0):
-            raise ValueError(f"p (the drop probability) must be a number in [0, 1), "
-                             f"got {p!r}")
-        self.p = float(p)
+        self.p = FRACTION("p (the drop probability)", p)
         self._rng = np.random.default_rng(seed)
 
     def _config(self):

@@ -4,18 +4,16 @@ Pretrained vectors in text form (GloVe, word2vec) load through
 ``Embedding.from_pretrained``; see its docstring for the file format.
 """
 
-import collections.abc
-import numbers
 import os
-import warnings
 
 import numpy as np
 
 from .. import _threads
 from .._kernels._dispatch import _embedding
-from .._validation import (check_finite, check_shape, float_array, positive_int,
-                           private_input, read_only, resolve_dtype, to_numpy)
-from ..vectors import read_text_vectors
+from .._validation import (Boolean, Integer, Optional, check_finite, check_shape, float_array,
+                           positive_int, private_input, read_only, resolve_dtype,
+                           to_numpy)
+from ..vectors import pretrained_array, read_vectors_for_vocab, vocab_tokens
 from .module import Module, reserve_parameter
 
 __all__ = ["Embedding"]
@@ -74,9 +72,7 @@ class Embedding(Module):
 
     @freeze.setter
     def freeze(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"freeze must be True or False, got {value!r}")
-        value = bool(value)
+        value = Boolean()("freeze", value)
         if value:
             self.grads.pop("weight", None)    # a frozen table may be large
         elif "weight" not in self.grads:
@@ -180,29 +176,12 @@ class Embedding(Module):
         its errors are ValueErrors naming the file and line.
         """
         if isinstance(source, (str, os.PathLike)):
-            if vocab is None:
-                raise ValueError("vocab is required when source is a file path: the "
-                                 "token of every id decides which vectors are read")
-            tokens = _vocab_tokens(vocab)
+            tokens = vocab_tokens(vocab, required_for=source)
             index = _normalise_padding_idx(padding_idx, len(tokens))
-            weight, missing, std = read_text_vectors(source, tokens, index, seed)
-            if missing:
-                examples = ", ".join(repr(tokens[i]) for i in missing[:5])
-                more = ", ..." if len(missing) > 5 else ""
-                warnings.warn(
-                    f"{len(missing)} of {len(tokens)} vocab words are not in "
-                    f"{os.fspath(source)!r} and got random vectors (normal, std "
-                    f"{std:.4g}, seed {seed!r}): {examples}{more}",
-                    UserWarning, stacklevel=2)
-            zero_padding_row = True
+            weight = read_vectors_for_vocab(source, tokens, index, seed)
         else:
-            weight = _pretrained_array(source)
-            if vocab is not None:
-                tokens = _vocab_tokens(vocab)
-                if len(tokens) != weight.shape[0]:
-                    raise ValueError(f"vocab has {len(tokens)} tokens but source has "
-                                     f"{weight.shape[0]} rows; they must be equal")
-            zero_padding_row = False
+            weight = pretrained_array(source, vocab)
+        zero_padding_row = isinstance(source, (str, os.PathLike))
         layer = cls.__new__(cls)
         layer._setup(weight, padding_idx, freeze, dtype, zero_padding_row)
         return layer
@@ -217,11 +196,9 @@ class Embedding(Module):
 
 def _normalise_padding_idx(padding_idx, num_embeddings):
     """padding_idx in [0, V), or None; negative values count from the end (PyTorch)."""
+    padding_idx = Optional(Integer())("padding_idx", padding_idx)
     if padding_idx is None:
         return None
-    if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, numbers.Integral):
-        raise TypeError(f"padding_idx must be an int or None, got {padding_idx!r}")
-    padding_idx = int(padding_idx)
     if not -num_embeddings <= padding_idx < num_embeddings:
         raise ValueError(f"padding_idx must lie in [-{num_embeddings}, {num_embeddings}) "
                          f"(num_embeddings={num_embeddings}), got {padding_idx}")
@@ -245,49 +222,3 @@ def _id_array(ids, num_embeddings):
     return array
 
 
-def _vocab_tokens(vocab):
-    """The list of token strings in id order, from any accepted vocab form."""
-    if hasattr(vocab, "tokens"):
-        tokens = vocab.tokens
-        tokens = list(tokens() if callable(tokens) else tokens)
-    elif isinstance(vocab, collections.abc.Mapping):
-        ids = list(vocab.values())
-        if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral)
-               for i in ids):
-            raise TypeError("vocab mapping must map tokens to int ids")
-        if sorted(int(i) for i in ids) != list(range(len(ids))):
-            raise ValueError(f"vocab mapping must use each id 0..{len(ids) - 1} exactly "
-                             f"once, got ids from {min(ids, default=None)} to "
-                             f"{max(ids, default=None)} for {len(ids)} tokens")
-        tokens = [None] * len(ids)
-        for token, i in vocab.items():
-            tokens[int(i)] = token
-    elif isinstance(vocab, (str, bytes)) or not isinstance(vocab, collections.abc.Iterable):
-        raise TypeError(f"vocab must have a 'tokens' attribute, or be a sequence of "
-                        f"tokens or a mapping token -> id, got {type(vocab).__name__}")
-    else:
-        tokens = list(vocab)
-    if not tokens:
-        raise ValueError("vocab must hold at least one token, got none")
-    seen = {}
-    for i, token in enumerate(tokens):
-        if not isinstance(token, str):
-            raise TypeError(f"vocab tokens must be str, got {type(token).__name__} "
-                            f"{token!r} for id {i}")
-        if token in seen:
-            raise ValueError(f"vocab token {token!r} appears twice (ids {seen[token]} and {i})")
-        seen[token] = i
-    return tokens
-
-
-def _pretrained_array(source):
-    """A (V, D) float64 copy of an array source, checked."""
-    array = to_numpy(source)
-    if array.dtype.kind != "f":
-        raise TypeError(f"source must be a (V, D) float array or a file path, got an "
-                        f"array of dtype {array.dtype}")
-    if array.ndim != 2 or 0 in array.shape:
-        raise ValueError(f"source must be a (V, D) array with V, D >= 1, got shape "
-                         f"{array.shape}")
-    check_finite("source", array)
-    return np.array(array, dtype=np.float64)

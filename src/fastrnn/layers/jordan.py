@@ -17,7 +17,7 @@ import numpy as np
 from .. import _threads
 from .._kernels._dispatch import _jordan as kernels
 from .._kernels import _runtime
-from .._validation import (check_finite, check_shape, float_array, lengths_array,
+from .._validation import (Options, check_finite, check_shape, float_array, lengths_array,
                            positive_int, private_input, produced, read_only, resolve_dtype)
 from .module import ForwardCache, Module
 from .recurrent import _BatchPlan
@@ -27,13 +27,6 @@ __all__ = ["Jordan"]
 NONLINEARITIES = {"tanh": kernels.Hidden.TANH, "relu": kernels.Hidden.RELU}
 OUTPUT_ACTIVATIONS = {"identity": kernels.Output.IDENTITY, "tanh": kernels.Output.OUT_TANH,
                       "sigmoid": kernels.Output.SIGMOID, "softmax": kernels.Output.SOFTMAX}
-
-
-def _choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {value!r}")
-    return value
 
 
 class Jordan(Module):
@@ -67,9 +60,9 @@ class Jordan(Module):
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.output_size = positive_int("output_size", output_size)
         self.num_layers = positive_int("num_layers", num_layers)
-        self.nonlinearity = _choice("nonlinearity", nonlinearity, tuple(NONLINEARITIES))
-        self.output_activation = _choice("output_activation", output_activation,
-                                         tuple(OUTPUT_ACTIVATIONS))
+        self.nonlinearity = Options(NONLINEARITIES)("nonlinearity", nonlinearity)
+        self.output_activation = Options(OUTPUT_ACTIVATIONS)("output_activation",
+                                                              output_activation)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.seed = seed

@@ -15,10 +15,13 @@ import numpy as np
 from .. import _threads
 from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
-from .._validation import (check_finite, check_shape, float_array, lengths_array,
-                           positive_int, private_input, produced, read_only, resolve_dtype)
+from .._validation import (FRACTION, Boolean, Integer, Optional, Real, check_finite,
+                           check_shape, float_array, lengths_array, positive_int,
+                           private_input, produced, read_only, resolve_dtype)
 from .module import ForwardCache, Module, check_parameter_budget
 from .stream import Stream
+
+_FLAG = Boolean()
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -81,10 +84,7 @@ class _Recurrent(Module):
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.num_layers = positive_int("num_layers", num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = FRACTION("dropout", dropout)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -504,12 +504,8 @@ class LSTM(_Recurrent):
                  input_forget=False):
         hidden_size = positive_int("hidden_size", hidden_size)
         self.proj_size = _proj_size(proj_size, hidden_size)
-        if not isinstance(peepholes, (bool, np.bool_)):
-            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
-        self.peepholes = self._peepholes = bool(peepholes)
-        if not isinstance(input_forget, (bool, np.bool_)):
-            raise TypeError(f"input_forget must be True or False, got {input_forget!r}")
-        self.input_forget = self._input_forget = bool(input_forget)
+        self.peepholes = self._peepholes = _FLAG("peepholes", peepholes)
+        self.input_forget = self._input_forget = _FLAG("input_forget", input_forget)
         self.cell_clip = _cell_clip(cell_clip)
         self._clip = self.cell_clip or 0.0
         super().__init__(kernels.Cell.LSTM, input_size, hidden_size, num_layers, bias,
@@ -538,9 +534,7 @@ class GRU(_Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False,
                  dtype="float32", seed=None, reset_after=True):
-        if not isinstance(reset_after, (bool, np.bool_)):
-            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
-        self.reset_after = bool(reset_after)
+        self.reset_after = _FLAG("reset_after", reset_after)
         self._reset_before = not self.reset_after
         super().__init__(kernels.Cell.GRU, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
@@ -551,9 +545,8 @@ class GRU(_Recurrent):
 
 def _proj_size(value, hidden_size):
     """proj_size: 0 (no projection) or an int in 1..hidden_size - 1."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"proj_size must be an int, got {type(value).__name__}")
-    if not 0 <= value < hidden_size:
+    value = Integer(low=0)("proj_size", value)
+    if value >= hidden_size:
         raise ValueError(f"proj_size must be 0 (no projection) or between 1 and "
                          f"hidden_size - 1 = {hidden_size - 1}, got {value}")
     return int(value)
@@ -561,11 +554,4 @@ def _proj_size(value, hidden_size):
 
 def _cell_clip(value):
     """cell_clip: None (no clipping) or a positive finite float."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"cell_clip must be None or a positive number, got "
-                        f"{type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"cell_clip must be a positive finite number, got {value!r}")
-    return float(value)
+    return Optional(Real(low=0, low_open=True))("cell_clip", value)

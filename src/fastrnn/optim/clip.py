@@ -13,10 +13,10 @@ and reuse it for the NaN check and the clipping.
 """
 
 import math
-import numbers
 
 from .. import _threads
 from .._kernels._dispatch import _optim
+from .._validation import Real
 from .optimizers import _flat, _kernels, check_parameters, resolve_modules
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
@@ -27,22 +27,19 @@ _scale = _kernels(_optim.scale)
 _clamp = _kernels(_optim.clamp)
 
 
+_NORM_TYPE = Real(low=0, low_open=True, finite=False)
+_BOUND = Real(low=0, finite=False)
+
+
 def _norm_type(value):
     if isinstance(value, str) and value.lower() == "inf":
         return math.inf
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or math.isnan(value) or value <= 0 or value == -math.inf:
-        raise ValueError(f"clip_grad_norm: norm_type must be a number > 0 or inf, "
-                         f"got {value!r}")
-    return float(value)
+    return _NORM_TYPE("norm_type", value, "clip_grad_norm")
 
 
 def _bound(owner, name, value):
     """A number >= 0 (inf allowed), or a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or math.isnan(value) or value < 0:
-        raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
-    return float(value)
+    return _BOUND(name, value, owner)
 
 
 def _grads(modules, owner):

@@ -22,8 +22,6 @@ parameter's ``step`` counts its own updates, so one that was frozen for a
 while gets the bias corrections of the updates it actually had.
 """
 
-import math
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,7 +29,7 @@ import numpy as np
 from .. import _threads
 from .._io import archive_bytes, read_archive
 from .._kernels._dispatch import _optim
-from .._validation import to_numpy
+from .._validation import Boolean, Integer, Modules, Real, to_numpy
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
@@ -54,37 +52,15 @@ def _kernels(function):
 
 # -- modules ----------------------------------------------------------------------
 
-def _is_module(obj):
-    return callable(getattr(obj, "named_parameters", None)) and \
-        isinstance(getattr(obj, "grads", None), Mapping)
+_MODULES = Modules()
 
 
 def resolve_modules(modules, owner):
     """The list of modules from one module, a list/tuple of them, or an object
-    with a ``modules()`` method (a task model), resolved once.  An object that
-    is itself a module (``named_parameters()`` and ``grads``) is one module.
-    The order fixes the module index ``k`` used in state-dict keys."""
-    given = modules
-    if not _is_module(modules) and callable(getattr(modules, "modules", None)):
-        modules = modules.modules()
-    if _is_module(modules):
-        return [modules]
-    if not isinstance(modules, (list, tuple)):
-        raise TypeError(f"{owner}: modules must be a Module, a list/tuple of Modules or "
-                        f"an object with a modules() method, got {type(given).__name__}")
-    modules = list(modules)
-    if not modules:
-        raise ValueError(f"{owner}: modules must not be empty, got no modules")
-    seen = set()
-    for index, module in enumerate(modules):
-        if not _is_module(module):
-            raise TypeError(f"{owner}: modules[{index}] must be a Module (with "
-                            f"named_parameters() and grads), got {type(module).__name__}")
-        if id(module) in seen:
-            raise ValueError(f"{owner}: modules[{index}] ({type(module).__name__}) appears "
-                             f"more than once; its parameters would be updated twice")
-        seen.add(id(module))
-    return modules
+    with a ``modules()`` method (a task model), resolved once (the one rule of
+    :class:`fastrnn._validation.Modules`).  The order fixes the module index
+    ``k`` used in state-dict keys."""
+    return _MODULES.resolve("modules", modules, owner)
 
 
 class _Slot:
@@ -239,37 +215,18 @@ def all_parameters(module):
 
 # -- hyperparameter checks ------------------------------------------------------------
 
-def _number(owner, name, value, low=None, low_open=False, high=None, high_open=False):
-    """A finite float within the bounds, or a ValueError/TypeError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    value = float(value)
-    bounds = []
-    if low is not None:
-        bounds.append(f"{'>' if low_open else '>='} {low}")
-    if high is not None:
-        bounds.append(f"{'<' if high_open else '<='} {high}")
-    ok = math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        expected = " and ".join(bounds) if bounds else "finite"
-        raise ValueError(f"{owner}: {name} must be a finite number {expected}, got {value!r}")
-    return value
-
-
-def _flag(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
+_AT_LEAST_0 = Real(low=0.0)
+_ABOVE_0 = Real(low=0.0, low_open=True)
+_IN_0_1 = Real(0.0, 1.0)
+_IN_0_1_OPEN = Real(0.0, 1.0, high_open=True)
+_FLAG = Boolean()
+_STEP = Integer(low=0)
 
 
 def _betas(owner, value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {value!r}")
-    return [_number(owner, f"betas[{i}]", beta, 0.0, False, 1.0, True)
+    return [_IN_0_1_OPEN(f"betas[{i}]", beta, owner)
             for i, beta in enumerate(value)]
 
 
@@ -320,7 +277,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._hp["lr"] = _number(type(self).__name__, "lr", value, 0.0)
+        self._hp["lr"] = _AT_LEAST_0("lr", value, type(self).__name__)
 
     @property
     def hyperparameters(self):
@@ -441,10 +398,7 @@ class Optimizer:
                              f"unexpected {sorted(set(hp) - set(self._hp), key=str)}")
         hp = self._check(dict(hp))
         steps = state["step"]
-        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral) \
-                or steps < 0:
-            raise ValueError(f"{name}.load_state_dict: step must be an int >= 0, "
-                             f"got {steps!r}")
+        _STEP("step", steps, f"{name}.load_state_dict")
         buffers = state["buffers"]
         if not isinstance(buffers, Mapping):
             raise TypeError(f"{name}.load_state_dict: buffers must be a mapping of names "
@@ -570,12 +524,12 @@ class SGD(Optimizer):
     @classmethod
     def _check(cls, hp):
         owner = cls.__name__
-        out = {"lr": _number(owner, "lr", hp["lr"], 0.0),
-               "momentum": _number(owner, "momentum", hp["momentum"], 0.0),
-               "dampening": _number(owner, "dampening", hp["dampening"], 0.0, False, 1.0),
-               "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
-               "nesterov": _flag(owner, "nesterov", hp["nesterov"]),
-               "l1": _number(owner, "l1", hp["l1"], 0.0)}
+        out = {"lr": _AT_LEAST_0("lr", hp["lr"], owner),
+               "momentum": _AT_LEAST_0("momentum", hp["momentum"], owner),
+               "dampening": _IN_0_1("dampening", hp["dampening"], owner),
+               "weight_decay": _AT_LEAST_0("weight_decay", hp["weight_decay"], owner),
+               "nesterov": _FLAG("nesterov", hp["nesterov"], owner),
+               "l1": _AT_LEAST_0("l1", hp["l1"], owner)}
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(f"{owner}: nesterov=True needs momentum > 0 and dampening 0, "
                              f"got momentum={out['momentum']} dampening={out['dampening']}")
@@ -628,12 +582,12 @@ class Adam(Optimizer):
     @classmethod
     def _check(cls, hp):
         owner = cls.__name__
-        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
+        return {"lr": _AT_LEAST_0("lr", hp["lr"], owner),
                 "betas": _betas(owner, hp["betas"]),
-                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
-                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
-                "amsgrad": _flag(owner, "amsgrad", hp["amsgrad"]),
-                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+                "eps": _ABOVE_0("eps", hp["eps"], owner),
+                "weight_decay": _AT_LEAST_0("weight_decay", hp["weight_decay"], owner),
+                "amsgrad": _FLAG("amsgrad", hp["amsgrad"], owner),
+                "l1": _AT_LEAST_0("l1", hp["l1"], owner)}
 
     @staticmethod
     def _buffer_names(hp):
@@ -705,13 +659,13 @@ class RMSprop(Optimizer):
     @classmethod
     def _check(cls, hp):
         owner = cls.__name__
-        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
-                "alpha": _number(owner, "alpha", hp["alpha"], 0.0, False, 1.0, True),
-                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
-                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
-                "momentum": _number(owner, "momentum", hp["momentum"], 0.0),
-                "centered": _flag(owner, "centered", hp["centered"]),
-                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+        return {"lr": _AT_LEAST_0("lr", hp["lr"], owner),
+                "alpha": _IN_0_1_OPEN("alpha", hp["alpha"], owner),
+                "eps": _ABOVE_0("eps", hp["eps"], owner),
+                "weight_decay": _AT_LEAST_0("weight_decay", hp["weight_decay"], owner),
+                "momentum": _AT_LEAST_0("momentum", hp["momentum"], owner),
+                "centered": _FLAG("centered", hp["centered"], owner),
+                "l1": _AT_LEAST_0("l1", hp["l1"], owner)}
 
     @staticmethod
     def _buffer_names(hp):
@@ -760,13 +714,13 @@ class Adagrad(Optimizer):
     @classmethod
     def _check(cls, hp):
         owner = cls.__name__
-        return {"lr": _number(owner, "lr", hp["lr"], 0.0),
-                "lr_decay": _number(owner, "lr_decay", hp["lr_decay"], 0.0),
-                "weight_decay": _number(owner, "weight_decay", hp["weight_decay"], 0.0),
-                "initial_accumulator_value": _number(owner, "initial_accumulator_value",
-                                                     hp["initial_accumulator_value"], 0.0),
-                "eps": _number(owner, "eps", hp["eps"], 0.0, True),
-                "l1": _number(owner, "l1", hp["l1"], 0.0)}
+        return {"lr": _AT_LEAST_0("lr", hp["lr"], owner),
+                "lr_decay": _AT_LEAST_0("lr_decay", hp["lr_decay"], owner),
+                "weight_decay": _AT_LEAST_0("weight_decay", hp["weight_decay"], owner),
+                "initial_accumulator_value": _AT_LEAST_0(
+                    "initial_accumulator_value", hp["initial_accumulator_value"], owner),
+                "eps": _ABOVE_0("eps", hp["eps"], owner),
+                "l1": _AT_LEAST_0("l1", hp["l1"], owner)}
 
     @staticmethod
     def _buffer_names(hp):

@@ -18,34 +18,21 @@ float (PyTorch returns a list with one entry per group).
 """
 
 import math
-import numbers
 from collections.abc import Mapping
 
-import numpy as np
 
+from .._validation import Integer, Options, Real, is_bool
 from .optimizers import Optimizer
 
 __all__ = ["StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearWarmup",
            "ReduceLROnPlateau"]
 
 
-def _positive_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _int_at_least(owner, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _real(owner, name, value, check, expected):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or not check(float(value)):
-        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
-    return float(value)
+_POSITIVE_INT = Integer(low=1)
+_COUNT = Integer(low=0)
+_AT_LEAST_0 = Real(low=0)
+_ABOVE_0 = Real(low=0, low_open=True)
+_BEST = Real(finite=False)         # "inf" / "-inf" are decoded before the check
 
 
 def _check_optimizer(owner, optimizer):
@@ -53,12 +40,6 @@ def _check_optimizer(owner, optimizer):
         raise TypeError(f"{owner}: optimizer must be a fastrnn optimizer "
                         f"(fr.optim.SGD, Adam...), got {type(optimizer).__name__}")
     return optimizer
-
-
-def _choice(owner, name, value, options):
-    if value not in options:
-        raise ValueError(f"{owner}: {name} must be one of {list(options)}, got {value!r}")
-    return value
 
 
 class _Schedule:
@@ -117,11 +98,9 @@ class _Schedule:
             setattr(self, name, value)
 
     def _check_counters(self, owner, state):
-        return {"last_epoch": _int_at_least(owner, "last_epoch", state["last_epoch"], 0),
-                "base_lr": _real(owner, "base_lr", state["base_lr"], lambda v: v >= 0,
-                                 "a number >= 0"),
-                "last_lr": _real(owner, "last_lr", state["last_lr"], lambda v: v >= 0,
-                                 "a number >= 0")}
+        return {"last_epoch": _COUNT("last_epoch", state["last_epoch"], owner),
+                "base_lr": _AT_LEAST_0("base_lr", state["base_lr"], owner),
+                "last_lr": _AT_LEAST_0("last_lr", state["last_lr"], owner)}
 
     def __repr__(self):
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._settings)
@@ -148,8 +127,8 @@ class StepLR(_Schedule):
 
     @staticmethod
     def _check_settings(owner, s):
-        return {"step_size": _positive_int(owner, "step_size", s["step_size"]),
-                "gamma": _real(owner, "gamma", s["gamma"], lambda v: v > 0, "a number > 0")}
+        return {"step_size": _POSITIVE_INT("step_size", s["step_size"], owner),
+                "gamma": _ABOVE_0("gamma", s["gamma"], owner)}
 
     def _next_lr(self, lr):
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
@@ -174,7 +153,7 @@ class ExponentialLR(_Schedule):
 
     @staticmethod
     def _check_settings(owner, s):
-        return {"gamma": _real(owner, "gamma", s["gamma"], lambda v: v > 0, "a number > 0")}
+        return {"gamma": _ABOVE_0("gamma", s["gamma"], owner)}
 
     def _next_lr(self, lr):
         if self._initial:
@@ -203,9 +182,8 @@ class CosineAnnealingLR(_Schedule):
 
     @staticmethod
     def _check_settings(owner, s):
-        return {"T_max": _positive_int(owner, "T_max", s["T_max"]),
-                "eta_min": _real(owner, "eta_min", s["eta_min"], lambda v: v >= 0,
-                                 "a number >= 0")}
+        return {"T_max": _POSITIVE_INT("T_max", s["T_max"], owner),
+                "eta_min": _AT_LEAST_0("eta_min", s["eta_min"], owner)}
 
     def _next_lr(self, lr):
         e, T, low = self.last_epoch, self.T_max, self.eta_min
@@ -240,9 +218,9 @@ class LinearWarmup(_Schedule):
 
     @staticmethod
     def _check_settings(owner, s):
-        return {"warmup_steps": _positive_int(owner, "warmup_steps", s["warmup_steps"]),
-                "start_factor": _real(owner, "start_factor", s["start_factor"],
-                                      lambda v: 0 < v <= 1, "a number in (0, 1]")}
+        return {"warmup_steps": _POSITIVE_INT("warmup_steps", s["warmup_steps"], owner),
+                "start_factor": Real(0, 1, low_open=True)(
+                    "start_factor", s["start_factor"], owner)}
 
     def _next_lr(self, lr):
         start, end, total, e = self.start_factor, 1.0, self.warmup_steps, self.last_epoch
@@ -263,10 +241,7 @@ def _encode(value):
 def _decode(owner, name, value):
     if value in ("inf", "-inf"):
         return float(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"{owner}: {name} must be a number or 'inf' / '-inf', "
-                         f"got {value!r}")
-    return float(value)
+    return _BEST(name, value, owner)
 
 
 class ReduceLROnPlateau(_Schedule):
@@ -314,15 +289,14 @@ class ReduceLROnPlateau(_Schedule):
     @staticmethod
     def _check_settings(owner, s):
         def at_least_zero(name):
-            return _real(owner, name, s[name], lambda v: v >= 0, "a number >= 0")
-        return {"mode": _choice(owner, "mode", s["mode"], ("min", "max")),
-                "factor": _real(owner, "factor", s["factor"], lambda v: 0 < v < 1,
-                                "a number in (0, 1)"),
-                "patience": _int_at_least(owner, "patience", s["patience"], 0),
+            return _AT_LEAST_0(name, s[name], owner)
+        return {"mode": Options(("min", "max"))("mode", s["mode"], owner),
+                "factor": Real(0, 1, True, True)("factor", s["factor"], owner),
+                "patience": _COUNT("patience", s["patience"], owner),
                 "threshold": at_least_zero("threshold"),
-                "threshold_mode": _choice(owner, "threshold_mode", s["threshold_mode"],
-                                          ("rel", "abs")),
-                "cooldown": _int_at_least(owner, "cooldown", s["cooldown"], 0),
+                "threshold_mode": Options(("rel", "abs"))(
+                    "threshold_mode", s["threshold_mode"], owner),
+                "cooldown": _COUNT("cooldown", s["cooldown"], owner),
                 "min_lr": at_least_zero("min_lr"),
                 "eps": at_least_zero("eps")}
 
@@ -339,7 +313,7 @@ class ReduceLROnPlateau(_Schedule):
         """Record this epoch's ``metric`` (a number; NaN counts as no
         improvement) and reduce the learning rate if it has plateaued."""
         current = None
-        if not isinstance(metric, (str, bytes, bool, np.bool_)):
+        if not isinstance(metric, (str, bytes)) and not is_bool(metric):
             try:
                 current = float(metric)
             except (TypeError, ValueError):
@@ -371,11 +345,8 @@ class ReduceLROnPlateau(_Schedule):
         return state
 
     def _check_counters(self, owner, state):
-        return {"last_epoch": _int_at_least(owner, "last_epoch", state["last_epoch"], 0),
+        return {"last_epoch": _COUNT("last_epoch", state["last_epoch"], owner),
                 "best": _decode(owner, "best", state["best"]),
-                "num_bad_epochs": _int_at_least(owner, "num_bad_epochs",
-                                                state["num_bad_epochs"], 0),
-                "cooldown_counter": _int_at_least(owner, "cooldown_counter",
-                                                  state["cooldown_counter"], 0),
-                "last_lr": _real(owner, "last_lr", state["last_lr"], lambda v: v >= 0,
-                                 "a number >= 0")}
+                "num_bad_epochs": _COUNT("num_bad_epochs", state["num_bad_epochs"], owner),
+                "cooldown_counter": _COUNT("cooldown_counter", state["cooldown_counter"], owner),
+                "last_lr": _AT_LEAST_0("last_lr", state["last_lr"], owner)}

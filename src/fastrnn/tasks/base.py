@@ -16,7 +16,6 @@ import inspect
 import io
 import json
 import math
-import numbers
 
 import numpy as np
 
@@ -26,9 +25,10 @@ from .._version import __version__
 from ..layers.module import ParameterBudgetError, parameter_budget
 from ..data import BatchLoader
 from ..training import Trainer
-from .inputs import InputEncoder, check_count
-from .network import INPUTS, SequenceEncoder
+from .._validation import FRACTION, Boolean, Integer, Options, Real, resolve_seed
+from .inputs import InputEncoder
 from .onnx_export import export_model, pad
+from .stack import INPUTS, RecurrentStack
 
 MODEL_FORMAT = "fastrnn.model"
 MODEL_VERSION = 1
@@ -105,37 +105,13 @@ def make_optimizer(optimizer, modules, lr=None, weight_decay=None):
 def network_input(value, kind):
     """The encoder's input kind: "numeric" for numeric data (whatever ``input``
     says), else the model's ``input``, "embedding" or "onehot"."""
-    if value not in INPUTS:
-        raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got "
-                         f"{value!r}")
+    Options(INPUTS)("input", value)
     if kind == "numeric":
         return "numeric"
     if value == "numeric":
         raise ValueError(f"input='numeric' needs numeric X (arrays of numbers), but X holds "
                          f"{kind}; use input='embedding' or 'onehot'")
     return value
-
-
-def check_validation_split(value):
-    """``validation_split`` as a float in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not 0.0 <= value < 1.0:
-        raise ValueError(f"validation_split must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
-def fresh_seed(seed):
-    """``seed`` itself, or a random one when None (data order must be seeded)."""
-    if seed is not None:
-        return seed
-    return int(np.random.SeedSequence().generate_state(1)[0])
-
-
-def check_flag(name, value):
-    """``value`` as a bool; anything else (a string like "no" is truthy) is refused."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class TaskModel(BaseEstimator):
@@ -203,11 +179,12 @@ class TaskModel(BaseEstimator):
         keyword of the same name when that is not None; checked."""
         options = {name: getattr(self, name) for name in self._training_params}
         options.update({name: value for name, value in overrides.items() if value is not None})
-        check_count("epochs", options["epochs"])
-        check_count("batch_size", options["batch_size"])
-        options["validation_split"] = check_validation_split(options["validation_split"])
+        Integer(low=1)("epochs", options["epochs"])
+        Integer(low=1)("batch_size", options["batch_size"])
+        options["validation_split"] = FRACTION("validation_split",
+                                                options["validation_split"])
         if "shuffle" in options:
-            options["shuffle"] = check_flag("shuffle", options["shuffle"])
+            options["shuffle"] = Boolean()("shuffle", options["shuffle"])
         return options
 
     # -- class and sample weights (classifier, tagger) ---------------------------------
@@ -306,16 +283,16 @@ class TaskModel(BaseEstimator):
         """
         inputs.dtype = self.dtype      # also for a loaded model's predict
         kind = network_input(getattr(self, "input", "embedding"), inputs.kind)
-        return SequenceEncoder(self.cell, kind, inputs.size, self.hidden_size,
+        return RecurrentStack(self.cell, kind, inputs.size, self.hidden_size,
                                num_layers=self.num_layers,
-                               bidirectional=check_flag(
+                               bidirectional=Boolean()(
                                    "bidirectional", getattr(self, "bidirectional", False)),
                                dropout=self.dropout,
                                embedding_dim=getattr(self, "embedding_dim", None),
                                pretrained=getattr(self, "pretrained", None),
                                vocab=inputs.vocab,
                                cell_options=getattr(self, "cell_options", None),
-                               freeze_embedding=check_flag(
+                               freeze_embedding=Boolean()(
                                    "freeze_embedding",
                                    getattr(self, "freeze_embedding", False)),
                                dtype=self.dtype, seed=seed)
@@ -328,7 +305,7 @@ class TaskModel(BaseEstimator):
         shuffle).  ``validation`` is already prepared ``(inputs, targets)`` or None.
         """
         validation_split = options["validation_split"]
-        seed = fresh_seed(self.seed)
+        seed = resolve_seed(self.seed)      # data order must be seeded
         shuffle = options["shuffle"]
         options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets}
         train = BatchLoader(inputs, targets, shuffle=shuffle, bucket=shuffle, seed=seed,
@@ -556,11 +533,7 @@ def class_weights(class_weight, classes, label_ids):
         if label not in index:
             raise ValueError(f"class_weight has the label {label!r}, which is not in y "
                              f"(labels: {list(classes)!r})")
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
-                or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, got "
-                             f"{weight!r}")
-        vector[index[label]] = float(weight)
+        vector[index[label]] = Real(low=0)(f"class_weight[{label!r}]", weight)
     return vector
 
 

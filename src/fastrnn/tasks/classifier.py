@@ -6,8 +6,9 @@ from ..layers import Linear
 from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
 from .base import (TRAINING_PARAMS, ClassifierMixin, TaskModel, encode_labels, estimator_bases, fit_labels, json_labels, label_array,
                    label_list, validation_pair)
-from .inputs import InputEncoder, check_count
-from .network import Pooling, check_choice, layer_seeds
+from .._validation import Integer, Options, layer_seeds
+from .inputs import InputEncoder
+from .pooling import Pooling
 from .streaming import ClassifierStream
 
 
@@ -66,7 +67,7 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, classes):
         self._begin_build()
-        check_choice("output", self.output, ("softmax", "sigmoid"))
+        Options(("softmax", "sigmoid"))("output", self.output)
         if self.output == "sigmoid" and len(classes) != 2:
             raise ValueError(f"output='sigmoid' is for 2 classes; y has {len(classes)} "
                              f"(use output='softmax')")
@@ -172,7 +173,7 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
             batch_size: sequences per forward pass (memory, not results).
         """
         self._check_fitted()
-        check_count("batch_size", batch_size)
+        Integer(low=1)("batch_size", batch_size)
         sequences = self.inputs_.transform(X)
         probabilities = np.empty((len(sequences), len(self.classes_)))
         for batch in self._batches(sequences, batch_size):

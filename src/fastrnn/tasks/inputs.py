@@ -13,12 +13,10 @@ Any iterable works (generators are read once); numpy arrays of strings (a
 pandas column's ``.values``) count as lists of texts or token lists.
 """
 
-import math
-import numbers
 
 import numpy as np
 
-from .._validation import check_float_range
+from .._validation import Integer, Optional, check_float_range
 from ..text import EOS, Vocab, get_tokenizer
 
 KINDS = ("text", "tokens", "numeric")
@@ -263,10 +261,8 @@ class InputEncoder:
 
 def check_vocab_limits(min_freq, max_vocab):
     """Vocabulary limits as the models name them (``Vocab.build`` says max_size)."""
-    check_count("min_freq", min_freq)
-    if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(
-            max_vocab, numbers.Integral) or max_vocab < 1):
-        raise ValueError(f"max_vocab must be None or an int >= 1, got {max_vocab!r}")
+    Integer(low=1)("min_freq", min_freq)
+    Optional(Integer(low=1))("max_vocab", max_vocab)
 
 
 def check_vocab(vocab, name, min_freq, max_vocab):
@@ -279,19 +275,3 @@ def check_vocab(vocab, name, min_freq, max_vocab):
     return vocab
 
 
-def check_count(name, value, minimum=1):
-    """``value`` as an int >= ``minimum`` (bools refused); ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
-    """``value`` as a finite float in the interval; ValueError naming ``name``
-    (bools and numpy bools are refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (value <= low if low_open else value < low) \
-            or (value >= high if high_open else value > high):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)

@@ -19,9 +19,10 @@ from ..data import StreamBatcher
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
-from .base import TaskModel, check_flag, eval_mode
-from .inputs import check_count, check_real, check_vocab, check_vocab_limits
-from .network import SequenceEncoder, check_choice, check_seed, layer_seeds
+from .._validation import Boolean, Integer, Options, Real, check_seed, layer_seeds
+from .base import TaskModel, eval_mode
+from .inputs import check_vocab, check_vocab_limits
+from .stack import RecurrentStack
 from .streaming import LanguageModelStream
 
 LEVELS = ("char", "word")
@@ -108,17 +109,17 @@ class LanguageModel(TaskModel):
     # -- building -------------------------------------------------------------------
     def _build(self, vocab):
         self._begin_build()
-        self._level = check_choice("level", self.level, LEVELS)
-        check_choice("input", self.input, ("embedding", "onehot"))
+        self._level = Options(LEVELS)("level", self.level)
+        Options(("embedding", "onehot"))("input", self.input)
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.vocab_ = vocab
-        self.network_ = SequenceEncoder(
+        self.network_ = RecurrentStack(
             self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
             pretrained=self.pretrained, vocab=vocab,
-            freeze_embedding=check_flag("freeze_embedding", self.freeze_embedding),
+            freeze_embedding=Boolean()("freeze_embedding", self.freeze_embedding),
             dtype=self.dtype, seed=network_seed, cell_options=self.cell_options)
-        if check_flag("tie_weights", self.tie_weights):
+        if Boolean()("tie_weights", self.tie_weights):
             self.head_ = TiedOutput(self.network_, seed=head_seed)
         else:
             self.head_ = Linear(self.network_.output_size, len(vocab), dtype=self.dtype,
@@ -128,7 +129,7 @@ class LanguageModel(TaskModel):
 
 
     def _tokenizer(self):
-        return get_tokenizer(check_choice("level", self.level, LEVELS), lower=self.lower)
+        return get_tokenizer(Options(LEVELS)("level", self.level), lower=self.lower)
 
     def _stream(self, texts, name, vocab=None):
         """``<eos> t_1 <eos> t_2 <eos> ...`` as one int64 id array (ids of
@@ -259,31 +260,14 @@ class LanguageModel(TaskModel):
                                     validation_split=validation_split, verbose=verbose,
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay)
-        batch_size, bptt = options["batch_size"], check_count("bptt", options["bptt"])
+        batch_size, bptt = options["batch_size"], Integer(low=1)("bptt", options["bptt"])
         validation_split = options["validation_split"]
-        check_choice("input", self.input, ("embedding", "onehot"))
+        Options(("embedding", "onehot"))("input", self.input)
         check_vocab_limits(self.min_freq, self.max_vocab)
-        tokenizer = self._tokenizer()
         texts = _check_texts(text_or_texts, "text_or_texts")
-        corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
-        if not corpus:
-            raise ValueError("text_or_texts contains no tokens (every text is empty)")
-        vocab = check_vocab(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
-                                        max_size=self.max_vocab),
-                            "text_or_texts", self.min_freq, self.max_vocab)
-        stream = self._stream(texts, "text_or_texts", vocab)
-        held_out = None
-        if validation_data is not None:
-            held_out = self._stream(_check_texts(validation_data, "validation_data"),
-                                    "validation_data", vocab)
-        elif validation_split:
-            cut = int(round(len(stream) * (1.0 - validation_split)))
-            if cut < batch_size + 1 or len(stream) - cut < 1:
-                raise ValueError(f"validation_split={validation_split} leaves "
-                                 f"{cut} training and {len(stream) - cut} validation "
-                                 f"tokens of {len(stream)}; training needs at least "
-                                 f"batch_size + 1 = {batch_size + 1} and validation 1")
-            stream, held_out = stream[:cut], stream[cut - 1:]   # every token predicted once
+        vocab = self._fit_vocab(texts)
+        stream, held_out = self._train_streams(texts, vocab, validation_data,
+                                               validation_split, batch_size)
         if len(stream) < batch_size + 1:
             raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
                              f"{len(stream)} tokens (with <eos> separators) give fewer "
@@ -298,6 +282,33 @@ class LanguageModel(TaskModel):
         return self._train(train, validation, options, callbacks, resume_from,
                            distributed)
 
+    def _fit_vocab(self, texts):
+        """The vocabulary of the training ``texts`` under the model's limits."""
+        tokenizer = self._tokenizer()
+        corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
+        if not corpus:
+            raise ValueError("text_or_texts contains no tokens (every text is empty)")
+        return check_vocab(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
+                                       max_size=self.max_vocab),
+                           "text_or_texts", self.min_freq, self.max_vocab)
+
+    def _train_streams(self, texts, vocab, validation_data, validation_split, batch_size):
+        """``(training ids, held-out ids or None)``: the held-out stream from
+        ``validation_data``, else the last ``validation_split`` of the texts."""
+        stream = self._stream(texts, "text_or_texts", vocab)
+        if validation_data is not None:
+            return stream, self._stream(_check_texts(validation_data, "validation_data"),
+                                        "validation_data", vocab)
+        if not validation_split:
+            return stream, None
+        cut = int(round(len(stream) * (1.0 - validation_split)))
+        if cut < batch_size + 1 or len(stream) - cut < 1:
+            raise ValueError(f"validation_split={validation_split} leaves "
+                             f"{cut} training and {len(stream) - cut} validation "
+                             f"tokens of {len(stream)}; training needs at least "
+                             f"batch_size + 1 = {batch_size + 1} and validation 1")
+        return stream[:cut], stream[cut - 1:]   # every token predicted once
+
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
         """Loss, perplexity (and bits per character) of the model on
         ``text_or_texts`` (a str or a list of str).
@@ -311,8 +322,8 @@ class LanguageModel(TaskModel):
         ``<eos>`` ending each text).
         """
         self._check_fitted()
-        check_count("bptt", bptt)
-        check_count("batch_size", batch_size)
+        Integer(low=1)("bptt", bptt)
+        Integer(low=1)("batch_size", batch_size)
         stream = self._stream(_check_texts(text_or_texts, "text_or_texts"), "text_or_texts")
         if len(stream) < batch_size + 1:
             raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
@@ -364,39 +375,50 @@ class LanguageModel(TaskModel):
         self._check_fitted()
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        length = check_count("length", length, minimum=0)
-        temperature = check_real("temperature", temperature, 0.0)
+        length = Integer(low=0)("length", length)
+        temperature = Real(0.0, math.inf)("temperature", temperature)
         if top_k is not None:
-            top_k = check_count("top_k", top_k)
+            top_k = Integer(low=1)("top_k", top_k)
         if top_p is not None:
-            top_p = check_real("top_p", top_p, 0.0, 1.0, low_open=True)
-        stop_at_eos = check_flag("stop_at_eos", stop_at_eos)
+            top_p = Real(0.0, 1.0, low_open=True)("top_p", top_p)
+        stop_at_eos = Boolean()("stop_at_eos", stop_at_eos)
         rng = np.random.default_rng(check_seed(seed))
+        tokens = self._prompt_tokens(prompt)
+        ids = np.concatenate([[EOS], self.vocab_.encode(tokens)]).astype(np.int64)
+        banned = np.zeros(len(self.vocab_), dtype=bool)
+        banned[[PAD, UNK, BOS]] = True
+        banned[EOS] = not stop_at_eos
+        generated = self._sample_after(ids, length, banned, (temperature, top_k, top_p), rng)
+        words = [self.vocab_.lookup(token) for token in generated]
+        if self._level == "char":
+            return prompt + "".join(words)
+        return self.vocab_.tokenizer.detokenize(tokens + words)
+
+    def _prompt_tokens(self, prompt):
+        """The prompt's tokens, with one warning for those the vocabulary lacks."""
         tokens = self.vocab_.tokenizer.tokenize(prompt)
         unknown = [token for token in tokens if token not in self.vocab_]
         if unknown:
             shown = ", ".join(map(repr, list(dict.fromkeys(unknown))[:5]))
             warnings.warn(f"prompt has {len(unknown)} token(s) not in the vocabulary "
-                          f"({shown}); they are read as <unk>", UserWarning, stacklevel=2)
-        ids = np.concatenate([[EOS], self.vocab_.encode(tokens)]).astype(np.int64)
-        banned = np.zeros(len(self.vocab_), dtype=bool)
-        banned[[PAD, UNK, BOS]] = True
-        banned[EOS] = not stop_at_eos
-        generated = []
+                          f"({shown}); they are read as <unk>", UserWarning, stacklevel=3)
+        return tokens
+
+    def _sample_after(self, ids, length, banned, sampling, rng):
+        """Up to ``length`` token ids drawn one at a time after reading ``ids``
+        (``sampling``: temperature, top_k, top_p); a drawn ``<eos>`` ends them."""
         read = self._token_reader()
         for token in ids:
             logits = read(int(token))
+        generated = []
         for step in range(length):
-            token = _sample(logits, banned, temperature, top_k, top_p, rng)
+            token = _sample(logits, banned, *sampling, rng)
             if token == EOS:
                 break
             generated.append(token)
             if step + 1 < length:
                 logits = read(token)
-        words = [self.vocab_.lookup(token) for token in generated]
-        if self._level == "char":
-            return prompt + "".join(words)
-        return self.vocab_.tokenizer.detokenize(tokens + words)
+        return generated
 
     def _token_reader(self):
         """``read(token_id)`` -> the next-token logits, the state carried.

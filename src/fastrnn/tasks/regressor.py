@@ -4,10 +4,11 @@ import numpy as np
 
 from ..layers import Linear
 from ..losses import MSELoss
-from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel, check_flag,
+from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel,
                    check_targets_given, estimator_bases, validation_pair)
-from .inputs import InputEncoder, check_count
-from .network import Pooling, layer_seeds
+from .._validation import Boolean, Integer, layer_seeds
+from .inputs import InputEncoder
+from .pooling import Pooling
 from .streaming import RegressorStream
 
 
@@ -66,7 +67,7 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, target_size, target_is_vector):
         self._begin_build()
-        self._per_step = check_flag("per_step", self.per_step)
+        self._per_step = Boolean()("per_step", self.per_step)
         network_seed, head_seed = layer_seeds(self.seed, 2)
         self.inputs_ = inputs
         self._set_input_attributes(inputs)
@@ -168,7 +169,7 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
                                     validation_split=validation_split, verbose=verbose,
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle)
-        per_step = check_flag("per_step", self.per_step)
+        per_step = Boolean()("per_step", self.per_step)
         inputs = InputEncoder()
         inputs.dtype = self.dtype       # values beyond it are refused as "X"
         sequences = inputs.fit_transform(X)
@@ -203,7 +204,7 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
             batch_size: sequences per forward pass (memory, not results).
         """
         self._check_fitted()
-        check_count("batch_size", batch_size)
+        Integer(low=1)("batch_size", batch_size)
         sequences = self.inputs_.transform(X)
         results = [None] * len(sequences)
         for batch in self._batches(sequences, batch_size):

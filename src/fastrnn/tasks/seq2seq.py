@@ -16,14 +16,59 @@ from ..layers import Attention, Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
 from .base import TRAINING_PARAMS, TaskModel, eval_mode, prediction_loader, validation_pair
-from .inputs import (InputEncoder, as_sequences, check_count, check_nonempty, check_real,
-                     detect_kind)
-from .network import CELLS, SequenceEncoder, check_choice, layer_seeds, top_state
+from .._validation import Integer, Options, Real, layer_seeds
+from .inputs import InputEncoder, as_sequences, check_nonempty, detect_kind
 from .onnx_export import SEQ2SEQ_REASON
+from .pooling import top_state
+from .stack import CELLS, RecurrentStack
 
 IGNORE = -100               # padded decoder targets: CrossEntropyLoss's ignore_index
 BANNED = (PAD, BOS)         # never generated: PAD is never a target, BOS only an input
 ATTENTIONS = (None, "dot", "general", "additive")
+
+
+class _Finished:
+    """The finished hypotheses of a beam search: up to ``k`` per source, each
+    scored by its mean log-probability per token (``<eos>`` counted)."""
+
+    def __init__(self, batch, k, max_length):
+        self.k = k
+        self.scores = np.full((batch, k), -np.inf)
+        self.tokens = np.zeros((batch, k, max_length), dtype=np.int64)
+        self.lengths = np.zeros((batch, k), dtype=np.int64)
+        self.count = np.zeros(batch, dtype=np.int64)
+        self.done = np.zeros(batch, dtype=bool)     # k hypotheses finished
+
+    def add(self, step, best_scores, parent, ending, history):
+        """Finish the extensions that end with ``<eos>`` ranked within the first
+        k of a source's 2k best (``best_scores`` (B, 2k), ``parent`` their live
+        beam, ``history`` (B, k, step) the live beams' tokens)."""
+        k = self.k
+        add = ending & (np.arange(2 * k) < k) & np.isfinite(best_scores) & ~self.done[:, None]
+        slot = self.count[:, None] + np.cumsum(add, axis=1) - 1
+        add &= slot < k
+        b_idx, c_idx = np.nonzero(add)
+        s_idx = slot[b_idx, c_idx]
+        self.scores[b_idx, s_idx] = best_scores[b_idx, c_idx] / (step + 1)
+        self.tokens[b_idx, s_idx, :step] = history[b_idx, parent[b_idx, c_idx]]
+        self.lengths[b_idx, s_idx] = step
+        self.count += add.sum(axis=1)
+        self.done |= self.count >= k
+
+    def best(self, live_scores=None, live_history=None):
+        """The best hypothesis of each source (token ids without ``<eos>``); with
+        ``live_scores`` (B, k) the live beams of unfinished sources compete too."""
+        scores = self.scores
+        if live_scores is not None:
+            live = np.where(self.done[:, None], -np.inf, live_scores)
+            scores = np.concatenate([scores, live], axis=1)
+        results = []
+        for b, pick in enumerate(scores.argmax(axis=1)):
+            if pick < self.k:
+                results.append(self.tokens[b, pick, :self.lengths[b, pick]])
+            else:
+                results.append(live_history[b, pick - self.k])
+        return results
 
 
 class Seq2Seq(TaskModel):
@@ -98,8 +143,8 @@ class Seq2Seq(TaskModel):
     # -- building -------------------------------------------------------------------
     def _build(self, inputs, outputs):
         self._begin_build()
-        check_choice("input", self.input, ("embedding", "onehot"))
-        check_choice("attention", self.attention, ATTENTIONS)
+        Options(("embedding", "onehot"))("input", self.input)
+        Options(ATTENTIONS)("attention", self.attention)
         # spawn(6)[:4] == spawn(4): models without attention keep their seeds
         (encoder_seed, decoder_seed, head_seed, sampling_seed, attention_seed,
          post_seed) = layer_seeds(self.seed, 6)
@@ -108,7 +153,7 @@ class Seq2Seq(TaskModel):
         vocab = outputs.vocab
         self._itos = np.array(vocab.tokens, dtype=object)
         self.encoder_ = self._sequence_encoder(inputs, encoder_seed)
-        self.decoder_ = SequenceEncoder(
+        self.decoder_ = RecurrentStack(
             self.cell, self.input, len(vocab), self.hidden_size, num_layers=self.num_layers,
             bidirectional=False, dropout=self.dropout, embedding_dim=self.embedding_dim,
             vocab=vocab, dtype=self.dtype, seed=decoder_seed,
@@ -317,7 +362,7 @@ class Seq2Seq(TaskModel):
                                     validation_split=validation_split, verbose=verbose,
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle)
-        teacher_forcing = check_real("teacher_forcing", options["teacher_forcing"], 0, 1)
+        teacher_forcing = Real(0, 1)("teacher_forcing", options["teacher_forcing"])
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))
@@ -329,14 +374,8 @@ class Seq2Seq(TaskModel):
         target_ids = self._target_ids(targets)
         validation = None
         if validation_data is not None:
-            val_sources, val_targets = validation_pair(validation_data)
-            val_sources = self._sources(val_sources, "validation_data[0]")
-            val_targets = self._targets(val_targets, "validation_data[1]")
-            self._check_counts(len(val_sources), len(val_targets),
-                               ("validation_data[0]", "validation_data[1]"))
-            val_ids = self._target_ids(val_targets, "validation_data[1]")
-            validation = (inputs.transform(val_sources, "validation_data[0]"),
-                          np.arange(len(target_ids), len(target_ids) + len(val_ids)))
+            validation, val_ids = self._validation_rows(validation_data, inputs,
+                                                        len(target_ids))
             target_ids = target_ids + val_ids
         self._table = _TargetTable(target_ids)
         train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
@@ -346,6 +385,19 @@ class Seq2Seq(TaskModel):
                                distributed)
         finally:
             self._table = None
+
+    def _validation_rows(self, validation_data, inputs, first_row):
+        """``((source ids, table rows of their targets), target ids)`` of
+        ``validation_data``: its targets follow the ``first_row`` training ones
+        in the one target table."""
+        val_sources, val_targets = validation_pair(validation_data)
+        val_sources = self._sources(val_sources, "validation_data[0]")
+        val_targets = self._targets(val_targets, "validation_data[1]")
+        self._check_counts(len(val_sources), len(val_targets),
+                           ("validation_data[0]", "validation_data[1]"))
+        val_ids = self._target_ids(val_targets, "validation_data[1]")
+        rows = np.arange(first_row, first_row + len(val_ids))
+        return (inputs.transform(val_sources, "validation_data[0]"), rows), val_ids
 
     def predict(self, sources, max_length=50, beam_size=1, batch_size=64):
         """The decoded target of every source: strings (joined with the target
@@ -378,9 +430,9 @@ class Seq2Seq(TaskModel):
 
     def _predict_ids(self, sources, max_length, beam_size, batch_size):
         self._check_fitted()
-        max_length = check_count("max_length", max_length)
-        beam_size = check_count("beam_size", beam_size)
-        batch_size = check_count("batch_size", batch_size)
+        max_length = Integer(low=1)("max_length", max_length)
+        beam_size = Integer(low=1)("beam_size", beam_size)
+        batch_size = Integer(low=1)("batch_size", batch_size)
         source_ids = self.inputs_.transform(self._sources(sources), "sources")
         results = [None] * len(source_ids)
         with eval_mode(self.modules()):
@@ -466,11 +518,7 @@ class Seq2Seq(TaskModel):
         sums = np.full((batch, k), -np.inf)
         sums[:, 0] = 0.0                         # one live hypothesis to start from
         history = np.zeros((batch, k, 0), dtype=np.int64)
-        done_scores = np.full((batch, k), -np.inf)
-        done_tokens = np.zeros((batch, k, max_length), dtype=np.int64)
-        done_lengths = np.zeros((batch, k), dtype=np.int64)
-        done_count = np.zeros(batch, dtype=np.int64)
-        done = np.zeros(batch, dtype=bool)
+        finished = _Finished(batch, k, max_length)
         source = np.arange(batch)
         for step in range(max_length):
             log_probs, state = self._log_probs(tokens, state)
@@ -480,19 +528,9 @@ class Seq2Seq(TaskModel):
             best_scores = np.take_along_axis(scores, best, axis=1)
             parent, token = best // vocab, best % vocab
             ending = token == EOS
-            # Finished hypotheses: <eos> ranked within the first k.
-            add = ending & (np.arange(2 * k) < k) & np.isfinite(best_scores) & ~done[:, None]
-            slot = done_count[:, None] + np.cumsum(add, axis=1) - 1
-            add &= slot < k
-            b_idx, c_idx = np.nonzero(add)
-            s_idx = slot[b_idx, c_idx]
-            done_scores[b_idx, s_idx] = best_scores[b_idx, c_idx] / (step + 1)
-            done_tokens[b_idx, s_idx, :step] = history[b_idx, parent[b_idx, c_idx]]
-            done_lengths[b_idx, s_idx] = step
-            done_count += add.sum(axis=1)
-            done |= done_count >= k
-            if done.all():
-                break
+            finished.add(step, best_scores, parent, ending, history)
+            if finished.done.all():
+                return finished.best()
             # Live beams: the k best extensions that do not end here.
             keep = np.argsort(ending, axis=1, kind="stable")[:, :k]
             parent = np.take_along_axis(parent, keep, axis=1)
@@ -502,20 +540,8 @@ class Seq2Seq(TaskModel):
                 [history[source[:, None], parent], token[:, :, None]], axis=2)
             state = _gather_state(state, (source[:, None] * k + parent).reshape(-1))
             tokens = token.reshape(-1)
-        else:
-            # max_length reached: unfinished sources also consider their live beams.
-            live = np.where(done[:, None], -np.inf, sums / max_length)
-            candidates = np.concatenate([done_scores, live], axis=1)
-            pick = candidates.argmax(axis=1)
-            results = []
-            for b in range(batch):
-                if pick[b] < k:
-                    results.append(done_tokens[b, pick[b], :done_lengths[b, pick[b]]])
-                else:
-                    results.append(history[b, pick[b] - k])
-            return results
-        pick = done_scores.argmax(axis=1)
-        return [done_tokens[b, pick[b], :done_lengths[b, pick[b]]] for b in range(batch)]
+        # max_length reached: unfinished sources also consider their live beams.
+        return finished.best(sums / max_length, history)
 
     def encode(self, sources, batch_size=256):
         """One fixed-size vector per source: the encoder's final hidden state of
@@ -531,7 +557,7 @@ class Seq2Seq(TaskModel):
         search, clustering or as features for another model).
         """
         self._check_fitted()
-        batch_size = check_count("batch_size", batch_size)
+        batch_size = Integer(low=1)("batch_size", batch_size)
         source_ids = self.inputs_.transform(self._sources(sources), "sources")
         vectors = np.empty((len(source_ids), self.encoder_.output_size),
                            dtype=self.encoder_.dtype)
@@ -557,7 +583,7 @@ class Seq2Seq(TaskModel):
         if self.attention_ is None:
             raise ValueError("attention_weights needs a model built with attention='dot', "
                              "'general' or 'additive'; this one has attention=None")
-        batch_size = check_count("batch_size", batch_size)
+        batch_size = Integer(low=1)("batch_size", batch_size)
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))

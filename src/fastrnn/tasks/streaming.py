@@ -17,6 +17,7 @@ sequence.
 
 import numpy as np
 
+from .._validation import is_int
 from ..text import UNK
 
 __all__ = ["TaggerStream", "ClassifierStream", "RegressorStream", "LanguageModelStream"]
@@ -64,7 +65,7 @@ class _ModelStream:
         return row
 
     def _token_id(self, item):
-        if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+        if is_int(item):
             if not 0 <= item < len(self._vocab):
                 raise ValueError(f"item must be a token or a token id in "
                                  f"0..{len(self._vocab) - 1}, got {item}")
@@ -121,7 +122,7 @@ def _softmax(logits):
 
 class _Pooled:
     """Running "last" / "mean" / "max" pooling of the top layer's outputs, the
-    same sums as :class:`fastrnn.tasks.network.Pooling` over the prefix."""
+    same sums as :class:`fastrnn.tasks.pooling.Pooling` over the prefix."""
 
     def __init__(self, mode):
         self.mode = mode

@@ -6,8 +6,8 @@ from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..metrics import entity_scores, token_accuracy
 from .base import TRAINING_PARAMS, TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
-from .inputs import InputEncoder, as_sequences, check_count, check_nonempty
-from .network import layer_seeds
+from .._validation import Integer, layer_seeds
+from .inputs import InputEncoder, as_sequences, check_nonempty
 from .streaming import TaggerStream
 
 IGNORE = -100   # padded steps' target: CrossEntropyLoss's ignore_index, BatchLoader's fill
@@ -200,7 +200,7 @@ class SequenceTagger(TaskModel):
             batch_size: sentences per forward pass (memory, not results).
         """
         self._check_fitted()
-        check_count("batch_size", batch_size)
+        Integer(low=1)("batch_size", batch_size)
         sequences = self._sequences(X)
         results = [None] * len(sequences)
         for batch in self._batches(sequences, batch_size):
@@ -219,7 +219,7 @@ class SequenceTagger(TaskModel):
             X, batch_size: as in :meth:`predict_proba`.
         """
         self._check_fitted()
-        check_count("batch_size", batch_size)
+        Integer(low=1)("batch_size", batch_size)
         sequences = self._sequences(X)
         results = [None] * len(sequences)
         for batch in self._batches(sequences, batch_size):

@@ -1,7 +1,10 @@
 """Learning-rate schedules as the fit loop steps them (used by the Trainer's
 ``schedule=`` and by the ``LearningRateScheduler`` callback)."""
 
+from .._validation import Options
 from ..optim import ReduceLROnPlateau
+
+INTERVALS = Options(("epoch", "batch"))
 
 
 def _is_plateau(schedule):
@@ -11,8 +14,7 @@ def _is_plateau(schedule):
 
 def check_schedule(name, schedule, interval):
     """Validate an fr.optim schedule and its interval ("epoch" or "batch")."""
-    if interval not in ("epoch", "batch"):
-        raise ValueError(f"{name} interval must be 'epoch' or 'batch', got {interval!r}")
+    INTERVALS(f"{name} interval", interval)
     for method in ("step", "state_dict", "load_state_dict"):
         if not callable(getattr(schedule, method, None)):
             raise TypeError(f"{name} must be an fr.optim learning-rate schedule (StepLR, "

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from .._validation import Boolean, Integer, Options, Real, check_callable
 from ._schedule import check_schedule, step_schedule
 from ._warnings import warn_from_caller
 from .checkpoint import save_checkpoint
@@ -84,20 +85,15 @@ class Callback:
 # -- monitoring helpers -----------------------------------------------------------
 
 _MAX_WORDS = ("acc", "auc", "f1", "precision", "recall")
+_MODES = Options(("auto", "min", "max"))
+_FLAG = Boolean()
 
 
 def _resolve_mode(mode, monitor):
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    mode = _MODES("mode", mode)
     if mode == "auto":
         return "max" if any(word in monitor for word in _MAX_WORDS) else "min"
     return mode
-
-
-def _check_flag(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_monitor(monitor):
@@ -115,10 +111,7 @@ class _Monitor:
         self.requested = _check_monitor(monitor)
         self.monitor = self.requested
         self.mode = _resolve_mode(mode, self.requested)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
-                or not math.isfinite(min_delta) or min_delta < 0:
-            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-        self.min_delta = float(min_delta)
+        self.min_delta = Real(low=0)("min_delta", min_delta)
         self.best = None
 
     def value(self, logs):
@@ -172,13 +165,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
                  restore_best_weights=False):
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
-                or patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        patience = Integer(low=0)("patience", patience)
         self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
         self.patience = int(patience)
-        self.restore_best_weights = _check_flag("EarlyStopping", "restore_best_weights",
-                                                restore_best_weights)
+        self.restore_best_weights = _FLAG("restore_best_weights", restore_best_weights,
+                                           "EarlyStopping")
         self._reset()
 
     @property
@@ -264,7 +255,7 @@ class ModelCheckpoint(Callback):
             raise TypeError(f"path must be a file path (str or os.PathLike), "
                             f"got {type(path).__name__}")
         self.path = path
-        self.save_best_only = _check_flag("ModelCheckpoint", "save_best_only", save_best_only)
+        self.save_best_only = _FLAG("save_best_only", save_best_only, "ModelCheckpoint")
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
         self.last_path = None
 
@@ -373,7 +364,7 @@ class CSVLogger(Callback):
             raise ValueError(f"separator must be one character, got {separator!r}")
         self.path = os.fspath(path)
         self.separator = separator
-        self.append = _check_flag("CSVLogger", "append", append)
+        self.append = _FLAG("append", append, "CSVLogger")
         self._fields = None
 
     def on_train_begin(self, logs=None):
@@ -423,7 +414,5 @@ class LambdaCallback(Callback):
         for name, function in given.items():
             if function is None:
                 continue
-            if not callable(function):
-                raise TypeError(f"LambdaCallback {name} must be callable, "
-                                f"got {type(function).__name__}")
+            check_callable(name, function, "LambdaCallback")
             setattr(self, name, function)

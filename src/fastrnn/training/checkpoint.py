@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from .._io import META_KEY, read_archive, write_archive
+from .._validation import Integer
 from .._version import __version__
 from ..optim.optimizers import all_parameters
 from .history import History
@@ -52,7 +53,7 @@ def _pack(value, key, arrays):
         return {"__ndarray__": unique}
     if isinstance(value, np.generic):
         return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (int, float, str)):      # bool is an int
         return value
     if isinstance(value, dict):
         packed = {}
@@ -202,6 +203,9 @@ def load_checkpoint(path):
 
 # -- applying -----------------------------------------------------------------------------
 
+_COUNT = Integer(low=0)
+
+
 def _fail(path, message):
     raise ValueError(f"checkpoint {path!r} does not fit this trainer: {message}")
 
@@ -222,8 +226,10 @@ def _validate(checkpoint, trainer):
     position = state["position"]
     for key in ("epoch", "step_in_epoch", "global_step"):
         value = position.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            _fail(path, f"position {key} must be an int >= 0, got {value!r}")
+        try:
+            _COUNT(f"position {key}", value)
+        except ValueError as exc:
+            _fail(path, str(exc))
     try:
         parse_partial_state(state["partial"])
     except ValueError as exc:

@@ -3,6 +3,8 @@
 import math
 import numbers
 
+from .._validation import is_real
+
 __all__ = ["History"]
 
 _PLOT_HINT = ("History.plot needs matplotlib, which is not installed: "
@@ -202,7 +204,7 @@ def _check_state(state):
         raise ValueError("history state 'history' must be a dict of lists")
     for name, values in state["history"].items():
         if not isinstance(values, list) or len(values) != len(epochs) or not all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                is_real(v) for v in values):
             raise ValueError(f"history state: metric {name!r} must be a list of "
                              f"{len(epochs)} numbers (one per epoch)")
     reason = state.get("stop_reason")

@@ -9,7 +9,10 @@ imports another for it.
 """
 
 import math
-import numbers
+
+from .._validation import Real, is_int, is_real
+
+_BATCH_WEIGHT = Real(low=0)
 
 
 def batch_result(name, result):
@@ -29,11 +32,7 @@ def batch_result(name, result):
         except (TypeError, ValueError):
             raise TypeError(f"model.{name}(batch) metric {key!r} must be a number, "
                             f"got {type(value).__name__}") from None
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
-            or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"model.{name}(batch) weight must be a finite number >= 0, "
-                         f"got {weight!r}")
-    return values, float(weight)
+    return values, _BATCH_WEIGHT(f"model.{name}(batch) weight", weight)
 
 
 class MetricSums:
@@ -67,7 +66,7 @@ class MetricSums:
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return is_real(value)
 
 
 def _check_sums_state(state):
@@ -79,7 +78,7 @@ def _check_sums_state(state):
           and set(state["sums"]) == set(state["weights"])
           and all(_is_number(v) for v in state["sums"].values())
           and all(_is_number(v) for v in state["weights"].values())
-          and isinstance(state["batches"], int) and not isinstance(state["batches"], bool)
+          and is_int(state["batches"])
           and state["batches"] >= 0)
     if not ok:
         raise ValueError(f"the unfinished epoch's metric sums must be a dict with 'sums' and "

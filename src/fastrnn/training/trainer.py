@@ -111,7 +111,6 @@ process) finishes it exactly as if the run had not stopped.
 
 import contextlib
 import math
-import numbers
 import signal
 import sys
 import threading
@@ -119,10 +118,10 @@ import time
 from collections.abc import Iterable, Iterator
 
 from .. import _threads
-from ..layers.module import Module
 from ..optim.clip import clamp, grad_norm, scale_to_norm
 from ..optim.optimizers import Optimizer, ParameterSet
-from ._schedule import check_schedule, step_schedule
+from .._validation import FRACTION, Integer, Modules, Optional, Options, Real
+from ._schedule import INTERVALS, check_schedule, step_schedule
 from ._warnings import warn_from_caller
 from .callbacks import Callback
 from .checkpoint import restore_checkpoint, save_checkpoint
@@ -134,21 +133,10 @@ __all__ = ["Trainer"]
 
 # -- argument checks ----------------------------------------------------------------------
 
-def _int_arg(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_or_none(name, value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not value > 0 or math.isnan(value):
-        raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
-    return float(value)
+_EPOCHS = Integer(low=1)
+_INITIAL_EPOCH = Integer(low=0)
+_CLIP = Optional(Real(low=0, low_open=True, finite=False))
+_VERBOSE = Options((0, 1, 2))
 
 
 def _check_model(model):
@@ -158,20 +146,19 @@ def _check_model(model):
         raise TypeError(f"model must implement the trainer protocol: modules(), "
                         f"train_batch(batch) and evaluate_batch(batch); "
                         f"{type(model).__name__} lacks {', '.join(m + '()' for m in missing)}")
-    modules = model.modules()
-    if not isinstance(modules, (list, tuple)):
-        raise TypeError(f"model.modules() must return a list of fastrnn Modules, "
-                        f"got {type(modules).__name__}")
-    modules = list(modules)
-    if not modules:
-        raise ValueError("model.modules() returned no modules: nothing to train")
-    for index, module in enumerate(modules):
-        if not isinstance(module, Module):
-            raise TypeError(f"model.modules()[{index}] must be a fastrnn Module, "
-                            f"got {type(module).__name__}")
-    if len({id(module) for module in modules}) != len(modules):
-        raise ValueError("model.modules() lists the same module more than once")
-    return modules
+    return Modules().resolve("model", model)
+
+
+def _epoch_range(epochs, initial_epoch, resume_from):
+    """fit's checked ``(epochs, initial_epoch)``."""
+    epochs = _EPOCHS("epochs", epochs)
+    initial_epoch = _INITIAL_EPOCH("initial_epoch", initial_epoch)
+    if initial_epoch >= epochs:
+        raise ValueError(f"initial_epoch must be < epochs ({epochs}), got {initial_epoch}")
+    if resume_from is not None and initial_epoch != 0:
+        raise ValueError("pass either initial_epoch or resume_from, not both: a "
+                         "checkpoint knows its epoch")
+    return epochs, initial_epoch
 
 
 def _check_optimizer(optimizer, modules):
@@ -208,10 +195,7 @@ def _check_source(name, data):
 def _sources(train_data, validation_data, validation_split):
     """The checked (train, validation) sources, split off a BatchLoader when
     ``validation_split`` > 0."""
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be a number in [0, 1), "
-                         f"got {validation_split!r}")
+    validation_split = FRACTION("validation_split", validation_split)
     _check_source("train_data", train_data)
     if validation_split > 0:
         if validation_data is not None:
@@ -379,20 +363,16 @@ class Trainer:
         self.distributed = _distributed_context(distributed)
         self.model = model
         self.optimizer = _check_optimizer(optimizer, self.modules)
-        self.clip_norm = _positive_or_none("clip_norm", clip_norm)
-        self.clip_value = _positive_or_none("clip_value", clip_value)
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        self.clip_norm = _CLIP("clip_norm", clip_norm)
+        self.clip_value = _CLIP("clip_value", clip_value)
+        verbose = _VERBOSE("verbose", verbose)
         self.verbose = verbose if self.writes_files else 0
-        self.schedule_interval = schedule_interval
+        self.schedule_interval = INTERVALS("schedule_interval", schedule_interval)
         if schedule is not None:
             check_schedule("schedule", schedule, schedule_interval)
             owner = getattr(schedule, "optimizer", None)
             if owner is not None and owner is not optimizer:
                 raise ValueError("schedule was built on another optimizer than the trainer's")
-        elif schedule_interval not in ("epoch", "batch"):
-            raise ValueError(f"schedule_interval must be 'epoch' or 'batch', "
-                             f"got {schedule_interval!r}")
         self.schedule = schedule
         if callbacks is None:
             callbacks = []
@@ -445,34 +425,11 @@ class Trainer:
             the :class:`History` (with the checkpoint's earlier epochs when
             resuming).
         """
-        epochs = _int_arg("epochs", epochs, 1)
-        initial_epoch = _int_arg("initial_epoch", initial_epoch, 0)
-        if initial_epoch >= epochs:
-            raise ValueError(f"initial_epoch must be < epochs ({epochs}), got {initial_epoch}")
-        if resume_from is not None and initial_epoch != 0:
-            raise ValueError("pass either initial_epoch or resume_from, not both: a "
-                             "checkpoint knows its epoch")
-        train_data, validation_data = _sources(train_data, validation_data, validation_split)
-        if self.distributed is not None:
-            from ..distributed.training import rank_source
-            train_data = rank_source(train_data, self.distributed)
-            validation_data = rank_source(validation_data, self.distributed)
-
-        self.stop_training = False
-        self._interrupt_requested = False
-        for callback in self.callbacks:
-            callback.set_trainer(self)
-        if resume_from is None:
-            self.history = History()
-            self.epoch, self.step_in_epoch, self._partial = initial_epoch, 0, None
+        epochs, initial_epoch = _epoch_range(epochs, initial_epoch, resume_from)
+        train_data, validation_data = self._rank_sources(
+            *_sources(train_data, validation_data, validation_split))
         steps = _size(train_data)
-        self._call("on_train_begin", {"epochs": epochs, "resume": resume_from is not None})
-        if resume_from is not None:
-            checkpoint = self._restore_checkpoint(resume_from)
-            if checkpoint.epoch >= epochs:
-                warn_from_caller(f"checkpoint {checkpoint.path!r} is at epoch "
-                                 f"{checkpoint.epoch}; fit(epochs={epochs}) has nothing left "
-                                 f"to do", UserWarning)
+        self._begin_fit(epochs, initial_epoch, resume_from)
         history = self.history
         history.stop_reason = history.stop_message = None
         history.params = {"epochs": epochs, "steps": steps, "initial_epoch": self.epoch,
@@ -486,6 +443,32 @@ class Trainer:
             progress.close()
         self._call("on_train_end", {"stop_reason": history.stop_reason})
         return history
+
+    def _rank_sources(self, train_data, validation_data):
+        """This rank's share of the sources in a distributed run; else the sources."""
+        if self.distributed is None:
+            return train_data, validation_data
+        from ..distributed.training import rank_source
+        return (rank_source(train_data, self.distributed),
+                rank_source(validation_data, self.distributed))
+
+    def _begin_fit(self, epochs, initial_epoch, resume_from):
+        """Reset the run flags, start a new history at ``initial_epoch`` or restore
+        the checkpoint ``resume_from``; callbacks get ``on_train_begin``."""
+        self.stop_training = False
+        self._interrupt_requested = False
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        if resume_from is None:
+            self.history = History()
+            self.epoch, self.step_in_epoch, self._partial = initial_epoch, 0, None
+        self._call("on_train_begin", {"epochs": epochs, "resume": resume_from is not None})
+        if resume_from is not None:
+            checkpoint = self._restore_checkpoint(resume_from)
+            if checkpoint.epoch >= epochs:
+                warn_from_caller(f"checkpoint {checkpoint.path!r} is at epoch "
+                                 f"{checkpoint.epoch}; fit(epochs={epochs}) has nothing left "
+                                 f"to do", UserWarning)
 
     def evaluate(self, data):
         """Weight-averaged metrics of the model over ``data`` (eval mode, no

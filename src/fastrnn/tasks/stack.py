@@ -1,21 +1,18 @@
-"""Building blocks the task models share: an encoder stack and pooling.
+"""The recurrent stack every task model builds on, encoder and decoder alike.
 
-``SequenceEncoder`` is input layer (embedding, one-hot or numeric features)
--> stacked (optionally bidirectional) RNN/LSTM/GRU -> dropout, with one
-forward and one backward for the whole stack.  ``Pooling`` turns per-step
-outputs into one vector per sequence for many-to-one tasks.
+``RecurrentStack`` is input layer (embedding, one-hot or numeric features)
+-> stacked (optionally bidirectional) RNN/LSTM/GRU/Jordan layers -> dropout,
+with one forward and one backward for the whole stack.  ``CELLS`` is the one
+table of the cell names the task models (and the CLI) accept.
 """
-
-import numbers
 
 import numpy as np
 
-from .._validation import produced
+from .._validation import FRACTION, Options, layer_seeds
 from ..layers import GRU, LSTM, RNN, Jordan
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
 from ..text import PAD, one_hot
-
 
 
 def _jordan_stack(input_size, hidden_size, num_layers=1, dropout=0.0, bidirectional=False,
@@ -34,40 +31,9 @@ def _jordan_stack(input_size, hidden_size, num_layers=1, dropout=0.0, bidirectio
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": _jordan_stack}
 INPUTS = ("embedding", "onehot", "numeric")
-POOLINGS = ("last", "mean", "max")
 
 
-def check_choice(name, value, choices):
-    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
-    if isinstance(value, np.ndarray) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {value!r}")
-    return value
-
-
-def check_seed(seed, name="seed"):
-    """``seed`` if it is None or an int >= 0 (what np.random.SeedSequence takes)."""
-    if seed is not None and (isinstance(seed, (bool, np.bool_))
-                             or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"{name} must be None or an int >= 0, got {seed!r}")
-    return seed
-
-
-def check_dropout(dropout):
-    """``dropout`` as a float in [0, 1)."""
-    if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real) \
-            or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-    return float(dropout)
-
-
-def layer_seeds(seed, count):
-    """``count`` independent integer seeds from one user seed (None: fresh entropy)."""
-    children = np.random.SeedSequence(check_seed(seed)).spawn(count)
-    return [int(child.generate_state(1)[0]) for child in children]
-
-
-class SequenceEncoder:
+class RecurrentStack:
     """Input layer + recurrent stack + output dropout, as one unit.
 
     input_kind "embedding"/"onehot" takes token ids (T, B) over ``input_size``
@@ -84,9 +50,9 @@ class SequenceEncoder:
                  bidirectional=False, dropout=0.0, embedding_dim=None, pretrained=None,
                  vocab=None, freeze_embedding=False, dtype="float32", seed=None,
                  cell_options=None):
-        check_choice("cell", cell, tuple(CELLS))
-        check_choice("input", input_kind, INPUTS)
-        dropout = check_dropout(dropout)
+        Options(tuple(CELLS))("cell", cell)
+        Options(INPUTS)("input", input_kind)
+        dropout = FRACTION("dropout", dropout)
         if pretrained is not None and input_kind != "embedding":
             raise ValueError(f"pretrained vectors need input='embedding', but this model's "
                              f"input is {input_kind!r}"
@@ -164,70 +130,3 @@ class SequenceEncoder:
         if needs_input_grad:
             self.embedding.backward(d_x)
         return d_hx
-
-
-def top_state(h_n, bidirectional):
-    """The last layer's final hidden state, both directions concatenated: (B, D*H)."""
-    h = h_n[0] if isinstance(h_n, tuple) else h_n
-    if bidirectional:
-        return np.concatenate([h[-2], h[-1]], axis=1)
-    return h[-1]
-
-
-def top_state_grad(d_top, h_n, bidirectional):
-    """d_hn for the recurrent layer given the gradient of :func:`top_state`."""
-    h = h_n[0] if isinstance(h_n, tuple) else h_n
-    d_h = np.zeros_like(h)
-    if bidirectional:
-        hidden = h.shape[2]
-        d_h[-2] = d_top[:, :hidden]
-        d_h[-1] = d_top[:, hidden:]
-    else:
-        d_h[-1] = d_top
-    produced(d_h)    # a NaN here came from the model: the Trainer's gradient check reports it
-    return (d_h, None) if isinstance(h_n, tuple) else d_h
-
-
-class Pooling:
-    """One vector per sequence from per-step outputs (T, B, F).
-
-    "last": the final hidden state of the top layer (for a bidirectional stack
-    the forward direction's last valid step and the reverse direction's first
-    step); "mean"/"max": over each row's valid steps only.
-    """
-
-    def __init__(self, mode, bidirectional):
-        self.mode = check_choice("pooling", mode, POOLINGS)
-        self.bidirectional = bidirectional
-        self._cache = None
-
-    def forward(self, out, h_n, lengths):
-        steps, batch = out.shape[:2]
-        valid = np.arange(steps)[:, None] < lengths[None, :]                 # (T, B)
-        if self.mode == "last":
-            pooled = top_state(h_n, self.bidirectional)
-            self._cache = (h_n,)
-        elif self.mode == "mean":
-            scale = (1.0 / lengths).astype(out.dtype)
-            pooled = (out * valid[:, :, None]).sum(axis=0) * scale[:, None]
-            self._cache = (valid, scale, out.shape)
-        else:
-            masked = np.where(valid[:, :, None], out, -np.inf)
-            argmax = masked.argmax(axis=0)                                     # (B, F)
-            pooled = np.take_along_axis(out, argmax[None], axis=0)[0]
-            self._cache = (argmax, out.shape)
-        return pooled
-
-    def backward(self, d_pooled):
-        """``(d_out or None, d_hn or None)`` for the encoder's backward."""
-        if self.mode == "last":
-            (h_n,) = self._cache
-            return None, top_state_grad(d_pooled, h_n, self.bidirectional)
-        if self.mode == "mean":
-            valid, scale, shape = self._cache
-            d_out = valid[:, :, None] * (d_pooled * scale[:, None])[None]
-            return produced(np.ascontiguousarray(d_out, dtype=d_pooled.dtype)), None
-        argmax, shape = self._cache
-        d_out = np.zeros(shape, dtype=d_pooled.dtype)
-        np.put_along_axis(d_out, argmax[None], d_pooled[None], axis=0)
-        return produced(d_out), None
