@@ -353,6 +353,20 @@ def _int_id(name, value):
     return int(value)
 
 
+def _check_limits(min_freq, max_size):
+    """Vocabulary limits: min_freq an int >= 1, max_size None or an int >= 0."""
+    if isinstance(min_freq, bool) or not isinstance(min_freq, (int, np.integer)):
+        raise TypeError(f"min_freq must be an int >= 1, got {_describe(min_freq)}")
+    if min_freq < 1:
+        raise ValueError(f"min_freq must be an int >= 1, got {min_freq}")
+    if max_size is not None:
+        if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)):
+            raise TypeError(f"max_size must be None or an int >= 0, "
+                            f"got {_describe(max_size)}")
+        if max_size < 0:
+            raise ValueError(f"max_size must be None or an int >= 0, got {max_size}")
+
+
 class Vocab:
     """A fixed token <-> id mapping with the specials at ids 0-3.
 
@@ -435,16 +449,15 @@ class Vocab:
             min_freq: keep tokens seen at least this often (int >= 1).
             max_size: keep at most this many non-special tokens (None: all).
         """
-        if isinstance(min_freq, bool) or not isinstance(min_freq, (int, np.integer)):
-            raise TypeError(f"min_freq must be an int >= 1, got {_describe(min_freq)}")
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be an int >= 1, got {min_freq}")
-        if max_size is not None:
-            if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)):
-                raise TypeError(f"max_size must be None or an int >= 0, "
-                                f"got {_describe(max_size)}")
-            if max_size < 0:
-                raise ValueError(f"max_size must be None or an int >= 0, got {max_size}")
+        _check_limits(min_freq, max_size)
+        counter, resolved = cls.count(corpus, tokenizer)
+        return cls.from_counts(counter, resolved, min_freq, max_size)
+
+    @staticmethod
+    def count(corpus, tokenizer=None):
+        """``(counts, tokenizer)``: the token counts of ``corpus`` (a dict in
+        order of first appearance) and the tokenizer ``build`` records; the
+        arguments as in :meth:`build`."""
         resolved = _resolve_tokenizer(tokenizer)
         texts, items = _peek_corpus(corpus, "corpus")
         if texts and resolved is None:
@@ -452,6 +465,15 @@ class Vocab:
         counter = Counter()
         for tokens in _token_lists(items, texts, resolved, "corpus"):
             counter.update(tokens)
+        return dict(counter), resolved
+
+    @classmethod
+    def from_counts(cls, counts, tokenizer=None, min_freq=1, max_size=None):
+        """The vocabulary :meth:`build` makes from ``counts`` (``{token:
+        count}``, in order of first appearance: it breaks ties), e.g. the
+        summed counts of several parts of a corpus."""
+        _check_limits(min_freq, max_size)
+        counter = Counter(counts)
         if not counter:
             raise ValueError("corpus contains no tokens (every text or token list is empty)")
         if "" in counter:
@@ -462,7 +484,7 @@ class Vocab:
         kept = [(token, count) for token, count in ordered if count >= min_freq]
         if max_size is not None:
             kept = kept[:int(max_size)]
-        return cls([token for token, _ in kept], counts=dict(kept), tokenizer=resolved)
+        return cls([token for token, _ in kept], counts=dict(kept), tokenizer=tokenizer)
 
     # ------------------------------------------------------------ mapping
 

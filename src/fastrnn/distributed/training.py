@@ -54,12 +54,17 @@ def _size(data):
         return None
 
 
-def _data_signature(data):
+def _data_signature(data, validation=False):
+    """What every rank's data must agree on.  Full data: its size.  A shard:
+    training needs as many batches per epoch on every rank (each global step
+    is one batch of every rank); a validation shard may be of any size (an
+    evaluation sums over the batches, then reduces once)."""
     if data is None:
         return None
-    full = getattr(data, "shard", None) is None
-    examples = getattr(data, "num_examples", None) if full else None
-    return {"batches": _size(data), "examples": examples}
+    if getattr(data, "shard", None) is not None:
+        return {"sharded": True, "batches": None if validation else _size(data)}
+    return {"sharded": False, "batches": _size(data),
+            "examples": getattr(data, "num_examples", None)}
 
 
 class DistributedRun:
@@ -83,7 +88,7 @@ class DistributedRun:
         context.agree("the training data (batches per epoch, examples)",
                       _data_signature(train_data))
         context.agree("the validation data (batches, examples)",
-                      _data_signature(validation_data))
+                      _data_signature(validation_data, validation=True))
         parameters = [p for module in trainer.modules for p in module.parameters()]
         if resuming:
             context.check_same_arrays("the weights restored from the checkpoint "

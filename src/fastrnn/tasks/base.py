@@ -319,16 +319,20 @@ class TaskModel(BaseEstimator):
                                dtype=self.dtype, seed=seed)
 
     # -- fitting --------------------------------------------------------------------
-    def _loaders(self, inputs, targets, options, validation, per_step_targets=False):
+    def _loaders(self, inputs, targets, options, validation, per_step_targets=False,
+                 plan=None):
         """Training and validation BatchLoaders (validation may be None).
 
         ``options``: from :meth:`_fit_options` (batch_size, validation_split,
         shuffle).  ``validation`` is already prepared ``(inputs, targets)`` or None.
+        ``plan``: the distributed fit's FitPlan; sharded data gives loaders of
+        this rank's shard.
         """
         validation_split = options["validation_split"]
         seed = fresh_seed(self.seed)
         shuffle = options["shuffle"]
-        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets}
+        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets,
+                   "shard": None if plan is None else plan.shard}
         train = BatchLoader(inputs, targets, shuffle=shuffle, bucket=shuffle, seed=seed,
                             **options)
         if validation is not None:
@@ -341,7 +345,7 @@ class TaskModel(BaseEstimator):
                                  f"{len(inputs)} sequences: {exc}") from None
         return train, None
 
-    def _train(self, train, validation, options, callbacks, resume_from, distributed=False):
+    def _train(self, train, validation, options, callbacks, resume_from, distributed=None):
         """Run the Trainer with ``options`` (from :meth:`_fit_options`); returns
         the model, the history kept as ``history_``.
 
@@ -349,17 +353,15 @@ class TaskModel(BaseEstimator):
         ``Trainer.save_checkpoint``) written by the same fit on the same data
         and seed; training continues from it exactly.
 
-        ``distributed``: as ``fr.Trainer``; every rank is given the full data,
-        and the vocabulary and labels each rank built must equal rank 0's.
+        ``distributed``: the FitPlan of :func:`fastrnn.distributed.shared.fit_plan`
+        (None: one process); the vocabulary and labels were built once and
+        shared, so they are the same on every rank.
         """
         optimizer = make_optimizer(options["optimizer"], self, options["lr"],
                                    options["weight_decay"])
         trainer = Trainer(self, optimizer, clip_norm=options["clip_norm"],
                           callbacks=callbacks, verbose=options["verbose"],
-                          distributed=distributed)
-        if trainer.distributed is not None:
-            trainer.distributed.agree("the vocabulary and labels built from the data",
-                                      self._fitted_state())
+                          distributed=None if distributed is None else distributed.context)
         self.is_fitted_ = True      # evaluate/predict work during callbacks
         try:
             self.history_ = trainer.fit(train, epochs=options["epochs"],
@@ -618,12 +620,19 @@ def distinct_labels(labels, name="y", what="labels", where=_position):
     return distinct
 
 
-def fit_labels(y, count, name="y"):
+def fit_labels(y, count, name="y", plan=None):
     """(classes, ids): the distinct labels of ``y`` (see :func:`distinct_labels`)
-    and each label's index; ``y`` holds one label per sequence."""
-    labels = label_list(y, count, name)
-    classes = distinct_labels(labels, name)
-    return classes, encode_labels(classes, labels, name)
+    and each label's index; ``y`` holds one label per sequence.  ``plan``: a
+    distributed fit's FitPlan (the classes are then built once for all ranks)."""
+    if plan is None:
+        labels = label_list(y, count, name)
+        classes = distinct_labels(labels, name)
+        return classes, encode_labels(classes, labels, name)
+    labels = plan.run(f"reading {name}", label_list, y, count, name)
+    classes = plan.labels(labels, lambda values: distinct_labels(values, name))
+    ids = plan.run(f"encoding {name}", encode_labels, classes, labels, name)
+    plan.check_same(f"the encoded {name}", [ids])
+    return classes, ids
 
 
 def encode_labels(classes, labels, name="y", what="labels", where=_position, strict=True):

@@ -6,6 +6,7 @@ from ..layers import Linear
 from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
 from .base import (TRAINING_PARAMS, ClassifierMixin, TaskModel, encode_labels, estimator_bases, fit_labels, json_labels, label_array,
                    label_list, validation_pair)
+from ..distributed.shared import fit_inputs, fit_plan
 from .inputs import InputEncoder, check_count
 from .network import Pooling, check_choice, layer_seeds
 
@@ -146,9 +147,10 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle,
                                     class_weight=class_weight)
+        plan = fit_plan(distributed)
         inputs = self._input_encoder()
-        sequences = inputs.fit_transform(X)
-        classes, targets = fit_labels(y, len(sequences))
+        sequences = fit_inputs(plan, inputs, X)
+        classes, targets = fit_labels(y, len(sequences), plan=plan)
         self._build(inputs, classes)
         self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets))
         validation = None
@@ -158,9 +160,8 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
             y_val = label_list(y_val, len(val_sequences), "validation_data[1]")
             validation = (val_sequences,
                           encode_labels(self.classes_, y_val, "validation_data[1]"))
-        train, held_out = self._loaders(sequences, targets, options, validation)
-        return self._train(train, held_out, options, callbacks, resume_from,
-                           distributed)
+        train, held_out = self._loaders(sequences, targets, options, validation, plan=plan)
+        return self._train(train, held_out, options, callbacks, resume_from, plan)
 
     def predict_proba(self, X, batch_size=256):
         """Class probabilities: a float64 array (N, n_classes), columns in

@@ -19,6 +19,7 @@ from ..data import StreamBatcher
 from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
+from ..distributed.shared import fit_plan
 from .base import TaskModel, check_flag, eval_mode
 from .inputs import check_count, check_real, check_vocab, check_vocab_limits
 from .network import SequenceEncoder, check_choice, check_seed, layer_seeds
@@ -267,10 +268,11 @@ class LanguageModel(TaskModel):
         corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
         if not corpus:
             raise ValueError("text_or_texts contains no tokens (every text is empty)")
-        vocab = check_vocab(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
-                                        max_size=self.max_vocab),
-                            "text_or_texts", self.min_freq, self.max_vocab)
+        plan = fit_plan(distributed)
+        vocab = self._fit_vocab(plan, corpus, tokenizer)
         stream = self._stream(texts, "text_or_texts", vocab)
+        if plan is not None:
+            plan.check_same("the token stream of text_or_texts", [stream])
         held_out = None
         if validation_data is not None:
             held_out = self._stream(_check_texts(validation_data, "validation_data"),
@@ -283,19 +285,32 @@ class LanguageModel(TaskModel):
                                  f"tokens of {len(stream)}; training needs at least "
                                  f"batch_size + 1 = {batch_size + 1} and validation 1")
             stream, held_out = stream[:cut], stream[cut - 1:]   # every token predicted once
-        if len(stream) < batch_size + 1:
+        if plan is not None and plan.sharded:
+            stream = plan.common_stream(stream, batch_size)
+        elif len(stream) < batch_size + 1:
             raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
                              f"{len(stream)} tokens (with <eos> separators) give fewer "
                              f"than 1 step per column; need at least {batch_size + 1} "
                              f"tokens or a smaller batch_size")
         self._build(vocab)     # only now: a refused call leaves a fitted model as it was
-        train = StreamBatcher(stream, batch_size, bptt)
+        shard = None if plan is None else plan.shard
+        train = StreamBatcher(stream, batch_size, bptt, shard=shard)
         validation = None
         if held_out is not None:
             columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
-            validation = StreamBatcher(held_out, columns, bptt)
-        return self._train(train, validation, options, callbacks, resume_from,
-                           distributed)
+            if shard is not None:
+                columns = max(columns, shard[1])    # a stream for every rank
+            validation = StreamBatcher(held_out, columns, bptt, shard=shard)
+        return self._train(train, validation, options, callbacks, resume_from, plan)
+
+    def _fit_vocab(self, plan, corpus, tokenizer):
+        """The vocabulary of ``corpus``: built here, or once for all ranks."""
+        def check(vocab):
+            return check_vocab(vocab, "text_or_texts", self.min_freq, self.max_vocab)
+        if plan is None:
+            return check(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
+                                     max_size=self.max_vocab))
+        return plan.vocab(corpus, tokenizer, self.min_freq, self.max_vocab, check)
 
     def evaluate(self, text_or_texts, bptt=256, batch_size=1):
         """Loss, perplexity (and bits per character) of the model on

@@ -6,6 +6,7 @@ from ..layers import Linear
 from ..losses import MSELoss
 from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel, check_flag,
                    check_targets_given, estimator_bases, validation_pair)
+from ..distributed.shared import fit_inputs, fit_plan
 from .inputs import InputEncoder, check_count
 from .network import Pooling, layer_seeds
 
@@ -168,9 +169,10 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle)
         per_step = check_flag("per_step", self.per_step)
+        plan = fit_plan(distributed)
         inputs = InputEncoder()
         inputs.dtype = self.dtype       # values beyond it are refused as "X"
-        sequences = inputs.fit_transform(X)
+        sequences = fit_inputs(plan, inputs, X)
         if inputs.kind != "numeric":
             raise TypeError(f"X must be numeric sequences for a SequenceRegressor, got "
                             f"{inputs.kind} (use a SequenceClassifier for text)")
@@ -188,9 +190,8 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
                                  f"but y has {width}")
             validation = (val_sequences, val_targets)
         train, held_out = self._loaders(sequences, targets, options, validation,
-                                        per_step_targets=per_step)
-        return self._train(train, held_out, options, callbacks, resume_from,
-                           distributed)
+                                        per_step_targets=per_step, plan=plan)
+        return self._train(train, held_out, options, callbacks, resume_from, plan)
 
     def predict(self, X, batch_size=256):
         """Predicted values, float64: per sequence an (N,) array, or (N, K)
