@@ -177,8 +177,10 @@ def _sharded_task_data():
     tags = [["V" if w[0] in "ae" else "C" for w in s] for s in sentences]
     sources = ["abcde"] + _words(rng, 27)                   # 28 - 9 held out = 2 * 8 + 3
     X, y = data(seed=2, count=43)
+    steps = [np.cumsum(x[:, 0]) for x in X]     # per-step targets: a mean over real steps
     return {"classifier": (texts, labels, 10), "tagger": (sentences, tags, 7),
-            "seq2seq": (sources, [w[::-1] for w in sources], 8), "regressor": (X, y, 10)}
+            "seq2seq": (sources, [w[::-1] for w in sources], 8), "regressor": (X, y, 10),
+            "regressor_steps": (X, steps, 10)}
 
 
 def train_sharded_tasks(rank=None, size=None):
@@ -191,7 +193,9 @@ def train_sharded_tasks(rank=None, size=None):
                                           seed=1),
               "seq2seq": fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char",
                                     dtype="float64", seed=2),
-              "regressor": fr.SequenceRegressor(hidden_size=5, dtype="float64", seed=3)}
+              "regressor": fr.SequenceRegressor(hidden_size=5, dtype="float64", seed=3),
+              "regressor_steps": fr.SequenceRegressor(hidden_size=5, per_step=True,
+                                                      dtype="float64", seed=4)}
     results = {}
     for name, (X, y, batch) in _sharded_task_data().items():
         n_val = 9
@@ -248,6 +252,25 @@ def main(scenario, outdir, dtype="float64"):
         for name, result in train_sharded_tasks(ctx.rank, ctx.size).items():
             _save(outdir, name, ctx.rank, result)
         _save(outdir, "lm", ctx.rank, train_sharded_lm(ctx.rank, ctx.size))
+    elif scenario == "task_text_mismatch":      # full data, but rank 1's texts differ
+        texts, labels, _ = _sharded_task_data()["classifier"]
+        if ctx.rank == 1:
+            texts = texts[:1] + texts[2:] + texts[1:2]
+        _expect_error(ctx, lambda: fr.SequenceClassifier(hidden_size=3).fit(
+            texts, labels, epochs=1, verbose=0, distributed=True))
+    elif scenario == "task_label_mismatch":     # rank 1 has a label rank 0 never saw
+        texts, labels, _ = _sharded_task_data()["classifier"]
+        if ctx.rank == 1:
+            labels = labels[:-1] + ["other"]
+        _expect_error(ctx, lambda: fr.SequenceClassifier(hidden_size=3).fit(
+            texts, labels, epochs=1, verbose=0, distributed=True),
+            (fr.distributed.DistributedError, ValueError))
+    elif scenario == "threads":                 # no thread count chosen: init() shares
+        from threadpoolctl import threadpool_info
+        blas = sorted({pool["num_threads"] for pool in threadpool_info()
+                       if pool["user_api"] == "blas"})
+        print(f"rank {ctx.rank}: local_size={ctx.local_size} threads={ctx.threads} "
+              f"kernel={fr.get_num_threads()} blas={blas}", flush=True)
     elif scenario == "tasks":
         for name, result in train_other_tasks(True).items():
             _save(outdir, name, ctx.rank, result)

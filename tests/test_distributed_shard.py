@@ -2,6 +2,8 @@
 vocabulary and label set built once for all ranks (tests/distributed_script.py
 runs the ranks; the launcher and comparisons come from tests/test_distributed.py)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,20 @@ def test_sharded_task_models_equal_one_process_on_the_whole_data(tmp_path, n):
         assert lm[rank]["has_zzz"][0], "the last rank's token is in every rank's vocabulary"
         for key in lm[0]:
             assert np.array_equal(lm[rank][key], lm[0][key]), (rank, key)
+
+
+def test_full_data_that_differs_between_ranks_is_an_error_on_every_rank(tmp_path):
+    # rank 0 built the vocabulary and labels; the ranks' encoded data must match
+    code, out, err = run_ranks(2, "task_text_mismatch", tmp_path, timeout=120)
+    assert code == 0, f"{out}\n{err}"
+    for rank in (0, 1):
+        assert (f"rank {rank}: DistributedError: the ranks disagree on the encoded X "
+                f"(every rank must be given the same data, or pass "
+                f"distributed='sharded')") in out, out
+    code, out, err = run_ranks(2, "task_label_mismatch", tmp_path, timeout=120)
+    assert code == 0, f"{out}\n{err}"
+    assert "rank 1: ValueError: y[42]" in out, out
+    assert "rank 0: DistributedError: encoding y failed on rank(s) [1]" in out, out
 
 
 def test_shard_rows_are_the_ranks_rows_of_every_global_batch():
@@ -60,3 +76,28 @@ def test_distributed_values_are_checked():
     assert next(iter(part)).inputs.shape[1] == 2       # rank 1 of 2: 2 of the 5 streams
     with pytest.raises(ValueError, match="already holds only shard"):
         part.for_rank(0, 2)
+
+
+def test_ranks_on_one_machine_share_its_cores(tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    code, out, err = run_ranks(2, "threads", tmp_path, timeout=120,
+                               env={"OMP_NUM_THREADS": ""})     # nothing chosen
+    assert code == 0, f"{out}\n{err}"
+    share = max(1, cpus // 2)
+    for rank in (0, 1):
+        assert (f"rank {rank}: local_size=2 threads={share} kernel={share} "
+                f"blas=[{share}]") in out, out
+    code, out, err = run_ranks(2, "threads", tmp_path, timeout=120,
+                               env={"OMP_NUM_THREADS": "3"})    # the user's choice stands
+    assert code == 0, f"{out}\n{err}"
+    assert "rank 1: local_size=2 threads=3 kernel=3" in out, out
+
+
+def test_balanced_class_weights_count_every_part():
+    from fastrnn.tasks.base import class_weights
+    parts = [np.array([0, 0, 1]), np.array([0, 2, 2, 2, 1])]
+    others = np.bincount(parts[1], minlength=3).astype(np.float64)
+    sharded = class_weights("balanced", ["a", "b", "c"], parts[0],
+                            total=lambda counts: counts + others)
+    whole = class_weights("balanced", ["a", "b", "c"], np.concatenate(parts))
+    np.testing.assert_array_equal(sharded, whole)

@@ -209,13 +209,18 @@ class TaskModel(BaseEstimator):
         return options
 
     # -- class and sample weights (classifier, tagger) ---------------------------------
-    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count):
+    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count, plan=None):
         """Keep the training weights for :meth:`_target_weights` (None: none).
 
         ``label_ids``: the training targets' class ids (a flat array over all
-        tokens for the tagger); ``count``: the number of sequences."""
-        class_vector = class_weights(class_weight, self.classes_, label_ids)
-        sample = sample_weights(sample_weight, count)
+        tokens for the tagger); ``count``: the number of sequences; ``plan``:
+        a distributed fit's FitPlan ("balanced" counts every rank's part)."""
+        total = plan.context.sum if plan is not None and plan.sharded else None
+        class_vector = class_weights(class_weight, self.classes_, label_ids, total)
+        if plan is None:
+            sample = sample_weights(sample_weight, count)
+        else:
+            sample = plan.run("checking sample_weight", sample_weights, sample_weight, count)
         self._fit_weights = (None if class_vector is None and sample is None
                              else (class_vector, sample))
 
@@ -534,10 +539,11 @@ def label_list(y, count, name="y"):
     return labels
 
 
-def class_weights(class_weight, classes, label_ids):
+def class_weights(class_weight, classes, label_ids, total=None):
     """One weight per class from ``class_weight``: None, "balanced" (n /
     (n_classes * count of the class), scikit-learn's rule) or a dict
-    label -> weight (classes not in it weigh 1)."""
+    label -> weight (classes not in it weigh 1).  ``total``: sums the class
+    counts over the parts of sharded data (all ranks), or None."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str):
@@ -545,7 +551,9 @@ def class_weights(class_weight, classes, label_ids):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict of label -> "
                              f"weight, got {class_weight!r}")
         counts = np.bincount(label_ids, minlength=len(classes)).astype(np.float64)
-        return len(label_ids) / (len(classes) * np.maximum(counts, 1.0))
+        if total is not None:
+            counts = total(counts)
+        return counts.sum() / (len(classes) * np.maximum(counts, 1.0))
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight must be None, 'balanced' or a dict of label -> "
                         f"weight, got {type(class_weight).__name__}")

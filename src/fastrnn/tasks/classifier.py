@@ -99,6 +99,11 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
             return (logits[:, 0] > 0).astype(np.int64)
         return logits.argmax(axis=1)
 
+    def batch_weight(self, batch):
+        """Trainer protocol: the sequences the loss of ``batch`` averages over,
+        known before the backward pass (distributed training overlaps with it)."""
+        return len(batch.lengths)
+
     def train_batch(self, batch):
         """Trainer protocol: forward, backward, ``({"loss", "accuracy"}, batch size)``."""
         logits = self._logits(batch)
@@ -152,7 +157,8 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         sequences = fit_inputs(plan, inputs, X)
         classes, targets = fit_labels(y, len(sequences), plan=plan)
         self._build(inputs, classes)
-        self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets))
+        self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets),
+                              plan)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)

@@ -184,6 +184,11 @@ class LanguageModel(TaskModel):
         key = "train" if training else "eval"
         self._carry[key] = None
 
+    def batch_weight(self, chunk):
+        """Trainer protocol: the tokens the loss of ``chunk`` averages over,
+        known before the backward pass (distributed training overlaps with it)."""
+        return chunk.targets.size
+
     def train_batch(self, chunk):
         """Trainer protocol: one truncated-BPTT chunk; ``(metrics, predicted tokens)``."""
         logits = self._forward_chunk(chunk, "train")

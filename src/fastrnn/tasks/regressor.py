@@ -130,8 +130,14 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
             return None
         return np.arange(batch.inputs.shape[0])[:, None] < batch.lengths[None, :]
 
+    def batch_weight(self, batch):
+        """Trainer protocol: what the loss of ``batch`` averages over, known
+        before the backward pass (distributed training then overlaps the
+        gradient reduction with it): sequences, or real steps with ``per_step``."""
+        return int(self._mask(batch).sum()) if self._per_step else len(batch.lengths)
+
     def train_batch(self, batch):
-        """Trainer protocol: forward, backward, ``({"loss"}, batch size)``."""
+        """Trainer protocol: forward, backward, ``({"loss"}, batch_weight)``."""
         predictions = self._predict_batch(batch)
         loss, d_predictions = self.loss_(predictions, batch.targets, mask=self._mask(batch))
         d_hidden = self.head_.backward(d_predictions)
@@ -139,13 +145,13 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
             self.network_.backward(d_hidden)
         else:
             self.network_.backward(*self.pool_.backward(d_hidden))
-        return {"loss": loss}, len(batch.lengths)
+        return {"loss": loss}, self.batch_weight(batch)
 
     def evaluate_batch(self, batch):
         """Trainer protocol: the MSE of a batch, no gradients."""
         predictions = self._predict_batch(batch)
         loss, _ = self.loss_(predictions, batch.targets, mask=self._mask(batch))
-        return {"loss": loss}, len(batch.lengths)
+        return {"loss": loss}, self.batch_weight(batch)
 
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,

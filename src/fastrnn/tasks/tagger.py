@@ -146,6 +146,12 @@ class SequenceTagger(TaskModel):
         # Weighted by tokens, so epoch averages are per-token loss and accuracy.
         return {"loss": loss, "accuracy": correct / tokens}, tokens
 
+    def batch_weight(self, batch):
+        """Trainer protocol: the real tokens the loss of ``batch`` averages
+        over, known before the backward pass (distributed training overlaps
+        with it)."""
+        return int((batch.targets != IGNORE).sum())
+
     def train_batch(self, batch):
         """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, real
         tokens)``, per token."""
@@ -193,7 +199,7 @@ class SequenceTagger(TaskModel):
             classes, targets = self._shared_tag_ids(plan, y, sequences, inputs.kind == "text")
         self._build(inputs, classes)
         self._set_fit_weights(options["class_weight"], sample_weight, np.concatenate(targets),
-                              len(targets))
+                              len(targets), plan)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
