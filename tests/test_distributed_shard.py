@@ -101,3 +101,29 @@ def test_balanced_class_weights_count_every_part():
                             total=lambda counts: counts + others)
     whole = class_weights("balanced", ["a", "b", "c"], np.concatenate(parts))
     np.testing.assert_array_equal(sharded, whole)
+
+
+def test_cli_train_sharded_reads_one_file_per_rank(tmp_path):
+    import fastrnn as fr
+    rng = np.random.default_rng(5)
+    words = ["good", "bad", "film", "plot", "not", "great"]
+    for rank in (0, 1):
+        extra = ["only1"] if rank == 1 else []
+        lines = [" ".join(list(rng.choice(words, size=int(rng.integers(2, 6)))) + extra) +
+                 "\t" + rng.choice(["x", "y"]) for _ in range(24)]
+        (tmp_path / f"train-{rank}.tsv").write_text("\n".join(lines) + "\n")
+    options = ["train", "classify", "train-{rank}.tsv", "--epochs", "1", "--batch-size", "8",
+               "--hidden-size", "4", "--threads", "1", "--distributed", "--sharded"]
+    code, out, err = run_ranks(2, *options, "-o", "model.npz", cwd=tmp_path,
+                               program=("-m", "fastrnn"))
+    assert code == 0, f"{out}\n{err}"
+    assert out.count("Saved the model to model.npz") == 1, out
+    assert "only1" in fr.load(tmp_path / "model.npz").inputs_.vocab   # rank 1's word
+    # a rank without its file: a clear error on every rank, no hang
+    (tmp_path / "train-1.tsv").unlink()
+    code, out, err = run_ranks(2, *options, "-o", "other.npz", cwd=tmp_path, timeout=120,
+                               program=("-m", "fastrnn"))
+    assert code != 0
+    assert "rank 1 has no file train-1.tsv" in err, err
+    assert "reading the data files failed on rank(s) [1]" in err, err
+    assert not (tmp_path / "other.npz").exists()
