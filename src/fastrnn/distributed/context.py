@@ -178,9 +178,22 @@ class Context:
         return [_from_json(gathered[start:start + size].tobytes())
                 for start, size in zip(offsets, lengths)]
 
-    # Older names kept: the checks below gather plain data the same safe way.
-    broadcast_object = broadcast_json
-    allgather_object = allgather_json
+    def gather_json(self, value, root=0):
+        """Every rank's ``value`` (JSON-able plain data) in rank order on
+        ``root``; None on the other ranks."""
+        if self.size == 1:
+            return [_from_json(_to_json(value))]
+        data = np.frombuffer(_to_json(value), dtype=np.uint8).copy()
+        lengths = np.empty(self.size, dtype=np.int64)
+        self.wait([self.comm.Iallgather(np.array([data.size], dtype=np.int64), lengths)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        gathered = np.empty(int(lengths.sum()) if self.rank == root else 0, dtype=np.uint8)
+        receive = [gathered, lengths, offsets, self.MPI.BYTE] if self.rank == root else None
+        self.wait([self.comm.Igatherv(data, receive, root=root)])
+        if self.rank != root:
+            return None
+        return [_from_json(gathered[start:start + size].tobytes())
+                for start, size in zip(offsets, lengths)]
 
     def broadcast_arrays(self, arrays, root=0):
         """Overwrite every array in ``arrays`` in place with ``root``'s values."""
@@ -210,7 +223,7 @@ class Context:
         """Check every rank has the same ``value`` (plain data) as rank 0;
         otherwise raise DistributedError on every rank, naming ``what`` and
         the ranks that differ."""
-        values = self.allgather_object(value)
+        values = self.allgather_json(value)
         differ = [rank for rank, other in enumerate(values) if other != values[0]]
         if differ:
             shown = ", ".join(f"rank {rank}: {_short(values[rank])}" for rank in differ[:3])

@@ -211,7 +211,7 @@ class GradientReducer:
         local = list(metrics) if metrics else []
         if self.metric_names is None:
             union = []
-            for names in self.context.allgather_object(local):
+            for names in self.context.allgather_json(local):
                 union += [name for name in names if name not in union]
             if union:
                 self.metric_names = union

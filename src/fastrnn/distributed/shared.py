@@ -77,7 +77,7 @@ class FitPlan:
         """
         context = self.context
         if self.sharded:
-            parts = context.allgather_json(self.run(what, part))
+            parts = context.gather_json(self.run(what, part))
             state = self.run(what, lambda: merge(parts) if context.is_root else None)
         else:
             state = self.run(what, lambda: build() if context.is_root else None)

@@ -21,7 +21,7 @@ def together(context, what, function, *args):
         result, failed = function(*args), None
     except Exception as exc:
         result, failed = None, exc
-    ranks = [rank for rank, bad in enumerate(context.allgather_object(failed is not None))
+    ranks = [rank for rank, bad in enumerate(context.allgather_json(failed is not None))
              if bad]
     if failed is not None:
         raise failed
@@ -140,7 +140,7 @@ class DistributedRun:
 def reduce_sums(context, accumulator):
     """Sum an evaluation's weighted metric sums over the ranks, in place."""
     names = []
-    for local in context.allgather_object(list(accumulator.sums)):
+    for local in context.allgather_json(list(accumulator.sums)):
         names += [name for name in local if name not in names]
     local = [accumulator.batches]
     for name in names:
