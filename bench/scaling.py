@@ -19,6 +19,14 @@ communication term of the cost model in docs/scaling.md).
 
     python bench/scaling.py                 # 3 rounds, 12 steps each
     python bench/scaling.py --rounds 5 --steps 16 --json scaling.json
+    python bench/scaling.py --model         # the cost model's table only
+
+Each rank runs ``--threads`` kernel threads and a BLAS pool of as many
+(OMP/OPENBLAS/MKL/BLIS_NUM_THREADS), so 2 ranks x 1 thread use 2 cores.
+After the measured table it prints the cost model fed with the measured
+1-rank step time: predicted efficiency on 2-64 nodes over 10 and 25 Gbit/s,
+and, for 2 ranks on loopback, the model with the measured all-reduce next to
+the measured efficiency.
 
 Needs fastrnn[mpi] (mpiexec from the mpich wheel, next to python).  Only
 127.0.0.1 is used.
@@ -162,11 +170,16 @@ def _mpiexec():
     return local if os.access(local, os.X_OK) else shutil.which("mpiexec")
 
 
-def run_config(ranks, threads, steps, timeout=900):
-    command = [_mpiexec(), "-launcher", "fork", "-hosts", "127.0.0.1", "-n", str(ranks),
-               sys.executable, os.path.abspath(__file__), "--worker",
+def run_config(ranks, threads, steps, bind=False, timeout=900):
+    binding = ["-bind-to", "core"] if bind and ranks * threads <= (os.cpu_count() or 1) else []
+    command = [_mpiexec(), "-launcher", "fork", "-hosts", "127.0.0.1", *binding,
+               "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
                "--threads", str(threads), "--steps", str(steps)]
-    env = dict(os.environ, **LOOPBACK_ENV, OMP_NUM_THREADS=str(threads))
+    # Each rank: `threads` kernel threads and a BLAS pool of the same size
+    # (numpy's BLAS would otherwise start one thread per core in every rank).
+    limits = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                              "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+    env = dict(os.environ, **LOOPBACK_ENV, **limits)
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{ranks} ranks failed:\n{done.stdout}\n{done.stderr}")
@@ -191,6 +204,31 @@ def report(results):
     return "\n".join(lines)
 
 
+def measured_model_table(results, nodes=(2, 8, 16, 32, 64), links=(10, 25)):
+    """The cost model fed with this machine's numbers: the compute term is the
+    measured 1 rank x 1 thread step, P the benchmark's parameters.  Row
+    "loopback" puts the measured all-reduce of P next to the measured
+    2-rank CPU-time efficiency (the check of the model); the other rows
+    predict weak-scaling efficiency on 10 and 25 Gbit/s networks."""
+    base = results[(1, 1)]
+    step = min(r["seconds"] / r["steps"] for r in base)
+    P = base[0]["parameters"]
+    lines = [f"cost model, compute = measured 1 x 1 step {1e3 * step:.1f} ms, P = {P:,}:",
+             "| network | " + " | ".join(f"{n} nodes" for n in nodes) + " |",
+             "|---|" + "---|" * len(nodes)]
+    if (2, 1) in results:
+        reduce = statistics.median(r["allreduce_seconds"] for r in results[(2, 1)])
+        measured = min(r["cpu_seconds"] for r in base) / min(
+            r["cpu_seconds"] for r in results[(2, 1)])
+        lines.append(f"| loopback: model {step / (step + reduce):.0%} with the measured "
+                     f"all-reduce ({1e3 * reduce:.2f} ms); measured CPU-time efficiency "
+                     f"{measured:.0%} | " + " | ".join("" for _ in nodes[1:]) + " |")
+    for gbit in links:
+        cells = [f"{efficiency(step, P, n, gbit):.0%}" for n in nodes]
+        lines.append(f"| {gbit} Gbit/s | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -200,6 +238,10 @@ def main():
     parser.add_argument("--configs", default="1x1,2x1,4x1,1x2",
                         help="ranks x threads per rank, comma-separated")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--bind", action="store_true",
+                        help="bind each rank to a core (mpiexec -bind-to core) when the "
+                             "ranks x threads fit the cores: steadier timings on an idle "
+                             "machine")
     parser.add_argument("--model", action="store_true",
                         help="print the cost model's predicted efficiencies and exit")
     args = parser.parse_args()
@@ -214,7 +256,7 @@ def main():
     results = {config: [] for config in configs}
     for round_ in range(args.rounds):
         for ranks, threads in configs:
-            result = run_config(ranks, threads, args.steps)
+            result = run_config(ranks, threads, args.steps, args.bind)
             results[(ranks, threads)].append(result)
             print(f"round {round_ + 1}: {ranks} x {threads}: "
                   f"{result['sequences_per_second']:.1f} seq/s", file=sys.stderr, flush=True)
@@ -222,6 +264,9 @@ def main():
           f"P = {results[configs[0]][0]['parameters']} parameters, {args.steps} steps x "
           f"{args.rounds} rounds")
     print(report(results))
+    if (1, 1) in results:
+        print()
+        print(measured_model_table(results))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump({f"{r}x{t}": runs for (r, t), runs in results.items()}, stream, indent=1)

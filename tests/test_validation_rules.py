@@ -236,10 +236,6 @@ def test_cli_number_types_use_the_rules():
 
 # -- no rule written twice: a scan of src/ ---------------------------------------------------
 
-# Files another branch owns at the time of writing (fastrnn.distributed); the
-# test below insists they still hold their guards, so the entry is removed
-# (and the scan covers them) as soon as they use the vocabulary.
-_NOT_YET_CONVERTED = {"distributed/context.py", "distributed/dask.py"}
 _RULES_HOME = {"_rules.py"}
 
 
@@ -266,7 +262,7 @@ def _sources():
 
 def test_no_hand_written_bool_guard_outside_the_vocabulary():
     found = {name: _bool_guards(path) for name, path in _sources()
-             if name not in _RULES_HOME | _NOT_YET_CONVERTED}
+             if name not in _RULES_HOME}
     found = {name: lines for name, lines in found.items() if lines}
     assert not found, (f"hand-written bool guards (use fastrnn._validation's Integer, Real, "
                        f"Boolean or is_int / is_real / is_bool instead): {found}")
@@ -274,8 +270,6 @@ def test_no_hand_written_bool_guard_outside_the_vocabulary():
 
 def test_scan_sees_guards_where_they_are():
     assert _bool_guards(SRC / "_rules.py")            # the one home of the rule
-    for name in _NOT_YET_CONVERTED:
-        assert _bool_guards(SRC / name), f"{name} has no guard left: drop it from the list"
 
 
 def test_no_second_copy_of_a_range_or_choice_message():
@@ -285,7 +279,7 @@ def test_no_second_copy_of_a_range_or_choice_message():
                          r"|True or False|a positive int|a non-negative int)")
     copies = {}
     for name, path in _sources():
-        if name in _RULES_HOME | _NOT_YET_CONVERTED:
+        if name in _RULES_HOME:
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if pattern.search(line) and not line.lstrip().startswith("#"):

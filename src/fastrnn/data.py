@@ -317,9 +317,12 @@ class BatchLoader:
     process's up to summation order.  With ``shard=(rank, size)`` each rank
     holds only its part and forms its batches of ``len(range(rank,
     batch_size, size))`` rows from it alone (shuffled from ``(seed, epoch,
-    rank)``); a global batch is then the union of the ranks' batches, so
-    results differ from one process's, and every rank must have the same
-    number of batches per epoch (equal shards, or ``drop_last``).
+    rank)``); a global batch is then the union of the ranks' batches, and
+    every rank must have the same number of batches per epoch (equal shards,
+    or ``drop_last``).  Without shuffling, shards of the rows
+    ``fr.distributed.shard_rows(N, batch_size, rank, size)`` give exactly the
+    global batches of one process over all N rows in order; with shuffling
+    each shard is shuffled on its own, so results differ from one process's.
     """
 
     def __init__(self, inputs, targets=None, batch_size=32, shuffle=True, seed=0,
@@ -617,29 +620,38 @@ class StreamBatcher:
             a list of such streams, concatenated in order.
         batch_size: number of parallel streams B.
         bptt: steps per chunk.
+        shard: ``(rank, size)`` when ``tokens`` is only this process's part of
+            the text (distributed training on sharded data): ``batch_size``
+            stays the global number of streams and this part is laid out as
+            the rank's ``len(range(rank, batch_size, size))`` of them.
 
     ``set_epoch(epoch)`` is accepted for the trainer's interface and changes
     nothing: the layout is the same every epoch.
     """
 
-    def __init__(self, tokens, batch_size, bptt):
+    def __init__(self, tokens, batch_size, bptt, shard=None):
         self.batch_size = positive_int("batch_size", batch_size)
         self.bptt = positive_int("bptt", bptt)
+        self.shard = None if shard is None else check_rank_size("shard", shard)
+        columns = _rank_rows(self.batch_size, self.shard)   # this process's streams
+        if columns < 1:
+            raise ValueError(f"shard={shard!r}: batch_size {self.batch_size} gives rank "
+                             f"{shard[0]} no stream; batch_size must be >= size")
         stream = _token_stream(tokens)
         n = len(stream)
-        steps = (n - 1) // self.batch_size
+        steps = (n - 1) // columns
         if steps < 1:
             raise ValueError(f"tokens too short for batch_size: {n} tokens give "
-                             f"(N - 1) // batch_size = ({n} - 1) // {self.batch_size} = "
+                             f"(N - 1) // batch_size = ({n} - 1) // {columns} = "
                              f"{steps} steps per stream; need at least "
-                             f"{self.batch_size + 1} tokens")
+                             f"{columns + 1} tokens")
         self.num_tokens = n
         self.steps_per_stream = steps
-        self.dropped = n - 1 - self.batch_size * steps
-        used = self.batch_size * steps
-        self._inputs = np.ascontiguousarray(stream[:used].reshape(self.batch_size, steps).T)
+        self.dropped = n - 1 - columns * steps
+        used = columns * steps
+        self._inputs = np.ascontiguousarray(stream[:used].reshape(columns, steps).T)
         self._targets = np.ascontiguousarray(
-            stream[1:used + 1].reshape(self.batch_size, steps).T)
+            stream[1:used + 1].reshape(columns, steps).T)
         self.epoch = 0
         self._columns = slice(None)     # this rank's streams, from for_rank()
 
@@ -650,6 +662,9 @@ class StreamBatcher:
         """A batcher serving this rank's streams ``rank::size`` of every chunk
         (distributed training with the full token stream on every rank)."""
         rank, size = check_rank_size("(rank, size)", (rank, size))
+        if self.shard is not None:
+            raise ValueError(f"this batcher already holds only shard {self.shard} of the "
+                             f"streams; for_rank() is for a batcher of the full stream")
         if self.batch_size < size:
             raise ValueError(f"batch_size {self.batch_size} gives some of the {size} ranks "
                              f"no stream; batch_size must be >= the number of ranks")

@@ -351,6 +351,12 @@ def _int_id(name, value):
     return int(value)
 
 
+def _check_limits(min_freq, max_size):
+    """Vocabulary limits: min_freq an int >= 1, max_size None or an int >= 0."""
+    Integer(low=1)("min_freq", min_freq)
+    Optional(Integer(low=0))("max_size", max_size)
+
+
 class Vocab:
     """A fixed token <-> id mapping with the specials at ids 0-3.
 
@@ -432,8 +438,15 @@ class Vocab:
             min_freq: keep tokens seen at least this often (int >= 1).
             max_size: keep at most this many non-special tokens (None: all).
         """
-        Integer(low=1)("min_freq", min_freq)
-        Optional(Integer(low=0))("max_size", max_size)
+        _check_limits(min_freq, max_size)
+        counter, resolved = cls.count(corpus, tokenizer)
+        return cls.from_counts(counter, resolved, min_freq, max_size)
+
+    @staticmethod
+    def count(corpus, tokenizer=None):
+        """``(counts, tokenizer)``: the token counts of ``corpus`` (a dict in
+        order of first appearance) and the tokenizer ``build`` records; the
+        arguments as in :meth:`build`."""
         resolved = _resolve_tokenizer(tokenizer)
         texts, items = _peek_corpus(corpus, "corpus")
         if texts and resolved is None:
@@ -441,6 +454,15 @@ class Vocab:
         counter = Counter()
         for tokens in _token_lists(items, texts, resolved, "corpus"):
             counter.update(tokens)
+        return dict(counter), resolved
+
+    @classmethod
+    def from_counts(cls, counts, tokenizer=None, min_freq=1, max_size=None):
+        """The vocabulary :meth:`build` makes from ``counts`` (``{token:
+        count}``, in order of first appearance: it breaks ties), e.g. the
+        summed counts of several parts of a corpus."""
+        _check_limits(min_freq, max_size)
+        counter = Counter(counts)
         if not counter:
             raise ValueError("corpus contains no tokens (every text or token list is empty)")
         if "" in counter:
@@ -451,7 +473,7 @@ class Vocab:
         kept = [(token, count) for token, count in ordered if count >= min_freq]
         if max_size is not None:
             kept = kept[:int(max_size)]
-        return cls([token for token, _ in kept], counts=dict(kept), tokenizer=resolved)
+        return cls([token for token, _ in kept], counts=dict(kept), tokenizer=tokenizer)
 
     # ------------------------------------------------------------ mapping
 

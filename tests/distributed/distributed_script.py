@@ -161,6 +161,75 @@ def train_sharded(source, distributed, epochs=2):
     return weights(model.modules()), history.history
 
 
+def _sharded_task_data():
+    """Data for the sharded task models (the last 9 rows are held out for
+    validation; every training set ends in a partial global batch of at least
+    3 rows, so each of 3 ranks has a row there).  Row 0 holds every token, so
+    the vocabulary built from the ranks' parts (ties in rank order) is the
+    one of the whole data (ties in data order)."""
+    rng = np.random.default_rng(11)
+    words = _words(rng, 60)
+    texts = [" ".join(words)] + [" ".join(rng.choice(words, size=int(rng.integers(2, 7))))
+                                 for _ in range(42)]      # 43 - 9 held out = 3 * 10 + 4
+    labels = ["pos" if len(t) % 3 else "neg" for t in texts]
+    sentences = [words] + [list(rng.choice(words, size=int(rng.integers(2, 7))))
+                           for _ in range(25)]             # 26 - 9 held out = 2 * 7 + 3
+    tags = [["V" if w[0] in "ae" else "C" for w in s] for s in sentences]
+    sources = ["abcde"] + _words(rng, 27)                   # 28 - 9 held out = 2 * 8 + 3
+    X, y = data(seed=2, count=43)
+    steps = [np.cumsum(x[:, 0]) for x in X]     # per-step targets: a mean over real steps
+    return {"classifier": (texts, labels, 10), "tagger": (sentences, tags, 7),
+            "seq2seq": (sources, [w[::-1] for w in sources], 8), "regressor": (X, y, 10),
+            "regressor_steps": (X, steps, 10)}
+
+
+def train_sharded_tasks(rank=None, size=None):
+    """Each task model on sharded data without shuffling: rank ``rank`` of
+    ``size`` fits on its rows ``shard_rows(...)`` with distributed="sharded";
+    ``rank=None``: one process on the whole data."""
+    models = {"classifier": fr.SequenceClassifier(hidden_size=5, embedding_dim=4,
+                                                  dtype="float64", seed=2),
+              "tagger": fr.SequenceTagger(hidden_size=5, embedding_dim=4, dtype="float64",
+                                          seed=1),
+              "seq2seq": fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char",
+                                    dtype="float64", seed=2),
+              "regressor": fr.SequenceRegressor(hidden_size=5, dtype="float64", seed=3),
+              "regressor_steps": fr.SequenceRegressor(hidden_size=5, per_step=True,
+                                                      dtype="float64", seed=4)}
+    results = {}
+    for name, (X, y, batch) in _sharded_task_data().items():
+        n_val = 9
+        train_rows, val_rows = np.arange(len(X) - n_val), np.arange(len(X) - n_val, len(X))
+        distributed = False
+        if rank is not None:
+            train_rows = train_rows[fr.distributed.shard_rows(len(train_rows), batch, rank,
+                                                              size)]
+            val_rows = val_rows[rank::size]
+            distributed = "sharded"
+        pick = lambda values, rows: [values[i] for i in rows]      # noqa: E731
+        model = models[name]
+        model.fit(pick(X, train_rows), pick(y, train_rows), epochs=2, batch_size=batch,
+                  shuffle=False, verbose=0, distributed=distributed,
+                  validation_data=(pick(X, val_rows), pick(y, val_rows)))
+        results[name] = (weights(model.modules()), model.history_.history)
+    return results
+
+
+def train_sharded_lm(rank, size):
+    """A language model on a different text per rank: the vocabulary is the
+    union (the token 'zzz' is only in the last rank's text)."""
+    rng = np.random.default_rng(20 + rank)
+    text = " ".join(_words(rng, 90 + 13 * rank)) + (" zzz" if rank == size - 1 else "")
+    lm = fr.LanguageModel(level="word", hidden_size=6, embedding_dim=5, dtype="float64",
+                          seed=0)
+    lm.fit(text, epochs=2, batch_size=5, bptt=6, verbose=0, validation_split=0.1,
+           distributed="sharded")
+    state = weights(lm.modules())
+    state["has_zzz"] = np.array(["zzz" in lm.vocab_])
+    state["vocab_size"] = np.array([len(lm.vocab_)])
+    return state, lm.history_.history
+
+
 def _save(outdir, name, rank, result):
     state, history = result
     arrays = dict(state)
@@ -179,6 +248,29 @@ def main(scenario, outdir, dtype="float64"):
     elif scenario == "shard_uneven":        # without drop_last the ranks' batch counts differ
         _expect_error(ctx, lambda: train_sharded(
             shard_loaders(ctx.size, drop_last=False)[ctx.rank], True))
+    elif scenario == "shard_tasks":
+        for name, result in train_sharded_tasks(ctx.rank, ctx.size).items():
+            _save(outdir, name, ctx.rank, result)
+        _save(outdir, "lm", ctx.rank, train_sharded_lm(ctx.rank, ctx.size))
+    elif scenario == "task_text_mismatch":      # full data, but rank 1's texts differ
+        texts, labels, _ = _sharded_task_data()["classifier"]
+        if ctx.rank == 1:
+            texts = texts[:1] + texts[2:] + texts[1:2]
+        _expect_error(ctx, lambda: fr.SequenceClassifier(hidden_size=3).fit(
+            texts, labels, epochs=1, verbose=0, distributed=True))
+    elif scenario == "task_label_mismatch":     # rank 1 has a label rank 0 never saw
+        texts, labels, _ = _sharded_task_data()["classifier"]
+        if ctx.rank == 1:
+            labels = labels[:-1] + ["other"]
+        _expect_error(ctx, lambda: fr.SequenceClassifier(hidden_size=3).fit(
+            texts, labels, epochs=1, verbose=0, distributed=True),
+            (fr.distributed.DistributedError, ValueError))
+    elif scenario == "threads":                 # no thread count chosen: init() shares
+        from threadpoolctl import threadpool_info
+        blas = sorted({pool["num_threads"] for pool in threadpool_info()
+                       if pool["user_api"] == "blas"})
+        print(f"rank {ctx.rank}: local_size={ctx.local_size} threads={ctx.threads} "
+              f"kernel={fr.get_num_threads()} blas={blas}", flush=True)
     elif scenario == "tasks":
         for name, result in train_other_tasks(True).items():
             _save(outdir, name, ctx.rank, result)

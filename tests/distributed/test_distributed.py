@@ -54,7 +54,7 @@ def run_ranks(n, *args, timeout=TIMEOUT, options=(), env=None, cwd=None,
     stderr).  On timeout the process group is killed and the test fails."""
     command = [_mpiexec(), "-launcher", "fork", "-hosts", "127.0.0.1", *options, "-n", str(n),
                sys.executable, *program, *map(str, args)]
-    env = dict(os.environ, **LOOPBACK_ENV, **(env or {}))
+    env = {**os.environ, **LOOPBACK_ENV, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(fr.__path__[0]),
                                                     env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

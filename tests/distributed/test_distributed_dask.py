@@ -107,7 +107,7 @@ def test_model_bytes_round_trip_and_bad_input(texts_model):
         fr.distributed.dask_predict(object(), [])
     with pytest.raises(ValueError, match="method must be one of"):
         fr.distributed.dask_predict(clf, [], method="fit")
-    with pytest.raises(ValueError, match="threads must be a positive int"):
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
         fr.distributed.dask_predict(clf, [], threads=0)
     _require("dask")
     with pytest.raises(TypeError, match="data must be a dask Bag, Array or dataframe"):

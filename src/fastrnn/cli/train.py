@@ -221,6 +221,10 @@ def _add_training_options(group, task, cls):
                        help="data-parallel training over the ranks of `mpiexec -n N fastrnn "
                             "train ...` (needs fastrnn[mpi]); --batch-size is the global "
                             "batch; rank 0 prints and writes the model and checkpoints")
+    group.add_argument("--sharded", action="store_true",
+                       help="with --distributed: each rank reads only its own part of the "
+                            "data, from the DATA (and --validation-data) path with {rank} "
+                            "filled in (train-{rank}.tsv)")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="print nothing but errors and warnings")
 
@@ -276,13 +280,45 @@ def _join_ranks(args):
     that prints and writes (always True without --distributed)."""
     args.rank = 0
     if not args.distributed:
+        if args.sharded:
+            raise CLIError("--sharded needs --distributed")
         return True
     try:
         from ..distributed import init
         args.rank = init().rank
     except ImportError as exc:
         raise CLIError(f"--distributed: {exc}") from None
+    if args.sharded:
+        _rank_paths(args)
     return args.rank == 0
+
+
+def _rank_paths(args):
+    """--sharded: this rank's data files, ``{rank}`` filled in."""
+    paths = args.data if isinstance(args.data, list) else [args.data]
+    if not all("{rank}" in path for path in paths):
+        raise CLIError(f"--sharded: every DATA path must contain {{rank}} (each "
+                       f"rank reads its own part, e.g. train-{{rank}}.tsv), got {paths}")
+    rank = str(args.rank)
+    filled = [path.replace("{rank}", rank) for path in paths]
+    args.data = filled if isinstance(args.data, list) else filled[0]
+    if args.validation_data is not None:
+        args.validation_data = args.validation_data.replace("{rank}", rank)
+    mine = args.data if isinstance(args.data, list) else [args.data]
+    missing = [path for path in mine + [args.validation_data]
+               if path is not None and not os.path.isfile(path)]
+    from ..distributed import init
+    from ..distributed.training import together
+
+    def check():        # on every rank at once: a rank alone in error would leave
+        if missing:     # the others waiting for it
+            raise CLIError(f"--sharded: rank {args.rank} has no file "
+                           f"{', '.join(missing)}")
+    from ..distributed import DistributedError
+    try:
+        together(init(), "reading the data files", check)
+    except DistributedError as exc:
+        raise CLIError(f"--sharded: {exc}") from None
 
 
 def _fit_arguments(args, task, cls):
@@ -305,7 +341,7 @@ def _fit_arguments(args, task, cls):
     fit_kwargs.update(callbacks=callbacks, verbose=0 if args.quiet else 1,
                       resume_from=args.resume)
     if args.distributed:
-        fit_kwargs["distributed"] = True
+        fit_kwargs["distributed"] = "sharded" if args.sharded else True
     return fit_kwargs, early_stopping
 
 

@@ -6,6 +6,7 @@ every collective below is a no-op copy, so the same script runs alone or on
 N ranks.
 """
 
+import json
 import os
 import sys
 import time
@@ -13,6 +14,8 @@ import traceback
 import zlib
 
 import numpy as np
+
+from .._validation import Real
 
 __all__ = ["init", "Context", "DistributedError", "MPI_MISSING"]
 
@@ -51,19 +54,47 @@ def init(timeout=None):
     if _context is None:
         MPI = _import_mpi()
         _context = Context(MPI.COMM_WORLD, MPI)
+        _share_cores(_context)
     if timeout is not None:
         _context.timeout = _check_timeout("timeout", timeout)
     return _context
 
 
+def _share_cores(context):
+    """Ranks on one machine share its cores: unless the user chose a thread
+    count (OMP_NUM_THREADS or ``fr.set_num_threads`` before ``init``), each
+    of the ``k`` ranks on a machine of ``c`` CPUs runs ``max(1, c // k)``
+    kernel threads, and the BLAS that numpy calls outside the kernels as many
+    (a BLAS pool of every core in every rank would oversubscribe the cores).
+    Sets ``context.local_size`` and ``context.threads``."""
+    from .. import _threads
+    local = context.comm.Split_type(context.MPI.COMM_TYPE_SHARED, key=context.rank)
+    context.local_size = local.Get_size()
+    local.Free()
+    chosen = bool(os.environ.get("OMP_NUM_THREADS")) or \
+        _threads.get_num_threads() != _threads._threads_from_environment()
+    if context.local_size > 1 and not chosen:
+        _threads.set_num_threads(max(1, _threads.get_num_threads() // context.local_size))
+    context.threads = _threads.get_num_threads()
+    if context.local_size > 1:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:     # pragma: no cover - a dependency of fastrnn
+            return
+        threadpool_limits(limits=context.threads, user_api="blas")
+
+
+_TIMEOUT = Real(low=0, low_open=True, finite=False)
+
+
 def _check_timeout(name, value):
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if isinstance(value, bool) or not seconds > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    return seconds
+    """Seconds > 0; the environment's text form is read as a number first."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return _TIMEOUT(name, value)
 
 
 def _timeout_from_environment():
@@ -91,7 +122,9 @@ class Context:
     Attributes: ``rank`` (0..size-1), ``size``, ``comm`` (the mpi4py
     communicator), ``is_root`` (rank 0: the rank that writes files and
     prints), ``timeout`` (seconds to wait for the other ranks),
-    ``bucket_bytes`` (the size of a gradient bucket, 4 MiB).
+    ``bucket_bytes`` (the size of a gradient bucket, 4 MiB); after
+    :func:`init`, ``local_size`` (ranks on this machine) and ``threads``
+    (kernel and BLAS threads of this rank).
     """
 
     def __init__(self, comm, MPI):
@@ -103,6 +136,7 @@ class Context:
         self.timeout = _timeout_from_environment()
         # Gradient buckets of at most this many bytes: few, large reductions.
         self.bucket_bytes = 4 << 20
+        self.local_size, self.threads = 1, None
 
     def wait(self, requests):
         """Wait for non-blocking ``requests``, testing them with a growing
@@ -121,13 +155,50 @@ class Context:
             pause = min(pause * 2, 1e-3)
 
     # -- small collectives ------------------------------------------------------
-    def broadcast_object(self, value, root=0):
-        """``value`` from ``root`` on every rank (pickled by mpi4py: use for
-        plain data only: dicts, lists, strings, numbers)."""
-        return self.comm.bcast(value, root=root) if self.size > 1 else value
+    # Plain data travels as JSON text in byte buffers, never pickled: a rank
+    # reads only numbers, strings, lists and dicts from the others.
+    def broadcast_json(self, value, root=0):
+        """``value`` (JSON-able plain data) from ``root`` on every rank."""
+        if self.size == 1:
+            return _from_json(_to_json(value))
+        data = _to_json(value) if self.rank == root else b""
+        length = np.array([len(data)], dtype=np.int64)
+        self.wait([self.comm.Ibcast(length, root=root)])
+        buffer = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == root \
+            else np.empty(int(length[0]), dtype=np.uint8)
+        self.wait([self.comm.Ibcast(buffer, root=root)])
+        return _from_json(buffer.tobytes())
 
-    def allgather_object(self, value):
-        return self.comm.allgather(value) if self.size > 1 else [value]
+    def allgather_json(self, value):
+        """Every rank's ``value`` (JSON-able plain data), in rank order."""
+        if self.size == 1:
+            return [_from_json(_to_json(value))]
+        data = np.frombuffer(_to_json(value), dtype=np.uint8)
+        lengths = np.empty(self.size, dtype=np.int64)
+        self.wait([self.comm.Iallgather(np.array([data.size], dtype=np.int64), lengths)])
+        gathered = np.empty(int(lengths.sum()), dtype=np.uint8)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.wait([self.comm.Iallgatherv(data.copy(), [gathered, lengths, offsets,
+                                                       self.MPI.BYTE])])
+        return [_from_json(gathered[start:start + size].tobytes())
+                for start, size in zip(offsets, lengths)]
+
+    def gather_json(self, value, root=0):
+        """Every rank's ``value`` (JSON-able plain data) in rank order on
+        ``root``; None on the other ranks."""
+        if self.size == 1:
+            return [_from_json(_to_json(value))]
+        data = np.frombuffer(_to_json(value), dtype=np.uint8).copy()
+        lengths = np.empty(self.size, dtype=np.int64)
+        self.wait([self.comm.Iallgather(np.array([data.size], dtype=np.int64), lengths)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        gathered = np.empty(int(lengths.sum()) if self.rank == root else 0, dtype=np.uint8)
+        receive = [gathered, lengths, offsets, self.MPI.BYTE] if self.rank == root else None
+        self.wait([self.comm.Igatherv(data, receive, root=root)])
+        if self.rank != root:
+            return None
+        return [_from_json(gathered[start:start + size].tobytes())
+                for start, size in zip(offsets, lengths)]
 
     def broadcast_arrays(self, arrays, root=0):
         """Overwrite every array in ``arrays`` in place with ``root``'s values."""
@@ -157,7 +228,7 @@ class Context:
         """Check every rank has the same ``value`` (plain data) as rank 0;
         otherwise raise DistributedError on every rank, naming ``what`` and
         the ranks that differ."""
-        values = self.allgather_object(value)
+        values = self.allgather_json(value)
         differ = [rank for rank, other in enumerate(values) if other != values[0]]
         if differ:
             shown = ", ".join(f"rank {rank}: {_short(values[rank])}" for rank in differ[:3])
@@ -186,6 +257,18 @@ class Context:
 
     def __repr__(self):
         return f"Context(rank={self.rank}, size={self.size})"
+
+
+def _to_json(value):
+    try:
+        return json.dumps(value, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    except TypeError as exc:
+        raise TypeError(f"distributed ranks exchange plain data only (numbers, strings, "
+                        f"lists, dicts): {exc}") from None
+
+
+def _from_json(data):
+    return json.loads(data.decode("utf-8"))
 
 
 def _short(value, limit=200):

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from .._validation import Integer
 
 __all__ = ["dask_predict"]
 
@@ -65,8 +66,7 @@ def _check(model, method, threads):
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     if not callable(getattr(model, method, None)):
         raise TypeError(f"{type(model).__name__} has no {method}() method")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    Integer(low=1)("threads", threads)
 
 
 def dask_predict(model, data, method="predict", threads=1, **options):

@@ -22,7 +22,7 @@ def together(context, what, function, *args):
         result, failed = function(*args), None
     except Exception as exc:
         result, failed = None, exc
-    ranks = [rank for rank, bad in enumerate(context.allgather_object(failed is not None))
+    ranks = [rank for rank, bad in enumerate(context.allgather_json(failed is not None))
              if bad]
     if failed is not None:
         raise failed
@@ -55,12 +55,17 @@ def _size(data):
         return None
 
 
-def _data_signature(data):
+def _data_signature(data, validation=False):
+    """What every rank's data must agree on.  Full data: its size.  A shard:
+    training needs as many batches per epoch on every rank (each global step
+    is one batch of every rank); a validation shard may be of any size (an
+    evaluation sums over the batches, then reduces once)."""
     if data is None:
         return None
-    full = getattr(data, "shard", None) is None
-    examples = getattr(data, "num_examples", None) if full else None
-    return {"batches": _size(data), "examples": examples}
+    if getattr(data, "shard", None) is not None:
+        return {"sharded": True, "batches": None if validation else _size(data)}
+    return {"sharded": False, "batches": _size(data),
+            "examples": getattr(data, "num_examples", None)}
 
 
 class DistributedRun:
@@ -84,7 +89,7 @@ class DistributedRun:
         context.agree("the training data (batches per epoch, examples)",
                       _data_signature(train_data))
         context.agree("the validation data (batches, examples)",
-                      _data_signature(validation_data))
+                      _data_signature(validation_data, validation=True))
         parameters = [p for module in trainer.modules for p in module.parameters()]
         if resuming:
             context.check_same_arrays("the weights restored from the checkpoint "
@@ -135,7 +140,7 @@ class DistributedRun:
 def reduce_sums(context, accumulator):
     """Sum an evaluation's weighted metric sums over the ranks, in place."""
     names = []
-    for local in context.allgather_object(list(accumulator.sums)):
+    for local in context.allgather_json(list(accumulator.sums)):
         names += [name for name in local if name not in names]
     local = [accumulator.batches]
     for name in names:

@@ -188,13 +188,18 @@ class TaskModel(BaseEstimator):
         return options
 
     # -- class and sample weights (classifier, tagger) ---------------------------------
-    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count):
+    def _set_fit_weights(self, class_weight, sample_weight, label_ids, count, plan=None):
         """Keep the training weights for :meth:`_target_weights` (None: none).
 
         ``label_ids``: the training targets' class ids (a flat array over all
-        tokens for the tagger); ``count``: the number of sequences."""
-        class_vector = class_weights(class_weight, self.classes_, label_ids)
-        sample = sample_weights(sample_weight, count)
+        tokens for the tagger); ``count``: the number of sequences; ``plan``:
+        a distributed fit's FitPlan ("balanced" counts every rank's part)."""
+        total = plan.context.sum if plan is not None and plan.sharded else None
+        class_vector = class_weights(class_weight, self.classes_, label_ids, total)
+        if plan is None:
+            sample = sample_weights(sample_weight, count)
+        else:
+            sample = plan.run("checking sample_weight", sample_weights, sample_weight, count)
         self._fit_weights = (None if class_vector is None and sample is None
                              else (class_vector, sample))
 
@@ -298,16 +303,20 @@ class TaskModel(BaseEstimator):
                                dtype=self.dtype, seed=seed)
 
     # -- fitting --------------------------------------------------------------------
-    def _loaders(self, inputs, targets, options, validation, per_step_targets=False):
+    def _loaders(self, inputs, targets, options, validation, per_step_targets=False,
+                 plan=None):
         """Training and validation BatchLoaders (validation may be None).
 
         ``options``: from :meth:`_fit_options` (batch_size, validation_split,
         shuffle).  ``validation`` is already prepared ``(inputs, targets)`` or None.
+        ``plan``: the distributed fit's FitPlan; sharded data gives loaders of
+        this rank's shard.
         """
         validation_split = options["validation_split"]
         seed = resolve_seed(self.seed)      # data order must be seeded
         shuffle = options["shuffle"]
-        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets}
+        options = {"batch_size": options["batch_size"], "per_step_targets": per_step_targets,
+                   "shard": None if plan is None else plan.shard}
         train = BatchLoader(inputs, targets, shuffle=shuffle, bucket=shuffle, seed=seed,
                             **options)
         if validation is not None:
@@ -320,7 +329,7 @@ class TaskModel(BaseEstimator):
                                  f"{len(inputs)} sequences: {exc}") from None
         return train, None
 
-    def _train(self, train, validation, options, callbacks, resume_from, distributed=False):
+    def _train(self, train, validation, options, callbacks, resume_from, distributed=None):
         """Run the Trainer with ``options`` (from :meth:`_fit_options`); returns
         the model, the history kept as ``history_``.
 
@@ -328,17 +337,15 @@ class TaskModel(BaseEstimator):
         ``Trainer.save_checkpoint``) written by the same fit on the same data
         and seed; training continues from it exactly.
 
-        ``distributed``: as ``fr.Trainer``; every rank is given the full data,
-        and the vocabulary and labels each rank built must equal rank 0's.
+        ``distributed``: the FitPlan of :func:`fastrnn.distributed.shared.fit_plan`
+        (None: one process); the vocabulary and labels were built once and
+        shared, so they are the same on every rank.
         """
         optimizer = make_optimizer(options["optimizer"], self, options["lr"],
                                    options["weight_decay"])
         trainer = Trainer(self, optimizer, clip_norm=options["clip_norm"],
                           callbacks=callbacks, verbose=options["verbose"],
-                          distributed=distributed)
-        if trainer.distributed is not None:
-            trainer.distributed.agree("the vocabulary and labels built from the data",
-                                      self._fitted_state())
+                          distributed=None if distributed is None else distributed.context)
         self.is_fitted_ = True      # evaluate/predict work during callbacks
         try:
             self.history_ = trainer.fit(train, epochs=options["epochs"],
@@ -512,10 +519,11 @@ def label_list(y, count, name="y"):
     return labels
 
 
-def class_weights(class_weight, classes, label_ids):
+def class_weights(class_weight, classes, label_ids, total=None):
     """One weight per class from ``class_weight``: None, "balanced" (n /
     (n_classes * count of the class), scikit-learn's rule) or a dict
-    label -> weight (classes not in it weigh 1)."""
+    label -> weight (classes not in it weigh 1).  ``total``: sums the class
+    counts over the parts of sharded data (all ranks), or None."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str):
@@ -523,7 +531,9 @@ def class_weights(class_weight, classes, label_ids):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict of label -> "
                              f"weight, got {class_weight!r}")
         counts = np.bincount(label_ids, minlength=len(classes)).astype(np.float64)
-        return len(label_ids) / (len(classes) * np.maximum(counts, 1.0))
+        if total is not None:
+            counts = total(counts)
+        return counts.sum() / (len(classes) * np.maximum(counts, 1.0))
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight must be None, 'balanced' or a dict of label -> "
                         f"weight, got {type(class_weight).__name__}")
@@ -594,12 +604,19 @@ def distinct_labels(labels, name="y", what="labels", where=_position):
     return distinct
 
 
-def fit_labels(y, count, name="y"):
+def fit_labels(y, count, name="y", plan=None):
     """(classes, ids): the distinct labels of ``y`` (see :func:`distinct_labels`)
-    and each label's index; ``y`` holds one label per sequence."""
-    labels = label_list(y, count, name)
-    classes = distinct_labels(labels, name)
-    return classes, encode_labels(classes, labels, name)
+    and each label's index; ``y`` holds one label per sequence.  ``plan``: a
+    distributed fit's FitPlan (the classes are then built once for all ranks)."""
+    if plan is None:
+        labels = label_list(y, count, name)
+        classes = distinct_labels(labels, name)
+        return classes, encode_labels(classes, labels, name)
+    labels = plan.run(f"reading {name}", label_list, y, count, name)
+    classes = plan.labels(labels, lambda values: distinct_labels(values, name))
+    ids = plan.run(f"encoding {name}", encode_labels, classes, labels, name)
+    plan.check_same(f"the encoded {name}", [ids])
+    return classes, ids
 
 
 def encode_labels(classes, labels, name="y", what="labels", where=_position, strict=True):

@@ -7,6 +7,7 @@ from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
 from .base import (TRAINING_PARAMS, ClassifierMixin, TaskModel, encode_labels, estimator_bases, fit_labels, json_labels, label_array,
                    label_list, validation_pair)
 from .._validation import Integer, Options, layer_seeds
+from ..distributed.shared import fit_inputs, fit_plan
 from .inputs import InputEncoder
 from .pooling import Pooling
 from .streaming import ClassifierStream
@@ -100,6 +101,11 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
             return (logits[:, 0] > 0).astype(np.int64)
         return logits.argmax(axis=1)
 
+    def batch_weight(self, batch):
+        """Trainer protocol: the sequences the loss of ``batch`` averages over,
+        known before the backward pass (distributed training overlaps with it)."""
+        return len(batch.lengths)
+
     def train_batch(self, batch):
         """Trainer protocol: forward, backward, ``({"loss", "accuracy"}, batch size)``."""
         logits = self._logits(batch)
@@ -148,11 +154,13 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle,
                                     class_weight=class_weight)
+        plan = fit_plan(distributed)
         inputs = self._input_encoder()
-        sequences = inputs.fit_transform(X)
-        classes, targets = fit_labels(y, len(sequences))
+        sequences = fit_inputs(plan, inputs, X)
+        classes, targets = fit_labels(y, len(sequences), plan=plan)
         self._build(inputs, classes)
-        self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets))
+        self._set_fit_weights(options["class_weight"], sample_weight, targets, len(targets),
+                              plan)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
@@ -160,9 +168,8 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
             y_val = label_list(y_val, len(val_sequences), "validation_data[1]")
             validation = (val_sequences,
                           encode_labels(self.classes_, y_val, "validation_data[1]"))
-        train, held_out = self._loaders(sequences, targets, options, validation)
-        return self._train(train, held_out, options, callbacks, resume_from,
-                           distributed)
+        train, held_out = self._loaders(sequences, targets, options, validation, plan=plan)
+        return self._train(train, held_out, options, callbacks, resume_from, plan)
 
     def predict_proba(self, X, batch_size=256):
         """Class probabilities: a float64 array (N, n_classes), columns in

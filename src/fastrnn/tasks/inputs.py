@@ -171,6 +171,39 @@ class InputEncoder:
             check_vocab(self.vocab, name, self.min_freq, self.max_vocab)
         return self
 
+    def counts(self, X, name="X"):
+        """What one part of the data says for :meth:`fit_counts` (JSON-able):
+        its kind, its feature count or its token counts in order of first
+        appearance (distributed training on sharded data)."""
+        X = as_sequences(X)
+        check_nonempty(X, name)
+        kind = detect_kind(X, name)
+        part = {"kind": kind, "num_features": None, "counts": None}
+        self.kind = kind
+        if kind == "numeric":
+            part["num_features"] = int(self._numeric(X, name, num_features=None)[0].shape[1])
+        else:
+            part["counts"] = list(Vocab.count(self._tokens(X, name))[0].items())
+        return part
+
+    def fit_counts(self, parts, name="X"):
+        """Fit from the :meth:`counts` of the parts of the data, in order, as
+        :meth:`fit` would on their concatenation; returns self."""
+        kinds = [(part["kind"], part["num_features"]) for part in parts]
+        if any(kind != kinds[0] for kind in kinds):
+            raise ValueError(f"the parts of {name} hold different inputs (kind, features "
+                             f"per step) on different ranks: {kinds}")
+        self.kind, self.num_features = kinds[0]
+        if self.kind != "numeric":
+            check_vocab_limits(self.min_freq, self.max_vocab)
+            counts = {}
+            for part in parts:
+                for token, count in part["counts"]:
+                    counts[token] = counts.get(token, 0) + count
+            self.vocab = Vocab.from_counts(counts, None, self.min_freq, self.max_vocab)
+            check_vocab(self.vocab, name, self.min_freq, self.max_vocab)
+        return self
+
     def fit_transform(self, X, name="X"):
         """``fit(X)`` then ``transform(X)``, reading an iterator ``X`` once."""
         X = as_sequences(X)

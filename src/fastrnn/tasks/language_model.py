@@ -20,6 +20,7 @@ from ..layers import Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, UNK, Vocab, get_tokenizer
 from .._validation import Boolean, Integer, Options, Real, check_seed, layer_seeds
+from ..distributed.shared import fit_plan
 from .base import TaskModel, eval_mode
 from .inputs import check_vocab, check_vocab_limits
 from .stack import RecurrentStack
@@ -185,6 +186,11 @@ class LanguageModel(TaskModel):
         key = "train" if training else "eval"
         self._carry[key] = None
 
+    def batch_weight(self, chunk):
+        """Trainer protocol: the tokens the loss of ``chunk`` averages over,
+        known before the backward pass (distributed training overlaps with it)."""
+        return chunk.targets.size
+
     def train_batch(self, chunk):
         """Trainer protocol: one truncated-BPTT chunk; ``(metrics, predicted tokens)``."""
         logits = self._forward_chunk(chunk, "train")
@@ -265,32 +271,44 @@ class LanguageModel(TaskModel):
         Options(("embedding", "onehot"))("input", self.input)
         check_vocab_limits(self.min_freq, self.max_vocab)
         texts = _check_texts(text_or_texts, "text_or_texts")
-        vocab = self._fit_vocab(texts)
+        plan = fit_plan(distributed)
+        vocab = self._fit_vocab(plan, texts)
         stream, held_out = self._train_streams(texts, vocab, validation_data,
                                                validation_split, batch_size)
-        if len(stream) < batch_size + 1:
+        if plan is not None:
+            plan.check_same("the token stream of text_or_texts", [stream])
+        if plan is not None and plan.sharded:
+            stream = plan.common_stream(stream, batch_size)
+        elif len(stream) < batch_size + 1:
             raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
                              f"{len(stream)} tokens (with <eos> separators) give fewer "
                              f"than 1 step per column; need at least {batch_size + 1} "
                              f"tokens or a smaller batch_size")
         self._build(vocab)     # only now: a refused call leaves a fitted model as it was
-        train = StreamBatcher(stream, batch_size, bptt)
+        shard = None if plan is None else plan.shard
+        train = StreamBatcher(stream, batch_size, bptt, shard=shard)
         validation = None
         if held_out is not None:
             columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
-            validation = StreamBatcher(held_out, columns, bptt)
-        return self._train(train, validation, options, callbacks, resume_from,
-                           distributed)
+            if shard is not None:
+                columns = max(columns, shard[1])    # a stream for every rank
+            validation = StreamBatcher(held_out, columns, bptt, shard=shard)
+        return self._train(train, validation, options, callbacks, resume_from, plan)
 
-    def _fit_vocab(self, texts):
-        """The vocabulary of the training ``texts`` under the model's limits."""
+    def _fit_vocab(self, plan, texts):
+        """The vocabulary of the training ``texts`` under the model's limits:
+        built here, or once for all ranks (``plan``)."""
         tokenizer = self._tokenizer()
         corpus = [tokens for tokens in (tokenizer.tokenize(text) for text in texts) if tokens]
         if not corpus:
             raise ValueError("text_or_texts contains no tokens (every text is empty)")
-        return check_vocab(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
-                                       max_size=self.max_vocab),
-                           "text_or_texts", self.min_freq, self.max_vocab)
+
+        def check(vocab):
+            return check_vocab(vocab, "text_or_texts", self.min_freq, self.max_vocab)
+        if plan is None:
+            return check(Vocab.build(corpus, tokenizer=tokenizer, min_freq=self.min_freq,
+                                     max_size=self.max_vocab))
+        return plan.vocab(corpus, tokenizer, self.min_freq, self.max_vocab, check)
 
     def _train_streams(self, texts, vocab, validation_data, validation_split, batch_size):
         """``(training ids, held-out ids or None)``: the held-out stream from

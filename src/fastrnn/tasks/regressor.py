@@ -7,6 +7,7 @@ from ..losses import MSELoss
 from .base import (HAVE_SKLEARN, RegressorMixin, TaskModel,
                    check_targets_given, estimator_bases, validation_pair)
 from .._validation import Boolean, Integer, layer_seeds
+from ..distributed.shared import fit_inputs, fit_plan
 from .inputs import InputEncoder
 from .pooling import Pooling
 from .streaming import RegressorStream
@@ -131,8 +132,14 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
             return None
         return np.arange(batch.inputs.shape[0])[:, None] < batch.lengths[None, :]
 
+    def batch_weight(self, batch):
+        """Trainer protocol: what the loss of ``batch`` averages over, known
+        before the backward pass (distributed training then overlaps the
+        gradient reduction with it): sequences, or real steps with ``per_step``."""
+        return int(self._mask(batch).sum()) if self._per_step else len(batch.lengths)
+
     def train_batch(self, batch):
-        """Trainer protocol: forward, backward, ``({"loss"}, batch size)``."""
+        """Trainer protocol: forward, backward, ``({"loss"}, batch_weight)``."""
         predictions = self._predict_batch(batch)
         loss, d_predictions = self.loss_(predictions, batch.targets, mask=self._mask(batch))
         d_hidden = self.head_.backward(d_predictions)
@@ -140,13 +147,13 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
             self.network_.backward(d_hidden)
         else:
             self.network_.backward(*self.pool_.backward(d_hidden))
-        return {"loss": loss}, len(batch.lengths)
+        return {"loss": loss}, self.batch_weight(batch)
 
     def evaluate_batch(self, batch):
         """Trainer protocol: the MSE of a batch, no gradients."""
         predictions = self._predict_batch(batch)
         loss, _ = self.loss_(predictions, batch.targets, mask=self._mask(batch))
-        return {"loss": loss}, len(batch.lengths)
+        return {"loss": loss}, self.batch_weight(batch)
 
     # -- public API -------------------------------------------------------------------
     def fit(self, X, y, epochs=None, batch_size=None, validation_data=None,
@@ -170,9 +177,10 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle)
         per_step = Boolean()("per_step", self.per_step)
+        plan = fit_plan(distributed)
         inputs = InputEncoder()
         inputs.dtype = self.dtype       # values beyond it are refused as "X"
-        sequences = inputs.fit_transform(X)
+        sequences = fit_inputs(plan, inputs, X)
         if inputs.kind != "numeric":
             raise TypeError(f"X must be numeric sequences for a SequenceRegressor, got "
                             f"{inputs.kind} (use a SequenceClassifier for text)")
@@ -190,9 +198,8 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
                                  f"but y has {width}")
             validation = (val_sequences, val_targets)
         train, held_out = self._loaders(sequences, targets, options, validation,
-                                        per_step_targets=per_step)
-        return self._train(train, held_out, options, callbacks, resume_from,
-                           distributed)
+                                        per_step_targets=per_step, plan=plan)
+        return self._train(train, held_out, options, callbacks, resume_from, plan)
 
     def predict(self, X, batch_size=256):
         """Predicted values, float64: per sequence an (N,) array, or (N, K)

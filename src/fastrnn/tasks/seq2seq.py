@@ -15,6 +15,7 @@ import numpy as np
 from ..layers import Attention, Linear
 from ..losses import CrossEntropyLoss
 from ..text import BOS, EOS, PAD, get_tokenizer
+from ..distributed.shared import fit_inputs, fit_plan
 from .base import TRAINING_PARAMS, TaskModel, eval_mode, prediction_loader, validation_pair
 from .._validation import Integer, Options, Real, layer_seeds
 from .inputs import InputEncoder, as_sequences, check_nonempty, detect_kind
@@ -366,12 +367,15 @@ class Seq2Seq(TaskModel):
         sources = self._sources(sources)
         targets = self._targets(targets)
         self._check_counts(len(sources), len(targets))
+        plan = fit_plan(distributed)
         inputs = self._input_encoder()
-        source_ids = inputs.fit_transform(sources, "sources")
-        outputs = self._input_encoder().fit(targets, "targets")
+        source_ids = fit_inputs(plan, inputs, sources, "sources")
+        outputs = fit_inputs(plan, self._input_encoder(), targets, "targets", transform=False)
         self._build(inputs, outputs)
         self._teacher_forcing = teacher_forcing
         target_ids = self._target_ids(targets)
+        if plan is not None:
+            plan.check_same("the encoded targets", target_ids)
         validation = None
         if validation_data is not None:
             validation, val_ids = self._validation_rows(validation_data, inputs,
@@ -379,10 +383,9 @@ class Seq2Seq(TaskModel):
             target_ids = target_ids + val_ids
         self._table = _TargetTable(target_ids)
         train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
-                                        validation)
+                                        validation, plan=plan)
         try:
-            return self._train(train, held_out, options, callbacks, resume_from,
-                               distributed)
+            return self._train(train, held_out, options, callbacks, resume_from, plan)
         finally:
             self._table = None
 

@@ -7,6 +7,7 @@ from ..losses import CrossEntropyLoss
 from ..metrics import entity_scores, token_accuracy
 from .base import TRAINING_PARAMS, TaskModel, distinct_labels, encode_labels, json_labels, validation_pair
 from .._validation import Integer, layer_seeds
+from ..distributed.shared import fit_inputs, fit_plan
 from .inputs import InputEncoder, as_sequences, check_nonempty
 from .streaming import TaggerStream
 
@@ -109,6 +110,17 @@ class SequenceTagger(TaskModel):
         ids = encode_labels(classes, flat, name, "tags", where)
         return classes, np.split(ids, ends[:-1])
 
+    def _shared_tag_ids(self, plan, y, sequences, text):
+        """:meth:`_tag_ids` of a distributed fit: the tag set built once for
+        every rank (``plan``: the FitPlan), then this rank's tags encoded."""
+        lengths = [len(s) for s in sequences]
+        flat = plan.run("reading y", lambda: [
+            tag for tags in _aligned_tags(y, lengths, "y", text) for tag in tags])
+        classes = plan.labels(flat, lambda tags: distinct_labels(tags, "y", "tags"), "tags")
+        classes, ids = plan.run("encoding y", self._tag_ids, y, sequences, text, "y", classes)
+        plan.check_same("the encoded y", ids)
+        return classes, ids
+
     def _sequences(self, X, name="X"):
         """``X`` as the fitted encoder's id or feature sequences."""
         X = as_sequences(X)
@@ -134,6 +146,12 @@ class SequenceTagger(TaskModel):
         correct = int(((logits.argmax(axis=2) == batch.targets) & real).sum())
         # Weighted by tokens, so epoch averages are per-token loss and accuracy.
         return {"loss": loss, "accuracy": correct / tokens}, tokens
+
+    def batch_weight(self, batch):
+        """Trainer protocol: the real tokens the loss of ``batch`` averages
+        over, known before the backward pass (distributed training overlaps
+        with it)."""
+        return int((batch.targets != IGNORE).sum())
 
     def train_batch(self, batch):
         """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, real
@@ -171,14 +189,18 @@ class SequenceTagger(TaskModel):
                                     optimizer=optimizer, lr=lr, clip_norm=clip_norm,
                                     weight_decay=weight_decay, shuffle=shuffle,
                                     class_weight=class_weight)
+        plan = fit_plan(distributed)
         X = as_sequences(X)
         check_nonempty(X, "X", "sentence")
         inputs = self._input_encoder()
-        sequences = inputs.fit_transform(X)
-        classes, targets = self._tag_ids(y, sequences, inputs.kind == "text")
+        sequences = fit_inputs(plan, inputs, X)
+        if plan is None:
+            classes, targets = self._tag_ids(y, sequences, inputs.kind == "text")
+        else:
+            classes, targets = self._shared_tag_ids(plan, y, sequences, inputs.kind == "text")
         self._build(inputs, classes)
         self._set_fit_weights(options["class_weight"], sample_weight, np.concatenate(targets),
-                              len(targets))
+                              len(targets), plan)
         validation = None
         if validation_data is not None:
             X_val, y_val = validation_pair(validation_data)
@@ -187,9 +209,8 @@ class SequenceTagger(TaskModel):
                           self._tag_ids(y_val, val_sequences, inputs.kind == "text",
                                         "validation_data[1]", self.classes_)[1])
         train, held_out = self._loaders(sequences, targets, options, validation,
-                                        per_step_targets=True)
-        return self._train(train, held_out, options, callbacks, resume_from,
-                           distributed)
+                                        per_step_targets=True, plan=plan)
+        return self._train(train, held_out, options, callbacks, resume_from, plan)
 
     def predict_proba(self, X, batch_size=256):
         """Tag probabilities per sentence: a list of (T_i, n_tags) float64
