@@ -56,6 +56,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
 
@@ -1548,6 +1549,22 @@ cdef void head_rows(int B, int K, int H, const floating *h, const floating *pack
     packed_gemm(B, K, H, h, H, packed, y, K)
 
 
+cdef void softmax_rows(int B, int K, const floating *z, double *p) noexcept nogil:
+    """p[i] = exp(z[i] - max z[i]) / sum, per row, in double."""
+    cdef int i, j
+    cdef double top, total
+    for i in range(B):
+        top = z[<size_t>i * K]
+        for j in range(1, K):
+            top = max(top, <double>z[<size_t>i * K + j])
+        total = 0
+        for j in range(K):
+            p[<size_t>i * K + j] = exp(<double>z[<size_t>i * K + j] - top)
+            total += p[<size_t>i * K + j]
+        for j in range(K):
+            p[<size_t>i * K + j] /= total
+
+
 cdef inline void *data_or_null(a):
     return cnp.PyArray_DATA(a) if a is not None and a.size > 0 else NULL
 
@@ -1574,6 +1591,7 @@ cdef class LayerStream:
     cdef int head_size
     cdef void *head_packed
     cdef void *head_bias
+    cdef object _top, _logits      # step_head's workspace (B, H) and (B, K)
 
     def __cinit__(self):
         self.layers = NULL
@@ -1723,8 +1741,50 @@ cdef class LayerStream:
 
     def step(self, x_t):
         """y_t (B, H) of the top layer for x_t (B, E); the state moves on."""
-        cdef cnp.ndarray x
         cdef cnp.npy_intp dims[2]
+        dims[0] = self.batch
+        dims[1] = self.hidden_size
+        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        self._step_into(x_t, cnp.PyArray_DATA(<cnp.ndarray>y))
+        return y
+
+    def step_head(self, x_t, bint softmax=False):
+        """The packed head on this step's output, in one call: a new (B, K)
+        array of the stream's dtype, or with ``softmax`` each row's softmax in
+        float64 (exp(z - max(z)) / sum, as the task models' predict_proba)."""
+        cdef cnp.npy_intp dims[2]
+        if self.head_size == 0:
+            raise RuntimeError("this stream has no head (pack_head first)")
+        if self._top is None:
+            self._top = np.empty((self.batch, self.hidden_size), self.dtype)
+            self._logits = np.empty((self.batch, self.head_size), self.dtype)
+        elif self._logits.shape[1] != self.head_size:
+            self._logits = np.empty((self.batch, self.head_size), self.dtype)
+        self._step_into(x_t, cnp.PyArray_DATA(<cnp.ndarray>self._top))
+        if not softmax:
+            return self.apply_head(self._top)
+        dims[0] = self.batch
+        dims[1] = self.head_size
+        p = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+        cdef void *hp = cnp.PyArray_DATA(<cnp.ndarray>self._top)
+        cdef void *zp = cnp.PyArray_DATA(<cnp.ndarray>self._logits)
+        cdef double *pp = <double *>cnp.PyArray_DATA(<cnp.ndarray>p)
+        with nogil:
+            if self.is_float:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const float *>hp,
+                          <const float *>self.head_packed, <const float *>self.head_bias,
+                          <float *>zp)
+                softmax_rows(self.batch, self.head_size, <const float *>zp, pp)
+            else:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const double *>hp,
+                          <const double *>self.head_packed, <const double *>self.head_bias,
+                          <double *>zp)
+                softmax_rows(self.batch, self.head_size, <const double *>zp, pp)
+        return p
+
+    cdef int _step_into(self, x_t, void *yp) except -1:
+        """Check x_t (shape, dtype, values) and run one step into ``yp`` (B, H)."""
+        cdef cnp.ndarray x
         if not (type(x_t) is np.ndarray
                 and cnp.PyArray_TYPE(<cnp.ndarray>x_t) == self.typenum
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x_t)):
@@ -1734,11 +1794,7 @@ cdef class LayerStream:
                 or cnp.PyArray_DIM(x, 1) != self.input_size):
             raise ValueError(f"x_t must have shape ({self.batch}, {self.input_size}) "
                              f"(batch_size, input_size), got {x_t.shape}")
-        dims[0] = self.batch
-        dims[1] = self.hidden_size
-        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         cdef void *xp = cnp.PyArray_DATA(x)
-        cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
         cdef Py_ssize_t n = <Py_ssize_t>self.batch * self.input_size
         cdef bint finite
         with nogil:
@@ -1754,4 +1810,4 @@ cdef class LayerStream:
                                 <const double *>xp, <double *>yp)
         if not finite:
             raise ValueError("x_t contains NaN or infinite values")
-        return y
+        return 0
