@@ -67,7 +67,7 @@ CELL_TITLE = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
 
 FULL = dict(
     configs=[(50, 32, 64), (100, 64, 128), (100, 64, 256), (100, 32, 512),
-             (200, 1, 64), (200, 4, 256)],
+             (200, 1, 64), (200, 4, 256), (200, 1, 256)],
     micro=(200, 1, 16), memory=(100, 64, 256), stream_sizes=(64, 256), stream_reps=5,
     budget=1.0, min_reps=5, max_reps=25, warmup=0.2,
     micro_budget=0.4, micro_max_reps=50,
