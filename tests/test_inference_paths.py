@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
+from fastrnn._kernels import _runtime
 from fastrnn._kernels._dispatch import _recurrent as kernels
 
 from helpers import make_layer, require_torch
@@ -25,16 +26,20 @@ VARIANTS = [("lstm", {}), ("gru", {}), ("rnn_tanh", {}), ("rnn_relu", {}),
 
 @contextlib.contextmanager
 def threads(n, split_min_hidden=None):
-    """n kernel threads; the column split from ``split_min_hidden`` units on."""
+    """n kernel threads; the column split from ``split_min_hidden`` units on
+    (and parallel regions for any amount of work)."""
     old_threads, old_min = fr.get_num_threads(), kernels.get_column_split_min_hidden()
+    old_work = _runtime.get_parallel_min_work()
     fr.set_num_threads(n)
     if split_min_hidden is not None:
         kernels.set_column_split_min_hidden(split_min_hidden)
+        _runtime.set_parallel_min_work(0)
     try:
         yield
     finally:
         fr.set_num_threads(old_threads)
         kernels.set_column_split_min_hidden(old_min)
+        _runtime.set_parallel_min_work(old_work)
 
 
 def run(layer, x, lengths, n, split_min_hidden):
@@ -140,3 +145,20 @@ def test_float32_column_split_is_close_to_float64():
 def test_column_split_threshold_is_checked():
     with pytest.raises(ValueError, match="hidden must be >= 1"):
         kernels.set_column_split_min_hidden(0)
+
+
+def test_the_plan_picks_each_path():
+    """inference_plan: (steps per input block, column slices) as documented."""
+    layer = make("lstm", {}, 256, np.float32)
+    kernel = layer._kernels[0]
+    full = np.full(4, 200, np.intc)
+    one_chunk, two_chunks = np.array([0, 4], np.intc), np.array([0, 2, 4], np.intc)
+    assert kernel.inference_plan(200, 4, full, one_chunk, 1) == (16, 0)
+    assert kernel.inference_plan(200, 4, full, two_chunks, 2) == (16, 2)
+    ragged = np.array([200, 150, 90, 10], np.intc)
+    assert kernel.inference_plan(200, 4, ragged, two_chunks, 2) == (0, 2)
+    _runtime.set_parallel_min_work(1 << 19)     # conftest sets 0; restored after
+    # One step of one row: too little work for a parallel region.
+    assert kernel.inference_plan(1, 1, full[:1], np.array([0, 1], np.intc), 2) == (0, 0)
+    big = np.full(64, 100, np.intc)
+    assert kernel.inference_plan(100, 64, big, np.array([0, 32, 64], np.intc), 2) == (0, 0)

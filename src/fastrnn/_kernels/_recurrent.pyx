@@ -1196,7 +1196,7 @@ cdef class DirectionKernel:
         cdef int T = x.shape[0], B = x.shape[1], block = 0, slices = 0
         try:
             if tape is None:
-                block, slices = self._inference_plan(T, B, lengths, chunks, num_threads)
+                block, slices = self.inference_plan(T, B, lengths, chunks, num_threads)
                 gates = _buffer(work, "slab", (max(block, 1), B, self.width), self.dtype)
                 inputs = _buffer(work, "inputs", (block * B * self.input_size,), self.dtype)
                 c_hist = self._empty3
@@ -1259,7 +1259,7 @@ cdef class DirectionKernel:
             self._packed = packed
             self._workspace = work
 
-    cdef tuple _inference_plan(self, int T, int B, const int[::1] lengths,
+    cpdef tuple inference_plan(self, int T, int B, const int[::1] lengths,
                                const int[::1] chunks, int num_threads):
         """(block, slices) of an inference forward.  block > 0: the input
         products of ``block`` steps at a time are one product (only without
@@ -1282,7 +1282,9 @@ cdef class DirectionKernel:
                 block = min(T, 64 // rows, 65536 // (rows * dm.W))
             if block < 2:
                 block = 0
-        if colsplit_applies(&dm, num_threads):
+        # The batch plan's rule: too little work does not pay for a parallel region.
+        if (colsplit_applies(&dm, num_threads)
+                and <double>T * B * dm.C * dm.W >= parallel_min_work()):
             slices = num_threads
         return block, slices
 
@@ -1331,7 +1333,7 @@ def _forward(DirectionKernel kernel,
     to keep what backward needs, or (max(block, 1), B, W) as workspace for
     inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
     ``*_packed`` buffers are workspace.  ``slices`` > 0: the column split
-    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``_inference_plan``."""
+    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1
     cdef int team = min(num_threads, nchunks)
