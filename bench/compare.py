@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""fastrnn vs torch vs plain numpy vs JAX: throughput, roofline, latency, memory.
+"""fastrnn vs torch vs ONNX Runtime vs plain numpy vs JAX: throughput, roofline,
+latency, streaming, memory.
 
 Run from the repository root, with OpenBLAS's core-type overrides removed so
 every BLAS picks its kernels for the real CPU::
@@ -7,9 +8,12 @@ every BLAS picks its kernels for the real CPU::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare.py --cells rnn
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare.py --quick   # < ~1 min
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare.py --cells lstm,gru \
+        --sections main,stream --no-jax --no-numpy     # the issue-12 tables only
 
 Options: ``--cells rnn,lstm,gru`` ``--threads 1,2`` ``--quick`` ``--no-jax``
-``--no-torch`` ``--no-memory`` ``--no-micro`` ``--out results.md``
+``--no-torch`` ``--no-ort`` ``--no-numpy`` ``--sections main,micro,memory,stream``
+(``--no-memory`` ``--no-micro`` drop one) ``--out results.md``
 ``--worker-env KEY=VALUE`` (e.g. OMP_WAIT_POLICY=passive, for experiments).
 
 Prints a markdown report (see bench/README.md for what every number means).
@@ -28,6 +32,14 @@ Design: every (framework, thread count) runs in its own worker subprocess
   share a process (spinning idle threads of one would slow the other down).
 
 Peak memory is measured in one more fresh worker per (framework, cell).
+
+ONNX Runtime (``ort``) runs inference only: its own RNN / LSTM / GRU
+(linear_before_reset=1) operators on the same weights (``workloads.ort_graph``),
+one session per worker with ``intra_op_num_threads`` = N.  The streaming
+section (one more worker, 1 thread) times one timestep at B = 1: fastrnn's
+``stream.step``, ``layer(x_t, hx)``, ORT ``session.run`` on one step with the
+state fed back, torch's ``nn.LSTMCell`` / ``GRUCell`` / ``RNNCell``, and a
+task model's ``stream().step`` (SequenceTagger).
 """
 
 import argparse
@@ -47,13 +59,16 @@ if HERE not in sys.path:
 
 from machine import cpu_busy_seconds, cpu_model  # noqa: E402
 
-FRAMEWORK_ORDER = ("fastrnn", "torch", "numpy", "jax")
-SHORT = {"fastrnn": "fr", "torch": "torch", "numpy": "np", "jax": "jax"}
+FRAMEWORK_ORDER = ("fastrnn", "torch", "ort", "numpy", "jax")
+SHORT = {"fastrnn": "fr", "torch": "torch", "ort": "ort", "numpy": "np", "jax": "jax"}
+INFERENCE_ONLY = ("ort",)
+SECTIONS = ("main", "micro", "memory", "stream")
 CELL_TITLE = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
 
 FULL = dict(
-    configs=[(50, 32, 64), (100, 64, 128), (100, 64, 256), (100, 32, 512)],
-    micro=(200, 1, 16), memory=(100, 64, 256),
+    configs=[(50, 32, 64), (100, 64, 128), (100, 64, 256), (100, 32, 512),
+             (200, 1, 64), (200, 4, 256), (200, 1, 256)],
+    micro=(200, 1, 16), memory=(100, 64, 256), stream_sizes=(64, 256), stream_reps=5,
     budget=1.0, min_reps=5, max_reps=25, warmup=0.2,
     micro_budget=0.4, micro_max_reps=50,
     roofline_n=2048, roofline_reps=7,
@@ -61,7 +76,7 @@ FULL = dict(
 )
 QUICK = dict(
     configs=[(20, 16, 32), (50, 32, 64)],
-    micro=(50, 1, 16), memory=(50, 32, 128),
+    micro=(50, 1, 16), memory=(50, 32, 128), stream_sizes=(64,), stream_reps=2,
     budget=0.1, min_reps=2, max_reps=5, warmup=0.0,
     micro_budget=0.05, micro_max_reps=5,
     roofline_n=1024, roofline_reps=3,
@@ -115,6 +130,17 @@ def _setup_threads(framework, n):
                                      or "OpenBLAS" in l), "?"),
                     mkldnn=bool(torch.backends.mkldnn.is_available()
                                 and torch.backends.mkldnn.enabled))
+    elif framework == "ort":
+        import onnxruntime
+
+        import workloads
+        workloads.ORT_THREADS = n
+        info.update(ort=onnxruntime.__version__, intra_op_num_threads=n)
+    elif framework == "stream":
+        import torch
+        fr = _import_fastrnn()
+        fr.set_num_threads(n)
+        torch.set_num_threads(n)
     elif framework == "jax":
         import jax
         import jaxlib
@@ -216,6 +242,102 @@ def _time_workload(framework, job, cpus):
     return res
 
 
+def _best_time(fn, repeats, min_seconds=0.05):
+    """Minimum seconds per call over ``repeats`` rounds of a calibrated loop
+    (the least disturbed round on a shared machine)."""
+    fn()
+    n = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            break
+        n *= 2
+    best = elapsed / n
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+def _stream_row(job):
+    """Microseconds per timestep at B = 1 (see the module docstring): one
+    cell and hidden size, 1 thread."""
+    import numpy as np
+    import torch
+
+    import workloads
+
+    fr = _import_fastrnn()
+    cell, H, reps = job["cell"], job["H"], job["reps"]
+    params = workloads.make_params(cell, H, H)
+    layer = {"rnn": lambda: fr.RNN(H, H), "lstm": lambda: fr.LSTM(H, H),
+             "gru": lambda: fr.GRU(H, H)}[cell]().eval()
+    layer.load_state_dict({k: params[k] for k in workloads.LAYER_NAMES})
+    rng = np.random.default_rng(0)
+    x_t = rng.standard_normal((1, H)).astype(np.float32)
+    long = rng.standard_normal((2000, 1, H)).astype(np.float32)
+    us = {"kernel": _best_time(lambda: layer(long), max(2, reps // 2)) / 2000}
+    stream = layer.stream()
+    us["stream.step"] = _best_time(lambda: stream.step(x_t), reps)
+    state = [layer(x_t[None])[1]]
+
+    def layer_step():
+        state[0] = layer(x_t[None], state[0])[1]
+    us["layer(x_t, hx)"] = _best_time(layer_step, reps)
+
+    session = workloads.ort_session(workloads.ort_graph(
+        cell, H, H, params, steps=1, batch=1, embed=False, state=True, head=False), 1)
+    names = [o.name for o in session.get_outputs()][1:]         # hn (, cn)
+    feeds = {"x": x_t[None], "h0": np.zeros((1, 1, H), np.float32)}
+    if cell == "lstm":
+        feeds["c0"] = feeds["h0"]
+
+    def ort_step():
+        new = session.run(names, feeds)
+        feeds["h0"] = new[0]
+        if cell == "lstm":
+            feeds["c0"] = new[1]
+    us["ORT run"] = _best_time(ort_step, reps)
+
+    kind = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}.get(cell, torch.nn.RNNCell)
+    module = kind(H, H).eval()
+    tx = torch.from_numpy(x_t)
+    with torch.inference_mode():
+        hidden = [module(tx)]
+
+        def torch_step():
+            hidden[0] = module(tx, hidden[0])
+        us["torch cell"] = _best_time(torch_step, reps)
+    us.update(_task_steps(fr, cell, H, reps))
+    return {"us": {k: v * 1e6 for k, v in us.items()}}
+
+
+def _task_steps(fr, cell, H, reps):
+    """Seconds per ``model.stream().step(item)`` of small fitted task models
+    (one epoch on a toy corpus: the weights do not matter for the time)."""
+    words = "the cat sat on a mat and the dog ran to the cat".split()
+    texts = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    tags = [[len(w) % 3 for w in t.split()] for t in texts]
+    options = dict(cell=cell, hidden_size=H, seed=0)
+    tagger = fr.SequenceTagger(bidirectional=False, **options).fit([t.split() for t in texts], tags, epochs=1,
+                                               verbose=0)
+    classifier = fr.SequenceClassifier(**options).fit(texts, [i % 2 for i in
+                                                               range(len(texts))],
+                                                       epochs=1, verbose=0)
+    model = fr.LanguageModel(level="word", **options).fit(texts, epochs=1, verbose=0)
+    out = {}
+    for name, m in (("tagger step", tagger), ("classifier step", classifier),
+                    ("LM step", model)):
+        stream = m.stream()
+        out[name] = _best_time(lambda: stream.step("cat"), reps)
+    return out
+
+
 def _status_bytes(key):
     with open("/proc/self/status") as f:
         for line in f:
@@ -284,6 +406,8 @@ def worker_main(spec_path):
         try:
             if job["kind"] == "roofline":
                 res = _roofline(job, spec["cpus"])
+            elif job["kind"] == "stream":
+                res = _stream_row(job)
             elif job["kind"] == "memory":
                 res = _memory(framework, job)
             else:
@@ -455,7 +579,8 @@ def _environment_lines(warnings):
     L.append(f"- {platform.platform()}; Python {platform.python_version()}")
     versions = [("fastrnn", fr.__version__), ("numpy", numpy.__version__),
                 ("scipy", scipy.__version__), ("threadpoolctl", threadpoolctl.__version__),
-                ("torch", _version("torch")), ("jax", _version("jax")),
+                ("torch", _version("torch")), ("onnxruntime", _version("onnxruntime")),
+                ("jax", _version("jax")),
                 ("jaxlib", _version("jaxlib"))]
     L.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions if v))
     L.append(f"- fastrnn source: {fr.__file__}; git {_git_state()}")
@@ -516,6 +641,7 @@ class Results:
         self.roofline = {}    # n -> result
         self.memory = {}      # (fw, cell) -> result
         self.info = {}        # (fw, n) -> info
+        self.stream = {}      # (cell, H) -> {method: us per step}
         self.errors = []
 
     def add(self, worker):
@@ -532,6 +658,8 @@ class Results:
                 self.roofline[n] = r
             elif job["kind"] == "memory":
                 self.memory[(fw, job["cell"])] = r
+            elif job["kind"] == "stream":
+                self.stream[(job["cell"], job["H"])] = r["us"]
             else:
                 key = (fw, n, job["cell"], job["mode"], job["T"], job["B"], job["H"],
                        job["kind"])
@@ -549,7 +677,7 @@ class Results:
 def _report_header(args, res, frameworks, threads, warnings, env_lines, load_start, load_end,
                    wall):
     """Title, command line, warnings, environment and machine load."""
-    L = ["# fastrnn benchmark: fastrnn vs torch vs plain numpy vs JAX", ""]
+    L = ["# fastrnn benchmark: fastrnn vs torch vs ONNX Runtime vs plain numpy vs JAX", ""]
     L.append(f"`{' '.join(['python', 'bench/compare.py'] + sys.argv[1:])}` — "
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {wall / 60:.1f} min"
              + (" — **--quick (smoke test: few repeats, small configs)**"
@@ -730,7 +858,7 @@ def _report_micro(args, settings, res, threads, cells, fws):
     """Per-timestep latency at the micro size."""
     L = []
     # -- micro
-    if not args.no_micro:
+    if "micro" in args.sections:
         T, B, H = settings["micro"]
         L += [f"## Per-timestep latency at T={T}, B={B}, H=E={H} (µs per timestep, lower is "
               f"better)", ""]
@@ -758,7 +886,7 @@ def _report_memory(args, settings, res, frameworks, cells):
     """Peak memory of one training step, per framework and cell."""
     L = []
     # -- memory
-    if not args.no_memory:
+    if "memory" in args.sections:
         T, B, H = settings["memory"]
         L += [f"## Peak memory of one training step at T={T}, B={B}, H=E={H}", ""]
         L += [
@@ -860,13 +988,48 @@ def _report(args, settings, res, frameworks, threads, cells, warnings, env_lines
                        load_end, wall)
     L += _report_method(settings)
     L += _report_roofline(res, threads)
-    L += _report_throughput(settings, res, threads, cells, fws, others)
-    L += _report_scaling(settings, res, threads, cells, fws)
+    if "main" in args.sections:
+        L += _report_throughput(settings, res, threads, cells, fws, others)
+        L += _report_scaling(settings, res, threads, cells, fws)
     L += _report_micro(args, settings, res, threads, cells, fws)
+    if "stream" in args.sections:
+        L += _stream_report(res, cells, settings)
     L += _report_memory(args, settings, res, frameworks, cells)
     L += _report_consistency(res)
     L += _report_raw(res)
     return "\n".join(L)
+
+
+STREAM_COLUMNS = ("kernel", "stream.step", "layer(x_t, hx)", "ORT run", "torch cell",
+                  "tagger step", "classifier step", "LM step")
+
+
+def _stream_report(res, cells, settings):
+    L = ["## Streaming: µs per timestep at B=1, float32, 1 thread (lower is better)", ""]
+    L.append("*kernel*: a T=2000 whole-sequence `layer(x)` / 2000 (the arithmetic of a "
+             "step); *stream.step*: `layer.stream().step(x_t)`; *layer(x_t, hx)*: the layer "
+             "called on one step with the state fed back; *ORT run*: `session.run` of "
+             "ORT's operator on one step, state fed back; *torch cell*: `nn.LSTMCell` / "
+             "`GRUCell` / `RNNCell` under inference_mode; *tagger / classifier / LM step*: "
+             "`model.stream().step(token)` of a SequenceTagger (the tag), "
+             "SequenceClassifier (class probabilities), LanguageModel (next-token "
+             "probabilities) with this cell and hidden size. Minimum over "
+             f"{settings['stream_reps']} rounds of a calibrated loop.")
+    L.append("")
+    head = ["cell", "H"] + list(STREAM_COLUMNS) + ["stream overhead"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|" + "---|" * len(head))
+    for cell in cells:
+        for H in settings["stream_sizes"]:
+            us = res.stream.get((cell, H))
+            if not us:
+                L.append("| " + " | ".join([cell, str(H)] + ["—"] * (len(head) - 2)) + " |")
+                continue
+            row = [cell, str(H)] + [f"{us[c]:.2f}" if c in us else "—" for c in STREAM_COLUMNS]
+            row.append(f"{us['stream.step'] - us['kernel']:.2f}")
+            L.append("| " + " | ".join(row) + " |")
+    L.append("")
+    return L
 
 
 def main(argv=None):
@@ -876,6 +1039,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke test (< ~1 min)")
     p.add_argument("--no-jax", action="store_true")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--no-numpy", action="store_true",
+                   help="skip the numpy reference (and with it the roofline)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory part")
     p.add_argument("--no-micro", action="store_true", help="skip the per-timestep latency")
     p.add_argument("--out", help="also write the markdown report to this file")
@@ -886,6 +1054,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    for x in args.sections:
+        if x not in SECTIONS:
+            p.error(f"unknown section {x!r} (choose from {', '.join(SECTIONS)})")
+    if args.no_micro and "micro" in args.sections:
+        args.sections.remove("micro")
+    if args.no_memory and "memory" in args.sections:
+        args.sections.remove("memory")
+    args.no_micro = "micro" not in args.sections
+    args.no_memory = "memory" not in args.sections
 
     import workloads
 
@@ -903,9 +1081,15 @@ def main(argv=None):
     if not threads or threads[0] < 1:
         p.error("--threads must be positive ints")
     settings = QUICK if args.quick else FULL
-    frameworks = ["fastrnn", "numpy"]
+    frameworks = ["fastrnn"] + ([] if args.no_numpy else ["numpy"])
     if not args.no_torch:
         frameworks.append("torch")
+    if not args.no_ort:
+        import importlib.util
+        if importlib.util.find_spec("onnxruntime") is None:
+            _log("onnxruntime is not importable: skipped")
+        else:
+            frameworks.append("ort")
     if not args.no_jax:
         try:
             import importlib.util
@@ -941,14 +1125,15 @@ def main(argv=None):
                          "retry_budget": settings["retry_budget"]})
         common = {k: settings[k] for k in ("budget", "min_reps", "max_reps", "warmup",
                                            "retries", "retry_pause", "retry_budget")}
-        for cell in cells:
+        modes = ("inference",) if fw in INFERENCE_ONLY else ("inference", "training")
+        for cell in (cells if "main" in args.sections else []):
             for (T, B, H) in settings["configs"]:
-                for mode in ("inference", "training"):
+                for mode in modes:
                     jobs.append(dict(common, kind="main", cell=cell, mode=mode, T=T, B=B, H=H))
         if not args.no_micro:
             T, B, H = settings["micro"]
             for cell in cells:
-                for mode in ("inference", "training"):
+                for mode in modes:
                     jobs.append(dict(common, kind="micro", cell=cell, mode=mode, T=T, B=B,
                                      H=H, budget=settings["micro_budget"],
                                      max_reps=settings["micro_max_reps"]))
@@ -956,13 +1141,22 @@ def main(argv=None):
 
     res = Results()
     with tempfile.TemporaryDirectory(prefix="fastrnn-bench-") as tmpdir:
-        order = ["numpy", "fastrnn", "torch", "jax"]      # numpy first: the roofline
+        order = ["numpy", "fastrnn", "torch", "ort", "jax"]   # numpy first: the roofline
         for n in threads:
             cpus = allowed[:n] if n <= len(allowed) else allowed
             for fw in [f for f in order if f in frameworks]:
                 _wait_for_quiet(cpus, settings["quiet_wait"])
+                jobs = time_jobs(fw)
+                if not jobs:
+                    continue
                 _log(f"{fw}, {n} thread(s), CPUs {cpus}")
-                res.add(_run_worker(fw, n, cpus, time_jobs(fw), tmpdir, f"{fw}-{n}"))
+                res.add(_run_worker(fw, n, cpus, jobs, tmpdir, f"{fw}-{n}"))
+        if "stream" in args.sections:
+            jobs = [{"kind": "stream", "cell": cell, "H": H, "reps": settings["stream_reps"]}
+                    for cell in cells for H in settings["stream_sizes"]]
+            _wait_for_quiet(allowed[:1], settings["quiet_wait"])
+            _log("streaming, 1 thread")
+            res.add(_run_worker("stream", 1, allowed[:1], jobs, tmpdir, "stream"))
         if not args.no_memory:
             T, B, H = settings["memory"]
             for fw in [f for f in ("fastrnn", "torch", "numpy") if f in frameworks]:

@@ -55,7 +55,7 @@ import numpy as np
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 MODES = ("inference", "training")
-FRAMEWORKS = ("fastrnn", "torch", "numpy", "jax")
+FRAMEWORKS = ("fastrnn", "torch", "numpy", "jax", "ort")
 HEAD = 64            # classes of the Linear head / softmax
 VOCAB = 1000         # rows of the embedding table
 LR = 1e-3            # Adam: torch.optim.Adam's defaults
@@ -508,8 +508,90 @@ def build_jax(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
     return Workload("jax", cell, mode, T, B, H, E, step, lambda r: float(r))
 
 
+# -- ONNX Runtime (inference only) ---------------------------------------------------
+ORT_OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+ORT_THREADS = 1      # intra_op_num_threads of the sessions built (compare.py sets it)
+
+
+def ort_graph(cell, E, H, params, steps=None, batch=None, embed=True, state=False,
+              head=True):
+    """The workload as an ONNX model, ORT's own recurrent operator holding the
+    layer's weights (``fastrnn._onnx_layout`` reorders the gates; GRU with
+    linear_before_reset=1, fastrnn's and PyTorch's GRU).
+
+    embed: input ``ids`` (T, B) int64 through a Gather of the table, else the
+    input is ``x`` (T, B, E) float32.  state: inputs ``h0`` (and ``c0``) and
+    outputs ``hn`` (``cn``) too (the streaming section feeds them back).
+    Output ``logits`` (T, B, HEAD), or without ``head`` the layer's ``ys``
+    (T, B, H)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fastrnn._onnx_layout import from_fastrnn
+
+    op = ORT_OPS[cell]
+    W, R, Bias, _ = from_fastrnn(op, params, 0, 1, H)
+    f32 = TensorProto.FLOAT
+    inits = [numpy_helper.from_array(a.astype(np.float32), n)
+             for a, n in ((W, "W"), (R, "R"), (Bias, "B"))]
+    inits += [numpy_helper.from_array(np.ascontiguousarray(params["head_weight"].T), "head_w"),
+              numpy_helper.from_array(params["head_bias"], "head_b"),
+              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes, inputs = [], []
+    if embed:
+        inits.append(numpy_helper.from_array(params["embedding_weight"], "table"))
+        inputs.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [steps, batch]))
+        nodes.append(helper.make_node("Gather", ["table", "ids"], ["x"]))
+    else:
+        inputs.append(helper.make_tensor_value_info("x", f32, [steps, batch, E]))
+    op_inputs, outputs = ["x", "W", "R", "B", "", ""], ["y", ""]
+    if state:
+        states = ("h0", "c0") if cell == "lstm" else ("h0",)
+        inputs += [helper.make_tensor_value_info(n, f32, [1, batch, H]) for n in states]
+        op_inputs = op_inputs[:5] + list(states)
+        outputs = ["y", "hn"] + (["cn"] if cell == "lstm" else [])
+    attrs = {"hidden_size": H}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    nodes += [helper.make_node(op, op_inputs, outputs, **attrs),
+              helper.make_node("Squeeze", ["y", "axis1"], ["ys"])]     # (T, 1, B, H)
+    if head:
+        nodes += [helper.make_node("MatMul", ["ys", "head_w"], ["mm"]),
+                  helper.make_node("Add", ["mm", "head_b"], ["logits"])]
+    out_info = [helper.make_tensor_value_info("logits" if head else "ys", f32, None)]
+    out_info += [helper.make_tensor_value_info(n, f32, None) for n in outputs[1:] if n]
+    graph = helper.make_graph(nodes, "workload", inputs, out_info, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def ort_session(model_bytes, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def build_ort(cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):
+    if mode != "inference":
+        raise ValueError("ONNX Runtime runs inference only")
+    E = H if E is None else E
+    params = make_params(cell, E, H, seed, vocab)
+    session = ort_session(ort_graph(cell, E, H, params), ORT_THREADS)
+    ids, _ = make_data(T, B, seed, vocab)
+    feeds = {"ids": ids}
+
+    def step():
+        return session.run(["logits"], feeds)[0]
+
+    return Workload("ort", cell, mode, T, B, H, E, step, _mean_abs, session)
+
+
 BUILDERS = {"fastrnn": build_fastrnn, "torch": build_torch, "numpy": build_numpy,
-            "jax": build_jax}
+            "jax": build_jax, "ort": build_ort}
 
 
 def build(framework, cell, T, B, H, E=None, mode="inference", seed=0, vocab=VOCAB):

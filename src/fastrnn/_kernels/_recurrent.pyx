@@ -54,16 +54,19 @@ chunk and padded steps cost nothing.
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
 
 from fastrnn._kernels._blas cimport gemm, parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
+from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
 
 cdef extern from "fr_math.h" nogil:
+    int fr_openmp_enabled()
     void fr_tanh_row_f(const float *x, float *y, int n)
     void fr_tanh_row_d(const double *x, double *y, int n)
     void fr_sigmoid_row_f(const float *x, float *y, int n)
@@ -367,13 +370,17 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                         const floating **w_ih_packed, const floating *w_hh_packed,
                         floating *gates, size_t gates_t_stride, floating *h,
                         floating *c, floating *out, floating *c_hist,
-                        const floating *w2_packed, const floating *peep) noexcept nogil:
+                        const floating *w2_packed, const floating *peep,
+                        int tb=0, floating *xs=NULL) noexcept nogil:
     """Rows r0..r1 through the whole sequence.
 
     Per timestep: folded biases + the input product (one packed W_ih^T per
     input block) + the recurrent product (packed W_hh^T), then the cell's gate
     math.  ``gates_t_stride`` is B * W when every step is kept for backward,
-    0 in inference (one slab of B rows reused).  ``c`` and ``c_hist`` are NULL
+    0 in inference (one slab of B rows reused).  ``tb`` > 0 (inference, no
+    padding): the input products of ``tb`` steps at a time are one larger
+    product (``input_block_rows``; ``gates`` then holds tb * B rows and ``xs``
+    tb * B input rows).  ``c`` and ``c_hist`` are NULL
     except for the LSTM (``c_hist`` only when training).  ``w2_packed`` is the
     second recurrent product of a variant (W_hn^T reset-before, W_hr^T
     projection), ``peep`` the LSTM peepholes (NULL otherwise).
@@ -395,17 +402,24 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 n -= 1
             if n == 0:
                 break
-        g = gates + t * gates_t_stride + <size_t>r0 * W
-        for i in range(n):
-            memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
-        for k in range(block_count(dm.cell)):
-            input_block(dm.cell, C, k, &col, &wrow, &size)
-            packed_gemm(n, size, E, x + (<size_t>t * B + r0) * E, E, w_ih_packed[k],
-                        g + col, W)
-        packed_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
+        if tb > 0:
+            g = gates + <size_t>r0 * tb * W
+            if step % tb == 0:
+                input_block_rows(dm, step, min(tb, T - step), r0, n, x, bias_row,
+                                 w_ih_packed, g, xs + <size_t>r0 * tb * E)
+            g = g + <size_t>(step % tb) * n * W
+        else:
+            g = gates + t * gates_t_stride + <size_t>r0 * W
+            for i in range(n):
+                memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
+            for k in range(block_count(dm.cell)):
+                input_block(dm.cell, C, k, &col, &wrow, &size)
+                step_gemm(n, size, E, x + (<size_t>t * B + r0) * E, E, w_ih_packed[k],
+                          g + col, W)
+        step_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
         if dm.reset_before:
             gru_reset_rows(n, H, W, g, h + <size_t>r0 * H)
-            packed_gemm(n, H, H, g + 2 * H, W, w2_packed, g + 3 * H, W)
+            step_gemm(n, H, H, g + 2 * H, W, w2_packed, g + 3 * H, W)
         for i in range(n):
             b = r0 + i
             cell_forward_row(dm, g + <size_t>i * W, h + <size_t>b * H,
@@ -419,13 +433,34 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                          out + (<size_t>t * B + r0) * dm.out_ld + dm.out_off)
 
 
+cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
+                           const floating *x, const floating *bias_row,
+                           const floating **w_ih_packed, floating *g,
+                           floating *xs) noexcept nogil:
+    """Biases + input products of ``steps`` timesteps from ``step`` on (in
+    processing order) for rows r0..r0+n, as one product of steps * n rows:
+    row (s, i) of ``g`` (stride W) and of ``xs`` (the gathered inputs).  Each
+    row's sums are those of the per-step product (fr_gemm.h)."""
+    cdef int s, t, i, k, col, wrow, size, E = dm.E, W = dm.W
+    cdef int rows = steps * n
+    for s in range(steps):
+        t = dm.T - 1 - (step + s) if dm.reverse else step + s
+        memcpy(xs + <size_t>s * n * E, x + (<size_t>t * dm.B + r0) * E,
+               <size_t>n * E * sizeof(floating))
+    for i in range(rows):
+        memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        packed_gemm(rows, size, E, xs, E, w_ih_packed[k], g + col, W)
+
+
 cdef inline void project_rows(const Dims *dm, int n, const floating *g,
                               const floating *w_hr_packed, floating *h,
                               floating *out) noexcept nogil:
     """Projected LSTM: h = m W_hr^T for n rows (m in the gate buffer); copy to out."""
     cdef int i, H = dm.H
     memset(h, 0, <size_t>n * H * sizeof(floating))
-    packed_gemm(n, H, dm.C, g + 4 * dm.C, dm.W, w_hr_packed, h, H)
+    step_gemm(n, H, dm.C, g + 4 * dm.C, dm.W, w_hr_packed, h, H)
     for i in range(n):
         memcpy(out + <size_t>i * dm.out_ld, h + <size_t>i * H, H * sizeof(floating))
 
@@ -697,6 +732,186 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     if dm.proj:           # dW_hr = sum dh^T m
         parallel_gemm_tn(H, dm.C, rows, gates + 5 * dm.C, W, gates + 4 * dm.C, W,
                          dw2, dm.C, num_threads)
+
+
+# --------------------------------------------------------------------------
+# Small batches on every core: the gate columns split over the threads.
+# --------------------------------------------------------------------------
+#
+# With B <= COLSPLIT_MAX_BATCH rows the batch cannot give every thread a
+# chunk, so the hidden units are split instead: slice s owns units
+# [s * per, (s + 1) * per) of every gate block, its own packed slice of W_hh
+# and W_ih (packed inside the parallel region, by the thread that uses it)
+# and its part of the gate math.  One parallel region runs the whole
+# sequence; the new state goes to the other half of a double buffer, so one
+# barrier per step suffices.  Each output element is the same dot products
+# and gate math as in the one-thread path (columns are never split, the
+# small-batch product keeps fr_gemm.h's sums), so results do not depend on
+# the thread count.
+
+cdef int _colsplit_max_batch = 4
+# Hidden sizes below this run on one thread (a step is then too short to pay
+# for a barrier); measured on a 2-core Zen 3.  Tests lower it.
+cdef int _colsplit_min_hidden = 128
+cdef enum:
+    COLSPLIT_ALIGN = 32      # units per slice: whole panels and vectors
+
+
+def get_column_split_min_hidden():
+    return _colsplit_min_hidden
+
+
+def set_column_split_min_hidden(int hidden):
+    """Tests lower it to run the column split on small layers (>= 1)."""
+    global _colsplit_min_hidden
+    if hidden < 1:
+        raise ValueError(f"hidden must be >= 1, got {hidden}")
+    _colsplit_min_hidden = hidden
+
+
+cdef inline bint colsplit_applies(const Dims *dm, int num_threads) noexcept nogil:
+    """The column split serves plain cells (and LSTM clip / input_forget):
+    their gate math is elementwise within a unit."""
+    return (num_threads > 1 and fr_openmp_enabled() and dm.B <= _colsplit_max_batch
+            and dm.C >= _colsplit_min_hidden and not dm.proj and not dm.peepholes
+            and not dm.reset_before)
+
+
+cdef inline int colsplit_per(int H, int slices) noexcept nogil:
+    cdef int per = (H + slices - 1) // slices
+    return (per + COLSPLIT_ALIGN - 1) // COLSPLIT_ALIGN * COLSPLIT_ALIGN
+
+
+cdef inline int input_gate_count(int cell) noexcept nogil:
+    return 3 if cell == GRU else gate_width(cell, 1)
+
+
+cdef inline int input_gate_col(int cell, int blk) noexcept nogil:
+    """Gate block of the buffer fed by W_ih rows blk * H.. (GRU: r, z, n)."""
+    return 3 if cell == GRU and blk == 2 else blk
+
+
+cdef void colsplit_offsets(const Dims *dm, int per, int tb, bint is_float,
+                           size_t *off) noexcept nogil:
+    """One slice's workspace: packed W_hh blocks, packed W_ih blocks, bias
+    row, gate rows (max(tb, 1) * B), gathered inputs; ``off`` gets the 5 ends."""
+    cdef int steps = tb if tb > 0 else 1
+    cdef int nw = dm.W // dm.H
+    off[0] = <size_t>(dm.GH // dm.H) * packed_size(per, dm.H, True, is_float)
+    off[1] = off[0] + <size_t>input_gate_count(dm.cell) * packed_size(per, dm.E, True, is_float)
+    off[2] = off[1] + <size_t>nw * per
+    off[3] = off[2] + <size_t>steps * dm.B * nw * per
+    off[4] = off[3] + <size_t>steps * dm.B * dm.E
+
+
+cdef void colsplit_pack(const Dims *dm, int u0, int hs, int per, const floating *w_ih,
+                        const floating *w_hh, const floating *bias_row,
+                        floating *work, const size_t *off) noexcept nogil:
+    """A slice's packed weights and bias row (units u0..u0+hs)."""
+    cdef int blk, H = dm.H, E = dm.E
+    cdef bint is_float = floating is float
+    cdef size_t sz_hh = packed_size(per, H, True, is_float)
+    cdef size_t sz_ih = packed_size(per, E, True, is_float)
+    for blk in range(dm.GH // H):
+        pack_weights_into(w_hh + (<size_t>blk * H + u0) * H, hs, H, True,
+                          work + blk * sz_hh)
+    for blk in range(input_gate_count(dm.cell)):
+        pack_weights_into(w_ih + (<size_t>blk * H + u0) * E, hs, E, True,
+                          work + off[0] + blk * sz_ih)
+    for blk in range(dm.W // H):
+        memcpy(work + off[1] + <size_t>blk * hs, bias_row + <size_t>blk * H + u0,
+               hs * sizeof(floating))
+
+
+cdef floating *colsplit_input(const Dims *dm, const Dims *ld, int step, int tb,
+                              const floating *x, floating *work, int per,
+                              const size_t *off) noexcept nogil:
+    """A slice's gate rows for ``step``: bias + input products, computed for
+    tb steps at a time when tb > 0 (no padding), else for this step."""
+    cdef int s, t, i, blk, B = dm.B, E = dm.E, W = ld.W, hs = ld.H
+    cdef int first = step - step % tb if tb > 0 else step
+    cdef int steps = min(tb, dm.T - first) if tb > 0 else 1
+    cdef size_t sz_ih = packed_size(per, E, True, floating is float)
+    cdef floating *g = work + off[2]
+    cdef floating *xs = work + off[3]
+    if first == step:
+        for s in range(steps):
+            t = dm.T - 1 - (first + s) if dm.reverse else first + s
+            memcpy(xs + <size_t>s * B * E, x + <size_t>t * B * E,
+                   <size_t>B * E * sizeof(floating))
+        for i in range(steps * B):
+            memcpy(g + <size_t>i * W, work + off[1], W * sizeof(floating))
+        for blk in range(input_gate_count(dm.cell)):
+            step_gemm(steps * B, hs, E, xs, E, work + off[0] + blk * sz_ih,
+                      g + input_gate_col(dm.cell, blk) * hs, W)
+    return g + <size_t>(step - first) * B * W
+
+
+cdef void colsplit_step(const Dims *dm, const Dims *ld, int u0, int step, int tb,
+                        const int *lengths, const floating *x, const floating *h_cur,
+                        floating *h_next, floating *c, floating *out, floating *work,
+                        int per, const size_t *off) noexcept nogil:
+    """One step of one slice: its gate columns, then its units' state."""
+    cdef int b, blk, H = dm.H, hs = ld.H
+    cdef int t = dm.T - 1 - step if dm.reverse else step
+    cdef size_t sz_hh = packed_size(per, H, True, floating is float)
+    cdef floating *g = colsplit_input(dm, ld, step, tb, x, work, per, off)
+    for blk in range(dm.GH // H):
+        step_gemm(dm.B, hs, H, h_cur, H, work + blk * sz_hh, g + blk * hs, ld.W)
+    for b in range(dm.B):
+        memcpy(h_next + <size_t>b * H + u0, h_cur + <size_t>b * H + u0,
+               hs * sizeof(floating))
+        if t < lengths[b]:
+            cell_forward_row(ld, g + <size_t>b * ld.W, h_next + <size_t>b * H + u0,
+                             c + <size_t>b * dm.C + u0 if c != NULL else NULL,
+                             out + (<size_t>t * dm.B + b) * dm.out_ld + dm.out_off + u0,
+                             NULL)
+
+
+cdef void colsplit_thread(const Dims *dm, int slices, int tb, const int *lengths,
+                          const floating *x, const floating *w_ih, const floating *w_hh,
+                          const floating *bias_row, floating *h_buf, floating *c,
+                          floating *out, floating *work) noexcept nogil:
+    """This thread's slices (tid, tid + team, ...) through the whole
+    sequence; h_buf (2, B, H) holds the state at step parity 0 / 1."""
+    cdef int tid = fr_thread_num(), team = fr_team_size()
+    cdef int per = colsplit_per(dm.H, slices)
+    cdef int s, step, u0, nw = dm.W // dm.H
+    cdef size_t off[5]
+    cdef Dims ld
+    cdef floating *h_cur
+    colsplit_offsets(dm, per, tb, floating is float, off)
+    s = tid
+    while s < slices:
+        u0 = min(dm.H, s * per)
+        colsplit_pack(dm, u0, min(dm.H, u0 + per) - u0, per, w_ih, w_hh, bias_row,
+                      work + s * off[4], off)
+        s += team
+    for step in range(dm.T):
+        h_cur = h_buf + <size_t>(step % 2) * dm.B * dm.H
+        s = tid - team
+        while s + team < slices:
+            s += team
+            u0 = min(dm.H, s * per)
+            ld = dm[0]
+            ld.H = ld.C = min(dm.H, u0 + per) - u0
+            ld.W = nw * ld.H
+            ld.GH = (dm.GH // dm.H) * ld.H
+            if ld.H > 0:
+                colsplit_step(dm, &ld, u0, step, tb, lengths, x, h_cur,
+                              h_buf + <size_t>((step + 1) % 2) * dm.B * dm.H, c, out,
+                              work + s * off[4], per, off)
+        fr_team_barrier()
+
+
+cdef size_t colsplit_workspace(const Dims *layout, int B, int slices, int tb,
+                               bint is_float) noexcept nogil:
+    """Elements of the column split's workspace for a batch of B rows."""
+    cdef size_t off[5]
+    cdef Dims dm = layout[0]
+    dm.B = B
+    colsplit_offsets(&dm, colsplit_per(dm.H, slices), tb, is_float, off)
+    return off[4] * slices
 
 
 # --------------------------------------------------------------------------
@@ -978,17 +1193,26 @@ cdef class DirectionKernel:
         w2, peep = self._variant_inputs("forward", w2, peep)
         work = self._take_workspace()
         packed = self._take_packed()
+        cdef int T = x.shape[0], B = x.shape[1], block = 0, slices = 0
         try:
             if tape is None:
-                gates = _buffer(work, "slab", (1, x.shape[1], self.width), self.dtype)
+                block, slices = self.inference_plan(T, B, lengths, chunks, num_threads)
+                gates = _buffer(work, "slab", (max(block, 1), B, self.width), self.dtype)
+                inputs = _buffer(work, "inputs", (block * B * self.input_size,), self.dtype)
                 c_hist = self._empty3
             else:
-                gates, c_hist = tape.gates, tape.c_hist
+                gates, c_hist, inputs = tape.gates, tape.c_hist, self._empty1
+            split_work, h_buf = self._empty1, self._empty2
+            if slices:
+                split_work = _buffer(work, "split", (colsplit_workspace(
+                    &self._layout, B, slices, block, self.dtype == np.float32),), self.dtype)
+                h_buf = _buffer(work, "h_buf", (2 * B, self.state_size), self.dtype)
             self._forward(self, x, w_ih, w_hh, self._vector(b_ih), self._vector(b_hh),
                           w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
-                          packed[0], packed[1], packed[2], packed[4], num_threads)
+                          packed[0], packed[1], packed[2], packed[4], num_threads,
+                          block, inputs, slices, split_work, h_buf)
         finally:
             self._packed = packed
             self._workspace = work
@@ -1035,6 +1259,35 @@ cdef class DirectionKernel:
             self._packed = packed
             self._workspace = work
 
+    cpdef tuple inference_plan(self, int T, int B, const int[::1] lengths,
+                               const int[::1] chunks, int num_threads):
+        """(block, slices) of an inference forward.  block > 0: the input
+        products of ``block`` steps at a time are one product (only without
+        padding, and when a chunk has few rows: a big chunk already gives the
+        micro-kernel full tiles); slices > 0: the column split over that many
+        threads (``colsplit_applies``), else one batch chunk per thread."""
+        cdef int k, rows = 0, block = 0, slices = 0
+        cdef Dims dm = self._layout
+        dm.B = B
+        for k in range(B):
+            if lengths[k] != T:
+                break
+        else:
+            if colsplit_applies(&dm, num_threads):
+                rows = B
+            else:
+                for k in range(chunks.shape[0] - 1):
+                    rows = max(rows, chunks[k + 1] - chunks[k])
+            if rows <= 8:
+                block = min(T, 64 // rows, 65536 // (rows * dm.W))
+            if block < 2:
+                block = 0
+        # The batch plan's rule: too little work does not pay for a parallel region.
+        if (colsplit_applies(&dm, num_threads)
+                and <double>T * B * dm.C * dm.W >= parallel_min_work()):
+            slices = num_threads
+        return block, slices
+
     def _variant_inputs(self, method, w2, peep, w2_name="w2", peep_name="peep"):
         """``w2`` / ``peep`` (or their gradients) as the typed functions take
         them: required exactly when the layout has them, else empty."""
@@ -1070,10 +1323,17 @@ def _forward(DirectionKernel kernel,
              floating[::1] w_ih_packed0,
              floating[::1] w_ih_packed1,
              floating[::1] w2_packed,
-             int num_threads):
+             int num_threads,
+             int block,
+             floating[::1] inputs,
+             int slices,
+             floating[::1] split_work,
+             floating[:, ::1] h_buf):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
-    to keep what backward needs, or (1, B, W) as workspace for inference;
-    ``bias_row`` (W,) and the ``*_packed`` buffers are workspace."""
+    to keep what backward needs, or (max(block, 1), B, W) as workspace for
+    inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
+    ``*_packed`` buffers are workspace.  ``slices`` > 0: the column split
+    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1
     cdef int team = min(num_threads, nchunks)
@@ -1088,6 +1348,13 @@ def _forward(DirectionKernel kernel,
     dm.B = x.shape[1]
     w_ih_packed[0] = &w_ih_packed0[0]
     w_ih_packed[1] = ptr1(w_ih_packed1)
+    if slices > 0:
+        with nogil:
+            fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
+            column_split_forward(&dm, slices, block, &lengths[0], &x[0, 0, 0],
+                                 &w_ih[0, 0], &w_hh[0, 0], &bias_row[0], &h[0, 0],
+                                 &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0])
+        return
     with nogil:
         pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, True, &w_hh_packed[0])
         if has_second_product(&dm):
@@ -1100,7 +1367,23 @@ def _forward(DirectionKernel kernel,
             forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
                           &x[0, 0, 0], &bias_row[0], <const floating **>w_ih_packed,
                           &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride, &h[0, 0],
-                          c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr, peep_ptr)
+                          c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr, peep_ptr,
+                          block, ptr1(inputs))
+
+
+cdef void column_split_forward(const Dims *dm, int slices, int block, const int *lengths,
+                               const floating *x, const floating *w_ih,
+                               const floating *w_hh, const floating *bias_row,
+                               floating *h, floating *h_buf, floating *c, floating *out,
+                               floating *work) noexcept nogil:
+    """The whole sequence in one parallel region (``colsplit_thread``); the
+    state goes in and out through ``h`` (B, H)."""
+    cdef size_t state = <size_t>dm.B * dm.H
+    memcpy(h_buf, h, state * sizeof(floating))
+    with parallel(num_threads=slices):
+        colsplit_thread(dm, slices, block, lengths, x, w_ih, w_hh, bias_row, h_buf,
+                        c, out, work)
+    memcpy(h, h_buf + (dm.T % 2) * state, state * sizeof(floating))
 
 
 def _backward(DirectionKernel kernel,
@@ -1268,6 +1551,22 @@ cdef void head_rows(int B, int K, int H, const floating *h, const floating *pack
     packed_gemm(B, K, H, h, H, packed, y, K)
 
 
+cdef void softmax_rows(int B, int K, const floating *z, double *p) noexcept nogil:
+    """p[i] = exp(z[i] - max z[i]) / sum, per row, in double."""
+    cdef int i, j
+    cdef double top, total
+    for i in range(B):
+        top = z[<size_t>i * K]
+        for j in range(1, K):
+            top = max(top, <double>z[<size_t>i * K + j])
+        total = 0
+        for j in range(K):
+            p[<size_t>i * K + j] = exp(<double>z[<size_t>i * K + j] - top)
+            total += p[<size_t>i * K + j]
+        for j in range(K):
+            p[<size_t>i * K + j] /= total
+
+
 cdef inline void *data_or_null(a):
     return cnp.PyArray_DATA(a) if a is not None and a.size > 0 else NULL
 
@@ -1294,6 +1593,7 @@ cdef class LayerStream:
     cdef int head_size
     cdef void *head_packed
     cdef void *head_bias
+    cdef object _top, _logits      # step_head's workspace (B, H) and (B, K)
 
     def __cinit__(self):
         self.layers = NULL
@@ -1443,8 +1743,50 @@ cdef class LayerStream:
 
     def step(self, x_t):
         """y_t (B, H) of the top layer for x_t (B, E); the state moves on."""
-        cdef cnp.ndarray x
         cdef cnp.npy_intp dims[2]
+        dims[0] = self.batch
+        dims[1] = self.hidden_size
+        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        self._step_into(x_t, cnp.PyArray_DATA(<cnp.ndarray>y))
+        return y
+
+    def step_head(self, x_t, bint softmax=False):
+        """The packed head on this step's output, in one call: a new (B, K)
+        array of the stream's dtype, or with ``softmax`` each row's softmax in
+        float64 (exp(z - max(z)) / sum, as the task models' predict_proba)."""
+        cdef cnp.npy_intp dims[2]
+        if self.head_size == 0:
+            raise RuntimeError("this stream has no head (pack_head first)")
+        if self._top is None:
+            self._top = np.empty((self.batch, self.hidden_size), self.dtype)
+            self._logits = np.empty((self.batch, self.head_size), self.dtype)
+        elif self._logits.shape[1] != self.head_size:
+            self._logits = np.empty((self.batch, self.head_size), self.dtype)
+        self._step_into(x_t, cnp.PyArray_DATA(<cnp.ndarray>self._top))
+        if not softmax:
+            return self.apply_head(self._top)
+        dims[0] = self.batch
+        dims[1] = self.head_size
+        p = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+        cdef void *hp = cnp.PyArray_DATA(<cnp.ndarray>self._top)
+        cdef void *zp = cnp.PyArray_DATA(<cnp.ndarray>self._logits)
+        cdef double *pp = <double *>cnp.PyArray_DATA(<cnp.ndarray>p)
+        with nogil:
+            if self.is_float:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const float *>hp,
+                          <const float *>self.head_packed, <const float *>self.head_bias,
+                          <float *>zp)
+                softmax_rows(self.batch, self.head_size, <const float *>zp, pp)
+            else:
+                head_rows(self.batch, self.head_size, self.hidden_size, <const double *>hp,
+                          <const double *>self.head_packed, <const double *>self.head_bias,
+                          <double *>zp)
+                softmax_rows(self.batch, self.head_size, <const double *>zp, pp)
+        return p
+
+    cdef int _step_into(self, x_t, void *yp) except -1:
+        """Check x_t (shape, dtype, values) and run one step into ``yp`` (B, H)."""
+        cdef cnp.ndarray x
         if not (type(x_t) is np.ndarray
                 and cnp.PyArray_TYPE(<cnp.ndarray>x_t) == self.typenum
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x_t)):
@@ -1454,11 +1796,7 @@ cdef class LayerStream:
                 or cnp.PyArray_DIM(x, 1) != self.input_size):
             raise ValueError(f"x_t must have shape ({self.batch}, {self.input_size}) "
                              f"(batch_size, input_size), got {x_t.shape}")
-        dims[0] = self.batch
-        dims[1] = self.hidden_size
-        y = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         cdef void *xp = cnp.PyArray_DATA(x)
-        cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
         cdef Py_ssize_t n = <Py_ssize_t>self.batch * self.input_size
         cdef bint finite
         with nogil:
@@ -1474,4 +1812,4 @@ cdef class LayerStream:
                                 <const double *>xp, <double *>yp)
         if not finite:
             raise ValueError("x_t contains NaN or infinite values")
-        return y
+        return 0

@@ -54,6 +54,14 @@ class Stream:
             self._pack()
         return self._kernel.step(x_t)
 
+    def step_head(self, x_t, softmax=False):
+        """``step`` followed by the linear head packed with
+        ``_kernel.pack_head`` (task models), in one compiled call: the head's
+        (B, K) rows, or with ``softmax`` their float64 softmax."""
+        if self._version != self._layer._weights_version:
+            self._pack()
+        return self._kernel.step_head(x_t, softmax)
+
     @property
     def state(self):
         """Copies of the current state, laid out like the layer's ``h_n``

@@ -50,6 +50,10 @@ class _ModelStream:
         self._layers = self._rnn.stream(batch_size=1)
         self._kernel = self._layers._kernel
         self._head_version = None
+        # Per-step lookups done once: the token -> row table (embedding rows as
+        # (1, E) views, one-hot rows built on demand) and the casefold choice.
+        self._stoi = self._vocab._stoi if self._vocab is not None else None
+        self._rows = {}
 
     # -- the pieces of a step ---------------------------------------------------------
     def _features(self, item):
@@ -58,13 +62,19 @@ class _ModelStream:
             return self._numeric(item)
         token_id = self._token_id(item)
         if self._kind == "embedding":
-            weight = self._embedding.weight
-            return weight[token_id:token_id + 1]
-        row = np.zeros((1, self._width), self._dtype)
-        row[0, token_id] = 1
+            # A view of the live table: a changed embedding is seen at once.
+            return self._embedding.weight[token_id:token_id + 1]
+        row = self._rows.get(token_id)
+        if row is None:
+            row = np.zeros((1, self._width), self._dtype)
+            row[0, token_id] = 1
+            row.flags.writeable = False
+            self._rows[token_id] = row
         return row
 
     def _token_id(self, item):
+        if type(item) is str:       # the common case first: one dict lookup
+            return self._stoi.get(item.casefold() if self._lower else item, UNK)
         if is_int(item):
             if not 0 <= item < len(self._vocab):
                 raise ValueError(f"item must be a token or a token id in "
@@ -73,7 +83,7 @@ class _ModelStream:
         if not isinstance(item, str):
             raise TypeError(f"item must be one token (a str) for this model, got "
                             f"{type(item).__name__}")
-        return self._vocab._stoi.get(item.casefold() if self._lower else item, UNK)
+        return self._stoi.get(item.casefold() if self._lower else item, UNK)
 
     def _numeric(self, item):
         array = np.asarray(item)
@@ -92,12 +102,22 @@ class _ModelStream:
         """The top layer's output (1, H) after ``item``."""
         return self._layers.step(self._features(item))
 
-    def _logits(self, hidden):
+    def _pack_head(self):
         if self._head_version != self._head._weights_version:
             params = self._head._params
             self._kernel.pack_head(params["weight"], params.get("bias"))
             self._head_version = self._head._weights_version
+
+    def _logits(self, hidden):
+        """The head's output row for ``hidden`` (1, H), re-packed when changed."""
+        self._pack_head()
         return self._kernel.apply_head(hidden)[0]
+
+    def _head_step(self, item, softmax=False):
+        """The head on this step's top-layer output, one compiled call: the
+        logits row, or with ``softmax`` the float64 probabilities."""
+        self._pack_head()
+        return self._layers.step_head(self._features(item), softmax)[0]
 
     # -- public ---------------------------------------------------------------------
     def reset(self):
@@ -114,10 +134,13 @@ class _ModelStream:
 
 
 def _softmax(logits):
-    """Probabilities in float64, as the models' ``predict_proba`` computes them."""
+    """Probabilities in float64, as the models' ``predict_proba`` computes them
+    (exp(z - max) / sum), in place in one new array."""
     z = logits.astype(np.float64)
-    shifted = np.exp(z - z.max())
-    return shifted / shifted.sum()
+    z -= z.max()
+    np.exp(z, out=z)
+    z /= z.sum()
+    return z
 
 
 class _Pooled:
@@ -151,12 +174,11 @@ class TaggerStream(_ModelStream):
     """``step(token)`` -> the tag of this token (unidirectional taggers)."""
 
     def step(self, item):
-        logits = self._logits(self._hidden(item))
-        return self._model.classes_[int(logits.argmax())]
+        return self._model.classes_[int(self._head_step(item).argmax())]
 
     def step_proba(self, item):
         """Tag probabilities for this token, float64 (n_tags,)."""
-        return _softmax(self._logits(self._hidden(item)))
+        return self._head_step(item, softmax=True)
 
 
 class ClassifierStream(_ModelStream):
@@ -172,6 +194,8 @@ class ClassifierStream(_ModelStream):
         self._pool.reset()
 
     def step(self, item):
+        if self._pool.mode == "last" and not self._model._sigmoid:
+            return self._head_step(item, softmax=True)
         logits = self._logits(self._pool.add(self._hidden(item)))
         if self._model._sigmoid:
             z = np.float64(logits[0])
@@ -194,8 +218,10 @@ class RegressorStream(_ModelStream):
             self._pool.reset()
 
     def step(self, item):
-        hidden = self._hidden(item)
-        value = self._logits(hidden if self._pool is None else self._pool.add(hidden))
+        if self._pool is None:
+            value = self._head_step(item)
+        else:
+            value = self._logits(self._pool.add(self._hidden(item)))
         value = value.astype(np.float64)
         return value if self._model.target_is_vector_ else value[0]
 
@@ -210,7 +236,7 @@ class LanguageModelStream(_ModelStream):
 
     def logits(self, item):
         """The raw next-token logits (the model's dtype) after ``item``."""
-        return self._logits(self._hidden(item))
+        return self._head_step(item)
 
     def step(self, item):
-        return _softmax(self.logits(item))
+        return self._head_step(item, softmax=True)

@@ -1,0 +1,23 @@
+# Small-batch products over packed weights and the column-split barrier
+# (fr_gemv.h), for float32 and float64.
+from cython cimport floating
+
+cdef extern from "fr_gemv.h" nogil:
+    void fr_small_gemm_f(int m, int n, int k, const float *A, int lda,
+                         const float *packed, float *C, int ldc)
+    void fr_small_gemm_d(int m, int n, int k, const double *A, int lda,
+                         const double *packed, double *C, int ldc)
+    void fr_team_barrier()
+    int fr_thread_num()
+    int fr_team_size()
+
+
+cdef inline void step_gemm(int m, int n, int k, const floating *a, int lda,
+                           const floating *packed, floating *c,
+                           int ldc) noexcept nogil:
+    """``packed_gemm`` (C += A @ B, B packed) with the same bits, faster for
+    m = 1, 2 rows (several weight panels per pass, fr_gemv.h)."""
+    if floating is float:
+        fr_small_gemm_f(m, n, k, a, lda, packed, c, ldc)
+    else:
+        fr_small_gemm_d(m, n, k, a, lda, packed, c, ldc)

@@ -1,0 +1,106 @@
+/* Small-batch products with the packed weights of fr_gemm.h, and the
+ * barrier of the column-split recurrence.
+ *
+ * With one or two rows, fr_gemm.h's micro-tile keeps only 2 or 4
+ * accumulator chains: each waits for the previous fused multiply-add (4
+ * cycles on Zen 3), so the tile runs at a quarter of the FMA rate.  Here
+ * several panels are walked together (8 chains), which makes the product
+ * bound by the weight stream instead.
+ *
+ * The sums are those of fr_packed_gemm exactly: every column is accumulated
+ * over p in the same order, in the same K blocks of FR_KC, starting from 0,
+ * and added to C once per block; which panels are walked together does not
+ * touch any column's sequence of operations.  So a caller may switch between
+ * the two (by row count, by thread split of the columns) and get the same
+ * bits.
+ */
+#ifndef FASTRNN_FR_GEMV_H
+#define FASTRNN_FR_GEMV_H
+
+#include "fr_gemm.h"
+
+#define FR_DEFINE_GEMV(SUF, T, V, LANES)                                       \
+                                                                               \
+/* C[mr x (np panels)] += A[mr x kc] @ np full panels (np * NR columns). */    \
+static inline __attribute__((always_inline)) void fr_multi_tile_##SUF(        \
+    const int mr, const int np, int kc, const T *A, int lda, const T *panel,   \
+    size_t panel_stride, T *C, int ldc)                                        \
+{                                                                              \
+    V acc[2][4][2];                                                            \
+    for (int i = 0; i < mr; i++)                                               \
+        for (int q = 0; q < np; q++) { acc[i][q][0] = (V){0}; acc[i][q][1] = (V){0}; } \
+    for (int p = 0; p < kc; p++) {                                             \
+        for (int q = 0; q < np; q++) {                                         \
+            const T *b = panel + q * panel_stride + (size_t)p * 2 * LANES;     \
+            V b0 = fr_load_##SUF(b);                                           \
+            V b1 = fr_load_##SUF(b + LANES);                                   \
+            for (int i = 0; i < mr; i++) {                                     \
+                T a = A[(size_t)i * lda + p];                                  \
+                acc[i][q][0] += a * b0;                                        \
+                acc[i][q][1] += a * b1;                                        \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+    for (int i = 0; i < mr; i++)                                               \
+        for (int q = 0; q < np; q++) {                                         \
+            T *c = C + (size_t)i * ldc + q * 2 * LANES;                        \
+            fr_store_##SUF(c, fr_load_##SUF(c) + acc[i][q][0]);                \
+            fr_store_##SUF(c + LANES, fr_load_##SUF(c + LANES) + acc[i][q][1]); \
+        }                                                                      \
+}                                                                              \
+                                                                               \
+/* fr_packed_gemm for m = 1 or 2 rows: 4 (m = 1) or 2 (m = 2) full panels at \
+ * a time, the remaining panels through the ordinary tile. */                 \
+static inline void fr_small_gemm_##SUF(int m, int n, int k, const T *A,        \
+                                       int lda, const T *packed, T *C,         \
+                                       int ldc)                                \
+{                                                                              \
+    const int nr = FR_NR_##SUF;                                                \
+    const int group = m == 1 ? 4 : 2;                                          \
+    const int full = n / nr;                                                   \
+    int q = 0;                                                                 \
+    if (m > 2) {                                                               \
+        fr_packed_gemm_##SUF(m, n, k, A, lda, packed, C, ldc);                 \
+        return;                                                                \
+    }                                                                          \
+    for (; q + group <= full; q += group) {                                    \
+        const T *panel = packed + (size_t)q * k * nr;                          \
+        for (int k0 = 0; k0 < k; k0 += FR_KC) {                               \
+            int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
+            if (m == 1)                                                        \
+                fr_multi_tile_##SUF(1, 4, kc, A + k0, lda, panel + (size_t)k0 * nr, \
+                                    (size_t)k * nr, C + q * nr, ldc);          \
+            else                                                               \
+                fr_multi_tile_##SUF(2, 2, kc, A + k0, lda, panel + (size_t)k0 * nr, \
+                                    (size_t)k * nr, C + q * nr, ldc);          \
+        }                                                                      \
+    }                                                                          \
+    if (q * nr < n)                                                            \
+        fr_packed_gemm_##SUF(m, n - q * nr, k, A, lda, packed + (size_t)q * k * nr, \
+                             C + q * nr, ldc);                                 \
+}
+
+FR_DEFINE_GEMV(f, float, fr_vf, FR_VECTOR_BYTES / 4)
+FR_DEFINE_GEMV(d, double, fr_vd, FR_VECTOR_BYTES / 8)
+
+#undef FR_DEFINE_GEMV
+
+/* The team barrier of the column-split recurrence: called by every thread
+ * of the enclosing parallel region (an orphaned barrier binds to it). */
+static inline void fr_team_barrier(void)
+{
+#ifdef _OPENMP
+    _Pragma("omp barrier")
+#endif
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int fr_thread_num(void) { return omp_get_thread_num(); }
+static inline int fr_team_size(void) { return omp_get_num_threads(); }
+#else
+static inline int fr_thread_num(void) { return 0; }
+static inline int fr_team_size(void) { return 1; }
+#endif
+
+#endif

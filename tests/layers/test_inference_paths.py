@@ -1,0 +1,164 @@
+"""The inference forward's paths (issue 12): the small-batch product, the
+input products of many steps as one product (no padding), and the column
+split of the gate units over threads (B <= 4).
+
+Every path must give the same bits as the others whatever the thread count
+(each output element is the same sequence of operations), equal a stream
+stepping through the sequence, and match PyTorch.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn._kernels import _runtime
+from fastrnn._kernels._dispatch import _recurrent as kernels
+
+from helpers import make_layer, require_torch
+
+VARIANTS = [("lstm", {}), ("gru", {}), ("rnn_tanh", {}), ("rnn_relu", {}),
+            ("lstm", {"cell_clip": 0.7}), ("lstm", {"input_forget": True}),
+            ("lstm", {"peepholes": True}), ("lstm", {"proj_size": 24}),
+            ("gru", {"reset_after": False})]
+
+
+@contextlib.contextmanager
+def threads(n, split_min_hidden=None):
+    """n kernel threads; the column split from ``split_min_hidden`` units on
+    (and parallel regions for any amount of work)."""
+    old_threads, old_min = fr.get_num_threads(), kernels.get_column_split_min_hidden()
+    old_work = _runtime.get_parallel_min_work()
+    fr.set_num_threads(n)
+    if split_min_hidden is not None:
+        kernels.set_column_split_min_hidden(split_min_hidden)
+        _runtime.set_parallel_min_work(0)
+    try:
+        yield
+    finally:
+        fr.set_num_threads(old_threads)
+        kernels.set_column_split_min_hidden(old_min)
+        _runtime.set_parallel_min_work(old_work)
+
+
+def run(layer, x, lengths, n, split_min_hidden):
+    with threads(n, split_min_hidden):
+        out, state = layer(x, lengths=lengths)
+    states = state if isinstance(state, tuple) else (state,)
+    return [out] + list(states)
+
+
+def make(cell, options, hidden, dtype, **kw):
+    layer = make_layer(cell, 12, hidden, dtype=dtype, seed=3, **options, **kw)
+    return layer.eval()
+
+
+@pytest.mark.parametrize("cell,options", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_every_path_gives_the_same_bits(cell, options, batch, with_lengths):
+    """1 thread, 2 threads by batch chunks and 2 threads by gate columns:
+    identical outputs and final states (float32, bidirectional, stacked)."""
+    layer = make(cell, options, 64, np.float32, num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((23, batch, 12)).astype(np.float32)
+    lengths = rng.integers(1, 24, batch) if with_lengths else None
+    reference = run(layer, x, lengths, 1, None)
+    for n, split in ((2, 10 ** 6), (2, 1), (3, 1)):
+        for got, want in zip(run(layer, x, lengths, n, split), reference):
+            np.testing.assert_array_equal(got, want, err_msg=f"{n} threads, split {split}")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_column_split_with_uneven_slices(cell, batch):
+    """A hidden size that the slices (multiples of 32 units) do not divide:
+    the last slice is short, with 3 threads one slice may be empty."""
+    layer = make(cell, {}, 70, np.float64)
+    x = np.random.default_rng(0).standard_normal((9, batch, 12))
+    reference = run(layer, x, None, 1, None)
+    for n in (2, 3, 4):
+        for got, want in zip(run(layer, x, None, n, 1), reference):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell,options", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 2])
+def test_stream_equals_whole_sequence(cell, options, batch, n):
+    """The stream's per-step input product and the whole sequence's blocked
+    one (and its column split) give the same bits."""
+    layer = make(cell, options, 64, np.float32, num_layers=2)
+    x = np.random.default_rng(1).standard_normal((70, batch, 12)).astype(np.float32)
+    whole = run(layer, x, None, n, 1)
+    stream = layer.stream(batch_size=batch)
+    steps = np.stack([stream.step(x[t]) for t in range(len(x))])
+    np.testing.assert_array_equal(steps, whole[0])
+    state = stream.state if isinstance(stream.state, tuple) else (stream.state,)
+    for got, want in zip(state, whole[1:]):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("split", [None, 1])
+def test_paths_match_torch(cell, batch, with_lengths, split):
+    """float64 against PyTorch: bidirectional, two layers, initial state."""
+    torch = require_torch()
+    layer = make(cell, {}, 48, np.float64, num_layers=2, bidirectional=True)
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
+    t_layer = kind(12, 48, num_layers=2, bidirectional=True).double()
+    t_layer.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    rng = np.random.default_rng(5)
+    T = 17
+    x = rng.standard_normal((T, batch, 12))
+    h0 = rng.standard_normal((4, batch, 48))
+    hx = (h0, rng.standard_normal((4, batch, 48))) if cell == "lstm" else h0
+    lengths = rng.integers(1, T + 1, batch) if with_lengths else np.full(batch, T)
+    with threads(2, split):
+        out, state = layer(x, hx, lengths=lengths if with_lengths else None)
+    t_hx = tuple(torch.from_numpy(a) for a in hx) if cell == "lstm" else torch.from_numpy(hx)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+    with torch.no_grad():
+        t_out, t_state = t_layer(packed, t_hx)
+    t_out, _ = torch.nn.utils.rnn.pad_packed_sequence(t_out, total_length=T)
+    np.testing.assert_allclose(out, t_out.numpy(), rtol=0, atol=1e-12)
+    states = state if isinstance(state, tuple) else (state,)
+    t_states = t_state if isinstance(t_state, tuple) else (t_state,)
+    for got, want in zip(states, t_states):
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-12)
+
+
+def test_float32_column_split_is_close_to_float64():
+    layer32 = make("lstm", {}, 160, np.float32)
+    layer64 = make("lstm", {}, 160, np.float64)
+    layer64.load_state_dict({k: v.astype(np.float64) for k, v in layer32.state_dict().items()})
+    x = np.random.default_rng(2).standard_normal((40, 2, 12))
+    out32 = run(layer32, x.astype(np.float32), None, 2, 128)[0]
+    out64 = run(layer64, x, None, 1, None)[0]
+    np.testing.assert_allclose(out32, out64, rtol=0, atol=2e-5)
+
+
+def test_column_split_threshold_is_checked():
+    with pytest.raises(ValueError, match="hidden must be >= 1"):
+        kernels.set_column_split_min_hidden(0)
+
+
+def test_the_plan_picks_each_path():
+    """inference_plan: (steps per input block, column slices) as documented."""
+    layer = make("lstm", {}, 256, np.float32)
+    kernel = layer._kernels[0]
+    full = np.full(4, 200, np.intc)
+    one_chunk, two_chunks = np.array([0, 4], np.intc), np.array([0, 2, 4], np.intc)
+    assert kernel.inference_plan(200, 4, full, one_chunk, 1) == (16, 0)
+    assert kernel.inference_plan(200, 4, full, two_chunks, 2) == (16, 2)
+    ragged = np.array([200, 150, 90, 10], np.intc)
+    assert kernel.inference_plan(200, 4, ragged, two_chunks, 2) == (0, 2)
+    _runtime.set_parallel_min_work(1 << 19)     # conftest sets 0; restored after
+    # One step of one row: too little work for a parallel region.
+    assert kernel.inference_plan(1, 1, full[:1], np.array([0, 1], np.intc), 2) == (0, 0)
+    big = np.full(64, 100, np.intc)
+    assert kernel.inference_plan(100, 64, big, np.array([0, 32, 64], np.intc), 2) == (0, 0)
