@@ -333,9 +333,8 @@ class RTRL(_Learner):
         self.grad = np.zeros(P, dtype=self.dtype)
         # One column block per thread, unless a step is too small to pay for
         # waking them (flops of the product, roughly).
-        blocks = max(1, min(_threads.get_num_threads(), P // 64))
-        if 2 * batch * self.cell.q_rows * self.cell.units * P < _runtime.get_parallel_min_work():
-            blocks = 1
+        blocks = _runtime.threads_for(2 * batch * self.cell.q_rows * self.cell.units * P,
+                                      max(1, min(_threads.get_num_threads(), P // 64)))
         width = -(-P // blocks)
         self.work = np.empty((blocks, self.cell.q_rows * width), dtype=self.dtype)
 

@@ -24,7 +24,7 @@ from libc.math cimport exp
 from libc.string cimport memset
 
 from fastrnn._kernels._blas cimport gemm
-from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
 
 cdef extern from "fr_math.h" nogil:
     float fr_expf(float x)
@@ -118,7 +118,8 @@ def attend(int kind, const floating[:, :, ::1] query, const floating[:, :, ::1] 
     with nogil:
         prev_threads = blas_get_threads()
         blas_set_threads(1)       # one BLAS thread per OpenMP thread
-        num_threads = _threads_for(batch, steps, width, size + features, num_threads)
+        num_threads = split_threads(<double>batch * steps * width * (size + features),
+                                    num_threads)
         for b in prange(batch, num_threads=num_threads, schedule="dynamic"):
             length = lengths[b]
             w = &weights[b, 0, 0]
@@ -135,14 +136,6 @@ def attend(int kind, const floating[:, :, ::1] query, const floating[:, :, ::1] 
                  batch * features)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
-
-
-cdef inline int _threads_for(int batch, int steps, int width, int size,
-                             int num_threads) noexcept nogil:
-    """One thread for problems too small to pay for a parallel region."""
-    if <double>batch * steps * width * size < parallel_min_work():
-        return 1
-    return num_threads
 
 
 cdef void _softmax_backward_rows(const floating *w, floating *d, int steps, int width,
@@ -213,7 +206,8 @@ def attend_backward(int kind, const floating[:, :, ::1] query,
     with nogil:
         prev_threads = blas_get_threads()
         blas_set_threads(1)
-        num_threads = _threads_for(batch, steps, width, size + features, num_threads)
+        num_threads = split_threads(<double>batch * steps * width * (size + features),
+                                    num_threads)
         for b in prange(batch, num_threads=num_threads, schedule="dynamic"):
             length = lengths[b]
             w = &weights[b, 0, 0]

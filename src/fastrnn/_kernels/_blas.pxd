@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from fastrnn._kernels._runtime cimport blas_int_limit, parallel_min_work
+from fastrnn._kernels._runtime cimport blas_int_limit, chunk_start, split_threads
 
 
 cdef inline void _blas_call(bint trans_a, bint trans_b, int m, int n, int k,
@@ -100,15 +100,15 @@ cdef inline void parallel_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssiz
     All fastrnn parallelism is its own OpenMP and the BLAS stays
     single-threaded, so no BLAS worker threads spin against ours.
     """
-    cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
+    cdef int blocks = split_threads(<double>m * n * k, num_threads)
     cdef int blk
     cdef Py_ssize_t r0, r1
     if blocks <= 1:
         gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        r0 = blk * m // blocks
-        r1 = (blk + 1) * m // blocks
+        r0 = chunk_start(m, blocks, blk, 1)
+        r1 = chunk_start(m, blocks, blk + 1, 1)
         gemm(trans_a, trans_b, r1 - r0, n, k, <floating>1,
              a + (r0 if trans_a else r0 * lda), lda, b, ldb, beta,
              c + r0 * ldc, ldc)
@@ -125,7 +125,7 @@ cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     output rows would make every thread stream all of B), and the partial
     products are added to C in thread order.
     """
-    cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
+    cdef int blocks = split_threads(<double>m * n * k, num_threads)
     cdef int blk
     cdef Py_ssize_t k0, k1, i, j
     cdef size_t tile = <size_t>m * n
@@ -137,8 +137,8 @@ cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         gemm(True, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        k0 = blk * k // blocks
-        k1 = (blk + 1) * k // blocks
+        k0 = chunk_start(k, blocks, blk, 1)
+        k1 = chunk_start(k, blocks, blk + 1, 1)
         gemm(True, False, m, n, k1 - k0, <floating>1, a + k0 * lda, lda,
              b + k0 * ldb, ldb, <floating>0, partial + blk * tile, n)
     for blk in range(blocks):

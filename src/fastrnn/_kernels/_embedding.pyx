@@ -31,7 +31,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from fastrnn._kernels._runtime cimport parallel_min_work
+from fastrnn._kernels._runtime cimport split_threads
 
 
 def gather(const int64_t[::1] ids, const floating[:, ::1] weight, floating[:, ::1] out,
@@ -40,11 +40,12 @@ def gather(const int64_t[::1] ids, const floating[:, ::1] weight, floating[:, ::
     cdef Py_ssize_t n = ids.shape[0], i
     cdef Py_ssize_t dim = weight.shape[1]
     cdef size_t row_bytes = dim * sizeof(floating)
+    cdef int threads = split_threads(<double>n * dim, num_threads)
     if n == 0:
         return
     with nogil:
-        if num_threads > 1 and <double>n * dim >= parallel_min_work():
-            for i in prange(n, num_threads=num_threads, schedule="static"):
+        if threads > 1:
+            for i in prange(n, num_threads=threads, schedule="static"):
                 memcpy(&out[i, 0], &weight[ids[i], 0], row_bytes)
         else:
             for i in range(n):
@@ -82,11 +83,9 @@ def scatter_add(const int64_t[::1] ids, const floating[:, ::1] d_out,
     bit-identical for any thread count.
     """
     cdef Py_ssize_t n = ids.shape[0], dim = grad.shape[1]
-    cdef int threads = 1, t
+    cdef int threads = split_threads(<double>n * dim, num_threads), t
     if n == 0:
         return
-    if num_threads > 1 and <double>n * dim >= parallel_min_work():
-        threads = num_threads
     with nogil:
         if threads == 1:
             _scatter_rows(&ids[0], n, &d_out[0, 0], &grad[0, 0], dim, padding_idx, 0, 1)

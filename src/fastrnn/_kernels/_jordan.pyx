@@ -28,6 +28,7 @@ from libc.string cimport memcpy, memset
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights, packed_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
+from fastrnn._kernels._views cimport const_ptr1, ptr1, ptr3
 
 cdef extern from "fr_math.h" nogil:
     void fr_tanh_row_f(const float *x, float *y, int n)
@@ -264,10 +265,6 @@ cdef void weight_gradients(const Dims *dm, const floating *x, const floating *w_
 # Python entry points (validated by fastrnn.layers.jordan; never call directly).
 # --------------------------------------------------------------------------
 
-cdef inline const floating *opt1(const floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
 cdef void fill_dims(Dims *dm, int hidden, int output, int T, int B, int E, int H,
                     int O) noexcept nogil:
     dm.T = T
@@ -319,7 +316,7 @@ def forward(int hidden, int output,
             for k in prange(nchunks, num_threads=num_threads, schedule="static",
                             chunksize=1):
                 forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0], &x[0, 0, 0],
-                              opt1(b_h), opt1(b_y), w_ih_p, w_yh_p, w_hy_p, &y[0, 0],
+                              const_ptr1(b_h), const_ptr1(b_y), w_ih_p, w_yh_p, w_hy_p, &y[0, 0],
                               &h_hist[0, 0, 0], stride, &out[0, 0, 0])
         free(w_ih_p)
         free(w_yh_p)
@@ -328,28 +325,38 @@ def forward(int hidden, int output,
         raise MemoryError("fastrnn: no memory to pack the Jordan layer weights")
 
 
-def backward(int hidden, int output,
-             const floating[:, :, ::1] x,
-             const floating[:, ::1] w_ih,
-             const floating[:, ::1] w_yh,
-             const floating[:, ::1] w_hy,
-             const int[::1] lengths,
-             const int[::1] chunks,
-             const floating[:, ::1] y0,
-             bint has_y0,
-             const floating[:, :, ::1] out,
-             const floating[:, :, ::1] h_hist,
-             const floating[:, :, ::1] d_out,
-             floating[:, ::1] dy,
-             floating[:, :, ::1] dz,
-             floating[:, :, ::1] da,
-             floating[:, :, ::1] d_x,
-             floating[:, ::1] dw_ih,
-             floating[:, ::1] dw_yh,
-             floating[::1] db_h,
-             floating[:, ::1] dw_hy,
-             floating[::1] db_y,
-             int num_threads):
+cdef void sweep_backward(const Dims *dm, const int *chunks, int nchunks, int num_threads,
+                         const int *lengths, const floating *w_hy_p,
+                         const floating *w_yh_p, const floating *h_hist,
+                         const floating *out, const floating *d_out, floating *dy,
+                         floating *dz, floating *da, floating *bias_acc,
+                         floating *db_h, floating *db_y) noexcept nogil:
+    """``backward_chunk`` on every chunk in parallel; then the chunks' bias
+    sums (``bias_acc``, H + O per chunk, zeroed; NULL without bias) added to
+    db_h, db_y in chunk order: the same sums with any thread count."""
+    cdef int k, j
+    cdef size_t stride = dm.H + dm.O
+    for k in prange(nchunks, num_threads=num_threads, schedule="static", chunksize=1):
+        backward_chunk(dm, chunks[k], chunks[k + 1], lengths, w_hy_p, w_yh_p, h_hist, out,
+                       d_out, dy, dz, da, bias_acc + k * stride if bias_acc != NULL else NULL)
+    if bias_acc == NULL:
+        return
+    for k in range(nchunks):
+        for j in range(dm.H):
+            db_h[j] += bias_acc[k * stride + j]
+        for j in range(dm.O):
+            db_y[j] += bias_acc[k * stride + dm.H + j]
+
+
+def backward(int hidden, int output, const floating[:, :, ::1] x,
+             const floating[:, ::1] w_ih, const floating[:, ::1] w_yh,
+             const floating[:, ::1] w_hy, const int[::1] lengths,
+             const int[::1] chunks, const floating[:, ::1] y0, bint has_y0,
+             const floating[:, :, ::1] out, const floating[:, :, ::1] h_hist,
+             const floating[:, :, ::1] d_out, floating[:, ::1] dy,
+             floating[:, :, ::1] dz, floating[:, :, ::1] da, floating[:, :, ::1] d_x,
+             floating[:, ::1] dw_ih, floating[:, ::1] dw_yh, floating[::1] db_h,
+             floating[:, ::1] dw_hy, floating[::1] db_y, int num_threads):
     """Backpropagate through one layer (after ``forward`` with a (T, B, H) history).
 
     ``dy`` holds dL/dy_T (the final state) on entry and dL/dy_0 on exit.
@@ -358,7 +365,7 @@ def backward(int hidden, int output,
     """
     cdef Dims dm
     cdef int nchunks = chunks.shape[0] - 1
-    cdef int k, j, prev_threads
+    cdef int prev_threads
     cdef floating *w_hy_p
     cdef floating *w_yh_p
     cdef floating *bias_acc = NULL
@@ -376,22 +383,14 @@ def backward(int hidden, int output,
         if ok:
             prev_threads = blas_get_threads()
             blas_set_threads(1)
-            for k in prange(nchunks, num_threads=num_threads, schedule="static",
-                            chunksize=1):
-                backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0], w_hy_p,
-                               w_yh_p, &h_hist[0, 0, 0], &out[0, 0, 0], &d_out[0, 0, 0],
-                               &dy[0, 0], &dz[0, 0, 0], &da[0, 0, 0],
-                               bias_acc + <size_t>k * (dm.H + dm.O) if with_bias else NULL)
-            if with_bias:   # chunk order: the same sums with any thread count
-                for k in range(nchunks):
-                    for j in range(dm.H):
-                        db_h[j] += bias_acc[<size_t>k * (dm.H + dm.O) + j]
-                    for j in range(dm.O):
-                        db_y[j] += bias_acc[<size_t>k * (dm.H + dm.O) + dm.H + j]
+            sweep_backward(&dm, &chunks[0], nchunks, num_threads, &lengths[0], w_hy_p,
+                           w_yh_p, &h_hist[0, 0, 0], &out[0, 0, 0], &d_out[0, 0, 0],
+                           &dy[0, 0], &dz[0, 0, 0], &da[0, 0, 0], bias_acc,
+                           ptr1(db_h), ptr1(db_y))
             weight_gradients(&dm, &x[0, 0, 0], &w_ih[0, 0], &h_hist[0, 0, 0],
                              &out[0, 0, 0], &y0[0, 0] if has_y0 else NULL,
                              &dz[0, 0, 0], &da[0, 0, 0],
-                             &d_x[0, 0, 0] if d_x.shape[0] > 0 else NULL,
+                             ptr3(d_x),
                              &dw_ih[0, 0], &dw_yh[0, 0], &dw_hy[0, 0], num_threads)
             if prev_threads > 1:
                 blas_set_threads(prev_threads)

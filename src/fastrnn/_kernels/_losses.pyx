@@ -18,7 +18,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-from fastrnn._kernels._runtime cimport parallel_min_work
+from fastrnn._kernels._runtime cimport split_threads
 
 cdef extern from *:
     """
@@ -143,19 +143,61 @@ cdef extern from *:
                         double scale) noexcept nogil
     float fr_log1p_unit_f(float e) noexcept nogil
 
-# Elementwise work is weighed as this many multiply-adds per element against
-# the runtime's threshold for opening a parallel region (an exp and a few
-# reductions per element).
+# Elementwise work is weighed as this many multiply-adds per element by the
+# runtime's thread rule (an exp and a few reductions per element).
 cdef double WORK_PER_ELEMENT = 16.0
 
 
-cdef int _threads_for(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t nblocks,
+# -- the chunked-dispatch skeleton -------------------------------------------------
+#
+# Every loss is a ``*_block`` function over rows [r0, r1) reading one argument
+# struct (arrays as untyped pointers); ``_run_blocks`` is the one driver: it
+# hands blocks of ``block_rows`` rows to the threads (or runs them serially)
+# and stores each block's summed loss in its slot of ``partial``.
+
+cdef enum Loss:
+    CROSS_ENTROPY = 0
+    BCE = 1
+    MSE = 2
+
+
+cdef struct LossArgs:
+    const void *x               # logits / predictions (rows, cols)
+    const void *y               # targets (rows, cols): BCE, MSE
+    const Py_ssize_t *classes   # class ids (rows,): cross-entropy
+    const void *pw              # BCE positive weights
+    const unsigned char *mask   # NULL, or (rows, mask_cols) flags
+    Py_ssize_t mask_cols, cols
+    double eps, scale           # label smoothing (cross-entropy); gradient scale
+    bint pw_per_row
+    const double *weight        # per-row weights, or NULL
+    double *out                 # per-row losses out, or NULL
+
+
+cdef inline double _block(Loss loss, floating *g, const LossArgs *a, Py_ssize_t r0,
+                          Py_ssize_t r1) noexcept nogil:
+    if loss == CROSS_ENTROPY:
+        return _ce_block(g, a, r0, r1)
+    if loss == BCE:
+        return _bce_block(g, a, r0, r1)
+    return _mse_block(g, a, r0, r1)
+
+
+cdef void _run_blocks(Loss loss, floating *g, const LossArgs *a, Py_ssize_t rows,
+                      Py_ssize_t block_rows, double *partial,
                       int num_threads) noexcept nogil:
-    if num_threads <= 1 or nblocks <= 1:
-        return 1
-    if <double>rows * cols * WORK_PER_ELEMENT < parallel_min_work():
-        return 1
-    return num_threads
+    """partial[b] = the loss of rows b*block_rows.., block b written by one thread."""
+    cdef Py_ssize_t nblocks = (rows + block_rows - 1) // block_rows, b, r0
+    cdef int threads = (split_threads(<double>rows * a.cols * WORK_PER_ELEMENT, num_threads)
+                        if nblocks > 1 else 1)
+    if threads > 1:
+        for b in prange(nblocks, num_threads=threads, schedule="static"):
+            r0 = b * block_rows
+            partial[b] = _block(loss, g, a, r0, min(r0 + block_rows, rows))
+    else:
+        for b in range(nblocks):
+            r0 = b * block_rows
+            partial[b] = _block(loss, g, a, r0, min(r0 + block_rows, rows))
 
 
 cdef Py_ssize_t _check_blocks(Py_ssize_t rows, Py_ssize_t block_rows,
@@ -184,10 +226,14 @@ cdef const double *_row_pointer(const double[::1] array, Py_ssize_t rows,
 
 # -- cross-entropy ---------------------------------------------------------------
 
-cdef double _ce_block(const floating *x, const Py_ssize_t *t, floating *g,
-                      Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, double eps,
-                      double scale, const double *weight, double *out) noexcept nogil:
-    cdef Py_ssize_t i, target
+cdef double _ce_block(floating *g, const LossArgs *a, Py_ssize_t r0,
+                      Py_ssize_t r1) noexcept nogil:
+    cdef const floating *x = <const floating *>a.x
+    cdef const Py_ssize_t *t = a.classes
+    cdef Py_ssize_t C = a.cols, i, target
+    cdef double eps = a.eps, scale = a.scale
+    cdef const double *weight = a.weight
+    cdef double *out = a.out
     cdef double acc = 0.0, w = 1.0, loss
     for i in range(r0, r1):
         target = t[i]
@@ -224,33 +270,30 @@ def cross_entropy(const floating[:, ::1] logits, const Py_ssize_t[::1] targets,
         raise ValueError("cross_entropy: inconsistent shapes")
     cdef const double *weight = _row_pointer(row_weight, rows, "row_weight")
     cdef double *out = <double *>_row_pointer(row_loss, rows, "row_loss")
-    cdef Py_ssize_t nblocks = _check_blocks(rows, block_rows, partial.shape[0])
+    _check_blocks(rows, block_rows, partial.shape[0])
     if rows == 0:
         return
-    cdef int threads = _threads_for(rows, C, nblocks, num_threads)
-    cdef Py_ssize_t b, r0, r1
+    cdef LossArgs a = LossArgs(x=&logits[0, 0], y=NULL, classes=&targets[0], pw=NULL,
+                               mask=NULL, mask_cols=0, cols=C, eps=label_smoothing,
+                               scale=scale, pw_per_row=False, weight=weight, out=out)
     with nogil:
-        if threads > 1:
-            for b in prange(nblocks, num_threads=threads, schedule="static"):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _ce_block(&logits[0, 0], &targets[0], &grad[0, 0],
-                                       r0, r1, C, label_smoothing, scale, weight, out)
-        else:
-            for b in range(nblocks):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _ce_block(&logits[0, 0], &targets[0], &grad[0, 0],
-                                       r0, r1, C, label_smoothing, scale, weight, out)
+        _run_blocks(CROSS_ENTROPY, &grad[0, 0], &a, rows, block_rows, &partial[0],
+                    num_threads)
 
 
 # -- binary cross-entropy with logits ----------------------------------------------
 
-cdef double _bce_block(const floating *x, const floating *y, const floating *pw,
-                       const unsigned char *mask, Py_ssize_t mask_cols, floating *g,
-                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, double scale,
-                       bint pw_per_row, const double *weight, double *out) noexcept nogil:
-    cdef Py_ssize_t i
+cdef double _bce_block(floating *g, const LossArgs *a, Py_ssize_t r0,
+                       Py_ssize_t r1) noexcept nogil:
+    cdef const floating *x = <const floating *>a.x
+    cdef const floating *y = <const floating *>a.y
+    cdef const floating *pw = <const floating *>a.pw
+    cdef const unsigned char *mask = a.mask
+    cdef Py_ssize_t mask_cols = a.mask_cols, K = a.cols, i
+    cdef double scale = a.scale
+    cdef bint pw_per_row = a.pw_per_row
+    cdef const double *weight = a.weight
+    cdef double *out = a.out
     cdef double acc = 0.0, w = 1.0, loss
     cdef const unsigned char *keep
     cdef const floating *row_pw
@@ -302,35 +345,29 @@ def bce_with_logits(const floating[:, ::1] logits, const floating[:, ::1] target
     if not ((mask.shape[0] == 0 and mask_cols == 0) or
             (mask.shape[0] == rows and (mask_cols == 1 or mask_cols == K))):
         raise ValueError("bce_with_logits: mask must be (0, 0), (rows, 1) or (rows, K)")
-    cdef Py_ssize_t nblocks = _check_blocks(rows, block_rows, partial.shape[0])
+    _check_blocks(rows, block_rows, partial.shape[0])
     if rows == 0:
         return
-    cdef int threads = _threads_for(rows, K, nblocks, num_threads)
     cdef const unsigned char *mask_ptr = &mask[0, 0] if mask_cols > 0 else NULL
-    cdef Py_ssize_t b, r0, r1
+    cdef LossArgs a = LossArgs(x=&logits[0, 0], y=&targets[0, 0], classes=NULL,
+                               pw=&pos_weight[0], mask=mask_ptr,
+                               mask_cols=mask_cols, cols=K, eps=0, scale=scale,
+                               pw_per_row=pw_per_row, weight=weight, out=out)
     with nogil:
-        if threads > 1:
-            for b in prange(nblocks, num_threads=threads, schedule="static"):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _bce_block(&logits[0, 0], &targets[0, 0], &pos_weight[0],
-                                        mask_ptr, mask_cols, &grad[0, 0], r0, r1, K,
-                                        scale, pw_per_row, weight, out)
-        else:
-            for b in range(nblocks):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _bce_block(&logits[0, 0], &targets[0, 0], &pos_weight[0],
-                                        mask_ptr, mask_cols, &grad[0, 0], r0, r1, K,
-                                        scale, pw_per_row, weight, out)
+        _run_blocks(BCE, &grad[0, 0], &a, rows, block_rows, &partial[0], num_threads)
 
 
 # -- mean squared error ------------------------------------------------------------
 
-cdef double _mse_block(const floating *p, const floating *t, const unsigned char *mask,
-                       floating *g, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K,
-                       double scale, const double *weight, double *out) noexcept nogil:
-    cdef Py_ssize_t i
+cdef double _mse_block(floating *g, const LossArgs *a, Py_ssize_t r0,
+                       Py_ssize_t r1) noexcept nogil:
+    cdef const floating *p = <const floating *>a.x
+    cdef const floating *t = <const floating *>a.y
+    cdef const unsigned char *mask = a.mask
+    cdef Py_ssize_t K = a.cols, i
+    cdef double scale = a.scale
+    cdef const double *weight = a.weight
+    cdef double *out = a.out
     cdef double acc = 0.0, w = 1.0, loss
     for i in range(r0, r1):
         loss = 0.0
@@ -364,25 +401,16 @@ def mse(const floating[:, ::1] predictions, const floating[:, ::1] targets,
     if not ((mask.shape[0] == 0 and mask.shape[1] == 0) or
             (mask.shape[0] == rows and mask.shape[1] == 1)):
         raise ValueError("mse: mask must be (0, 0) or (rows, 1)")
-    cdef Py_ssize_t nblocks = _check_blocks(rows, block_rows, partial.shape[0])
+    _check_blocks(rows, block_rows, partial.shape[0])
     if rows == 0:
         return
-    cdef int threads = _threads_for(rows, K, nblocks, num_threads)
     cdef const unsigned char *mask_ptr = &mask[0, 0] if mask.shape[1] > 0 else NULL
-    cdef Py_ssize_t b, r0, r1
+    cdef LossArgs a = LossArgs(x=&predictions[0, 0], y=&targets[0, 0], classes=NULL,
+                               pw=NULL, mask=mask_ptr,
+                               mask_cols=mask.shape[1], cols=K, eps=0, scale=scale,
+                               pw_per_row=False, weight=weight, out=out)
     with nogil:
-        if threads > 1:
-            for b in prange(nblocks, num_threads=threads, schedule="static"):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _mse_block(&predictions[0, 0], &targets[0, 0], mask_ptr,
-                                        &grad[0, 0], r0, r1, K, scale, weight, out)
-        else:
-            for b in range(nblocks):
-                r0 = b * block_rows
-                r1 = min(r0 + block_rows, rows)
-                partial[b] = _mse_block(&predictions[0, 0], &targets[0, 0], mask_ptr,
-                                        &grad[0, 0], r0, r1, K, scale, weight, out)
+        _run_blocks(MSE, &grad[0, 0], &a, rows, block_rows, &partial[0], num_threads)
 
 
 def log1p_unit_float(float e):

@@ -22,15 +22,15 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs, pow, sqrt, sqrtf
 
-from fastrnn._kernels._runtime cimport parallel_min_work
+from fastrnn._kernels._runtime cimport MAX_SPLIT, chunk_start, split_threads
+from fastrnn._kernels._views cimport ptr1
 
 cdef enum:
     # Weight of one element of an update against a multiply-add of a product
-    # when deciding to split (parallel_min_work is in multiply-adds).
+    # when deciding to split (the thread rule's work is in multiply-adds).
     ELEMENT_WORK = 64
     # Chunks start on multiples of this many elements (a 64-byte line in float32).
     ALIGN = 16
-    MAX_CHUNKS = 256
     # Independent partial sums per chunk in the reductions: they break the
     # addition dependency chain and let the compiler use vector registers.
     LANES = 8
@@ -54,15 +54,6 @@ cdef inline floating _lerp(floating a, floating b, floating w, bint high) noexce
     return a + w * (b - a)
 
 
-cdef inline int _chunks(Py_ssize_t n, int num_threads, double cost) noexcept nogil:
-    """How many pieces to split ``n`` elements into (1 = run serially)."""
-    if num_threads <= 1 or <double>n * cost < parallel_min_work():
-        return 1
-    if num_threads > MAX_CHUNKS:
-        return MAX_CHUNKS
-    return num_threads
-
-
 cdef inline int _lengths_ok(Py_ssize_t n, Py_ssize_t a, Py_ssize_t b,
                             Py_ssize_t c) noexcept nogil:
     """Each of a, b, c is n, or 0 for an unused buffer (b and c only)."""
@@ -74,17 +65,96 @@ def _length_error(name):
                      f"parameter's length (unused buffers: empty)")
 
 
-cdef inline Py_ssize_t _chunk_size(Py_ssize_t n, int chunks) noexcept nogil:
-    cdef Py_ssize_t size = (n + chunks - 1) // chunks
-    return ((size + ALIGN - 1) // ALIGN) * ALIGN
+# -- the chunked-dispatch skeleton -------------------------------------------------
+#
+# Every elementwise kernel is a ``*_range`` function that updates the elements
+# [lo, hi) of one parameter from an argument struct (the arrays as untyped
+# pointers, the scalars in double, converted once per range).  ``_run`` is
+# the one driver: serial for small arrays, else one contiguous chunk per
+# thread (``split_threads`` / ``chunk_start``, the runtime's thread rule).
+# Each element is written by exactly one thread, so results do not depend on
+# the thread count.
+
+cdef enum Kernel:
+    SGD = 0
+    ADAM = 1
+    RMSPROP = 2
+    ADAGRAD = 3
+    SCALE = 4
+    CLAMP = 5
+
+
+cdef struct SgdArgs:
+    const void *g
+    void *buf           # momentum buffer, NULL without momentum
+    double lr, wd, l1, momentum, keep     # keep = 1 - dampening
+    bint nesterov, first
+
+
+cdef struct AdamArgs:
+    const void *g
+    void *m
+    void *v
+    void *vmax          # AMSGrad's running max, NULL without
+    double decay, wd, l1, c1, beta2, one_minus_beta2, step_size, inv_bc2_sqrt, eps
+    bint c1_from_d
+
+
+cdef struct RmspropArgs:
+    const void *g
+    void *sq
+    void *gavg          # centered: running mean of d, else NULL
+    void *buf           # momentum buffer, else NULL
+    double lr, alpha, one_minus_alpha, eps, wd, l1, momentum
+    bint w_high
+
+
+cdef struct AdagradArgs:
+    const void *g
+    void *acc
+    double clr, eps, wd, l1
+
+
+cdef inline void _range(Kernel kernel, floating *p, const void *args, Py_ssize_t lo,
+                        Py_ssize_t hi) noexcept nogil:
+    if kernel == SGD:
+        _sgd_range(p, <const SgdArgs *>args, lo, hi)
+    elif kernel == ADAM:
+        _adam_range(p, <const AdamArgs *>args, lo, hi)
+    elif kernel == RMSPROP:
+        _rmsprop_range(p, <const RmspropArgs *>args, lo, hi)
+    elif kernel == ADAGRAD:
+        _adagrad_range(p, <const AdagradArgs *>args, lo, hi)
+    else:
+        _in_place_range(p, lo, hi, <floating>(<const double *>args)[0], kernel)
+
+
+cdef void _run(Kernel kernel, floating *p, const void *args, Py_ssize_t n,
+               double element_work, int num_threads) noexcept nogil:
+    """``kernel`` over p[0:n]: serially, or one contiguous chunk per thread."""
+    cdef int chunks = split_threads(n * element_work, num_threads), c
+    cdef Py_ssize_t lo, hi
+    if n == 0:
+        return
+    if chunks == 1:
+        _range(kernel, p, args, 0, n)
+        return
+    for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
+        lo = chunk_start(n, chunks, c, ALIGN)
+        hi = chunk_start(n, chunks, c + 1, ALIGN)
+        if lo < hi:
+            _range(kernel, p, args, lo, hi)
 
 
 # -- SGD ------------------------------------------------------------------------
 
-cdef void _sgd_range(floating *p, const floating *g, floating *buf, Py_ssize_t lo,
-                     Py_ssize_t hi, floating lr, floating wd, floating l1,
-                     floating momentum, floating keep, bint nesterov,
-                     bint first) noexcept nogil:
+cdef void _sgd_range(floating *p, const SgdArgs *a, Py_ssize_t lo,
+                     Py_ssize_t hi) noexcept nogil:
+    cdef const floating *g = <const floating *>a.g
+    cdef floating *buf = <floating *>a.buf
+    cdef floating lr = <floating>a.lr, wd = <floating>a.wd, l1 = <floating>a.l1
+    cdef floating momentum = <floating>a.momentum, keep = <floating>a.keep
+    cdef bint nesterov = a.nesterov
     cdef Py_ssize_t i
     cdef floating d
     if buf == NULL:
@@ -92,7 +162,7 @@ cdef void _sgd_range(floating *p, const floating *g, floating *buf, Py_ssize_t l
             d = g[i] + l1 * _sign(p[i])
             d = d + wd * p[i]
             p[i] = p[i] - lr * d
-    elif first:
+    elif a.first:
         for i in range(lo, hi):
             d = g[i] + l1 * _sign(p[i])
             d = d + wd * p[i]
@@ -119,29 +189,16 @@ def sgd_step(floating[::1] p, const floating[::1] g, floating[::1] buf, double l
     buffer (``buf`` not empty) buf = d on the first step, else
     buf = momentum buf + (1 - dampening) d; d = d + momentum buf (Nesterov)
     or buf; p -= lr d."""
-    cdef Py_ssize_t n = p.shape[0], size
-    cdef int chunks, c
-    cdef floating *b = NULL
+    cdef Py_ssize_t n = p.shape[0]
     if not _lengths_ok(n, g.shape[0], buf.shape[0], 0):
         _length_error('sgd_step')
     if n == 0:
         return
-    if buf.shape[0] > 0:
-        b = &buf[0]
+    cdef SgdArgs a = SgdArgs(g=&g[0], buf=ptr1(buf), lr=lr, wd=weight_decay, l1=l1,
+                             momentum=momentum, keep=1 - dampening, nesterov=nesterov,
+                             first=first)
     with nogil:
-        chunks = _chunks(n, num_threads, 0.5 * ELEMENT_WORK)
-        if chunks == 1:
-            _sgd_range(&p[0], &g[0], b, 0, n, <floating>lr, <floating>weight_decay,
-                       <floating>l1, <floating>momentum, <floating>(1 - dampening),
-                       nesterov, first)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _sgd_range(&p[0], &g[0], b, c * size, min(n, (c + 1) * size),
-                               <floating>lr, <floating>weight_decay, <floating>l1,
-                               <floating>momentum, <floating>(1 - dampening),
-                               nesterov, first)
+        _run(SGD, &p[0], &a, n, 0.5 * ELEMENT_WORK, num_threads)
 
 
 # -- Adam / AdamW -----------------------------------------------------------------
@@ -167,14 +224,21 @@ cdef inline void _adam_element(Py_ssize_t i, floating *p, const floating *g, flo
     p[i] = p[i] + (-step_size) * (m[i] / (_sqrt(second) * inv_bc2_sqrt + eps))
 
 
-cdef void _adam_range(floating *p, const floating *g, floating *m, floating *v,
-                      floating *vmax, Py_ssize_t lo, Py_ssize_t hi, floating decay,
-                      floating wd, floating l1, floating c1, bint c1_from_d,
-                      floating beta2, floating one_minus_beta2, floating step_size,
-                      floating inv_bc2_sqrt, floating eps) noexcept nogil:
+cdef void _adam_range(floating *p, const AdamArgs *a, Py_ssize_t lo,
+                      Py_ssize_t hi) noexcept nogil:
     # One loop per option with the option a constant: a single loop with a
     # run-time test is if-converted and pays for both branches (a square
     # root and a division each, the costly part of the update).
+    cdef const floating *g = <const floating *>a.g
+    cdef floating *m = <floating *>a.m
+    cdef floating *v = <floating *>a.v
+    cdef floating *vmax = <floating *>a.vmax
+    cdef floating decay = <floating>a.decay, wd = <floating>a.wd, l1 = <floating>a.l1
+    cdef floating c1 = <floating>a.c1, beta2 = <floating>a.beta2
+    cdef floating one_minus_beta2 = <floating>a.one_minus_beta2
+    cdef floating step_size = <floating>a.step_size
+    cdef floating inv_bc2_sqrt = <floating>a.inv_bc2_sqrt, eps = <floating>a.eps
+    cdef bint c1_from_d = a.c1_from_d
     cdef Py_ssize_t i
     if vmax != NULL:
         for i in range(lo, hi):
@@ -198,36 +262,21 @@ def adam_step(floating[::1] p, const floating[::1] g, floating[::1] exp_avg,
     is not empty (AMSGrad); p -= step_size m / (sqrt(v or vmax) / bc2_sqrt + eps)
     (the division by bc2_sqrt is a product with its reciprocal: one rounding
     apart from PyTorch, and one division fewer per element)."""
-    cdef Py_ssize_t n = p.shape[0], size
-    cdef int chunks, c
-    cdef floating *vmax = NULL
+    cdef Py_ssize_t n = p.shape[0]
     cdef double w1 = 1 - beta1
-    cdef double c1 = w1 if w1 < 0.5 else -(1 - w1)
-    cdef double inv_bc2_sqrt = 1 / bias_correction2_sqrt
     if not (_lengths_ok(n, g.shape[0], max_exp_avg_sq.shape[0], 0)
             and _lengths_ok(n, exp_avg.shape[0], exp_avg_sq.shape[0], 0)
             and exp_avg_sq.shape[0] == n):
         _length_error('adam_step')
     if n == 0:
         return
-    if max_exp_avg_sq.shape[0] > 0:
-        vmax = &max_exp_avg_sq[0]
+    cdef AdamArgs a = AdamArgs(
+        g=&g[0], m=&exp_avg[0], v=&exp_avg_sq[0], vmax=ptr1(max_exp_avg_sq),
+        decay=decay, wd=weight_decay, l1=l1, c1=w1 if w1 < 0.5 else -(1 - w1),
+        beta2=beta2, one_minus_beta2=1 - beta2, step_size=step_size,
+        inv_bc2_sqrt=1 / bias_correction2_sqrt, eps=eps, c1_from_d=w1 >= 0.5)
     with nogil:
-        chunks = _chunks(n, num_threads, ELEMENT_WORK)
-        if chunks == 1:
-            _adam_range(&p[0], &g[0], &exp_avg[0], &exp_avg_sq[0], vmax, 0, n,
-                        <floating>decay, <floating>weight_decay, <floating>l1,
-                        <floating>c1, w1 >= 0.5, <floating>beta2, <floating>(1 - beta2),
-                        <floating>step_size, <floating>inv_bc2_sqrt, <floating>eps)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _adam_range(&p[0], &g[0], &exp_avg[0], &exp_avg_sq[0], vmax,
-                                c * size, min(n, (c + 1) * size), <floating>decay,
-                                <floating>weight_decay, <floating>l1, <floating>c1,
-                                w1 >= 0.5, <floating>beta2, <floating>(1 - beta2),
-                                <floating>step_size, <floating>inv_bc2_sqrt, <floating>eps)
+        _run(ADAM, &p[0], &a, n, ELEMENT_WORK, num_threads)
 
 
 # -- RMSprop ----------------------------------------------------------------------
@@ -254,12 +303,18 @@ cdef inline void _rmsprop_element(Py_ssize_t i, floating *p, const floating *g,
         p[i] = p[i] + (-lr) * (d / avg)
 
 
-cdef void _rmsprop_range(floating *p, const floating *g, floating *sq, floating *gavg,
-                         floating *buf, Py_ssize_t lo, Py_ssize_t hi, floating lr,
-                         floating alpha, floating one_minus_alpha, bint w_high,
-                         floating eps, floating wd, floating l1,
-                         floating momentum) noexcept nogil:
+cdef void _rmsprop_range(floating *p, const RmspropArgs *a, Py_ssize_t lo,
+                         Py_ssize_t hi) noexcept nogil:
     # one loop per combination of options, each a constant (see _adam_range)
+    cdef const floating *g = <const floating *>a.g
+    cdef floating *sq = <floating *>a.sq
+    cdef floating *gavg = <floating *>a.gavg
+    cdef floating *buf = <floating *>a.buf
+    cdef floating lr = <floating>a.lr, alpha = <floating>a.alpha
+    cdef floating one_minus_alpha = <floating>a.one_minus_alpha, eps = <floating>a.eps
+    cdef floating wd = <floating>a.wd, l1 = <floating>a.l1
+    cdef floating momentum = <floating>a.momentum
+    cdef bint w_high = a.w_high
     cdef Py_ssize_t i
     if gavg != NULL and buf != NULL:
         for i in range(lo, hi):
@@ -288,43 +343,28 @@ def rmsprop_step(floating[::1] p, const floating[::1] g, floating[::1] square_av
     a = lerp(a, d, 1 - alpha), avg = sqrt(s - a^2) + eps, else sqrt(s) + eps;
     with momentum (buffer not empty) buf = momentum buf + d / avg, p -= lr buf,
     else p -= lr d / avg."""
-    cdef Py_ssize_t n = p.shape[0], size
-    cdef int chunks, c
-    cdef floating *gavg = NULL
-    cdef floating *buf = NULL
+    cdef Py_ssize_t n = p.shape[0]
     if not (g.shape[0] == n and _lengths_ok(n, square_avg.shape[0], grad_avg.shape[0],
                                              momentum_buffer.shape[0])):
         _length_error('rmsprop_step')
     if n == 0:
         return
-    if grad_avg.shape[0] > 0:
-        gavg = &grad_avg[0]
-    if momentum_buffer.shape[0] > 0:
-        buf = &momentum_buffer[0]
+    cdef RmspropArgs a = RmspropArgs(
+        g=&g[0], sq=&square_avg[0], gavg=ptr1(grad_avg), buf=ptr1(momentum_buffer),
+        lr=lr, alpha=alpha, one_minus_alpha=1 - alpha, eps=eps, wd=weight_decay, l1=l1,
+        momentum=momentum, w_high=1 - alpha >= 0.5)
     with nogil:
-        chunks = _chunks(n, num_threads, ELEMENT_WORK)
-        if chunks == 1:
-            _rmsprop_range(&p[0], &g[0], &square_avg[0], gavg, buf, 0, n, <floating>lr,
-                           <floating>alpha, <floating>(1 - alpha), 1 - alpha >= 0.5,
-                           <floating>eps, <floating>weight_decay, <floating>l1,
-                           <floating>momentum)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _rmsprop_range(&p[0], &g[0], &square_avg[0], gavg, buf, c * size,
-                                   min(n, (c + 1) * size), <floating>lr,
-                                   <floating>alpha, <floating>(1 - alpha),
-                                   1 - alpha >= 0.5, <floating>eps,
-                                   <floating>weight_decay, <floating>l1,
-                                   <floating>momentum)
+        _run(RMSPROP, &p[0], &a, n, ELEMENT_WORK, num_threads)
 
 
 # -- Adagrad ----------------------------------------------------------------------
 
-cdef void _adagrad_range(floating *p, const floating *g, floating *acc, Py_ssize_t lo,
-                         Py_ssize_t hi, floating clr, floating eps, floating wd,
-                         floating l1) noexcept nogil:
+cdef void _adagrad_range(floating *p, const AdagradArgs *a, Py_ssize_t lo,
+                         Py_ssize_t hi) noexcept nogil:
+    cdef const floating *g = <const floating *>a.g
+    cdef floating *acc = <floating *>a.acc
+    cdef floating clr = <floating>a.clr, eps = <floating>a.eps
+    cdef floating wd = <floating>a.wd, l1 = <floating>a.l1
     cdef Py_ssize_t i
     cdef floating d
     for i in range(lo, hi):
@@ -338,24 +378,15 @@ def adagrad_step(floating[::1] p, const floating[::1] g, floating[::1] state_sum
                  double eps, double weight_decay, double l1, int num_threads):
     """Adagrad as torch.optim.Adagrad: d = g + l1 sign(p) + wd p; sum += d^2;
     p -= clr d / (sqrt(sum) + eps), clr = lr / (1 + (step - 1) lr_decay)."""
-    cdef Py_ssize_t n = p.shape[0], size
-    cdef int chunks, c
+    cdef Py_ssize_t n = p.shape[0]
     if not (g.shape[0] == n and state_sum.shape[0] == n):
         _length_error('adagrad_step')
     if n == 0:
         return
+    cdef AdagradArgs a = AdagradArgs(g=&g[0], acc=&state_sum[0], clr=clr, eps=eps,
+                                     wd=weight_decay, l1=l1)
     with nogil:
-        chunks = _chunks(n, num_threads, ELEMENT_WORK)
-        if chunks == 1:
-            _adagrad_range(&p[0], &g[0], &state_sum[0], 0, n, <floating>clr,
-                           <floating>eps, <floating>weight_decay, <floating>l1)
-        else:
-            size = _chunk_size(n, chunks)
-            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    _adagrad_range(&p[0], &g[0], &state_sum[0], c * size,
-                                   min(n, (c + 1) * size), <floating>clr, <floating>eps,
-                                   <floating>weight_decay, <floating>l1)
+        _run(ADAGRAD, &p[0], &a, n, ELEMENT_WORK, num_threads)
 
 
 # -- clipping -----------------------------------------------------------------------
@@ -419,24 +450,22 @@ def norm_reduce(const floating[::1] x, int kind, double power, int num_threads):
     """Sum of squares (kind 0), sum of |x| (1), max |x| (2) or sum |x|^power (3)
     of ``x``, in double.  Chunk partials are combined in a fixed order, so the
     result depends only on the thread count."""
-    cdef Py_ssize_t n = x.shape[0], size
+    cdef Py_ssize_t n = x.shape[0], lo, hi
     cdef int chunks, c
-    cdef double partial[MAX_CHUNKS]
+    cdef double partial[MAX_SPLIT]
     cdef double total
     if n == 0:
         return 0.0
     with nogil:
-        chunks = _chunks(n, num_threads, 0.25 * ELEMENT_WORK if kind != NORM_POWER
-                         else 2 * ELEMENT_WORK)
+        chunks = split_threads(n * (0.25 * ELEMENT_WORK if kind != NORM_POWER
+                                    else 2 * ELEMENT_WORK), num_threads)
         if chunks == 1:
             total = _reduce_range(&x[0], 0, n, kind, power)
         else:
-            size = _chunk_size(n, chunks)
             for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                partial[c] = 0
-                if c * size < n:
-                    partial[c] = _reduce_range(&x[0], c * size, min(n, (c + 1) * size),
-                                               kind, power)
+                lo = chunk_start(n, chunks, c, ALIGN)
+                hi = chunk_start(n, chunks, c + 1, ALIGN)
+                partial[c] = _reduce_range(&x[0], lo, hi, kind, power) if lo < hi else 0
             total = partial[0]
             for c in range(1, chunks):
                 if kind == NORM_MAX:
@@ -447,16 +476,11 @@ def norm_reduce(const floating[::1] x, int kind, double power, int num_threads):
     return total
 
 
-cdef enum:
-    OP_SCALE = 0
-    OP_CLAMP = 1
-
-
 cdef void _in_place_range(floating *x, Py_ssize_t lo, Py_ssize_t hi, floating value,
-                          int op) noexcept nogil:
+                          Kernel op) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating v
-    if op == OP_SCALE:
+    if op == SCALE:
         for i in range(lo, hi):
             x[i] = x[i] * value
     else:
@@ -468,29 +492,15 @@ cdef void _in_place_range(floating *x, Py_ssize_t lo, Py_ssize_t hi, floating va
             x[i] = v
 
 
-cdef void _in_place(floating[::1] x, floating value, int op, int num_threads) noexcept nogil:
-    """One elementwise op over x, split into per-thread chunks when large."""
-    cdef Py_ssize_t n = x.shape[0], size
-    cdef int chunks, c
-    if n == 0:
-        return
-    chunks = _chunks(n, num_threads, 0.25 * ELEMENT_WORK)
-    if chunks == 1:
-        _in_place_range(&x[0], 0, n, value, op)
-        return
-    size = _chunk_size(n, chunks)
-    for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-        if c * size < n:
-            _in_place_range(&x[0], c * size, min(n, (c + 1) * size), value, op)
-
-
 def scale(floating[::1] x, double coef, int num_threads):
     """x *= coef in place."""
-    with nogil:
-        _in_place(x, <floating>coef, OP_SCALE, num_threads)
+    if x.shape[0] > 0:
+        with nogil:
+            _run(SCALE, &x[0], &coef, x.shape[0], 0.25 * ELEMENT_WORK, num_threads)
 
 
 def clamp(floating[::1] x, double bound, int num_threads):
     """x = min(max(x, -bound), bound) in place (NaN stays NaN)."""
-    with nogil:
-        _in_place(x, <floating>bound, OP_CLAMP, num_threads)
+    if x.shape[0] > 0:
+        with nogil:
+            _run(CLAMP, &x[0], &bound, x.shape[0], 0.25 * ELEMENT_WORK, num_threads)

@@ -3,7 +3,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc
 
-from fastrnn._kernels._runtime cimport parallel_min_work
+from fastrnn._kernels._runtime cimport chunk_start, split_threads
 
 cdef extern from "fr_gemm.h" nogil:
     size_t fr_packed_size_f(int k, int n)
@@ -59,20 +59,18 @@ cdef inline floating *pack_weights(const floating *w, int rows, int cols,
     return packed
 
 
-
-
 cdef inline void parallel_packed_gemm(int m, int n, int k, const floating *a,
                                       int lda, const floating *packed,
                                       floating *c, int ldc,
                                       int num_threads) noexcept nogil:
     """C (m x n) += A (m x k) @ B (packed), the rows of C split over threads."""
-    cdef int blocks = num_threads if <double>m * n * k >= parallel_min_work() else 1
+    cdef int blocks = split_threads(<double>m * n * k, num_threads)
     cdef int blk, r0, r1
     if blocks <= 1:
         packed_gemm(m, n, k, a, lda, packed, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-        r0 = <int>(<long>blk * m // blocks)
-        r1 = <int>(<long>(blk + 1) * m // blocks)
+        r0 = <int>chunk_start(m, blocks, blk, 1)
+        r1 = <int>chunk_start(m, blocks, blk + 1, 1)
         packed_gemm(r1 - r0, n, k, a + <size_t>r0 * lda, lda, packed,
                     c + <size_t>r0 * ldc, ldc)

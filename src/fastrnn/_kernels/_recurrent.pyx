@@ -60,10 +60,11 @@ from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
 
-from fastrnn._kernels._blas cimport gemm, parallel_gemm, parallel_gemm_tn
+from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
-from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, parallel_min_work
+from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
+from fastrnn._kernels._views cimport const_ptr1, const_ptr2, ptr1, ptr2, ptr3
 
 cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
@@ -310,7 +311,6 @@ cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
     """
     cdef int j, H = dm.H, cell = dm.cell
     cdef floating one = 1
-    cdef floating d, a, i_, f_, g_, o_, tc, dcj, r_, z_, hn, n_, dn
     if cell == RNN_TANH:
         for j in range(H):
             g[j] = dh[j] * (one - h[j] * h[j])
@@ -323,22 +323,45 @@ cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
         lstm_backward_variant_row(dm, g, dh, dc, c, c_prev, scratch, peep, limits,
                                   peep_acc)
     elif cell == LSTM:
-        tanh_row(c, scratch, H)
-        for j in range(H):
-            i_ = g[j]
-            f_ = g[H + j]
-            g_ = g[2 * H + j]
-            o_ = g[3 * H + j]
-            tc = scratch[j]
-            d = dh[j]
-            dcj = dc[j] + d * o_ * (one - tc * tc)
-            g[j] = dcj * g_ * i_ * (one - i_)
-            g[H + j] = dcj * c_prev[j] * f_ * (one - f_)
-            g[2 * H + j] = dcj * i_ * (one - g_ * g_)
-            g[3 * H + j] = d * tc * o_ * (one - o_)
-            dc[j] = dcj * f_
-            dh[j] = 0
-    elif dm.reset_before:  # GRU [r, z, r * h_prev, n]: z and n here, r later
+        lstm_backward_row(H, g, dh, dc, c, c_prev, scratch)
+    else:
+        gru_backward_row(H, dm.reset_before, g, dh, h_prev)
+
+
+cdef inline void lstm_backward_row(int H, floating *g, floating *dh, floating *dc,
+                                   const floating *c, const floating *c_prev,
+                                   floating *tc) noexcept nogil:
+    """``cell_backward_row`` of the plain LSTM, g = [i, f, g, o] activated;
+    ``tc`` (H) receives tanh(c)."""
+    cdef int j
+    cdef floating one = 1
+    cdef floating d, i_, f_, g_, o_, t, dcj
+    tanh_row(c, tc, H)
+    for j in range(H):
+        i_ = g[j]
+        f_ = g[H + j]
+        g_ = g[2 * H + j]
+        o_ = g[3 * H + j]
+        t = tc[j]
+        d = dh[j]
+        dcj = dc[j] + d * o_ * (one - t * t)
+        g[j] = dcj * g_ * i_ * (one - i_)
+        g[H + j] = dcj * c_prev[j] * f_ * (one - f_)
+        g[2 * H + j] = dcj * i_ * (one - g_ * g_)
+        g[3 * H + j] = d * t * o_ * (one - o_)
+        dc[j] = dcj * f_
+        dh[j] = 0
+
+
+cdef inline void gru_backward_row(int H, bint reset_before, floating *g, floating *dh,
+                                  const floating *h_prev) noexcept nogil:
+    """``cell_backward_row`` of the GRU: g = [r, z, hn, n], or for the
+    reset-before GRU [r, z, r * h_prev, n] with only z and n done here (r
+    later, in ``gru_reset_backward_rows``)."""
+    cdef int j
+    cdef floating one = 1
+    cdef floating d, r_, z_, hn, n_, dn
+    if reset_before:
         for j in range(H):
             z_ = g[H + j]
             n_ = g[3 * H + j]
@@ -346,19 +369,19 @@ cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
             g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
             g[3 * H + j] = d * (one - z_) * (one - n_ * n_)
             dh[j] = d * z_
-    else:  # GRU
-        for j in range(H):
-            r_ = g[j]
-            z_ = g[H + j]
-            hn = g[2 * H + j]
-            n_ = g[3 * H + j]
-            d = dh[j]
-            dn = d * (one - z_) * (one - n_ * n_)
-            g[j] = dn * hn * r_ * (one - r_)
-            g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
-            g[2 * H + j] = dn * r_
-            g[3 * H + j] = dn
-            dh[j] = d * z_
+        return
+    for j in range(H):
+        r_ = g[j]
+        z_ = g[H + j]
+        hn = g[2 * H + j]
+        n_ = g[3 * H + j]
+        d = dh[j]
+        dn = d * (one - z_) * (one - n_ * n_)
+        g[j] = dn * hn * r_ * (one - r_)
+        g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
+        g[2 * H + j] = dn * r_
+        g[3 * H + j] = dn
+        dh[j] = d * z_
 
 
 # --------------------------------------------------------------------------
@@ -515,15 +538,10 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
-    cdef int step, t, i, b, j, t_prev
-    cdef bint has_prev
+    cdef int step, t
     cdef floating limit_store[4]
     cdef floating *limits = clip_limits(dm, limit_store)
     cdef floating *g
-    cdef floating *scratch_row
-    cdef const floating *c_prev
-    cdef const floating *c_t
-    cdef size_t o_ld = dm.out_ld
     for step in range(T):
         # The sweep runs against the direction of the forward pass.
         t = step if dm.reverse else T - 1 - step
@@ -539,35 +557,60 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
             memset(g + <size_t>n * W, 0, <size_t>(rows - n) * W * sizeof(floating))
         if n == 0:
             continue
-        t_prev = t + 1 if dm.reverse else t - 1
         start_step_rows(dm, r0, n, t, lengths, d_out, out, h0, dh, h_prevs)
         if dm.proj:
             project_back_rows(dm, n, g, w2_packed, dh + <size_t>r0 * H,
                               scratch + <size_t>r0 * 2 * C + C, 2 * C)
-        for i in range(n):
-            b = r0 + i
-            has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
-            c_t = NULL
-            c_prev = NULL
-            if c_hist != NULL:
-                c_t = c_hist + (<size_t>t * B + b) * C
-                c_prev = (c_hist + (<size_t>t_prev * B + b) * C if has_prev
-                          else c0 + <size_t>b * C)
-            scratch_row = scratch + <size_t>b * 2 * C
-            cell_backward_row(dm, g + <size_t>i * W,
-                              scratch_row + C if dm.proj else dh + <size_t>b * H,
-                              dc + <size_t>b * C if dc != NULL else NULL,
-                              out + (<size_t>t * B + b) * o_ld + dm.out_off,
-                              h_prevs[i], c_t, c_prev, scratch_row, peep, limits,
-                              peep_acc)
+        cell_backward_rows(dm, r0, n, t, lengths, g, out, c_hist, c0, dh, dc, scratch,
+                           peep, limits, peep_acc, h_prevs)
         if dm.reset_before:
             gru_reset_backward_rows(dm, n, g, w2_packed, h_prevs, dh + <size_t>r0 * H,
                                     scratch + <size_t>r0 * 2 * C)
         if bias_acc != NULL:   # bias gradients while the rows are in cache
-            for i in range(n):
-                for j in range(W):
-                    bias_acc[j] += g[<size_t>i * W + j]
+            add_column_sums(g, n, W, bias_acc)
         packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
+
+
+cdef inline void cell_backward_rows(const Dims *dm, int r0, int n, int t,
+                                    const int *lengths, floating *g,
+                                    const floating *out, const floating *c_hist,
+                                    const floating *c0, floating *dh, floating *dc,
+                                    floating *scratch, const floating *peep,
+                                    const floating *limits, floating *peep_acc,
+                                    const floating **h_prevs) noexcept nogil:
+    """``cell_backward_row`` for rows r0..r0+n at step t: finds each row's
+    cell states c_t and c_{t-1} (c0 at its first step) and its scratch."""
+    cdef int i, b, C = dm.C
+    cdef int t_prev = t + 1 if dm.reverse else t - 1
+    cdef bint has_prev
+    cdef floating *scratch_row
+    cdef const floating *c_prev
+    cdef const floating *c_t
+    for i in range(n):
+        b = r0 + i
+        has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
+        c_t = NULL
+        c_prev = NULL
+        if c_hist != NULL:
+            c_t = c_hist + (<size_t>t * dm.B + b) * C
+            c_prev = (c_hist + (<size_t>t_prev * dm.B + b) * C if has_prev
+                      else c0 + <size_t>b * C)
+        scratch_row = scratch + <size_t>b * 2 * C
+        cell_backward_row(dm, g + <size_t>i * dm.W,
+                          scratch_row + C if dm.proj else dh + <size_t>b * dm.H,
+                          dc + <size_t>b * C if dc != NULL else NULL,
+                          out + (<size_t>t * dm.B + b) * dm.out_ld + dm.out_off,
+                          h_prevs[i], c_t, c_prev, scratch_row, peep, limits,
+                          peep_acc)
+
+
+cdef inline void add_column_sums(const floating *g, int n, int W,
+                                 floating *acc) noexcept nogil:
+    """acc[j] += sum of the n rows' column j (row order: reproducible)."""
+    cdef int i, j
+    for i in range(n):
+        for j in range(W):
+            acc[j] += g[<size_t>i * W + j]
 
 
 cdef inline floating *clip_limits(const Dims *dm, floating *store) noexcept nogil:
@@ -968,26 +1011,6 @@ cdef void add_chunk_sums(const floating *acc, int nchunks, int n,
             total[j] += acc[<size_t>k * n + j]
 
 
-cdef inline floating *ptr1(floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline const floating *const_ptr1(const floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline const floating *const_ptr2(const floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
-
-
-cdef inline floating *ptr2(floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
-
-
-cdef inline floating *ptr3(floating[:, :, ::1] a) noexcept nogil:
-    return &a[0, 0, 0] if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0 else NULL
-
-
 cdef class Tape:
     """What a training ``forward`` keeps for ``backward`` (one layer direction).
 
@@ -1282,10 +1305,11 @@ cdef class DirectionKernel:
                 block = min(T, 64 // rows, 65536 // (rows * dm.W))
             if block < 2:
                 block = 0
-        # The batch plan's rule: too little work does not pay for a parallel region.
-        if (colsplit_applies(&dm, num_threads)
-                and <double>T * B * dm.C * dm.W >= parallel_min_work()):
-            slices = num_threads
+        # The one thread-split rule: too little work does not pay for a parallel region.
+        if colsplit_applies(&dm, num_threads):
+            slices = split_threads(<double>T * B * dm.C * dm.W, num_threads)
+            if slices < 2:
+                slices = 0
         return block, slices
 
     def _variant_inputs(self, method, w2, peep, w2_name="w2", peep_name="peep"):
@@ -1386,89 +1410,77 @@ cdef void column_split_forward(const Dims *dm, int slices, int block, const int 
     memcpy(h, h_buf + (dm.T % 2) * state, state * sizeof(floating))
 
 
-def _backward(DirectionKernel kernel,
-              const floating[:, :, ::1] x,
-              const floating[:, ::1] w_ih,
-              const floating[:, ::1] w_hh,
-              const floating[:, ::1] w2,
-              const floating[:, ::1] peep,
-              const int[::1] lengths,
-              const int[::1] chunks,
-              floating[:, ::1] h0,
-              floating[:, ::1] c0,
-              bint has_h0,
-              floating[:, :, ::1] out,
-              floating[:, :, ::1] gates,
-              floating[:, :, ::1] c_hist,
-              const floating[:, :, ::1] d_out,
-              floating[:, ::1] dh,
-              floating[:, ::1] dc,
-              floating[:, :, ::1] d_x,
-              bint add_to_d_x,
-              floating[:, ::1] dw_ih,
-              floating[:, ::1] dw_hh,
-              floating[::1] db_ih,
-              floating[::1] db_hh,
-              floating[:, ::1] dw2,
-              floating[:, ::1] dpeep,
-              floating[:, ::1] scratch,
-              Py_ssize_t[::1] h_prevs,
-              floating[::1] bias_acc,
-              floating[::1] peep_acc,
-              floating[::1] w_hh_packed,
-              floating[::1] w2_packed,
-              int num_threads):
+def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
+              const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+              const floating[:, ::1] w2, const floating[:, ::1] peep,
+              const int[::1] lengths, const int[::1] chunks, floating[:, ::1] h0,
+              floating[:, ::1] c0, bint has_h0, floating[:, :, ::1] out,
+              floating[:, :, ::1] gates, floating[:, :, ::1] c_hist,
+              const floating[:, :, ::1] d_out, floating[:, ::1] dh,
+              floating[:, ::1] dc, floating[:, :, ::1] d_x, bint add_to_d_x,
+              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+              floating[::1] db_hh, floating[:, ::1] dw2, floating[:, ::1] dpeep,
+              floating[:, ::1] scratch, Py_ssize_t[::1] h_prevs,
+              floating[::1] bias_acc, floating[::1] peep_acc,
+              floating[::1] w_hh_packed, floating[::1] w2_packed, int num_threads):
     """DirectionKernel.backward, typed (see there).  Workspace: ``scratch``
     (B, max(GH, 2C)), ``h_prevs`` (B,) row pointers, ``bias_acc`` (nchunks *
     W; empty without bias) and ``peep_acc`` (nchunks * 3C; empty without
     peepholes), the chunks' partial sums, and the ``*_packed`` buffers."""
     cdef Dims dm = kernel._layout
-    cdef int nchunks = chunks.shape[0] - 1
-    cdef int team = min(num_threads, nchunks)
-    cdef int k, prev_threads
-    cdef floating *dc_ptr = ptr2(dc)
-    cdef floating *c_hist_ptr = ptr3(c_hist)
-    cdef floating *c0_ptr = ptr2(c0)
-    cdef floating *d_x_ptr = ptr3(d_x)
-    cdef floating *db_ih_ptr = ptr1(db_ih)
-    cdef floating *db_hh_ptr = ptr1(db_hh)
+    cdef int nchunks = chunks.shape[0] - 1, prev_threads
     cdef floating *bias_acc_ptr = ptr1(bias_acc)
     cdef floating *peep_acc_ptr = ptr1(peep_acc)
     cdef floating *w2_ptr = ptr1(w2_packed)
-    cdef const floating *peep_ptr = const_ptr2(peep)
-    cdef const floating **rows_prev = <const floating **>&h_prevs[0]
     dm.T = x.shape[0]
     dm.B = x.shape[1]
     with nogil:
         pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, False, &w_hh_packed[0])
         if has_second_product(&dm):
             pack_second_product(&dm, &w_hh[0, 0], const_ptr2(w2), False, w2_ptr)
-        if bias_acc_ptr != NULL:
-            memset(bias_acc_ptr, 0, <size_t>nchunks * dm.W * sizeof(floating))
-        if peep_acc_ptr != NULL:
-            memset(peep_acc_ptr, 0, <size_t>nchunks * 3 * dm.C * sizeof(floating))
         prev_threads = blas_get_threads()
         blas_set_threads(1)
-        for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
-            backward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                           &gates[0, 0, 0], &w_hh_packed[0], &h0[0, 0], c0_ptr,
-                           &out[0, 0, 0], c_hist_ptr, &d_out[0, 0, 0],
-                           &dh[0, 0], dc_ptr, &scratch[0, 0],
-                           bias_acc_ptr + <size_t>k * dm.W if bias_acc_ptr != NULL else NULL,
-                           w2_ptr, peep_ptr,
-                           peep_acc_ptr + <size_t>k * 3 * dm.C if peep_acc_ptr != NULL else NULL,
-                           rows_prev + chunks[k])
+        sweep_backward(&dm, &chunks[0], nchunks, min(num_threads, nchunks), &lengths[0],
+                       &gates[0, 0, 0], &w_hh_packed[0], &h0[0, 0], ptr2(c0),
+                       &out[0, 0, 0], ptr3(c_hist), &d_out[0, 0, 0], &dh[0, 0], ptr2(dc),
+                       &scratch[0, 0], bias_acc_ptr, w2_ptr, const_ptr2(peep),
+                       peep_acc_ptr, <const floating **>&h_prevs[0])
         if bias_acc_ptr != NULL:
-            add_bias_gradients(&dm, bias_acc_ptr, nchunks, db_ih_ptr, db_hh_ptr)
+            add_bias_gradients(&dm, bias_acc_ptr, nchunks, ptr1(db_ih), ptr1(db_hh))
         if peep_acc_ptr != NULL:
             add_chunk_sums(peep_acc_ptr, nchunks, 3 * dm.C, &dpeep[0, 0])
         weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
                          &gates[0, 0, 0], &out[0, 0, 0],
                          &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
-                         d_x_ptr, add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], ptr2(dw2),
+                         ptr3(d_x), add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], ptr2(dw2),
                          num_threads)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
+
+
+cdef void sweep_backward(const Dims *dm, const int *chunks, int nchunks, int team,
+                         const int *lengths, floating *gates,
+                         const floating *w_hh_packed, const floating *h0,
+                         const floating *c0, const floating *out,
+                         const floating *c_hist, const floating *d_out, floating *dh,
+                         floating *dc, floating *scratch, floating *bias_acc,
+                         const floating *w2_packed, const floating *peep,
+                         floating *peep_acc, const floating **h_prevs) noexcept nogil:
+    """``backward_chunk`` on every chunk, one per thread of the team.  The
+    chunks' bias (W each) and peephole (3C each) partial sums start at zero
+    in ``bias_acc`` / ``peep_acc`` (NULL: not wanted)."""
+    cdef int k
+    if bias_acc != NULL:
+        memset(bias_acc, 0, <size_t>nchunks * dm.W * sizeof(floating))
+    if peep_acc != NULL:
+        memset(peep_acc, 0, <size_t>nchunks * 3 * dm.C * sizeof(floating))
+    for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
+        backward_chunk(dm, chunks[k], chunks[k + 1], lengths, gates, w_hh_packed, h0, c0,
+                       out, c_hist, d_out, dh, dc, scratch,
+                       bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL,
+                       w2_packed, peep,
+                       peep_acc + <size_t>k * 3 * dm.C if peep_acc != NULL else NULL,
+                       h_prevs + chunks[k])
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Build facts, the CPU probe and BLAS thread control for the kernels.
+"""Build facts, the CPU probe, BLAS thread control, the thread-split rule
+and the ``all_finite`` check for the kernels.
 
 The kernels call scipy's BLAS (``scipy.linalg.cython_blas``) from their own
 OpenMP threads, so that BLAS must run single-threaded while they do.
@@ -58,6 +59,35 @@ def get_parallel_min_work():
     return _parallel_min_work
 
 
+# The thread-split rule, the one place every kernel (and, through
+# ``threads_for``, Python) decides how many threads share a piece of work.
+cdef int split_threads(double work, int num_threads) noexcept nogil:
+    """Threads to split ``work`` multiply-adds over: all of ``num_threads``
+    (at most MAX_SPLIT) when the work pays for a parallel region, else 1.
+    Elementwise kernels weigh an element as some multiply-adds (their cost)."""
+    if num_threads <= 1 or work < _parallel_min_work:
+        return 1
+    return num_threads if num_threads < MAX_SPLIT else MAX_SPLIT
+
+
+cdef Py_ssize_t chunk_start(Py_ssize_t n, int chunks, int c,
+                            Py_ssize_t align) noexcept nogil:
+    """Where chunk ``c`` of ``chunks`` starts in [0, n) (c == chunks: n).
+    Chunk c is [chunk_start(c), chunk_start(c + 1)): contiguous, its size
+    rounded up to a multiple of ``align`` (so the last chunks may be short
+    or empty).  Depends only on (n, chunks, c, align): a result summed per
+    chunk depends only on the chunk count."""
+    cdef Py_ssize_t size = (n + chunks - 1) // chunks
+    size = ((size + align - 1) // align) * align
+    return min(n, c * size)
+
+
+def threads_for(double work, int num_threads):
+    """``split_threads`` for Python callers: how many of ``num_threads``
+    threads a job of ``work`` multiply-adds gets (1 = run serially)."""
+    return split_threads(work, num_threads)
+
+
 def set_parallel_min_work(double work):
     """Tests set 0 to exercise the parallel paths on small problems."""
     global _parallel_min_work
@@ -90,20 +120,21 @@ cdef inline bint _finite(const floating *x, long n) noexcept nogil:
 def all_finite(const floating[::1] values, int num_threads):
     """True when no value is NaN or infinite: one pass, split over threads
     for large arrays (a validation of every batch must not cost a step)."""
-    cdef long n = values.shape[0], size
-    cdef int chunks = 1, c, bad = 0
+    cdef Py_ssize_t n = values.shape[0], lo, hi
+    cdef int chunks, c, bad = 0
     if n == 0:
         return True
-    if num_threads > 1 and n >= (1 << 18):
-        chunks = num_threads
-    size = (n + chunks - 1) // chunks
+    # a multiply and an add per element: it weighs 2 multiply-adds
+    chunks = split_threads(2.0 * n, num_threads)
     with nogil:
         if chunks == 1:
             bad = not _finite(&values[0], n)
         else:
             for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
-                if c * size < n:
-                    bad += not _finite(&values[c * size], min(size, n - c * size))
+                lo = chunk_start(n, chunks, c, 16)
+                hi = chunk_start(n, chunks, c + 1, 16)
+                if lo < hi:
+                    bad += not _finite(&values[lo], hi - lo)
     return bad == 0
 
 

@@ -1,4 +1,5 @@
-/* Elementwise math and a small matrix product for the fastrnn kernels.
+/* Elementwise math for the fastrnn kernels (the matrix products are in
+ * fr_gemm.h and scipy's BLAS).
  *
  * float32 nonlinearities are written branch-free from +, *, / and a float
  * to int conversion so that GCC vectorises whole rows of them (libm's

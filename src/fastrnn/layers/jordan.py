@@ -129,8 +129,7 @@ class Jordan(Module):
             lengths = lengths_array(lengths, batch, steps)
         num_threads = _threads.get_num_threads()
         work = steps * batch * self.hidden_size * (self.input_size + 2 * self.output_size)
-        if work < _runtime.get_parallel_min_work():
-            num_threads = 1      # too little work to pay for a parallel region
+        num_threads = _runtime.threads_for(work, num_threads)
         plan = _BatchPlan(lengths, batch, steps, num_threads)
         y_n = (plan.to_kernel(y0, copy=True) if y0 is not None
                else np.zeros((self.num_layers, batch, self.output_size), self.dtype))

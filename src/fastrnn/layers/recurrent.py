@@ -309,8 +309,8 @@ class _Recurrent(Module):
 
     def _plan(self, lengths, batch, steps, num_threads):
         """The batch plan; plans without lengths are reused (they are immutable)."""
-        if steps * batch * self.hidden_size * self._kernels[0].width < _runtime.get_parallel_min_work():
-            num_threads = 1      # too little work to pay for a parallel region
+        num_threads = _runtime.threads_for(steps * batch * self.hidden_size
+                                           * self._kernels[0].width, num_threads)
         if lengths is not None:
             return _BatchPlan(lengths, batch, steps, num_threads)
         key = (batch, steps, num_threads)

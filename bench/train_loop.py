@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""A whole char-LSTM language-model training loop: fastrnn against PyTorch (issue 18).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_loop.py           # 100 steps
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_loop.py --quick   # 10 steps
+
+Model: Embedding(V, 64) -> LSTM(64, 256) -> Linear(256, V), softmax
+cross-entropy over every step, gradient clipping (joint 2-norm 1.0), Adam
+(lr 2e-3), on characters of real English text (this repository's README and
+docs by default, ``--text FILE`` for another), T = 100, B = 64.  Both
+frameworks start from identical weights and see identical batches; each runs
+in its own subprocess with the same thread count (fastrnn/torch threads and
+BLAS threads).  Reported: wall time of the loop (after one warm-up step that
+is not counted), ms per step, the first and final loss, and fastrnn's time
+as a fraction of PyTorch's (target: <= 0.6 at H = 256, 1 thread).
+"""
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from machine import cpu_model  # noqa: E402
+
+EMBED, HIDDEN, T, B, LR, CLIP = 64, 256, 100, 64, 2e-3, 1.0
+
+
+def corpus(path):
+    paths = [path] if path else [os.path.join(ROOT, "README.md")] + sorted(
+        glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    text = "".join(open(p, encoding="utf-8").read() for p in paths)
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.int64)
+    return ids, len(chars)
+
+
+def batches(ids, steps, seed=0):
+    """``steps`` (inputs, targets) pairs of (T, B) windows at random offsets."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps + 1):                           # + the warm-up step
+        starts = rng.integers(0, len(ids) - T - 1, size=B)
+        window = np.stack([ids[s:s + T + 1] for s in starts], axis=1)    # (T + 1, B)
+        out.append((np.ascontiguousarray(window[:-1]), np.ascontiguousarray(window[1:])))
+    return out
+
+
+def init_params(vocab, seed=0):
+    """PyTorch's initial distributions, drawn once with numpy for both frameworks."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(HIDDEN)
+    u = lambda *shape: rng.uniform(-bound, bound, shape).astype(np.float32)  # noqa: E731
+    return {"embedding": rng.standard_normal((vocab, EMBED), dtype=np.float32),
+            "weight_ih_l0": u(4 * HIDDEN, EMBED), "weight_hh_l0": u(4 * HIDDEN, HIDDEN),
+            "bias_ih_l0": u(4 * HIDDEN), "bias_hh_l0": u(4 * HIDDEN),
+            "head_weight": u(vocab, HIDDEN), "head_bias": u(vocab)}
+
+
+# -- the two loops (each in its own worker process) --------------------------------------
+def fastrnn_loop(params, data):
+    import fastrnn as fr
+
+    vocab = params["embedding"].shape[0]
+    embedding, lstm, head = fr.Embedding(vocab, EMBED), fr.LSTM(EMBED, HIDDEN), \
+        fr.Linear(HIDDEN, vocab)
+    embedding.load_state_dict({"weight": params["embedding"]})
+    lstm.load_state_dict({k: params[k] for k in ("weight_ih_l0", "weight_hh_l0",
+                                                  "bias_ih_l0", "bias_hh_l0")})
+    head.load_state_dict({"weight": params["head_weight"], "bias": params["head_bias"]})
+    modules = [embedding, lstm, head]
+    criterion, opt = fr.CrossEntropyLoss(), fr.optim.Adam(modules, lr=LR)
+
+    def step(x, y):
+        opt.zero_grad()
+        out, _ = lstm(embedding(x))
+        loss, d_logits = criterion(head(out), y)
+        d_x, _ = lstm.backward(head.backward(d_logits))
+        embedding.backward(d_x)
+        fr.clip_grad_norm(modules, CLIP)
+        opt.step()
+        return float(loss)
+
+    return step
+
+
+def torch_loop(params, data):
+    import torch
+    import torch.nn.functional as F
+
+    vocab = params["embedding"].shape[0]
+    embedding, lstm, head = (torch.nn.Embedding(vocab, EMBED), torch.nn.LSTM(EMBED, HIDDEN),
+                             torch.nn.Linear(HIDDEN, vocab))
+    with torch.no_grad():
+        embedding.weight.copy_(torch.from_numpy(params["embedding"]))
+        for name, p in lstm.named_parameters():
+            p.copy_(torch.from_numpy(params[name]))
+        head.weight.copy_(torch.from_numpy(params["head_weight"]))
+        head.bias.copy_(torch.from_numpy(params["head_bias"]))
+    parameters = [p for m in (embedding, lstm, head) for p in m.parameters()]
+    opt = torch.optim.Adam(parameters, lr=LR)
+
+    def step(x, y):
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        opt.zero_grad(set_to_none=True)
+        out, _ = lstm(embedding(x))
+        loss = F.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, CLIP)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def worker(framework, threads, steps, text):
+    from threadpoolctl import threadpool_limits
+
+    ids, vocab = corpus(text)
+    data = batches(ids, steps)
+    params = init_params(vocab)
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        step = torch_loop(params, data)
+    else:
+        import fastrnn as fr
+        fr.set_num_threads(threads)
+        step = fastrnn_loop(params, data)
+    threadpool_limits(limits=threads, user_api="blas")
+    first = step(*data[0])                                   # warm-up, not timed
+    start = time.perf_counter()
+    for x, y in data[1:]:
+        last = step(x, y)
+    wall = time.perf_counter() - start
+    print(json.dumps({"wall": wall, "first_loss": first, "final_loss": last,
+                      "vocab": vocab, "chars": int(len(ids))}))
+
+
+def run_worker(framework, threads, steps, text):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(name, None)
+    command = [sys.executable, __file__, "--worker", framework, "--threads", str(threads),
+               "--steps", str(steps)] + (["--text", text] if text else [])
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 steps, 1 round")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating runs per framework; the best wall time counts")
+    parser.add_argument("--threads", default="1")
+    parser.add_argument("--text", help="a UTF-8 text file (default: README + docs)")
+    parser.add_argument("--worker", choices=("fastrnn", "torch"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 10, 1
+    if args.worker:
+        worker(args.worker, int(args.threads), args.steps, args.text)
+        return
+    print(f"CPU: {cpu_model()}; char-LSTM LM: Embedding(V, {EMBED}) -> LSTM({EMBED}, "
+          f"{HIDDEN}) -> Linear({HIDDEN}, V), T={T}, B={B}, Adam lr={LR}, clip {CLIP}; "
+          f"{args.steps} timed steps, best of {args.rounds} alternating run(s)\n")
+    print("| threads | framework | wall s | ms/step | first loss | final loss | "
+          "fastrnn / torch |")
+    print("|---|---|---|---|---|---|---|")
+    for threads in (int(v) for v in args.threads.split(",")):
+        best = {}
+        for _ in range(args.rounds):
+            for framework in ("fastrnn", "torch"):
+                r = run_worker(framework, threads, args.steps, args.text)
+                if framework not in best or r["wall"] < best[framework]["wall"]:
+                    best[framework] = r
+        ratio = best["fastrnn"]["wall"] / best["torch"]["wall"]
+        for framework in ("fastrnn", "torch"):
+            r = best[framework]
+            print(f"| {threads} | {framework} | {r['wall']:.2f} | "
+                  f"{r['wall'] / args.steps * 1e3:.1f} | {r['first_loss']:.4f} | "
+                  f"{r['final_loss']:.4f} | "
+                  f"{f'**{ratio:.2f}**' if framework == 'fastrnn' else ''} |")
+
+
+if __name__ == "__main__":
+    main()
