@@ -22,6 +22,7 @@ Environment (development only):
   FASTRNN_ANNOTATE=1               write Cython's HTML annotations
 """
 
+import glob
 import os
 import platform
 import shutil
@@ -176,6 +177,9 @@ def _extension(name, level):
         [f"src/fastrnn/_kernels/{name}.pyx"],
         include_dirs=([np.get_include()] if numpy_c_api else []) + ["src/fastrnn/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")] if numpy_c_api else [],
+        # The C headers the kernels include: an edit to one rebuilds the modules
+        # (setuptools compares them with the built module; Cython does not see them).
+        depends=sorted(glob.glob("src/fastrnn/_kernels/*.h")),
     )
 
 
