@@ -408,10 +408,10 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     second recurrent product of a variant (W_hn^T reset-before, W_hr^T
     projection), ``peep`` the LSTM peepholes (NULL otherwise).
     """
-    cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
+    cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
     cdef int rows = r1 - r0
     cdef int n = 0 if dm.reverse else rows     # rows still running
-    cdef int step, t, i, b, k, col, wrow, size
+    cdef int step, t, i, b
     cdef floating *g
     for step in range(T):
         t = T - 1 - step if dm.reverse else step
@@ -425,20 +425,8 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 n -= 1
             if n == 0:
                 break
-        if tb > 0:
-            g = gates + <size_t>r0 * tb * W
-            if step % tb == 0:
-                input_block_rows(dm, step, min(tb, T - step), r0, n, x, bias_row,
-                                 w_ih_packed, g, xs + <size_t>r0 * tb * E)
-            g = g + <size_t>(step % tb) * n * W
-        else:
-            g = gates + t * gates_t_stride + <size_t>r0 * W
-            for i in range(n):
-                memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
-            for k in range(block_count(dm.cell)):
-                input_block(dm.cell, C, k, &col, &wrow, &size)
-                step_gemm(n, size, E, x + (<size_t>t * B + r0) * E, E, w_ih_packed[k],
-                          g + col, W)
+        g = step_input_products(dm, step, t, r0, n, x, bias_row, w_ih_packed, gates,
+                                gates_t_stride, tb, xs)
         step_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
         if dm.reset_before:
             gru_reset_rows(n, H, W, g, h + <size_t>r0 * H)
@@ -454,6 +442,33 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         if dm.proj:
             project_rows(dm, n, g, w2_packed, h + <size_t>r0 * H,
                          out + (<size_t>t * B + r0) * dm.out_ld + dm.out_off)
+
+
+cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r0, int n,
+                                          const floating *x, const floating *bias_row,
+                                          const floating **w_ih_packed, floating *gates,
+                                          size_t gates_t_stride, int tb,
+                                          floating *xs) noexcept nogil:
+    """The gate rows of step ``t`` for rows r0..r0+n, holding the folded
+    biases plus the input product: computed here per step, or (``tb`` > 0)
+    read from the block of ``tb`` steps whose products are made at its first
+    step (``input_block_rows``)."""
+    cdef int W = dm.W, E = dm.E, i, k, col, wrow, size
+    cdef floating *g
+    if tb > 0:
+        g = gates + <size_t>r0 * tb * W
+        if step % tb == 0:
+            input_block_rows(dm, step, min(tb, dm.T - step), r0, n, x, bias_row,
+                             w_ih_packed, g, xs + <size_t>r0 * tb * E)
+        return g + <size_t>(step % tb) * n * W
+    g = gates + t * gates_t_stride + <size_t>r0 * W
+    for i in range(n):
+        memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        step_gemm(n, size, E, x + (<size_t>t * dm.B + r0) * E, E, w_ih_packed[k],
+                  g + col, W)
+    return g
 
 
 cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
@@ -1361,7 +1376,7 @@ def _forward(DirectionKernel kernel,
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1
     cdef int team = min(num_threads, nchunks)
-    cdef int k, col, wrow, size
+    cdef int k
     cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>x.shape[1] * gates.shape[2]
     cdef floating *c_ptr = ptr2(c)
     cdef floating *c_hist_ptr = ptr3(c_hist)
@@ -1372,27 +1387,35 @@ def _forward(DirectionKernel kernel,
     dm.B = x.shape[1]
     w_ih_packed[0] = &w_ih_packed0[0]
     w_ih_packed[1] = ptr1(w_ih_packed1)
-    if slices > 0:
-        with nogil:
-            fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
+    with nogil:
+        fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
+        if slices > 0:
             column_split_forward(&dm, slices, block, &lengths[0], &x[0, 0, 0],
                                  &w_ih[0, 0], &w_hh[0, 0], &bias_row[0], &h[0, 0],
                                  &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0])
-        return
-    with nogil:
-        pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, True, &w_hh_packed[0])
-        if has_second_product(&dm):
-            pack_second_product(&dm, &w_hh[0, 0], const_ptr2(w2), True, w2_ptr)
-        for k in range(block_count(dm.cell)):
-            input_block(dm.cell, dm.C, k, &col, &wrow, &size)
-            pack_weights_into(&w_ih[wrow, 0], size, dm.E, True, w_ih_packed[k])
-        fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
-        for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
-            forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                          &x[0, 0, 0], &bias_row[0], <const floating **>w_ih_packed,
-                          &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride, &h[0, 0],
-                          c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr, peep_ptr,
-                          block, ptr1(inputs))
+        else:
+            pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2), w_ih_packed,
+                                 &w_hh_packed[0], w2_ptr)
+            for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
+                forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                              &x[0, 0, 0], &bias_row[0], <const floating **>w_ih_packed,
+                              &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride, &h[0, 0],
+                              c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr, peep_ptr,
+                              block, ptr1(inputs))
+
+
+cdef void pack_forward_weights(const Dims *dm, const floating *w_ih, const floating *w_hh,
+                               const floating *w2, floating **w_ih_packed,
+                               floating *w_hh_packed, floating *w2_packed) noexcept nogil:
+    """Pack W_hh^T, the variant's second product and each input block of
+    W_ih^T for the batch path's micro-kernel."""
+    cdef int k, col, wrow, size
+    pack_weights_into(w_hh, dm.GH, dm.H, True, w_hh_packed)
+    if has_second_product(dm):
+        pack_second_product(dm, w_hh, w2, True, w2_packed)
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        pack_weights_into(w_ih + <size_t>wrow * dm.E, size, dm.E, True, w_ih_packed[k])
 
 
 cdef void column_split_forward(const Dims *dm, int slices, int block, const int *lengths,

@@ -275,25 +275,40 @@ class LanguageModel(TaskModel):
         vocab = self._fit_vocab(plan, texts)
         stream, held_out = self._train_streams(texts, vocab, validation_data,
                                                validation_split, batch_size)
+        stream = self._ranks_stream(plan, stream, batch_size)
+        self._build(vocab)     # only now: a refused call leaves a fitted model as it was
+        train, validation = self._batchers(plan, stream, held_out, batch_size, bptt)
+        return self._train(train, validation, options, callbacks, resume_from, plan)
+
+    @staticmethod
+    def _ranks_stream(plan, stream, batch_size):
+        """The training stream this rank reads: checked equal on every rank
+        (full data), or cut to the shortest rank's (sharded); too short a
+        stream for ``batch_size`` columns is an error."""
         if plan is not None:
             plan.check_same("the token stream of text_or_texts", [stream])
         if plan is not None and plan.sharded:
-            stream = plan.common_stream(stream, batch_size)
-        elif len(stream) < batch_size + 1:
+            return plan.common_stream(stream, batch_size)
+        if len(stream) < batch_size + 1:
             raise ValueError(f"text_or_texts is too short for batch_size={batch_size}: "
                              f"{len(stream)} tokens (with <eos> separators) give fewer "
                              f"than 1 step per column; need at least {batch_size + 1} "
                              f"tokens or a smaller batch_size")
-        self._build(vocab)     # only now: a refused call leaves a fitted model as it was
+        return stream
+
+    @staticmethod
+    def _batchers(plan, stream, held_out, batch_size, bptt):
+        """``(train, validation or None)`` StreamBatchers; validation streams
+        are read in ``min(batch_size, (n - 1) // bptt)`` columns (at least 1,
+        and one per rank)."""
         shard = None if plan is None else plan.shard
         train = StreamBatcher(stream, batch_size, bptt, shard=shard)
-        validation = None
-        if held_out is not None:
-            columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
-            if shard is not None:
-                columns = max(columns, shard[1])    # a stream for every rank
-            validation = StreamBatcher(held_out, columns, bptt, shard=shard)
-        return self._train(train, validation, options, callbacks, resume_from, plan)
+        if held_out is None:
+            return train, None
+        columns = max(1, min(batch_size, (len(held_out) - 1) // bptt))
+        if shard is not None:
+            columns = max(columns, shard[1])    # a stream for every rank
+        return train, StreamBatcher(held_out, columns, bptt, shard=shard)
 
     def _fit_vocab(self, plan, texts):
         """The vocabulary of the training ``texts`` under the model's limits:

@@ -373,6 +373,18 @@ class Seq2Seq(TaskModel):
         outputs = fit_inputs(plan, self._input_encoder(), targets, "targets", transform=False)
         self._build(inputs, outputs)
         self._teacher_forcing = teacher_forcing
+        validation = self._fill_target_table(targets, validation_data, inputs, plan)
+        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
+                                        validation, plan=plan)
+        try:
+            return self._train(train, held_out, options, callbacks, resume_from, plan)
+        finally:
+            self._table = None
+
+    def _fill_target_table(self, targets, validation_data, inputs, plan):
+        """Put the training targets' ids (then the validation pairs', after
+        them) in the one flat table batches gather from; returns the
+        validation rows (None without ``validation_data``)."""
         target_ids = self._target_ids(targets)
         if plan is not None:
             plan.check_same("the encoded targets", target_ids)
@@ -382,12 +394,7 @@ class Seq2Seq(TaskModel):
                                                         len(target_ids))
             target_ids = target_ids + val_ids
         self._table = _TargetTable(target_ids)
-        train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
-                                        validation, plan=plan)
-        try:
-            return self._train(train, held_out, options, callbacks, resume_from, plan)
-        finally:
-            self._table = None
+        return validation
 
     def _validation_rows(self, validation_data, inputs, first_row):
         """``((source ids, table rows of their targets), target ids)`` of
