@@ -24,12 +24,11 @@ from libc.math cimport exp
 from libc.string cimport memset
 
 from fastrnn._kernels._blas cimport gemm
+from fastrnn._kernels._rows cimport tanh_row
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
 
 cdef extern from "fr_math.h" nogil:
     float fr_expf(float x)
-    void fr_tanh_row_f(const float *x, float *y, int n)
-    void fr_tanh_row_d(const double *x, double *y, int n)
 
 cdef enum:
     SCORE_DOT = 0        # dot and general: a row of scores is one product
@@ -44,13 +43,6 @@ cdef inline floating _exp(floating x) noexcept nogil:
         return fr_expf(x)
     else:
         return exp(x)
-
-
-cdef inline void _tanh_row(floating *x, int n) noexcept nogil:
-    if floating is float:
-        fr_tanh_row_f(x, x, n)
-    else:
-        fr_tanh_row_d(x, x, n)
 
 
 cdef void _additive_row(int steps, int length, int size, const floating *q,
@@ -79,7 +71,7 @@ cdef inline void _tanh_block(const floating *q_t, const floating *k, long k_stri
         k_s = k + s * k_stride
         for a in range(size):
             row[a] = q_t[a] + k_s[a]
-    _tanh_row(work, length * size)
+    tanh_row(work, work, length * size)
 
 
 cdef void _softmax_rows(floating *w, int steps, int width, int length) noexcept nogil:

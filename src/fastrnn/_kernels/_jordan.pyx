@@ -28,13 +28,8 @@ from libc.string cimport memcpy, memset
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights, packed_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads
+from fastrnn._kernels._rows cimport sigmoid_row, tanh_row
 from fastrnn._kernels._views cimport const_ptr1, ptr1, ptr3
-
-cdef extern from "fr_math.h" nogil:
-    void fr_tanh_row_f(const float *x, float *y, int n)
-    void fr_tanh_row_d(const double *x, double *y, int n)
-    void fr_sigmoid_row_f(const float *x, float *y, int n)
-    void fr_sigmoid_row_d(const double *x, double *y, int n)
 
 cpdef enum Hidden:
     TANH = 0
@@ -51,20 +46,6 @@ cdef struct Dims:
     int T, B, E, H, O
     int hidden          # Hidden
     int output          # Output
-
-
-cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
-    if floating is float:
-        fr_tanh_row_f(x, y, n)
-    else:
-        fr_tanh_row_d(x, y, n)
-
-
-cdef inline void sigmoid_row(const floating *x, floating *y, int n) noexcept nogil:
-    if floating is float:
-        fr_sigmoid_row_f(x, y, n)
-    else:
-        fr_sigmoid_row_d(x, y, n)
 
 
 cdef inline floating exp_of(floating v) noexcept nogil:

@@ -64,14 +64,11 @@ from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
+from fastrnn._kernels._rows cimport sigmoid_row, tanh_row
 from fastrnn._kernels._views cimport const_ptr1, const_ptr2, ptr1, ptr2, ptr3
 
 cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
-    void fr_tanh_row_f(const float *x, float *y, int n)
-    void fr_tanh_row_d(const double *x, double *y, int n)
-    void fr_sigmoid_row_f(const float *x, float *y, int n)
-    void fr_sigmoid_row_d(const double *x, double *y, int n)
 
 cpdef enum Cell:
     RNN_TANH = 0
@@ -115,20 +112,6 @@ cdef inline int buffer_cols(int cell, int C, int H) noexcept nogil:
     if cell == LSTM and H != C:
         return 5 * C + H
     return gate_width(cell, C)
-
-
-cdef inline void tanh_row(const floating *x, floating *y, int n) noexcept nogil:
-    if floating is float:
-        fr_tanh_row_f(x, y, n)
-    else:
-        fr_tanh_row_d(x, y, n)
-
-
-cdef inline void sigmoid_row(const floating *x, floating *y, int n) noexcept nogil:
-    if floating is float:
-        fr_sigmoid_row_f(x, y, n)
-    else:
-        fr_sigmoid_row_d(x, y, n)
 
 
 # --------------------------------------------------------------------------
