@@ -146,6 +146,56 @@ def train_other_tasks(distributed):
             for name, model in results.items()}
 
 
+def train_weighted(distributed):
+    """Task models with class and sample weights, float64: each rank's loss is
+    normalised by its own weights, the reduction must make it the global
+    batch's.  Some sample weights are 0; the last global batch has one row."""
+    X, y = data(seed=6)
+    labels = np.where(y > 0.3, "up", np.where(y < -0.3, "down", "flat"))
+    sample = np.random.default_rng(7).choice([0.0, 0.5, 1.0, 3.0], size=len(X))
+    results = {}
+    for name, output, class_weight in (("softmax", "softmax", {"up": 4.0, "flat": 0.5}),
+                                       ("sigmoid", "sigmoid", "balanced")):
+        target = labels if output == "softmax" else np.where(y > 0, "up", "down")
+        clf = fr.SequenceClassifier(hidden_size=5, dtype="float64", seed=2, output=output)
+        clf.fit(X, target, epochs=2, batch_size=GLOBAL_BATCH, verbose=0,
+                class_weight=class_weight, sample_weight=sample, distributed=distributed)
+        results[name] = clf
+    rng = np.random.default_rng(8)
+    sentences = [_words(rng, int(rng.integers(2, 7))) for _ in range(23)]
+    tags = [["V" if w[0] in "ae" else "N" if len(w) > 3 else "C" for w in s]
+            for s in sentences]
+    tagger = fr.SequenceTagger(hidden_size=5, embedding_dim=4, dtype="float64", seed=1)
+    tagger.fit(sentences, tags, epochs=2, batch_size=7, verbose=0, class_weight="balanced",
+               sample_weight=sample[:23], distributed=distributed)
+    results["tagger"] = tagger
+    return {name: (weights(model.modules()), model.history_.history)
+            for name, model in results.items()}
+
+
+class _ReductionStats(fr.training.Callback):
+    """Keeps the gradient reducer's counts at the end of each epoch."""
+
+    def __init__(self):
+        self.stats = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.stats = self.trainer._run_state.reducer.stats()
+
+
+def train_seq2seq(distributed, attention):
+    """Seq2Seq with and without attention, float64 (its buckets launch during
+    the backward pass); returns (weights, history) and the reducer's counts."""
+    rng = np.random.default_rng(9)
+    sources = _words(rng, 21)
+    s2s = fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char", dtype="float64",
+                     seed=2, attention=attention)
+    counts = _ReductionStats()
+    s2s.fit(sources, [w[::-1] for w in sources], epochs=2, batch_size=8, verbose=0,
+            callbacks=[counts] if distributed else None, distributed=distributed)
+    return (weights(s2s.modules()), s2s.history_.history), counts.stats
+
+
 def shard_loaders(size, drop_last=True):
     """Rank r's BatchLoader over its own part X[r::size] of the data."""
     X, y = data()
@@ -273,6 +323,15 @@ def main(scenario, outdir, dtype="float64"):
               f"kernel={fr.get_num_threads()} blas={blas}", flush=True)
     elif scenario == "tasks":
         for name, result in train_other_tasks(True).items():
+            _save(outdir, name, ctx.rank, result)
+    elif scenario == "seq2seq_buckets":      # one bucket per array
+        ctx.bucket_bytes = 64
+        for attention in (None, "general"):
+            result, stats = train_seq2seq(True, attention)
+            _save(outdir, f"seq2seq_{attention}", ctx.rank, result)
+            print(f"rank {ctx.rank}: seq2seq_{attention} {stats}", flush=True)
+    elif scenario == "weighted":
+        for name, result in train_weighted(True).items():
             _save(outdir, name, ctx.rank, result)
     elif scenario == "buckets":          # one bucket per array; a layer run twice
         ctx.bucket_bytes = 64

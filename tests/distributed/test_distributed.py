@@ -149,6 +149,14 @@ def test_language_model_tagger_and_seq2seq_on_ranks_equal_one_process(tmp_path):
         _assert_ranks_match(tmp_path, name, 2, reference, 1e-10)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_class_and_sample_weights_on_ranks_equal_one_process(tmp_path, n):
+    code, out, err = run_ranks(n, "weighted", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    for name, reference in script.train_weighted(False).items():
+        _assert_ranks_match(tmp_path, name, n, reference, 1e-10)
+
+
 def test_buckets_launched_during_backward_and_a_layer_run_twice(tmp_path):
     code, out, err = run_ranks(2, "buckets", tmp_path, "float64")
     assert code == 0, f"{out}\n{err}"
@@ -164,6 +172,21 @@ def test_buckets_launched_during_backward_and_a_layer_run_twice(tmp_path):
                               "early": True}, out
     # the head's bucket left after its first backward: early launches turned off
     assert stats["twice"]["early"] is False and stats["twice"]["early_launches"] < 108, out
+
+
+def test_seq2seq_buckets_launch_during_its_backward(tmp_path):
+    code, out, err = run_ranks(2, "seq2seq_buckets", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    for attention in (None, "general"):
+        name = f"seq2seq_{attention}"
+        reference, _ = script.train_seq2seq(False, attention)
+        _assert_ranks_match(tmp_path, name, 2, reference, 1e-10)
+        found = re.search(rf"rank 0: {name} (\{{[^}}]*\}})", out)
+        stats = ast.literal_eval(found.group(1))
+        # 2 epochs of 3 batches; every bucket left as soon as its layer's
+        # backward returned, the encoder's last
+        assert stats["early"] is True and stats["steps"] == 6, out
+        assert stats["early_launches"] == stats["buckets"] * 6, out
 
 
 def test_one_rank_distributed_equals_plain_training():

@@ -1,13 +1,14 @@
 """Gradient all-reduce in a few large buffers, overlapping the backward pass.
 
-Every rank computes the gradient ``g_r`` of the mean loss over its slice of
-the global batch, with weight ``w_r`` (rows or tokens, the model's batch
-weight).  The gradient of the global mean loss is ``sum_r w_r g_r / W`` with
-``W = sum_r w_r``.  Each rank packs ``w_r g_r`` into buckets of a few
-megabytes and sums them with non-blocking ``Iallreduce``; ``W`` and the
-weighted metric sums travel in one small final reduction, and unpacking
-divides by ``W``.  Every rank receives the same sums, so every rank applies
-the same update.
+Every rank computes the gradient ``g_r`` of its loss over its slice of the
+global batch, a sum over the slice divided by the loss weight ``w_r`` (the
+model's ``batch_weight``: rows, tokens, or with per-example weights the sum
+of those weights).  The gradient of the global loss is ``sum_r w_r g_r / W``
+with ``W = sum_r w_r``.  Each rank packs ``w_r g_r`` into buckets of a few
+megabytes and sums them with non-blocking ``Iallreduce``; ``W``, the
+weighted metric sums and the ranks' stop requests travel in one small final
+reduction, and unpacking divides by ``W``.  Every rank receives the same
+sums, so every rank applies the same update and takes the same decision.
 
 Buckets follow the modules in reverse order, the order backward runs in.
 When the model can say its batch weight before the backward pass
@@ -167,20 +168,28 @@ class GradientReducer:
         if requests:
             self.context.MPI.Request.Testall(requests)
 
-    def finish(self, metrics, weight):
-        """Complete the step: this rank's ``metrics`` (dict, or None for a
-        rank without rows) and ``weight`` in, the global weighted-mean
-        metrics and total weight out; the gradients now hold the gradient of
-        the global mean loss on every rank."""
-        scale = float(weight)
+    def finish(self, metrics, weight, loss_weight=None, flags=()):
+        """Complete the step and return the global ``(metrics, weight, flags)``.
+
+        ``metrics``: this rank's dict (None for a rank without rows);
+        ``weight``: the weight of its metrics; ``loss_weight``: the
+        normaliser of its loss (``model.batch_weight``; default ``weight``),
+        which scales its gradient and its "loss" metric, so that the sums
+        are the gradient and the loss of the global batch; ``flags``: numbers
+        summed over the ranks in the same reduction (the stop requests).
+        The gradients now hold the gradient of the global loss on every rank.
+        """
+        scale = float(weight if loss_weight is None else loss_weight)
         if self._scale is not None and self._launched and scale != self._scale:
-            raise ValueError(f"model.batch_weight(batch) said {self._scale} but "
-                             f"train_batch returned weight {scale}; they must agree")
+            raise ValueError(f"model.batch_weight(batch) said {self._scale} before the "
+                             f"backward pass but {scale} after it; it must not change "
+                             f"during train_batch")
         for bucket in self.buckets[self._launched:]:
             self._launch(bucket, scale)
         self._launched = len(self.buckets)
         names = self._names(metrics)
-        meta = np.array(self._meta(names, metrics or {}, scale), dtype=np.float64)
+        meta = np.array(self._meta(names, metrics or {}, float(weight), scale, flags),
+                        dtype=np.float64)
         totals = np.empty_like(meta)
         comm, MPI = self.context.comm, self.context.MPI
         meta_request = comm.Iallreduce(meta, totals, op=MPI.SUM)
@@ -191,12 +200,12 @@ class GradientReducer:
                 self._launch(bucket, scale)
             self.context.wait([b.request for b in self.buckets])
         self.steps += 1
-        total_weight = totals[0]
-        inverse = 1.0 / total_weight if total_weight > 0 else 0.0
+        inverse = 1.0 / totals[0] if totals[0] > 0 else 0.0
         for bucket in self.buckets:
             bucket.unpack(inverse)
             bucket.request = None
-        return self._means(names, totals), total_weight
+        flag_sums = [float(v) for v in totals[-1 - len(flags):-1]]
+        return self._means(names, totals), float(totals[1]), flag_sums
 
     def stats(self):
         """What the reduction did: buckets, steps, buckets launched during
@@ -223,14 +232,18 @@ class GradientReducer:
                              f"every step must return the same metric names")
         return self.metric_names
 
-    def _meta(self, names, metrics, weight):
-        """[w, sum m*w and w for each metric..., late flag] of this rank."""
-        meta = [weight]
+    def _meta(self, names, metrics, weight, loss_weight, flags):
+        """[loss weight, weight, sum m*w and w for each metric..., flags...,
+        late flag] of this rank; the "loss" metric is weighted by the loss
+        weight, the others by the weight."""
+        meta = [loss_weight, weight]
         for name in names:
             if name in metrics:
-                meta += [metrics[name] * weight, weight]
+                w = loss_weight if name == "loss" else weight
+                meta += [metrics[name] * w, w]
             else:
                 meta += [0.0, 0.0]
+        meta += [float(flag) for flag in flags]
         meta.append(1.0 if self._late else 0.0)
         return meta
 
@@ -238,6 +251,9 @@ class GradientReducer:
     def _means(names, totals):
         means = {}
         for k, name in enumerate(names):
-            total, weight = totals[1 + 2 * k], totals[2 + 2 * k]
-            means[name] = total / weight if weight > 0 else float("nan")
+            total, weight = totals[2 + 2 * k], totals[3 + 2 * k]
+            if weight > 0:
+                means[name] = total / weight
+            else:   # nothing weighted anywhere: a loss of 0, as one process reports
+                means[name] = 0.0 if name == "loss" else float("nan")
         return means

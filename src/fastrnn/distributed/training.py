@@ -7,7 +7,7 @@ metrics, and makes stop decisions collective.  The per-step gradient
 reduction is :class:`fastrnn.distributed.reducer.GradientReducer`.
 """
 
-from ..training.state import batch_result
+from ..training.state import _BATCH_WEIGHT, batch_result
 from .context import DistributedError
 from .reducer import GradientReducer
 
@@ -75,6 +75,10 @@ class DistributedRun:
         self.trainer = trainer
         self.context = context
         self.reducer = None
+        self._held = (False, False)        # stop requests for the next reduction
+        self._agreed = (False, False)      # the requests the last reduction summed
+        self._batch_end_callbacks = any(_overrides(callback, "on_batch_end")
+                                        for callback in trainer.callbacks)
 
     def start(self, train_data, validation_data, epochs, resuming):
         """Check the ranks agree, give every rank rank 0's weights (or check
@@ -109,24 +113,54 @@ class DistributedRun:
     # -- per step ------------------------------------------------------------------
     def train_batch(self, batch):
         """The model's step on this rank's part (None: no rows here), then the
-        reduction: returns the global (metrics, weight)."""
+        reduction: returns the global (metrics, weight).  The ranks' stop
+        requests travel in the same reduction (see :meth:`agree_to_stop`)."""
         model, reducer = self.trainer.model, self.reducer
         if reducer is None:
             return batch_result("train_batch", model.train_batch(batch))
         weight_of = getattr(model, "batch_weight", None)
-        reducer.begin(weight_of(batch) if batch is not None and callable(weight_of)
-                      else (0.0 if batch is None else None))
+        loss_weight = None
+        if batch is None:
+            loss_weight = 0.0
+        elif callable(weight_of):
+            loss_weight = _loss_weight(weight_of(batch))
+        reducer.begin(loss_weight)
         if batch is None:
             metrics, weight = None, 0.0
         else:
             metrics, weight = batch_result("train_batch", model.train_batch(batch))
-        return reducer.finish(metrics, weight)
+        metrics, weight, flags = reducer.finish(metrics, weight, loss_weight,
+                                                flags=self._stop_requests())
+        self._agreed = (flags[0] > 0, flags[1] > 0)
+        self.trainer.stop_training, self.trainer._interrupt_requested = self._agreed
+        return metrics, weight
 
-    def agree_to_stop(self):
-        """Make ``stop_training`` and a Ctrl-C request collective: if any
-        rank wants to stop, every rank stops at the same step."""
+    def _stop_requests(self):
+        """This rank's [stop_training, interrupt] requests, with those held
+        back from the previous step."""
+        trainer, held = self.trainer, self._held
+        self._held = (False, False)
+        return [float(trainer.stop_training or held[0]),
+                float(trainer._interrupt_requested or held[1])]
+
+    def agree_to_stop(self, after_batch=False):
+        """Make ``stop_training`` and a Ctrl-C request collective: if any rank
+        wants to stop, every rank stops at the same step.
+
+        After a batch the requests made before the gradient reduction were
+        summed with it.  Only callbacks with ``on_batch_end`` run after it and
+        may stop at this batch, so only then does this reduce again; any
+        other request made since (a Ctrl-C during the optimizer step) is
+        held back for the next reduction: every rank then stops one batch
+        later, together.  Otherwise (at the end of an epoch) the requests
+        are reduced now."""
         trainer = self.trainer
-        flags = self.context.sum([trainer.stop_training, trainer._interrupt_requested])
+        if after_batch and self.reducer is not None and not self._batch_end_callbacks:
+            self._held = (trainer.stop_training and not self._agreed[0],
+                          trainer._interrupt_requested and not self._agreed[1])
+            trainer.stop_training, trainer._interrupt_requested = self._agreed
+            return
+        flags = self.context.sum(self._stop_requests())
         trainer.stop_training = bool(flags[0] > 0)
         trainer._interrupt_requested = bool(flags[1] > 0)
 
@@ -135,6 +169,17 @@ class DistributedRun:
         parameters = [p for module in self.trainer.modules for p in module.parameters()]
         self.context.check_same_arrays(f"the weights after epoch {epoch + 1} (the ranks "
                                        f"diverged)", parameters)
+
+
+def _overrides(callback, hook):
+    """True when ``callback`` does something in ``hook`` (not Callback's no-op)."""
+    from ..training.callbacks import Callback
+    return getattr(type(callback), hook, None) is not getattr(Callback, hook)
+
+
+def _loss_weight(value):
+    """``model.batch_weight(batch)`` as a number >= 0."""
+    return _BATCH_WEIGHT("model.batch_weight(batch)", value)
 
 
 def reduce_sums(context, accumulator):

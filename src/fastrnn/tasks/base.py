@@ -203,10 +203,10 @@ class TaskModel(BaseEstimator):
         self._fit_weights = (None if class_vector is None and sample is None
                              else (class_vector, sample))
 
-    def _target_weights(self, batch, targets):
-        """Weights of a training batch's targets (same shape; ignored targets
-        are < 0), or None: class weight of each target times the sample
-        weight of its sequence, scaled to mean 1 over the counted targets."""
+    def _raw_target_weights(self, batch, targets):
+        """``(weights, counted)`` of a training batch's targets before
+        scaling (class weight of each target times the sample weight of its
+        sequence; ``counted``: targets >= 0), or None without weights."""
         weights = getattr(self, "_fit_weights", None)
         if weights is None:
             return None
@@ -217,8 +217,26 @@ class TaskModel(BaseEstimator):
             result[counted] = class_vector[targets[counted]]
         if sample is not None:
             result *= sample[batch.indices]          # one per sequence: the last axis
+        return result, counted
+
+    def _target_weights(self, batch, targets):
+        """Weights of a training batch's targets (same shape; ignored targets
+        are < 0), or None: the raw weights scaled to mean 1 over the counted
+        targets, so the loss is the weighted sum over the sum of the weights."""
+        raw = self._raw_target_weights(batch, targets)
+        if raw is None:
+            return None
+        result, counted = raw
         total = result[counted].sum()
         return result * (counted.sum() / total) if total > 0 else result * 0.0
+
+    def _loss_weight(self, batch, targets, count):
+        """What the training loss of a batch is divided by: ``count`` (its
+        rows or tokens), or with weights the sum of its counted targets'
+        weights.  Distributed training scales each rank's gradient by it:
+        the ranks then sum to the gradient of the global batch's loss."""
+        raw = self._raw_target_weights(batch, targets)
+        return count if raw is None else float(raw[0][raw[1]].sum())
 
     def _set_input_attributes(self, inputs):
         """``n_features_in_`` (scikit-learn's name) for numeric inputs: the

@@ -102,9 +102,10 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         return logits.argmax(axis=1)
 
     def batch_weight(self, batch):
-        """Trainer protocol: the sequences the loss of ``batch`` averages over,
-        known before the backward pass (distributed training overlaps with it)."""
-        return len(batch.lengths)
+        """Trainer protocol: what the loss of ``batch`` is divided by (its
+        sequences, or the sum of their class and sample weights), known
+        before the backward pass (distributed training overlaps with it)."""
+        return self._loss_weight(batch, batch.targets, len(batch.lengths))
 
     def train_batch(self, batch):
         """Trainer protocol: forward, backward, ``({"loss", "accuracy"}, batch size)``."""

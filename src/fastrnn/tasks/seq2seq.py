@@ -307,6 +307,13 @@ class Seq2Seq(TaskModel):
         # Weighted by tokens: epoch averages are per-token loss and accuracy.
         return {"loss": loss, "accuracy": correct / tokens}, tokens
 
+    def batch_weight(self, batch):
+        """Trainer protocol: the target tokens the loss of ``batch`` averages
+        over (each target and its ``<eos>``), known before the backward pass:
+        distributed training then reduces each layer's gradients while the
+        backward of the layers below it (decoder, then encoder) still runs."""
+        return self._table.tokens(batch.targets)
+
     def train_batch(self, batch):
         """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, target
         tokens)``, per token."""
@@ -683,6 +690,12 @@ class _TargetTable:
                                    count=len(sequences))
         self.offsets = np.cumsum(self.lengths) - self.lengths
         self.flat = np.concatenate(sequences).astype(np.int64, copy=False)
+
+    def tokens(self, rows):
+        """The decoder targets of ``rows`` that are not IGNORE: each target
+        sequence and its ``<eos>``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return int(self.lengths[rows].sum()) + len(rows)
 
     def batch(self, rows):
         """``(decoder inputs (T, B), decoder targets (T, B), lengths (B,))``."""

@@ -148,10 +148,10 @@ class SequenceTagger(TaskModel):
         return {"loss": loss, "accuracy": correct / tokens}, tokens
 
     def batch_weight(self, batch):
-        """Trainer protocol: the real tokens the loss of ``batch`` averages
-        over, known before the backward pass (distributed training overlaps
-        with it)."""
-        return int((batch.targets != IGNORE).sum())
+        """Trainer protocol: what the loss of ``batch`` is divided by (its real
+        tokens, or the sum of their class and sample weights), known before
+        the backward pass (distributed training overlaps with it)."""
+        return self._loss_weight(batch, batch.targets, int((batch.targets != IGNORE).sum()))
 
     def train_batch(self, batch):
         """Trainer protocol: train on ``batch``; ``({"loss", "accuracy"}, real

@@ -35,10 +35,13 @@ implement them; so can a user's own stack of layers):
     resumes in the middle of an epoch: the carried state comes from the
     checkpoint's extra state.
 ``model.batch_weight(batch) -> number`` (optional, distributed training)
-    The ``weight`` ``train_batch`` will return for ``batch``, known before
-    the backward pass: with it, each rank's gradient buckets are reduced
-    while the backward of the layers below still runs (see
-    ``fastrnn.distributed``).  ``train_batch`` must then return that weight.
+    What the loss of ``batch`` is divided by (rows or tokens, as a rule
+    the ``weight`` ``train_batch`` returns; with per-example weights, the
+    sum of those weights), known before the backward pass.  Each rank's
+    gradient and "loss" metric are scaled by it, so that the ranks sum to
+    the gradient and loss of the global batch even when the examples are
+    weighted, and its gradient buckets are reduced while the backward of the
+    layers below still runs (see ``fastrnn.distributed``).
 ``model.extra_state() -> dict`` and ``model.load_extra_state(state)`` (optional)
     Whatever else a checkpoint must keep to resume exactly (a carried
     hidden state, counters): arrays, numbers, strings, lists, tuples, dicts.
@@ -600,7 +603,7 @@ class Trainer:
             logs = dict(metrics, weight=weight, lr=float(self.optimizer.lr))
             self._call("on_batch_end", index, logs)
         if self._run_state is not None:
-            self._run_state.agree_to_stop()
+            self._run_state.agree_to_stop(after_batch=True)
         if self._interrupt_requested:
             self._stop_interrupted(epoch, progress, during="training")
             return False
