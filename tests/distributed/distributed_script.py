@@ -196,6 +196,45 @@ def train_seq2seq(distributed, attention):
     return (weights(s2s.modules()), s2s.history_.history), counts.stats
 
 
+class _RequestOnRank(fr.training.Callback):
+    """On one rank only, asks to stop at a batch's start, as a Ctrl-C
+    (``interrupt``) or as ``stop_training``; no ``on_batch_end``, so the
+    request travels in the batch's gradient reduction."""
+
+    def __init__(self, rank, batch, interrupt):
+        self.rank, self.batch, self.interrupt = rank, batch, interrupt
+
+    def on_batch_begin(self, step, logs=None):
+        if fr.distributed.init().rank == self.rank and step == self.batch:
+            if self.interrupt:
+                self.trainer._interrupt_requested = True
+            else:
+                self.trainer.stop_training = True
+
+
+def train_stop_requests(scenario):
+    """Rank 1 asks to stop at batch 2 (before the reduction) or during the
+    optimizer step of batch 2 (after it: held for the next reduction).
+    Returns (batches trained, stop reason) of this rank."""
+    X, y = data()
+    model = LastStepRegressor("float64")
+    optimizer = fr.optim.SGD(model.modules(), lr=0.1)
+    callbacks = []
+    if scenario in ("interrupt", "stop"):
+        callbacks.append(_RequestOnRank(1, 2, scenario == "interrupt"))
+    trainer = fr.Trainer(model, optimizer, callbacks=callbacks, verbose=0, distributed=True)
+    if scenario == "late_interrupt":
+        step = optimizer.step
+
+        def step_then_interrupt():
+            step()
+            if fr.distributed.init().rank == 1 and trainer.global_step == 2:
+                trainer._interrupt_requested = True
+        optimizer.step = step_then_interrupt
+    history = trainer.fit(fr.data.BatchLoader(X, y, batch_size=GLOBAL_BATCH), epochs=3)
+    return trainer.global_step, history.stop_reason
+
+
 def shard_loaders(size, drop_last=True):
     """Rank r's BatchLoader over its own part X[r::size] of the data."""
     X, y = data()
@@ -330,6 +369,11 @@ def main(scenario, outdir, dtype="float64"):
             result, stats = train_seq2seq(True, attention)
             _save(outdir, f"seq2seq_{attention}", ctx.rank, result)
             print(f"rank {ctx.rank}: seq2seq_{attention} {stats}", flush=True)
+    elif scenario == "stop_requests":
+        for case in ("interrupt", "stop", "late_interrupt"):
+            steps, reason = train_stop_requests(case)
+            print(f"rank {ctx.rank}: {case} stopped after {steps} steps: {reason}",
+                  flush=True)
     elif scenario == "weighted":
         for name, result in train_weighted(True).items():
             _save(outdir, name, ctx.rank, result)

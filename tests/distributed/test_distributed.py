@@ -189,6 +189,17 @@ def test_seq2seq_buckets_launch_during_its_backward(tmp_path):
         assert stats["early_launches"] == stats["buckets"] * 6, out
 
 
+def test_a_stop_request_on_one_rank_stops_every_rank_at_the_same_batch(tmp_path):
+    code, out, err = run_ranks(2, "stop_requests", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    # asked at batch 2's start (the third batch): summed with its gradients;
+    # asked during its update: held for batch 3's reduction, one batch later
+    for case, steps, reason in (("interrupt", 3, "interrupted"), ("stop", 3, "callback"),
+                                ("late_interrupt", 4, "interrupted")):
+        for rank in (0, 1):
+            assert f"rank {rank}: {case} stopped after {steps} steps: {reason}" in out, out
+
+
 def test_one_rank_distributed_equals_plain_training():
     pytest.importorskip("mpi4py") if not ci_enabled() else None
     plain, _ = script.train_custom("float64", False, epochs=2)
