@@ -13,8 +13,9 @@ machine wall-clock ratios mostly measure the share of the CPU each run got,
 so the table also gives the CPU-time efficiency: the CPU seconds of 1 rank
 divided by the CPU seconds of all N ranks together for the same global
 batches (the best run of each), i.e. the work the ranks add by splitting the
-batch and reducing (a waiting rank tests its requests back to back for up
-to 10 ms, then sleeps: a short wait counts as CPU time, a long one barely).
+batch and reducing (a rank sleeps while it waits for the others to join a
+reduction, then tests back to back until the reduction is done: waiting for
+a slower rank costs little CPU time, the reduction itself counts).
 It also times an all-reduce of the model's P parameters per rank count (the
 communication term of the cost model in docs/scaling.md).
 

@@ -26,6 +26,7 @@ MPI_MISSING = ("distributed training needs mpi4py and an MPI library: "
 _context = None
 DEFAULT_TIMEOUT = 300.0     # seconds a rank waits for the others before aborting
 SPIN_SECONDS = 0.01         # a wait tests back to back this long before it sleeps
+ARRIVAL_PAUSE = 2.5e-4      # the longest sleep of a rank waiting for the others to join
 
 
 class DistributedError(ValueError):
@@ -142,34 +143,45 @@ class Context:
         self.spin = SPIN_SECONDS
         self.local_size, self.threads = 1, None
 
-    def wait(self, requests):
+    def wait(self, requests, arrival=None):
         """Wait for non-blocking ``requests``; TimeoutError after
         ``self.timeout`` seconds: another rank died, hangs or runs other code.
 
-        MPI progresses a non-blocking reduction only inside MPI calls, so a
-        waiting rank first tests the requests back to back for up to
-        ``self.spin`` seconds, yielding its core between tests (a reduction
-        of a few MB finishes in about a millisecond; sleeping between tests
-        would stretch it several times over).  A longer wait, for a rank
-        that is still computing, tests with a growing pause (up to 1 ms) and
-        leaves the CPU to the others."""
+        MPI moves a non-blocking reduction on only inside MPI calls, and a
+        reduction of a few MB passes between the ranks in many pieces: a
+        rank that slept between tests would stretch it several times over.
+        So once every rank has joined, a waiting rank tests back to back
+        (yielding its core between tests) for up to ``self.spin`` seconds.
+        ``arrival`` (one of ``requests``, small: the gradient reducer's final
+        message) completes when every rank has joined; until then the rank
+        sleeps between tests, in growing pauses up to 0.25 ms, leaving the
+        CPU to the others while they compute.  A wait that outlasts the spin
+        goes on testing with pauses up to 1 ms."""
         requests = [r for r in requests if r is not None]
-        if not requests or self.MPI.Request.Testall(requests):
+        testall = self.MPI.Request.Testall
+        if not requests or testall(requests):
             return
-        testall, now, start = self.MPI.Request.Testall, time.monotonic, time.monotonic()
-        spin_end = start + min(self.spin, self.timeout)
-        while now() < spin_end:
+        start = time.monotonic()
+        if arrival is not None:
+            self._sleep_until(arrival.Test, start, ARRIVAL_PAUSE)
+        spin_end = time.monotonic() + min(self.spin, self.timeout)
+        while time.monotonic() < spin_end:
             if testall(requests):
                 return
             os.sched_yield()
+        self._sleep_until(lambda: testall(requests), start, 1e-3)
+
+    def _sleep_until(self, done, start, longest):
+        """Call ``done()`` with growing pauses (20 µs to ``longest`` s) until it
+        is true; TimeoutError ``self.timeout`` seconds after ``start``."""
         pause = 2e-5
-        while not testall(requests):
-            if now() - start > self.timeout:
+        while not done():
+            if time.monotonic() - start > self.timeout:
                 raise TimeoutError(f"rank {self.rank} of {self.size} got no reply from the "
                                    f"other ranks within {self.timeout:g} s: a rank died, "
                                    f"hangs, or runs other code")
             time.sleep(pause)
-            pause = min(pause * 2, 1e-3)
+            pause = min(pause * 2, longest)
 
     # -- small collectives ------------------------------------------------------
     # Plain data travels as JSON text in byte buffers, never pickled: a rank

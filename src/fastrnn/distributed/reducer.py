@@ -193,7 +193,8 @@ class GradientReducer:
         totals = np.empty_like(meta)
         comm, MPI = self.context.comm, self.context.MPI
         meta_request = comm.Iallreduce(meta, totals, op=MPI.SUM)
-        self.context.wait([b.request for b in self.buckets] + [meta_request])
+        self.context.wait([b.request for b in self.buckets] + [meta_request],
+                          arrival=meta_request)
         if totals[-1] > 0:          # some rank ran a module's backward after its bucket left
             self.early = False
             for bucket in self.buckets:
