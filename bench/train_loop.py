@@ -3,6 +3,19 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_loop.py           # 100 steps
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_loop.py --quick   # 10 steps
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_loop.py --breakdown
+
+``--ref-src OTHER/src`` adds fastrnn imported from another checkout as a
+third contender in the same alternation (a before/after comparison on a
+shared machine).  ``--breakdown`` also prints where each framework's step goes, per phase
+(ms per step, from the best run): a clock read between the phases of the
+timed loop itself (no other instrumentation while it is timed).  PyTorch's
+backward is one ``loss.backward()`` call; after its timed loop, a few more
+steps under ``torch.autograd.profiler`` give the shares of its backward
+nodes, which split that span into loss, head, LSTM and embedding backward.
+``--clock cpu`` times phases with the process's CPU time instead of the wall
+clock (steadier on a shared machine: time spent waiting for a core is not
+counted); the table always shows both the loop's wall and CPU time.
 
 Model: Embedding(V, 64) -> LSTM(64, 256) -> Linear(256, V), softmax
 cross-entropy over every step, gradient clipping (joint 2-norm 1.0), Adam
@@ -22,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
 import numpy as np
 
@@ -64,8 +78,44 @@ def init_params(vocab, seed=0):
             "head_weight": u(vocab, HIDDEN), "head_bias": u(vocab)}
 
 
+# -- per-phase clock (--breakdown) ---------------------------------------------------------
+PHASES = ("zero_grad", "embedding fwd", "lstm fwd", "head fwd", "loss", "backward (torch)",
+          "loss bwd", "head bwd", "lstm bwd", "embedding bwd", "clip_grad_norm", "Adam")
+# PyTorch backward nodes -> the phase they belong to (the rest: "backward (torch)").
+TORCH_NODES = {"MkldnnRnnLayerBackward0": "lstm bwd", "CudnnRnnBackward0": "lstm bwd",
+               "AddmmBackward0": "head bwd", "TBackward0": "head bwd",
+               "ViewBackward0": "head bwd", "UnsafeViewBackward0": "head bwd",
+               "LogSoftmaxBackward0": "loss bwd", "NllLossBackward0": "loss bwd",
+               "EmbeddingBackward0": "embedding bwd"}
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+class Spans:
+    """Seconds per phase: ``tick(name)`` charges the time since the last
+    tick (or ``start``) to ``name``."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.seconds = defaultdict(float)
+        self.last = 0.0
+
+    def start(self):
+        self.last = self.clock()
+
+    def tick(self, name):
+        now = self.clock()
+        self.seconds[name] += now - self.last
+        self.last = now
+
+
+def no_tick(name):
+    """The clock of a run without --breakdown: nothing."""
+
+
 # -- the two loops (each in its own worker process) --------------------------------------
-def fastrnn_loop(params, data):
+def fastrnn_loop(params, data, tick=no_tick):
     import fastrnn as fr
 
     vocab = params["embedding"].shape[0]
@@ -80,18 +130,31 @@ def fastrnn_loop(params, data):
 
     def step(x, y):
         opt.zero_grad()
-        out, _ = lstm(embedding(x))
-        loss, d_logits = criterion(head(out), y)
-        d_x, _ = lstm.backward(head.backward(d_logits))
+        tick("zero_grad")
+        embedded = embedding(x)
+        tick("embedding fwd")
+        out, _ = lstm(embedded)
+        tick("lstm fwd")
+        logits = head(out)
+        tick("head fwd")
+        loss, d_logits = criterion(logits, y)
+        tick("loss")
+        d_out = head.backward(d_logits)
+        tick("head bwd")
+        d_x, _ = lstm.backward(d_out)
+        tick("lstm bwd")
         embedding.backward(d_x)
+        tick("embedding bwd")
         fr.clip_grad_norm(modules, CLIP)
+        tick("clip_grad_norm")
         opt.step()
+        tick("Adam")
         return float(loss)
 
     return step
 
 
-def torch_loop(params, data):
+def torch_loop(params, data, tick=no_tick):
     import torch
     import torch.nn.functional as F
 
@@ -110,46 +173,98 @@ def torch_loop(params, data):
     def step(x, y):
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         opt.zero_grad(set_to_none=True)
-        out, _ = lstm(embedding(x))
-        loss = F.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
+        tick("zero_grad")
+        embedded = embedding(x)
+        tick("embedding fwd")
+        out, _ = lstm(embedded)
+        tick("lstm fwd")
+        logits = head(out)
+        tick("head fwd")
+        loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        tick("loss")
         loss.backward()
+        tick("backward (torch)")
         torch.nn.utils.clip_grad_norm_(parameters, CLIP)
+        tick("clip_grad_norm")
         opt.step()
+        tick("Adam")
         return loss.item()
 
     return step
 
 
-def worker(framework, threads, steps, text):
+def torch_backward_shares(step, data):
+    """Shares of PyTorch's backward time per phase, from its autograd
+    profiler over a few extra steps (after the timed loop)."""
+    import torch
+
+    node = "autograd::engine::evaluate_function: "
+    seconds = defaultdict(float)
+    with torch.autograd.profiler.profile() as prof:
+        for x, y in data[:5]:
+            step(x, y)
+    for event in prof.function_events:
+        if event.name.startswith(node):
+            name = event.name[len(node):]
+            seconds[TORCH_NODES.get(name, "backward (torch)")] += event.cpu_time_total
+    total = sum(seconds.values())
+    return {name: value / total for name, value in seconds.items()} if total else {}
+
+
+def split_torch_backward(phases, shares):
+    """Replace the one "backward (torch)" span by its profiled parts."""
+    backward = phases.pop("backward (torch)", 0.0)
+    for name, share in shares.items():
+        phases[name] = phases.get(name, 0.0) + backward * share
+    return phases
+
+
+def worker(framework, threads, steps, text, breakdown=False, clock="wall"):
     from threadpoolctl import threadpool_limits
 
     ids, vocab = corpus(text)
     data = batches(ids, steps)
     params = init_params(vocab)
+    spans = Spans(CLOCKS[clock])
+    tick = spans.tick if breakdown else no_tick
     if framework == "torch":
         import torch
         torch.set_num_threads(threads)
-        step = torch_loop(params, data)
+        step = torch_loop(params, data, tick)
     else:
         import fastrnn as fr
         fr.set_num_threads(threads)
-        step = fastrnn_loop(params, data)
+        step = fastrnn_loop(params, data, tick)
     threadpool_limits(limits=threads, user_api="blas")
+    spans.start()
     first = step(*data[0])                                   # warm-up, not timed
-    start = time.perf_counter()
+    spans.seconds.clear()
+    spans.start()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for x, y in data[1:]:
         last = step(x, y)
-    wall = time.perf_counter() - start
-    print(json.dumps({"wall": wall, "first_loss": first, "final_loss": last,
-                      "vocab": vocab, "chars": int(len(ids))}))
+        spans.tick("float(loss)")
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    phases = {name: value / steps for name, value in spans.seconds.items()}
+    if breakdown and framework == "torch":
+        phases = split_torch_backward(phases, torch_backward_shares(step, data))
+    print(json.dumps({"wall": wall, "cpu": cpu, "first_loss": first, "final_loss": last,
+                      "vocab": vocab, "chars": int(len(ids)), "phases": phases}))
 
 
-def run_worker(framework, threads, steps, text):
+def run_worker(name, threads, args):
+    """One contender's loop in its own process: fastrnn, torch, or
+    fastrnn-ref (fastrnn imported from ``--ref-src``, for before/after runs)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        env.pop(name, None)
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(var, None)
+    if name == "fastrnn-ref":
+        env["PYTHONPATH"] = os.path.abspath(args.ref_src)
+    framework = "torch" if name == "torch" else "fastrnn"
     command = [sys.executable, __file__, "--worker", framework, "--threads", str(threads),
-               "--steps", str(steps)] + (["--text", text] if text else [])
+               "--steps", str(args.steps), "--clock", args.clock] \
+        + (["--text", args.text] if args.text else []) \
+        + (["--breakdown"] if args.breakdown else [])
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -162,33 +277,65 @@ def main():
                         help="alternating runs per framework; the best wall time counts")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--text", help="a UTF-8 text file (default: README + docs)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print ms per step of each phase, both frameworks")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="the clock of the --breakdown phases (default: wall)")
+    parser.add_argument("--ref-src", metavar="DIR",
+                        help="also run fastrnn imported from DIR (another checkout's src/) "
+                             "as 'fastrnn-ref', in the same alternation: before/after")
     parser.add_argument("--worker", choices=("fastrnn", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 10, 1
     if args.worker:
-        worker(args.worker, int(args.threads), args.steps, args.text)
+        worker(args.worker, int(args.threads), args.steps, args.text, args.breakdown,
+               args.clock)
         return
     print(f"CPU: {cpu_model()}; char-LSTM LM: Embedding(V, {EMBED}) -> LSTM({EMBED}, "
           f"{HIDDEN}) -> Linear({HIDDEN}, V), T={T}, B={B}, Adam lr={LR}, clip {CLIP}; "
           f"{args.steps} timed steps, best of {args.rounds} alternating run(s)\n")
-    print("| threads | framework | wall s | ms/step | first loss | final loss | "
-          "fastrnn / torch |")
-    print("|---|---|---|---|---|---|---|")
+    contenders = ["fastrnn", "torch"] + (["fastrnn-ref"] if args.ref_src else [])
+    print("| threads | framework | wall s | ms/step | CPU s | first loss | final loss | "
+          "/ torch (wall) | / torch (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    bests = {}
     for threads in (int(v) for v in args.threads.split(",")):
-        best = {}
+        best = bests[threads] = {}
         for _ in range(args.rounds):
-            for framework in ("fastrnn", "torch"):
-                r = run_worker(framework, threads, args.steps, args.text)
-                if framework not in best or r["wall"] < best[framework]["wall"]:
-                    best[framework] = r
-        ratio = best["fastrnn"]["wall"] / best["torch"]["wall"]
-        for framework in ("fastrnn", "torch"):
-            r = best[framework]
-            print(f"| {threads} | {framework} | {r['wall']:.2f} | "
-                  f"{r['wall'] / args.steps * 1e3:.1f} | {r['first_loss']:.4f} | "
-                  f"{r['final_loss']:.4f} | "
-                  f"{f'**{ratio:.2f}**' if framework == 'fastrnn' else ''} |")
+            for name in contenders:
+                r = run_worker(name, threads, args)
+                if name not in best or r["wall"] < best[name]["wall"]:
+                    best[name] = r
+        print_results(threads, best, args.steps)
+    for threads, best in bests.items() if args.breakdown else ():
+        print_breakdown(threads, best)
+
+
+def print_results(threads, best, steps):
+    """One table row per contender (its best run), with its time as a
+    fraction of PyTorch's."""
+    torch = best["torch"]
+    for name, r in best.items():
+        ratios = "| |" if name == "torch" else \
+            f"**{r['wall'] / torch['wall']:.2f}** | {r['cpu'] / torch['cpu']:.2f} |"
+        print(f"| {threads} | {name} | {r['wall']:.2f} | {r['wall'] / steps * 1e3:.1f} | "
+              f"{r['cpu']:.2f} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {ratios}")
+
+
+def print_breakdown(threads, best):
+    """ms per step of each phase, every contender (its best run)."""
+    names = list(best)
+    phases = {name: best[name]["phases"] for name in names}
+    print(f"\nPer phase, {threads} thread(s), ms per step (best run of each):\n")
+    print("| phase | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    rows = [p for p in PHASES + ("float(loss)",) if any(p in v for v in phases.values())]
+    for row in rows:
+        print(f"| {row} | " + " | ".join(f"{phases[n].get(row, 0.0) * 1e3:.2f}"
+                                         for n in names) + " |")
+    print("| **total** | " + " | ".join(f"{sum(phases[n].values()) * 1e3:.2f}"
+                                        for n in names) + " |")
 
 
 if __name__ == "__main__":

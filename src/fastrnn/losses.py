@@ -38,6 +38,7 @@ import math
 import numpy as np
 
 from . import _threads
+from ._buffers import Recycler
 from ._kernels._dispatch import _losses
 from ._validation import FRACTION, Integer, Options, float_array, produced, to_numpy
 
@@ -203,6 +204,14 @@ class _Loss:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def _new_grad(self, like):
+        """An uninitialised gradient array shaped like ``like``: the one of an
+        earlier call once its caller has dropped it (see fastrnn._buffers)."""
+        recycler = self.__dict__.get("_recycler")
+        if recycler is None:
+            recycler = self._recycler = Recycler()
+        return recycler.empty("grad", like.shape, like.dtype)
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError
 
@@ -272,7 +281,7 @@ class CrossEntropyLoss(_Loss):
             return (np.zeros(x.shape[:-1]) if none else 0.0), np.zeros_like(x)
         rows = t.size
         block, partial = _partials(rows, C)
-        grad = np.empty_like(x)
+        grad = self._new_grad(x)
         row_loss = np.empty(rows) if none else None
         scale = 1.0 / count if self.reduction == "mean" else 1.0
         _losses.cross_entropy(x.reshape(rows, C), kernel_targets, grad.reshape(rows, C),
@@ -374,7 +383,7 @@ class BCEWithLogitsLoss(_Loss):
         if count == 0:
             return 0.0, np.zeros_like(x)
         block, partial = _partials(rows, cols)
-        grad = np.empty_like(x)
+        grad = self._new_grad(x)
         scale = 1.0 / count if self.reduction == "mean" else 1.0
         _losses.bce_with_logits(x.reshape(rows, cols), y.reshape(rows, cols),
                                 kmask.view(np.uint8), weights, grad.reshape(rows, cols),
@@ -428,7 +437,7 @@ class MSELoss(_Loss):
         if count == 0:
             return 0.0, np.zeros_like(p)
         block, partial = _partials(rows, cols)
-        grad = np.empty_like(p)
+        grad = self._new_grad(p)
         scale = 1.0 / count if self.reduction == "mean" else 1.0
         _losses.mse(p.reshape(rows, cols), y.reshape(rows, cols), kmask.view(np.uint8),
                     grad.reshape(rows, cols), partial, block, scale,

@@ -100,7 +100,7 @@ class Embedding(Module):
         ids_given = ids
         ids = _id_array(ids, self.num_embeddings)
         flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
-        out = np.empty((flat.shape[0], self.embedding_dim), dtype=self.dtype)
+        out = self._buffers.empty("out", (flat.shape[0], self.embedding_dim), self.dtype)
         self._gather(flat, self._params["weight"], out, _threads.get_num_threads())
         out = out.reshape(ids.shape + (self.embedding_dim,))
         if not self.training:

@@ -56,7 +56,7 @@ class Linear(Module):
         rows = x.reshape(-1, self.in_features)
         if self.training:
             rows = private_input(rows, x_given)    # backward reads it
-        y = np.empty((rows.shape[0], self.out_features), dtype=self.dtype)
+        y = self._buffers.empty("y", (rows.shape[0], self.out_features), self.dtype)
         self._forward_kernel(rows, self._params["weight"],
                              self._params.get("bias", self._no_bias), y,
                              _threads.get_num_threads())
@@ -71,7 +71,8 @@ class Linear(Module):
         check_shape("d_y", d_y, x_shape[:-1] + (self.out_features,))
         check_finite("d_y", d_y)
         self._consume_cache()
-        d_x = np.empty_like(rows) if input_grad else self._no_input
+        d_x = self._buffers.empty("d_x", rows.shape, self.dtype) if input_grad \
+            else self._no_input
         self._backward_kernel(rows, self._params["weight"],
                               d_y.reshape(-1, self.out_features), d_x,
                               self.grads["weight"], self.grads.get("bias", self._no_bias),

@@ -29,6 +29,7 @@ import types
 
 import numpy as np
 
+from .._buffers import Recycler
 from .._io import archive_bytes, read_archive
 from .._validation import to_numpy
 
@@ -100,6 +101,9 @@ class Module:
         # hand-out of the live arrays (optimizers and clipping list them at
         # each step).  Streams re-pack their copy of the weights when it moves.
         self._weights_version = 0
+        # Outputs and input gradients reused across calls once the caller has
+        # dropped them (no page faults for fresh megabytes every step).
+        self._buffers = Recycler()
 
     def _new_parameter(self, name, shape, draw):
         """Add parameter ``name`` initialised by ``draw(shape)``, after charging

@@ -266,8 +266,10 @@ class _Recurrent(Module):
         backward needs (None in eval mode).  h_n / c_n become final states."""
         steps, batch = layer_input.shape[:2]
         D = self._directions
-        new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
-        out = new_buffer((steps, batch, self._kernels[layer * D].out_width), dtype=self.dtype)
+        shape = (steps, batch, self._kernels[layer * D].out_width)
+        out = self._buffers.empty(("out", layer), shape, self.dtype)
+        if plan.perm is not None:
+            out.fill(0)                                              # padding stays 0
         tapes = []
         for direction in range(D):
             k = layer * D + direction
@@ -388,7 +390,8 @@ class _Recurrent(Module):
         dL/d(the layer's input) returned (None when not needed; the first
         direction writes it, the second adds)."""
         saved, plan = cache.layers[layer], cache.plan
-        d_input = np.empty_like(saved.input) if need_d_input else None
+        d_input = self._buffers.empty(("d_input", layer), saved.input.shape, self.dtype) \
+            if need_d_input else None
         for direction in range(self._directions):
             k = layer * self._directions + direction
             (w_ih, w_hh, _, _, w_hr, peep), grads = self._slots[k]
