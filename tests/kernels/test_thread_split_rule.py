@@ -17,11 +17,33 @@ def min_work():
 
 
 def test_small_work_runs_serially(min_work):
+    """n threads need work >= S * n * (n - 1), S the start-up cost per extra
+    thread: each added thread must save more than it costs."""
     _runtime.set_parallel_min_work(1000)
-    assert _runtime.threads_for(999, 4) == 1
-    assert _runtime.threads_for(1000, 4) == 4
+    assert _runtime.threads_for(1999, 4) == 1
+    assert _runtime.threads_for(2000, 4) == 2
+    assert _runtime.threads_for(5999, 4) == 2
+    assert _runtime.threads_for(6000, 4) == 3
+    assert _runtime.threads_for(12000, 4) == 4
+    assert _runtime.threads_for(10 ** 9, 4) == 4
     assert _runtime.threads_for(10 ** 9, 1) == 1
     assert _runtime.threads_for(10 ** 9, 0) == 1
+
+
+def test_split_is_never_expected_slower_than_serial(min_work):
+    """Under the rule's own cost model (work / n + S * (n - 1)) the chosen
+    thread count is the cheapest, so never dearer than one thread."""
+    S = 1000.0
+    _runtime.set_parallel_min_work(S)
+
+    def cost(work, n):
+        return work / n + S * (n - 1)
+
+    for work in (0.0, 500.0, 1999.0, 2000.0, 7000.0, 1e5, 1e7):
+        for threads in (1, 2, 3, 8):
+            chosen = _runtime.threads_for(work, threads)
+            best = min(cost(work, n) for n in range(1, threads + 1))
+            assert cost(work, chosen) == pytest.approx(best)
 
 
 def test_thread_count_is_capped(min_work):

@@ -45,9 +45,10 @@ cdef int blas_get_threads() noexcept nogil:
     return 0
 
 
-# Multiply-adds below which a product is not split over threads: entering an
-# OpenMP region costs about a microsecond on a quiet machine and far more on a
-# loaded one, more than splitting such a product saves.
+# The start-up cost of a parallel region, in multiply-adds: waking and
+# joining each extra thread costs about a microsecond on a quiet machine and
+# far more on a loaded one (a thread that has gone to sleep, a core another
+# process holds).  ``split_threads`` charges it per extra thread.
 cdef double _parallel_min_work = 1 << 19
 
 
@@ -62,12 +63,19 @@ def get_parallel_min_work():
 # The thread-split rule, the one place every kernel (and, through
 # ``threads_for``, Python) decides how many threads share a piece of work.
 cdef int split_threads(double work, int num_threads) noexcept nogil:
-    """Threads to split ``work`` multiply-adds over: all of ``num_threads``
-    (at most MAX_SPLIT) when the work pays for a parallel region, else 1.
-    Elementwise kernels weigh an element as some multiply-adds (their cost)."""
-    if num_threads <= 1 or work < _parallel_min_work:
-        return 1
-    return num_threads if num_threads < MAX_SPLIT else MAX_SPLIT
+    """Threads to split ``work`` multiply-adds over (at most ``num_threads``
+    and MAX_SPLIT; 1 = serial).  n threads cost about work / n plus the
+    start-up cost S (``parallel_min_work``) for each of the n - 1 extra
+    threads, so the n-th thread is added only while it saves more than it
+    costs: work / n - work / (n - 1) + S < 0, i.e. work >= S * n * (n - 1).
+    Two threads need work >= 2 S: small work never pays for a region, and
+    the choice is never expected to be slower than one thread.  Elementwise
+    kernels weigh an element as some multiply-adds (their cost)."""
+    cdef int n = 1
+    cdef int cap = num_threads if num_threads < MAX_SPLIT else MAX_SPLIT
+    while n < cap and work >= _parallel_min_work * (n + 1) * n:
+        n += 1
+    return n
 
 
 cdef Py_ssize_t chunk_start(Py_ssize_t n, int chunks, int c,
