@@ -60,6 +60,8 @@ from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
 
+from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gates,
+                                             lstm_backward_gates)
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
@@ -315,25 +317,10 @@ cdef inline void lstm_backward_row(int H, floating *g, floating *dh, floating *d
                                    const floating *c, const floating *c_prev,
                                    floating *tc) noexcept nogil:
     """``cell_backward_row`` of the plain LSTM, g = [i, f, g, o] activated;
-    ``tc`` (H) receives tanh(c)."""
-    cdef int j
-    cdef floating one = 1
-    cdef floating d, i_, f_, g_, o_, t, dcj
+    ``tc`` (H) receives tanh(c).  The gate loop is fr_backward.h's (GCC
+    vectorises it there, not here)."""
     tanh_row(c, tc, H)
-    for j in range(H):
-        i_ = g[j]
-        f_ = g[H + j]
-        g_ = g[2 * H + j]
-        o_ = g[3 * H + j]
-        t = tc[j]
-        d = dh[j]
-        dcj = dc[j] + d * o_ * (one - t * t)
-        g[j] = dcj * g_ * i_ * (one - i_)
-        g[H + j] = dcj * c_prev[j] * f_ * (one - f_)
-        g[2 * H + j] = dcj * i_ * (one - g_ * g_)
-        g[3 * H + j] = d * t * o_ * (one - o_)
-        dc[j] = dcj * f_
-        dh[j] = 0
+    lstm_backward_gates(H, g, dh, dc, c_prev, tc)
 
 
 cdef inline void gru_backward_row(int H, bint reset_before, floating *g, floating *dh,
@@ -343,7 +330,7 @@ cdef inline void gru_backward_row(int H, bint reset_before, floating *g, floatin
     later, in ``gru_reset_backward_rows``)."""
     cdef int j
     cdef floating one = 1
-    cdef floating d, r_, z_, hn, n_, dn
+    cdef floating d, z_, n_
     if reset_before:
         for j in range(H):
             z_ = g[H + j]
@@ -353,18 +340,7 @@ cdef inline void gru_backward_row(int H, bint reset_before, floating *g, floatin
             g[3 * H + j] = d * (one - z_) * (one - n_ * n_)
             dh[j] = d * z_
         return
-    for j in range(H):
-        r_ = g[j]
-        z_ = g[H + j]
-        hn = g[2 * H + j]
-        n_ = g[3 * H + j]
-        d = dh[j]
-        dn = d * (one - z_) * (one - n_ * n_)
-        g[j] = dn * hn * r_ * (one - r_)
-        g[H + j] = d * (h_prev[j] - n_) * z_ * (one - z_)
-        g[2 * H + j] = dn * r_
-        g[3 * H + j] = dn
-        dh[j] = d * z_
+    gru_backward_gates(H, g, dh, h_prev)     # fr_backward.h: vectorised
 
 
 # --------------------------------------------------------------------------
@@ -605,10 +581,7 @@ cdef inline void cell_backward_rows(const Dims *dm, int r0, int n, int t,
 cdef inline void add_column_sums(const floating *g, int n, int W,
                                  floating *acc) noexcept nogil:
     """acc[j] += sum of the n rows' column j (row order: reproducible)."""
-    cdef int i, j
-    for i in range(n):
-        for j in range(W):
-            acc[j] += g[<size_t>i * W + j]
+    column_sums_into(g, n, W, acc)          # fr_backward.h: vectorised
 
 
 cdef inline floating *clip_limits(const Dims *dm, floating *store) noexcept nogil:
