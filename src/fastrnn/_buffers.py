@@ -22,9 +22,17 @@ import numpy as np
 KEEP = 2                    # a loop variable still holds the last output at the next call
 MAX_BYTES = 64 << 20        # larger arrays are not kept (memory held between calls)
 
-# sys.getrefcount of an idle array read from the recycler's list: the list's
-# reference and the call's argument.
-_IDLE = 2
+
+def _references(arrays, i):
+    """sys.getrefcount of ``arrays[i]`` as read here."""
+    return sys.getrefcount(arrays[i])
+
+
+# The count of an array only the list holds, measured through the same
+# function rather than assumed: what a temporary adds differs between
+# interpreter versions (3.14 borrows some references), and anything that
+# holds the array outside the list adds at least one more.
+_IDLE = _references([np.empty(0)], 0)
 
 
 class Recycler:
@@ -42,7 +50,7 @@ class Recycler:
         with self._lock:
             arrays = self._arrays.setdefault(key, [])
             for i in range(len(arrays)):
-                if sys.getrefcount(arrays[i]) == _IDLE:
+                if _references(arrays, i) == _IDLE:
                     if arrays[i].shape == shape and arrays[i].dtype == dtype:
                         return arrays[i]
                     del arrays[i]            # idle but of another shape: let it go
