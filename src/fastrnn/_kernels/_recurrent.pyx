@@ -66,7 +66,7 @@ from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
 from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
-from fastrnn._kernels._rows cimport sigmoid_row, tanh_row
+from fastrnn._kernels._rows cimport gru_row, sigmoid_row, tanh_row
 from fastrnn._kernels._views cimport const_ptr1, const_ptr2, ptr1, ptr2, ptr3
 
 cdef extern from "fr_math.h" nogil:
@@ -202,12 +202,7 @@ cdef inline void cell_forward_row(const Dims *dm, floating *g, floating *h,
         for j in range(H):
             h[j] = (one - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
     else:  # GRU: g = [r, z, hn, n_x] -> [r, z, hn, n]
-        sigmoid_row(g, g, 2 * H)
-        for j in range(H):
-            g[3 * H + j] = g[3 * H + j] + g[j] * g[2 * H + j]
-        tanh_row(g + 3 * H, g + 3 * H, H)
-        for j in range(H):
-            h[j] = (one - g[H + j]) * g[3 * H + j] + g[H + j] * h[j]
+        gru_row(g, h, H)
     memcpy(out_row, h, H * sizeof(floating))
 
 
