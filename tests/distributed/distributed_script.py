@@ -173,6 +173,22 @@ def train_weighted(distributed):
             for name, model in results.items()}
 
 
+def train_scheduled(distributed, epochs=3, checkpoint=None, resume_from=None):
+    """Seq2Seq with scheduled sampling (teacher_forcing=0.5), float64: each
+    example's replaced inputs must not depend on the rank that holds it.  The
+    global batch of 10 does not divide by 3 and the last one has one row."""
+    rng = np.random.default_rng(11)
+    sources = _words(rng, EXAMPLES)
+    s2s = fr.Seq2Seq(hidden_size=6, embedding_dim=4, tokenizer="char", dtype="float64",
+                     seed=3)
+    callbacks = [] if checkpoint is None else [fr.ModelCheckpoint(checkpoint,
+                                                                  save_best_only=False)]
+    s2s.fit(sources, [w[::-1] for w in sources], epochs=epochs, batch_size=GLOBAL_BATCH,
+            teacher_forcing=0.5, verbose=0, callbacks=callbacks, resume_from=resume_from,
+            distributed=distributed)
+    return weights(s2s.modules()), s2s.history_.history
+
+
 class _ReductionStats(fr.training.Callback):
     """Keeps the gradient reducer's counts at the end of each epoch."""
 
@@ -377,6 +393,14 @@ def main(scenario, outdir, dtype="float64"):
     elif scenario == "weighted":
         for name, result in train_weighted(True).items():
             _save(outdir, name, ctx.rank, result)
+    elif scenario == "scheduled":        # 3 epochs; then 2, checkpointed
+        _save(outdir, "scheduled", ctx.rank, train_scheduled(True))
+        _save(outdir, "scheduled_first", ctx.rank, train_scheduled(
+            True, epochs=2, checkpoint=os.path.join(outdir, "scheduled.npz")))
+    elif scenario == "scheduled_resume":     # the checkpoint, on another rank count
+        _save(outdir, "scheduled_resumed", ctx.rank, train_scheduled(
+            True, checkpoint=os.path.join(outdir, "scheduled3.npz"),
+            resume_from=os.path.join(outdir, "scheduled.npz")))
     elif scenario == "buckets":          # one bucket per array; a layer run twice
         ctx.bucket_bytes = 64
         for name, model_class in (("small", LastStepRegressor), ("twice", TwiceRegressor)):

@@ -157,6 +157,20 @@ def test_class_and_sample_weights_on_ranks_equal_one_process(tmp_path, n):
         _assert_ranks_match(tmp_path, name, n, reference, 1e-10)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_scheduled_sampling_on_ranks_equals_one_process(tmp_path, n):
+    # teacher_forcing < 1 replaces each example's decoder inputs by draws
+    # keyed by the example, not by the rank's slice of the batch; resuming
+    # the ranks' checkpoint on another number of ranks replays them too.
+    code, out, err = run_ranks(n, "scheduled", tmp_path)
+    assert code == 0, f"{out}\n{err}"
+    reference = script.train_scheduled(False)
+    _assert_ranks_match(tmp_path, "scheduled", n, reference, 1e-10)
+    code, out, err = run_ranks(5 - n, "scheduled_resume", tmp_path)
+    assert code == 0, f"resume on {5 - n} ranks failed:\n{out}\n{err}"
+    _assert_ranks_match(tmp_path, "scheduled_resumed", 5 - n, reference, 1e-10)
+
+
 def test_buckets_launched_during_backward_and_a_layer_run_twice(tmp_path):
     code, out, err = run_ranks(2, "buckets", tmp_path, "float64")
     assert code == 0, f"{out}\n{err}"

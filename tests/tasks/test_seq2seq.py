@@ -346,15 +346,15 @@ def test_scheduled_sampling_mixes_in_the_model_predictions():
     predicted = z.argmax(axis=2)
     valid = np.arange(1, len(decoder_inputs))[:, None] < lengths[None, :]
     model._teacher_forcing = 1.0
-    assert np.array_equal(model._scheduled_inputs(decoder_inputs, lengths, state),
+    assert np.array_equal(model._scheduled_inputs(decoder_inputs, lengths, state, batch.targets),
                           decoder_inputs)
     model._teacher_forcing = 0.0
-    mixed = model._scheduled_inputs(decoder_inputs, lengths, state)
+    mixed = model._scheduled_inputs(decoder_inputs, lengths, state, batch.targets)
     assert (mixed[0] == BOS).all()
     assert np.array_equal(mixed[1:][valid], predicted[:-1][valid])
     assert np.array_equal(mixed[1:][~valid], decoder_inputs[1:][~valid])   # padding kept
     model._teacher_forcing = 0.5
-    mixed = model._scheduled_inputs(decoder_inputs, lengths, state)
+    mixed = model._scheduled_inputs(decoder_inputs, lengths, state, batch.targets)
     differs = valid & (predicted[:-1] != decoder_inputs[1:])
     taken = mixed[1:] == predicted[:-1]
     assert np.array_equal(mixed[1:][~(valid & taken)], decoder_inputs[1:][~(valid & taken)])

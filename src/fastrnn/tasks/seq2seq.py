@@ -165,7 +165,8 @@ class Seq2Seq(TaskModel):
             head_inputs += self.encoder_.output_size
         self.head_ = Linear(head_inputs, len(vocab), dtype=self.dtype, seed=head_seed)
         self.loss_ = CrossEntropyLoss(ignore_index=IGNORE)
-        self._sampling_rng = np.random.default_rng(sampling_seed)
+        self._sampling_seed, self._sampling_epoch = sampling_seed, 0
+        self._sampling_part = ()         # (rank,) when rows number a rank's own part
         self._teacher_forcing = 1.0
         self._table = None
 
@@ -270,7 +271,7 @@ class Seq2Seq(TaskModel):
         d_state = self.decoder_.backward(d_out)
         self.encoder_.backward(d_memory, d_hn=d_state)
 
-    def _scheduled_inputs(self, decoder_inputs, lengths, state):
+    def _scheduled_inputs(self, decoder_inputs, lengths, state, rows):
         """Parallel (two-pass) scheduled sampling.
 
         A first teacher-forced pass of the decoder in eval mode (no dropout,
@@ -280,13 +281,21 @@ class Seq2Seq(TaskModel):
         The real training pass runs on these mixed inputs.  Unlike classic
         scheduled sampling the predictions come from the gold prefix, not
         from the mixed one: all steps stay one vectorised pass.
+
+        The draws are a function of (seed, epoch, the example's row ``rows``
+        in the training data, step) alone, not of the batch it sits in: N
+        ranks, each given its slice of every global batch, replace exactly
+        the inputs one process replaces, and a resumed run replays them.
+        With sharded data the rows are those of the rank's part and the rank
+        joins the key.
         """
         with eval_mode(self.modules()[len(self.encoder_.modules()):]):
             logits = self._decode(decoder_inputs, lengths, state)
         logits[..., list(BANNED)] = -np.inf
         predicted = logits.argmax(axis=2)                            # (T, B)
-        steps, batch = decoder_inputs.shape
-        replace = self._sampling_rng.random((steps - 1, batch)) >= self._teacher_forcing
+        steps = len(decoder_inputs)
+        key = (self._sampling_seed, self._sampling_epoch, *self._sampling_part)
+        replace = _row_uniforms(key, rows, steps - 1) >= self._teacher_forcing
         replace &= np.arange(1, steps)[:, None] < lengths[None, :]
         mixed = decoder_inputs.copy()
         mixed[1:][replace] = predicted[:-1][replace]
@@ -296,7 +305,8 @@ class Seq2Seq(TaskModel):
         decoder_inputs, targets, lengths = self._table.batch(batch.targets)
         state = self._encode_batch(batch)
         if training and self._teacher_forcing < 1.0:
-            decoder_inputs = self._scheduled_inputs(decoder_inputs, lengths, state)
+            decoder_inputs = self._scheduled_inputs(decoder_inputs, lengths, state,
+                                                    batch.targets)
         logits = self._decode(decoder_inputs, lengths, state)
         loss, d_logits = self.loss_(logits, targets)
         if training:
@@ -324,14 +334,20 @@ class Seq2Seq(TaskModel):
         ``batch``, no gradients."""
         return self._step(batch, training=False)
 
+    def on_epoch_begin(self, epoch, training):
+        """Trainer protocol: scheduled sampling draws anew each epoch."""
+        if training:
+            self._sampling_epoch = int(epoch)
+
     def extra_state(self):
-        """Trainer hook: the scheduled-sampling generator, so a resumed run
-        draws the same replacements."""
-        return {"sampling_rng": self._sampling_rng.bit_generator.state}
+        """Trainer hook: the epoch the scheduled-sampling draws are keyed by
+        (a run resumed mid-epoch does not begin that epoch again)."""
+        return {"sampling_epoch": self._sampling_epoch}
 
     def load_extra_state(self, state):
-        """Trainer hook: restore the generator saved by :meth:`extra_state`."""
-        self._sampling_rng.bit_generator.state = state["sampling_rng"]
+        """Trainer hook: restore the epoch saved by :meth:`extra_state` (a
+        checkpoint from before it, holding a generator state, keeps 0)."""
+        self._sampling_epoch = int(state.get("sampling_epoch", 0))
 
     # -- public API -------------------------------------------------------------------
     def fit(self, sources, targets, epochs=None, batch_size=None, teacher_forcing=None,
@@ -380,6 +396,9 @@ class Seq2Seq(TaskModel):
         outputs = fit_inputs(plan, self._input_encoder(), targets, "targets", transform=False)
         self._build(inputs, outputs)
         self._teacher_forcing = teacher_forcing
+        # Sharded data: each rank's rows are numbered within its part, so the
+        # rank joins the key (no two ranks share draws).
+        self._sampling_part = (plan.context.rank,) if plan is not None and plan.sharded else ()
         validation = self._fill_target_table(targets, validation_data, inputs, plan)
         train, held_out = self._loaders(source_ids, np.arange(len(source_ids)), options,
                                         validation, plan=plan)
@@ -744,3 +763,26 @@ def _gather_state(state, rows):
     if isinstance(state, tuple):
         return tuple(_gather_state(part, rows) for part in state)
     return np.ascontiguousarray(state[:, rows])
+
+
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z):
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs look
+    independent for neighbouring inputs."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX[0]
+    z = (z ^ (z >> np.uint64(27))) * _MIX[1]
+    return z ^ (z >> np.uint64(31))
+
+
+def _row_uniforms(key, rows, steps):
+    """Uniform [0, 1) draws ``(steps, len(rows))``: entry ``(t, j)`` is a
+    hash of (``key``, ``rows[j]``, ``t``) alone (counter-based), so a row
+    draws the same numbers whichever batch or rank holds it."""
+    base = np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0]
+    with np.errstate(over="ignore"):
+        row = _mix64(base ^ (np.asarray(rows, dtype=np.uint64) * _GOLDEN))
+        bits = _mix64(row[None, :] + np.arange(1, steps + 1, dtype=np.uint64)[:, None] * _GOLDEN)
+    return (bits >> np.uint64(11)) * (1.0 / (1 << 53))
