@@ -313,3 +313,29 @@ def test_truncated_or_damaged_files_are_clear_errors(saved, tmp_path):
     damaged.write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="corrupt"):
         fr.load(damaged)
+
+
+def test_a_load_budget_binds_only_its_own_thread():
+    # fastrnn.load caps the parameters a file's settings may build; a Dask
+    # worker or web server loads models on several threads at once, and one
+    # thread's cap must not charge layers another thread builds meanwhile.
+    import threading
+
+    from fastrnn.layers.module import ParameterBudgetError, parameter_budget
+
+    built, failed = [], []
+
+    def build_elsewhere():
+        try:
+            built.append(fr.LSTM(8, 16))
+        except ParameterBudgetError as exc:
+            failed.append(exc)
+
+    with parameter_budget(10):
+        with pytest.raises(ParameterBudgetError):
+            fr.LSTM(8, 16)                  # this thread's cap holds here
+        other = threading.Thread(target=build_elsewhere)
+        other.start()
+        other.join()
+    assert not failed and len(built) == 1
+

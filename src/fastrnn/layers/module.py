@@ -25,6 +25,7 @@ kernels, which unpickling gets again by building the layer anew.
 
 import contextlib
 import math
+import threading
 import types
 
 import numpy as np
@@ -33,11 +34,17 @@ from .._buffers import Recycler
 from .._io import archive_bytes, read_archive
 from .._validation import to_numpy
 
-# Elements the layers may still allocate for parameters, or None (no limit).
-# fastrnn.load rebuilds a model from sizes written in the file; it sets this
-# to what the file really stores, so a file declaring hidden_size=2**40 fails
-# before anything is allocated (see Module._new_parameter).
-_budget = None
+# Elements the layers may still allocate for parameters (``_limits.budget``:
+# None = no limit).  fastrnn.load rebuilds a model from sizes written in the
+# file; it sets this to what the file really stores, so a file declaring
+# hidden_size=2**40 fails before anything is allocated (see
+# Module._new_parameter).  Per thread: threads loading models at once (a Dask
+# worker's threads, a web server's) must not charge each other's budget.
+_limits = threading.local()
+
+
+def _budget():
+    return getattr(_limits, "budget", None)
 
 
 class ParameterBudgetError(ValueError):
@@ -48,32 +55,33 @@ class ParameterBudgetError(ValueError):
 def parameter_budget(elements):
     """Inside the block, layers created may hold at most ``elements`` parameter
     values in total (ParameterBudgetError before a larger one is drawn)."""
-    global _budget
-    previous, _budget = _budget, [int(elements)]
+    previous, _limits.budget = _budget(), [int(elements)]
     try:
         yield
     finally:
-        _budget = previous
+        _limits.budget = previous
 
 
 def check_parameter_budget(elements, what):
     """Raise ParameterBudgetError when ``elements`` values (a lower bound of what
     ``what`` will hold) exceed the active budget; charges nothing.  Lets a layer
     refuse sizes from a file before it builds anything from them."""
-    if _budget is not None and elements > _budget[0]:
+    budget = _budget()
+    if budget is not None and elements > budget[0]:
         raise ParameterBudgetError(f"{what} needs at least {elements} parameter values, "
-                                   f"more than the {_budget[0]} left")
+                                   f"more than the {budget[0]} left")
 
 
 def reserve_parameter(shape):
     """Charge a parameter of ``shape`` against the active budget, if any."""
-    if _budget is None:
+    budget = _budget()
+    if budget is None:
         return
     size = math.prod(int(n) for n in shape)
-    if size > _budget[0]:
+    if size > budget[0]:
         raise ParameterBudgetError(f"a parameter of shape {tuple(shape)} ({size} values) "
-                                   f"exceeds the {_budget[0]} values left")
-    _budget[0] -= size
+                                   f"exceeds the {budget[0]} values left")
+    budget[0] -= size
 
 
 LAYER_FORMAT = "fastrnn.layer"
