@@ -134,6 +134,26 @@ def check_shape(name, array, expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {array.shape}")
 
 
+def time_major(array, batch_first):
+    """A (B, T, ...) array as a contiguous (T, B, ...) one when ``batch_first``."""
+    return np.ascontiguousarray(array.swapaxes(0, 1)) if batch_first else array
+
+
+def sequence_input(x, dtype, input_size, batch_first):
+    """A recurrent layer's input ``x`` as a finite time-major (T, B,
+    input_size) array of ``dtype``: the one rule every recurrent layer checks."""
+    x = time_major(float_array("x", x, dtype, ndim=3), batch_first)
+    steps, batch, features = x.shape
+    if features != input_size:
+        raise ValueError(f"x must have {input_size} features (input_size) in "
+                         f"its last dimension, got {features}")
+    if steps < 1 or batch < 1:
+        raise ValueError(f"x must have at least one timestep and one batch row, "
+                         f"got shape {x.shape}")
+    check_finite("x", x)
+    return x
+
+
 def lengths_array(lengths, batch, steps):
     """Sequence lengths as int32, one per row, each in 1..steps."""
     array = to_numpy(lengths, "lengths")

@@ -18,7 +18,8 @@ from .. import _threads
 from .._kernels._dispatch import _jordan as kernels
 from .._kernels import _runtime
 from .._validation import (Options, check_finite, check_shape, float_array, lengths_array,
-                           positive_int, private_input, produced, read_only, resolve_dtype)
+                           positive_int, private_input, produced, read_only, resolve_dtype,
+                           sequence_input)
 from .module import ForwardCache, Module
 from .recurrent import _BatchPlan
 
@@ -98,18 +99,7 @@ class Jordan(Module):
 
     # -- forward --------------------------------------------------------------
     def _check_input(self, x):
-        x = float_array("x", x, self.dtype, ndim=3)
-        if self.batch_first:
-            x = np.ascontiguousarray(x.transpose(1, 0, 2))
-        steps, batch, features = x.shape
-        if features != self.input_size:
-            raise ValueError(f"x must have {self.input_size} features (input_size) in "
-                             f"its last dimension, got {features}")
-        if steps < 1 or batch < 1:
-            raise ValueError(f"x must have at least one timestep and one batch row, "
-                             f"got shape {x.shape}")
-        check_finite("x", x)
-        return x
+        return sequence_input(x, self.dtype, self.input_size, self.batch_first)
 
     def _check_state(self, hx, batch):
         if hx is None:

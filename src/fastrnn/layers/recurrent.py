@@ -17,7 +17,8 @@ from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
 from .._validation import (FRACTION, Boolean, Integer, Optional, Real, check_finite,
                            check_shape, float_array, lengths_array, positive_int,
-                           private_input, produced, read_only, resolve_dtype)
+                           private_input, produced, read_only, resolve_dtype, sequence_input,
+                           time_major)
 from .module import ForwardCache, Module, check_parameter_budget
 from .stream import Stream
 
@@ -171,20 +172,10 @@ class _Recurrent(Module):
 
     # -- validation -----------------------------------------------------------
     def _time_major(self, array):
-        return np.ascontiguousarray(array.transpose(1, 0, 2)) if self.batch_first else array
+        return time_major(array, self.batch_first)
 
     def _check_input(self, x):
-        x = float_array("x", x, self.dtype, ndim=3)
-        x = self._time_major(x)
-        steps, batch, features = x.shape
-        if features != self.input_size:
-            raise ValueError(f"x must have {self.input_size} features (input_size) in "
-                             f"its last dimension, got {features}")
-        if steps < 1 or batch < 1:
-            raise ValueError(f"x must have at least one timestep and one batch row, "
-                             f"got shape {x.shape}")
-        check_finite("x", x)
-        return x
+        return sequence_input(x, self.dtype, self.input_size, self.batch_first)
 
     def _state_shape(self, batch, cell=False):
         """Shape of h (proj_size wide when projected), or of the LSTM's c."""
