@@ -335,7 +335,9 @@ class Seq2Seq(TaskModel):
         return self._step(batch, training=False)
 
     def on_epoch_begin(self, epoch, training):
-        """Trainer protocol: scheduled sampling draws anew each epoch."""
+        """Trainer protocol: at the start of each pass over the data (``epoch``,
+        0-based; ``training`` False for an evaluation pass), key scheduled
+        sampling's draws by the training epoch, so they are new each epoch."""
         if training:
             self._sampling_epoch = int(epoch)
 
