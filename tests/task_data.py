@@ -5,6 +5,7 @@ set, numeric sequences, and one tiny fit of each of the five task models."""
 import numpy as np
 
 import fastrnn as fr
+from fastrnn.training import Callback, save_checkpoint
 
 
 FAST = dict(verbose=0, batch_size=16, lr=0.02)
@@ -74,3 +75,15 @@ def _small(cls, **params):
     if cls is fr.LanguageModel:
         options["level"] = "word"
     return cls(**dict(options, **params))
+
+
+class SaveAt(Callback):
+    """Write a checkpoint in the middle of an epoch (at ``step`` of ``epoch``);
+    training goes on."""
+
+    def __init__(self, path, epoch, step):
+        self.path, self.at = path, (epoch, step)
+
+    def on_batch_end(self, step, logs=None):
+        if (self.trainer.epoch, step) == self.at:
+            save_checkpoint(self.path, self.trainer)

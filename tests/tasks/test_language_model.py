@@ -17,7 +17,8 @@ from fastrnn.tasks import NotFittedError, load
 from fastrnn.tasks.base import make_optimizer
 from fastrnn.tasks.language_model import LanguageModel, _sample
 from fastrnn.text import BOS, PAD, UNK
-from fastrnn.training import Callback, Trainer, save_checkpoint
+from fastrnn.training import Trainer
+from task_data import SaveAt
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "some birds"]
 VERBS = ["sees", "likes", "follows", "paints", "hears"]
@@ -257,24 +258,13 @@ def test_training_chunk_gradients_match_torch_truncated_bptt(torch):
         np.testing.assert_allclose(got[key], grad, rtol=1e-8, atol=1e-12, err_msg=str(key))
 
 
-class _SaveAt(Callback):
-    """Write a checkpoint in the middle of an epoch; training goes on."""
-
-    def __init__(self, path, epoch, step):
-        self.path, self.at = path, (epoch, step)
-
-    def on_batch_end(self, step, logs=None):
-        if (self.trainer.epoch, step) == self.at:
-            save_checkpoint(self.path, self.trainer)
-
-
 def test_trainer_checkpoint_mid_epoch_resumes_exactly(tmp_path):
     text = sentences(5, 100)
     options = dict(epochs=2, batch_size=8, bptt=16, lr=0.01, verbose=0,
                    validation_data=sentences(6, 10))
     checkpoint = tmp_path / "ckpt.npz"
     lm = LanguageModel(level="char", hidden_size=16, embedding_dim=8, seed=0)
-    lm.fit(text, callbacks=[_SaveAt(checkpoint, 1, 4)], **options)
+    lm.fit(text, callbacks=[SaveAt(checkpoint, 1, 4)], **options)
     assert len(StreamBatcher(lm._stream([text], "text"), 8, 16)) > 6
     final = [module.state_dict() for module in lm.modules()]
     lm.save(tmp_path / "lm.npz")

@@ -6,8 +6,8 @@ middle of an epoch replays them."""
 import numpy as np
 
 from fastrnn.tasks.seq2seq import Seq2Seq, _row_uniforms
-from fastrnn.training import Callback, save_checkpoint
 
+from task_data import SaveAt
 from test_seq2seq import random_strings, reverse
 
 
@@ -26,24 +26,13 @@ def test_row_draws_do_not_depend_on_the_batch():
             < 0.03, key
 
 
-class _SaveAt(Callback):
-    """Write a checkpoint in the middle of an epoch; training goes on."""
-
-    def __init__(self, path, epoch, step):
-        self.path, self.at = path, (epoch, step)
-
-    def on_batch_end(self, step, logs=None):
-        if (self.trainer.epoch, step) == self.at:
-            save_checkpoint(self.path, self.trainer)
-
-
 def test_mid_epoch_resume_replays_the_scheduled_sampling_draws(tmp_path):
     rng = np.random.default_rng(3)
     sources = random_strings(rng, 60)
     options = dict(epochs=2, batch_size=8, teacher_forcing=0.5, verbose=0)
     checkpoint = tmp_path / "ckpt.npz"
     full = Seq2Seq(hidden_size=8, embedding_dim=4, seed=4)
-    full.fit(sources, reverse(sources), callbacks=[_SaveAt(checkpoint, 1, 3)], **options)
+    full.fit(sources, reverse(sources), callbacks=[SaveAt(checkpoint, 1, 3)], **options)
 
     def resume(epoch_kept):
         model = Seq2Seq(hidden_size=8, embedding_dim=4, seed=4)
