@@ -98,6 +98,28 @@ def test_thread_split_gives_the_serial_result_bit_for_bit(level, rng):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+def test_every_row_count_gives_each_row_its_one_row_sums(level, rng):
+    """Rows are tiled by count (a short remainder is split with the tile
+    before it): for every m up to three tiles, each row of the product is
+    the one-row product of that row bit for bit, and all rows are right."""
+    module = probe(level)
+    mr, lanes, _ = tile(level)
+    k, n = 37, 2 * lanes + 3
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    packed = module.pack(b)
+    for m in range(1, 3 * mr + 4):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        c = np.zeros((m, n), np.float32)
+        module.gemm(a, k, packed, c, n)
+        np.testing.assert_allclose(c, a.astype(np.float64) @ b, **TOLERANCE["float32"],
+                                   err_msg=f"m={m}")
+        for i in range(m):
+            row = np.zeros((1, n), np.float32)
+            module.gemm(np.ascontiguousarray(a[i:i + 1]), k, packed, row, n)
+            np.testing.assert_array_equal(c[i], row[0], err_msg=f"m={m} row {i}")
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_empty_products_leave_c_alone(level):
     module = probe(level)
     c = np.full((3, 4), 7.0)

@@ -36,6 +36,19 @@
 #define FR_KC 256       /* K block: a panel slice of KC x NR stays in L1 */
 #define FR_ROWS(r) ((r) < FR_MR ? (r) : FR_MR)   /* cases past FR_MR are unreachable */
 
+/* Rows of the next micro-tile when `left` rows remain.  A tile of fewer
+ * than 4 rows keeps fewer than 8 accumulator chains, too few to hide the FMA
+ * latency (4 cycles, 2 pipes), so a short remainder is not left to the last
+ * tile: FR_MR + r rows (r < 4) become two tiles of about half each (32 rows
+ * with FR_MR = 6: 6,6,6,6,4,4 instead of 6,6,6,6,6,2).  Each row's sums do
+ * not depend on which tile holds it, so the split changes no result. */
+static inline int fr_tile_rows(int left)
+{
+    if (left <= FR_MR) return left;
+    if (left < FR_MR + 4) return (left + 1) / 2;
+    return FR_MR;
+}
+
 typedef float fr_vf __attribute__((vector_size(FR_VECTOR_BYTES)));
 typedef double fr_vd __attribute__((vector_size(FR_VECTOR_BYTES)));
 
@@ -133,12 +146,13 @@ static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
         int cols = n - q * nr < nr ? n - q * nr : nr;                          \
         for (int k0 = 0; k0 < k; k0 += FR_KC) {                                \
             int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
-            for (int i0 = 0; i0 < m; i0 += FR_MR) {                            \
-                int mr = m - i0 < FR_MR ? m - i0 : FR_MR;                      \
+            for (int i0 = 0; i0 < m; ) {                                       \
+                int mr = fr_tile_rows(m - i0);                                 \
                 fr_tile_dispatch_##SUF(mr, kc, A + (size_t)i0 * lda + k0, lda, \
                                        panel + (size_t)k0 * nr,                \
                                        C + (size_t)i0 * ldc + q * nr, ldc,     \
                                        cols);                                  \
+                i0 += mr;                                                      \
             }                                                                  \
         }                                                                      \
     }                                                                          \
