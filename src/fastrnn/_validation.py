@@ -69,6 +69,8 @@ def float_array(name, value, dtype, ndim=None):
         raise TypeError(f"{name}: float16 is not supported; use float32 or float64")
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {array.shape}")
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array            # the common case, without errstate's cost per call
     with np.errstate(over="ignore"):      # reported below, naming the argument
         result = np.ascontiguousarray(array, dtype=dtype)
     if result.dtype.itemsize < array.dtype.itemsize:
