@@ -10,10 +10,6 @@ cdef extern from "fr_backward.h" nogil:
                                 const double *c_prev, const double *tc)
     void fr_gru_backward_row_f(int H, float *g, float *dh, const float *h_prev)
     void fr_gru_backward_row_d(int H, double *g, double *dh, const double *h_prev)
-    void fr_sweep_gemm_f(int m, int n, int k, const float *A, int lda,
-                         const float *packed, float *C, int ldc)
-    void fr_sweep_gemm_d(int m, int n, int k, const double *A, int lda,
-                         const double *packed, double *C, int ldc)
     void fr_add_column_sums_f(const float *g, int n, int w, float *acc)
     void fr_add_column_sums_d(const double *g, int n, int w, double *acc)
 
@@ -41,14 +37,3 @@ cdef inline void column_sums_into(const floating *g, int n, int w,
         fr_add_column_sums_f(g, n, w, acc)
     else:
         fr_add_column_sums_d(g, n, w, acc)
-
-
-cdef inline void sweep_gemm(int m, int n, int k, const floating *a, int lda,
-                            const floating *packed, floating *c,
-                            int ldc) noexcept nogil:
-    """``packed_gemm`` (C += A @ B, B packed) with the same bits, its row tiles
-    balanced for the sweep's 32- and 64-row chunks (fr_backward.h)."""
-    if floating is float:
-        fr_sweep_gemm_f(m, n, k, a, lda, packed, c, ldc)
-    else:
-        fr_sweep_gemm_d(m, n, k, a, lda, packed, c, ldc)

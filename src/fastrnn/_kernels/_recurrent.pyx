@@ -61,7 +61,7 @@ from libc.string cimport memcpy, memset
 
 
 from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gates,
-                                             lstm_backward_gates, sweep_gemm)
+                                             lstm_backward_gates)
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
@@ -467,7 +467,7 @@ cdef inline void project_back_rows(const Dims *dm, int n, floating *g,
         memcpy(g + <size_t>i * W + 5 * C, dh + <size_t>i * H, H * sizeof(floating))
         memset(dh + <size_t>i * H, 0, H * sizeof(floating))
         memset(dm_rows + <size_t>i * dm_ld, 0, C * sizeof(floating))
-    sweep_gemm(n, C, H, g + 5 * C, W, w_hr_packed, dm_rows, dm_ld)
+    packed_gemm(n, C, H, g + 5 * C, W, w_hr_packed, dm_rows, dm_ld)
 
 
 cdef inline void gru_reset_backward_rows(const Dims *dm, int n, floating *g,
@@ -481,7 +481,7 @@ cdef inline void gru_reset_backward_rows(const Dims *dm, int n, floating *g,
     cdef floating r_, d
     cdef floating *row
     memset(d_rh, 0, <size_t>n * H * sizeof(floating))
-    sweep_gemm(n, H, H, g + 3 * H, W, w_hn_packed, d_rh, H)
+    packed_gemm(n, H, H, g + 3 * H, W, w_hn_packed, d_rh, H)
     for i in range(n):
         row = g + <size_t>i * W
         for j in range(H):
@@ -537,7 +537,7 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                                     scratch + <size_t>r0 * 2 * C)
         if bias_acc != NULL:   # bias gradients while the rows are in cache
             add_column_sums(g, n, W, bias_acc)
-        sweep_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
+        packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
 
 
 cdef inline void cell_backward_rows(const Dims *dm, int r0, int n, int t,

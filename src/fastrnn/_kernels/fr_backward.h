@@ -54,37 +54,6 @@ static inline void fr_gru_backward_row_##SUF(                                  \
     }                                                                          \
 }                                                                              \
                                                                                \
-/* C[m x n] += A[m x k] @ B, B packed by fr_pack (k x n): fr_packed_gemm     \
- * with the rows cut so that no tile is much shorter than the others.  The    \
- * sweep's products have m = 32 or 64 rows (a batch chunk per thread), which  \
- * fr_packed_gemm cuts into FR_MR-row tiles and a short last one (32 = 5 x 6  \
- * + 2 on AVX2): a 2-row tile keeps only 4 accumulators, too few to cover the \
- * FMA latency, and runs at about half speed.  Here the last two tiles share  \
- * the remainder (32 = 4 x 6 + 4 + 4).  Each element is still its k-block's  \
- * dot product in k order added to C, so the bits are fr_packed_gemm's. */    \
-static inline void fr_sweep_gemm_##SUF(int m, int n, int k, const T *A,        \
-                                       int lda, const T *packed, T *C,         \
-                                       int ldc)                                \
-{                                                                              \
-    const int nr = FR_NR_##SUF;                                                \
-    for (int q = 0; q * nr < n; q++) {                                         \
-        const T *panel = packed + (size_t)q * k * nr;                          \
-        int cols = n - q * nr < nr ? n - q * nr : nr;                          \
-        for (int k0 = 0; k0 < k; k0 += FR_KC) {                                \
-            int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
-            for (int i0 = 0, mr; i0 < m; i0 += mr) {                           \
-                int left = m - i0;                                             \
-                mr = left <= FR_MR ? left                                      \
-                   : left < 2 * FR_MR ? (left + 1) / 2 : FR_MR;                \
-                fr_tile_dispatch_##SUF(mr, kc, A + (size_t)i0 * lda + k0, lda, \
-                                       panel + (size_t)k0 * nr,                \
-                                       C + (size_t)i0 * ldc + q * nr, ldc,     \
-                                       cols);                                  \
-            }                                                                  \
-        }                                                                      \
-    }                                                                          \
-}                                                                              \
-                                                                               \
 /* acc[j] += sum of the n rows' column j, rows in order (reproducible). */    \
 static inline void fr_add_column_sums_##SUF(                                   \
     const T *restrict g, int n, int w, T *restrict acc)                        \
@@ -97,7 +66,6 @@ static inline void fr_add_column_sums_##SUF(                                   \
 }
 
 #include <stddef.h>
-#include "fr_gemm.h"    /* the packed panels and their micro-tile */
 
 FR_DEFINE_BACKWARD_ROWS(f, float)
 FR_DEFINE_BACKWARD_ROWS(d, double)
