@@ -17,7 +17,6 @@ layer, Linear head; ORT's Gather + operator + MatMul/Add) and the layer alone
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -25,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import workloads as wl  # noqa: E402
+from compare import _best_time  # noqa: E402  (one calibrated best-of loop)
 
 CONFIGS = ["50,32,64", "100,64,128", "100,64,256", "100,32,512", "200,1,64",
            "200,4,256", "200,1,256"]
@@ -36,21 +36,6 @@ def cpu_name():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return os.uname().machine
-
-
-def best_time(fn, repeats, min_seconds=0.02):
-    """Best seconds per call over ``repeats`` loops of a calibrated length."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    inner = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-9)))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
 
 
 def contenders(cell, T, B, H, threads):
@@ -76,7 +61,7 @@ def measure(cell, T, B, H, threads, rounds):
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            best[name] = min(best[name], best_time(fn, 3))
+            best[name] = min(best[name], _best_time(fn, 3, min_seconds=0.02))
     return best
 
 
