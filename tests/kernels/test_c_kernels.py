@@ -29,9 +29,19 @@ pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(HEADERS, "fr_gem
                                 reason="needs the source tree's kernel headers")
 
 
-def build(compiler, flags, output):
-    subprocess.run([compiler, *FLAGS, *flags, SOURCE, "-o", str(output), "-lm"],
+def build(compiler, flags, output, source=SOURCE):
+    subprocess.run([compiler, *FLAGS, *flags, source, "-o", str(output), "-lm"],
                    check=True, capture_output=True, text=True)
+
+
+def build_at_level(level, output, source=SOURCE):
+    """Compile ``source`` with an x86-64 level's flags (every level must
+    compile); skip when this CPU cannot run it.  Returns the level's vector
+    width in bytes, which the C tests print."""
+    build("gcc", X86_FLAGS[level], output, source)
+    if level not in _dispatch.cpu_levels():
+        pytest.skip(f"compiled; this CPU cannot run {level}")
+    return {"baseline": 16, "avx2": 32, "avx512": 64}[level]
 
 
 def run(command):
@@ -45,10 +55,7 @@ def run(command):
 @pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
 def test_c_kernels_at_each_x86_level(level, tmp_path):
     exe = tmp_path / f"test_{level}"
-    build("gcc", X86_FLAGS[level], exe)      # every level must compile
-    if level not in _dispatch.cpu_levels():
-        pytest.skip(f"compiled; this CPU cannot run {level}")
-    vector = {"baseline": 16, "avx2": 32, "avx512": 64}[level]
+    vector = build_at_level(level, exe)
     assert f"vector {vector} bytes" in run([str(exe)])
 
 

@@ -13,14 +13,12 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from kernels import fr_math_fit
-from kernels.test_c_kernels import FLAGS, HEADERS, X86_FLAGS, run
-from fastrnn._kernels import _dispatch
+from kernels.test_c_kernels import HEADERS, build, build_at_level, run
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "test_fr_math_ulp.c")
 MATH_H = os.path.join(HEADERS, "fr_math.h")
@@ -29,20 +27,12 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MATH_H),
                                 reason="needs the source tree's kernel headers")
 
 
-def build(compiler, flags, output):
-    subprocess.run([compiler, *FLAGS, *flags, SOURCE, "-o", str(output), "-lm"],
-                   check=True, capture_output=True, text=True)
-
-
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
                     or shutil.which("gcc") is None, reason="x86-64 with gcc only")
 @pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
 def test_activation_ulp_bounds_at_each_x86_level(level, tmp_path):
     exe = tmp_path / f"ulp_{level}"
-    build("gcc", X86_FLAGS[level], exe)
-    if level not in _dispatch.cpu_levels():
-        pytest.skip(f"compiled; this CPU cannot run {level}")
-    vector = {"baseline": 16, "avx2": 32, "avx512": 64}[level]
+    vector = build_at_level(level, exe, SOURCE)
     assert f"vector {vector} bytes: all passed" in run([str(exe), "61"])
 
 
@@ -51,7 +41,7 @@ def test_activation_ulp_bounds_at_each_x86_level(level, tmp_path):
                     reason="needs gcc-aarch64-linux-gnu and qemu-user")
 def test_activation_ulp_bounds_on_aarch64_under_qemu(tmp_path):
     exe = tmp_path / "ulp_aarch64"
-    build("aarch64-linux-gnu-gcc", ["-static"], exe)
+    build("aarch64-linux-gnu-gcc", ["-static"], exe, SOURCE)
     assert "vector 16 bytes: all passed" in run(["qemu-aarch64", str(exe), "1009"])
 
 
