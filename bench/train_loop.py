@@ -26,6 +26,12 @@ in its own subprocess with the same thread count (fastrnn/torch threads and
 BLAS threads).  Reported: wall time of the loop (after one warm-up step that
 is not counted), ms per step, the first and final loss, and fastrnn's time
 as a fraction of PyTorch's (target: <= 0.6 at H = 256, 1 thread).
+
+fastrnn runs twice: "fastrnn" feeds the ids to the layer,
+``lstm(x, embedding=embedding)``, which makes the input product once per
+vocabulary row (V = 70-100 characters here, against T * B = 6400 tokens);
+"fastrnn-separate" is the two-module form ``lstm(embedding(x))``, whose input
+product is one row per token, as in PyTorch.
 """
 
 import argparse
@@ -115,7 +121,11 @@ def no_tick(name):
 
 
 # -- the two loops (each in its own worker process) --------------------------------------
-def fastrnn_loop(params, data, tick=no_tick):
+def fastrnn_loop(params, data, tick=no_tick, separate=False):
+    """fastrnn's loop: ``lstm(x, embedding=embedding)`` (token ids in, the
+    input product made once per vocabulary row), or with ``separate`` the
+    two-module form ``lstm(embedding(x))`` (also any fastrnn before the
+    ``embedding`` keyword existed)."""
     import fastrnn as fr
 
     vocab = params["embedding"].shape[0]
@@ -131,9 +141,12 @@ def fastrnn_loop(params, data, tick=no_tick):
     def step(x, y):
         opt.zero_grad()
         tick("zero_grad")
-        embedded = embedding(x)
-        tick("embedding fwd")
-        out, _ = lstm(embedded)
+        if separate:
+            embedded = embedding(x)
+            tick("embedding fwd")
+            out, _ = lstm(embedded)
+        else:
+            out, _ = lstm(x, embedding=embedding)
         tick("lstm fwd")
         logits = head(out)
         tick("head fwd")
@@ -143,8 +156,9 @@ def fastrnn_loop(params, data, tick=no_tick):
         tick("head bwd")
         d_x, _ = lstm.backward(d_out)
         tick("lstm bwd")
-        embedding.backward(d_x)
-        tick("embedding bwd")
+        if separate:
+            embedding.backward(d_x)
+            tick("embedding bwd")
         fr.clip_grad_norm(modules, CLIP)
         tick("clip_grad_norm")
         opt.step()
@@ -220,6 +234,7 @@ def split_torch_backward(phases, shares):
 
 
 def worker(framework, threads, steps, text, breakdown=False, clock="wall"):
+    """One contender's timed loop; prints its result as one JSON line."""
     from threadpoolctl import threadpool_limits
 
     ids, vocab = corpus(text)
@@ -234,7 +249,7 @@ def worker(framework, threads, steps, text, breakdown=False, clock="wall"):
     else:
         import fastrnn as fr
         fr.set_num_threads(threads)
-        step = fastrnn_loop(params, data, tick)
+        step = fastrnn_loop(params, data, tick, separate=framework == "fastrnn-separate")
     threadpool_limits(limits=threads, user_api="blas")
     spans.start()
     first = step(*data[0])                                   # warm-up, not timed
@@ -253,14 +268,15 @@ def worker(framework, threads, steps, text, breakdown=False, clock="wall"):
 
 
 def run_worker(name, threads, args):
-    """One contender's loop in its own process: fastrnn, torch, or
-    fastrnn-ref (fastrnn imported from ``--ref-src``, for before/after runs)."""
+    """One contender's loop in its own process: fastrnn, fastrnn-separate
+    (Embedding then LSTM as two modules), torch, or fastrnn-ref (the
+    separate form, fastrnn imported from ``--ref-src``: before/after runs)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         env.pop(var, None)
     if name == "fastrnn-ref":
         env["PYTHONPATH"] = os.path.abspath(args.ref_src)
-    framework = "torch" if name == "torch" else "fastrnn"
+    framework = {"fastrnn-ref": "fastrnn-separate"}.get(name, name)
     command = [sys.executable, __file__, "--worker", framework, "--threads", str(threads),
                "--steps", str(args.steps), "--clock", args.clock] \
         + (["--text", args.text] if args.text else []) \
@@ -284,7 +300,8 @@ def main():
     parser.add_argument("--ref-src", metavar="DIR",
                         help="also run fastrnn imported from DIR (another checkout's src/) "
                              "as 'fastrnn-ref', in the same alternation: before/after")
-    parser.add_argument("--worker", choices=("fastrnn", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("fastrnn", "fastrnn-separate", "torch"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 10, 1
@@ -295,7 +312,8 @@ def main():
     print(f"CPU: {cpu_model()}; char-LSTM LM: Embedding(V, {EMBED}) -> LSTM({EMBED}, "
           f"{HIDDEN}) -> Linear({HIDDEN}, V), T={T}, B={B}, Adam lr={LR}, clip {CLIP}; "
           f"{args.steps} timed steps, best of {args.rounds} alternating run(s)\n")
-    contenders = ["fastrnn", "torch"] + (["fastrnn-ref"] if args.ref_src else [])
+    contenders = ["fastrnn", "fastrnn-separate", "torch"] + \
+        (["fastrnn-ref"] if args.ref_src else [])
     print("| threads | framework | wall s | ms/step | CPU s | first loss | final loss | "
           "/ torch (wall) | / torch (CPU) |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -288,9 +288,10 @@ def test_a_rank_that_dies_is_reported_by_the_survivors(tmp_path):
     code, out, err = run_ranks(2, "dies", tmp_path, timeout=120,
                                options=["-disable-auto-cleanup"],
                                env={"FASTRNN_DISTRIBUTED_TIMEOUT": "5"})
-    assert "rank 0: done" not in out
-    assert "rank 0 of 2 failed; aborting all ranks" in err, err
-    assert "got no reply from the other ranks within 5 s" in err, err
+    report = f"exit code {code}\nstdout:\n{out}\nstderr:\n{err}"
+    assert "rank 0: done" not in out, report
+    assert "rank 0 of 2 failed; aborting all ranks" in err, report
+    assert "got no reply from the other ranks within 5 s" in err, report
 
 
 def test_a_rank_that_raises_aborts_every_rank_with_a_message(tmp_path):

@@ -65,9 +65,10 @@ from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gat
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
 from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
-from fastrnn._kernels._runtime cimport blas_get_threads, blas_set_threads, split_threads
+from fastrnn._kernels._runtime cimport (blas_get_threads, blas_set_threads, chunk_start,
+                                       split_threads)
 from fastrnn._kernels._rows cimport gru_row, sigmoid_row, tanh_row
-from fastrnn._kernels._views cimport const_ptr1, const_ptr2, ptr1, ptr2, ptr3
+from fastrnn._kernels._views cimport const_ptr1, const_ptr2, const_ptr3, ptr1, ptr2, ptr3
 
 cdef extern from "fr_math.h" nogil:
     int fr_all_finite_f(const float *x, long n)
@@ -96,6 +97,11 @@ cdef struct Dims:
     bint proj           # LSTM projection h = W_hr m
     double clip         # LSTM gate pre-activation clip; 0 = off
     bint input_forget   # LSTM coupled gates: f = 1 - i (ONNX input_forget)
+    # Token input (set per call, NULL otherwise): the input row of (t, b) is
+    # row ids[t * B + b] of an embedding, and ``table`` (V, W, of the call's
+    # floating type) holds each vocabulary row's biases plus input product.
+    const Py_ssize_t *ids
+    const void *table
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -418,6 +424,9 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
                              w_ih_packed, g, xs + <size_t>r0 * tb * E)
         return g + <size_t>(step % tb) * n * W
     g = gates + t * gates_t_stride + <size_t>r0 * W
+    if dm.ids != NULL:
+        table_rows(dm, n, dm.ids + <size_t>t * dm.B + r0, g)
+        return g
     for i in range(n):
         memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
     for k in range(block_count(dm.cell)):
@@ -437,6 +446,11 @@ cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
     row's sums are those of the per-step product (fr_gemm.h)."""
     cdef int s, t, i, k, col, wrow, size, E = dm.E, W = dm.W
     cdef int rows = steps * n
+    if dm.ids != NULL:
+        for s in range(steps):
+            t = dm.T - 1 - (step + s) if dm.reverse else step + s
+            table_rows(dm, n, dm.ids + <size_t>t * dm.B + r0, g + <size_t>s * n * W)
+        return
     for s in range(steps):
         t = dm.T - 1 - (step + s) if dm.reverse else step + s
         memcpy(xs + <size_t>s * n * E, x + (<size_t>t * dm.B + r0) * E,
@@ -446,6 +460,93 @@ cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         packed_gemm(rows, size, E, xs, E, w_ih_packed[k], g + col, W)
+
+
+cdef inline void table_rows(const Dims *dm, int n, const Py_ssize_t *ids,
+                            floating *g) noexcept nogil:
+    """The gate rows (biases + input product) of n token inputs: their rows
+    of the input table, made once per vocabulary row (``input_table_rows``)."""
+    cdef int i
+    cdef const floating *table = <const floating *>dm.table
+    for i in range(n):
+        memcpy(g + <size_t>i * dm.W, table + <size_t>ids[i] * dm.W, dm.W * sizeof(floating))
+
+
+cdef void input_table_rows(const Dims *dm, int v0, int v1, const floating *emb,
+                           const floating *bias_row, const floating **w_ih_packed,
+                           floating *table) noexcept nogil:
+    """Rows v0..v1 of the input table (V, W): the biases plus the input
+    product of embedding rows v0..v1.  Each row's sums are those of the
+    per-step product of that row (fr_gemm.h), so a token's gate row is bit
+    for bit what the embedded input would give."""
+    cdef int i, k, col, wrow, size, W = dm.W
+    for i in range(v0, v1):
+        memcpy(table + <size_t>i * W, bias_row, W * sizeof(floating))
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        packed_gemm(v1 - v0, size, dm.E, emb + <size_t>v0 * dm.E, dm.E, w_ih_packed[k],
+                    table + <size_t>v0 * W + col, W)
+
+
+cdef void input_table(const Dims *dm, int team, int V, const floating *emb,
+                      const floating *bias_row, const floating **w_ih_packed,
+                      floating *table) noexcept nogil:
+    """The whole input table (V, W), its rows split over ``team`` threads."""
+    cdef int part
+    for part in prange(team, num_threads=team, schedule="static", chunksize=1):
+        input_table_rows(dm, chunk_start(V, team, part, 1), chunk_start(V, team, part + 1, 1),
+                         emb, bias_row, w_ih_packed, table)
+
+
+cdef void scatter_token_columns(const Dims *dm, Py_ssize_t rows, const floating *gates,
+                                int V, int c0, int c1, floating *sums) noexcept nogil:
+    """Columns c0..c1 of sums (V, W): per vocabulary id, the sum of the gate
+    rows (pre-activation gradients) of its tokens, added in row order."""
+    cdef Py_ssize_t r
+    cdef int j, W = dm.W
+    cdef floating *acc
+    cdef const floating *row
+    for j in range(V):
+        memset(sums + <size_t>j * W + c0, 0, (c1 - c0) * sizeof(floating))
+    for r in range(rows):
+        acc = sums + <size_t>dm.ids[r] * W
+        row = gates + <size_t>r * W
+        for j in range(c0, c1):
+            acc[j] += row[j]
+
+
+cdef void token_gradients(const Dims *dm, int V, const floating *emb,
+                          const floating *gates, floating *sums, floating *dw_ih,
+                          int num_threads) noexcept nogil:
+    """dW_ih of a token input: the tokens' gate gradients summed per
+    vocabulary id (``sums`` (V, W), kept for ``table_gradient``), then
+    dW_ih += sums^T emb, a product with V rows instead of T * B.  The
+    columns of the scatter are split over the threads, so each sum's order,
+    and so its bits, do not depend on the thread count."""
+    cdef Py_ssize_t rows = <Py_ssize_t>dm.T * dm.B
+    cdef int team = split_threads(<double>rows * dm.W, num_threads)
+    cdef int part, k, col, wrow, size
+    for part in prange(team, num_threads=team, schedule="static", chunksize=1):
+        scatter_token_columns(dm, rows, gates, V, chunk_start(dm.W, team, part, 16),
+                              chunk_start(dm.W, team, part + 1, 16), sums)
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        parallel_gemm_tn(size, dm.E, V, sums + col, dm.W, emb, dm.E,
+                         dw_ih + <size_t>wrow * dm.E, dm.E, num_threads)
+
+
+cdef void table_gradient(const Dims *dm, int V, const floating *w_ih, floating *sums,
+                         floating *d_emb, Py_ssize_t padding, int num_threads) noexcept nogil:
+    """d_emb (V, E) += sums W_ih: the embedding's gradient from the per-id
+    gate gradient sums of ``token_gradients``; its ``padding`` row (-1: none)
+    gets nothing (that row of ``sums`` is zeroed)."""
+    cdef int k, col, wrow, size
+    if padding >= 0:
+        memset(sums + <size_t>padding * dm.W, 0, dm.W * sizeof(floating))
+    for k in range(block_count(dm.cell)):
+        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
+        parallel_gemm(False, False, V, dm.E, size, sums + col, dm.W,
+                      w_ih + <size_t>wrow * dm.E, dm.E, 1, d_emb, dm.E, num_threads)
 
 
 cdef inline void project_rows(const Dims *dm, int n, const floating *g,
@@ -704,12 +805,13 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
 
     ``d_x`` is overwritten (padded rows get 0: their gradients are 0), or
     added to with ``add_to_d_x`` (the second direction of a layer).  ``dw2``:
-    dW_hr of the projected LSTM (NULL otherwise)."""
+    dW_hr of the projected LSTM (NULL otherwise).  A token input's dW_ih is
+    ``token_gradients``' (``x`` and ``d_x`` are then not used)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
     cdef Py_ssize_t rows = <Py_ssize_t>T * B
     cdef int k, col, wrow, size, b
     cdef const floating *h_shift = out + dm.out_off
-    for k in range(block_count(dm.cell)):
+    for k in range(block_count(dm.cell) if dm.ids == NULL else 0):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
                          dw_ih + <size_t>wrow * E, E, num_threads)
@@ -938,6 +1040,8 @@ cdef void fill_layout(Dims *dm, int cell, bint reverse, int E, int C, int H,
     cdef bint lstm = cell == LSTM
     dm.T = 0
     dm.B = 0
+    dm.ids = NULL
+    dm.table = NULL
     dm.E = E
     dm.H = H
     dm.C = C
@@ -1024,7 +1128,7 @@ cdef class DirectionKernel:
     cdef readonly double clip
     cdef readonly object dtype
     cdef Dims _layout
-    cdef object _forward, _backward
+    cdef object _forward, _backward, _table_gradient
     # When idle: packed W_hh^T, the two input blocks of W_ih^T (the second
     # empty unless the GRU), W_hh (for backward), and the variant's second
     # product packed for forward and for backward (empty without one).
@@ -1033,7 +1137,7 @@ cdef class DirectionKernel:
     # while the batch size and chunk count stay the same.
     cdef readonly object _workspace
     cdef list _spare_tapes
-    cdef object _empty1, _empty2, _empty3
+    cdef object _empty1, _empty2, _empty3, _empty_ids
 
     def __init__(self, int cell, bint reverse, int input_size, int hidden_size,
                  int directions, dtype, *, int proj_size=0, bint reset_before=False,
@@ -1081,12 +1185,14 @@ cdef class DirectionKernel:
         precision = "float" if self.dtype == np.float32 else "double"
         self._forward = _forward[precision]
         self._backward = _backward[precision]
+        self._table_gradient = _table_gradient[precision]
         self._packed = None
         self._workspace = None
         self._spare_tapes = []
         self._empty1 = np.empty(0, self.dtype)
         self._empty2 = np.empty((0, 0), self.dtype)
         self._empty3 = np.empty((0, 0, 0), self.dtype)
+        self._empty_ids = np.empty(0, np.intp)
 
     def parameter_shapes(self, bint bias):
         """This direction's parameters by role, in state-dict (PyTorch) order:
@@ -1164,7 +1270,7 @@ cdef class DirectionKernel:
 
     # -- the recurrence ---------------------------------------------------------
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, lengths, chunks, h, c, out,
-                Tape tape, int num_threads, w2=None, peep=None):
+                Tape tape, int num_threads, w2=None, peep=None, ids=None, emb=None):
         """Run this direction over the whole sequence in one parallel region.
 
         in:     x (T, B, input_size); w_ih (gate_rows, input_size), w_hh
@@ -1180,14 +1286,21 @@ cdef class DirectionKernel:
         out:    out (T, B, out_width): this direction's columns receive the
                 hidden states (rows past their length are left untouched);
                 tape: training storage from ``take_tape`` (None: inference).
+        Token input: ``ids`` (T * B,) intp, time-major in kernel row order,
+        rows of ``emb`` (V, input_size); x is then None.  Each vocabulary
+        row's biases and input product are made once (a V-row product
+        instead of T * B rows); the results are bit for bit those of x =
+        emb[ids].
         """
         w2, peep = self._variant_inputs("forward", w2, peep)
         work = self._take_workspace()
         packed = self._take_packed()
-        cdef int T = x.shape[0], B = x.shape[1], block = 0, slices = 0
+        cdef int T = out.shape[0], B = out.shape[1], block = 0, slices = 0
         try:
             if tape is None:
                 block, slices = self.inference_plan(T, B, lengths, chunks, num_threads)
+                if ids is not None:
+                    slices = 0    # the column split makes its own input products
                 gates = _buffer(work, "slab", (max(block, 1), B, self.width), self.dtype)
                 inputs = _buffer(work, "inputs", (block * B * self.input_size,), self.dtype)
                 c_hist = self._empty3
@@ -1198,19 +1311,21 @@ cdef class DirectionKernel:
                 split_work = _buffer(work, "split", (colsplit_workspace(
                     &self._layout, B, slices, block, self.dtype == np.float32),), self.dtype)
                 h_buf = _buffer(work, "h_buf", (2 * B, self.state_size), self.dtype)
-            self._forward(self, x, w_ih, w_hh, self._vector(b_ih), self._vector(b_hh),
+            self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih), self._vector(b_hh),
                           w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
                           packed[0], packed[1], packed[2], packed[4], num_threads,
-                          block, inputs, slices, split_work, h_buf)
+                          block, inputs, slices, split_work, h_buf,
+                          *self._token_inputs(work, ids, emb))
         finally:
             self._packed = packed
             self._workspace = work
 
     def backward(self, Tape tape, x, w_ih, w_hh, lengths, chunks, bint had_h0, out,
                  d_out, dh, dc, d_x, bint accumulate_d_x, dw_ih, dw_hh, db_ih, db_hh,
-                 int num_threads, w2=None, peep=None, dw2=None, dpeep=None):
+                 int num_threads, w2=None, peep=None, dw2=None, dpeep=None, ids=None,
+                 emb=None, token_sums=None):
         """Backpropagate through this direction (after a training ``forward``).
 
         in:     tape (its gates are overwritten with the pre-activation
@@ -1226,15 +1341,19 @@ cdef class DirectionKernel:
         out:    d_x (T, B, input_size) dL/dx, or None when not needed; added
                 to instead of written with ``accumulate_d_x`` (the second
                 direction).
+        Token input (``ids``, ``emb`` as in forward; x and d_x None): the
+        tokens' gate gradients are summed per vocabulary id into
+        ``token_sums`` (out, (V, width)), from which dW_ih is a product with
+        V rows, and ``add_table_gradient`` the embedding's gradient.
         """
         w2, peep = self._variant_inputs("backward", w2, peep)
         dw2, dpeep = self._variant_inputs("backward", dw2, dpeep, "dw2", "dpeep")
-        batch, nchunks = x.shape[1], chunks.shape[0] - 1
+        batch, nchunks = out.shape[1], chunks.shape[0] - 1
         scratch_cols = max(self._layout.GH, 2 * self.hidden_size)
         work = self._take_workspace()
         packed = self._take_packed()
         try:
-            self._backward(self, x, w_ih, w_hh, w2, peep, lengths, chunks, tape.h0,
+            self._backward(self, self._array3(x), w_ih, w_hh, w2, peep, lengths, chunks, tape.h0,
                            tape.c0, had_h0, out, tape.gates, tape.c_hist, d_out, dh,
                            dc if self.has_cell_state else self._empty2,
                            d_x if d_x is not None else self._empty3, accumulate_d_x,
@@ -1245,7 +1364,10 @@ cdef class DirectionKernel:
                            if db_ih is not None else self._empty1,
                            _buffer(work, "peep_acc", (nchunks * 3 * self.hidden_size,),
                                    self.dtype) if self.peepholes else self._empty1,
-                           packed[3], packed[5], num_threads)
+                           packed[3], packed[5], num_threads,
+                           ids if ids is not None else self._empty_ids,
+                           emb if ids is not None else self._empty2,
+                           token_sums if ids is not None else self._empty2)
         finally:
             self._packed = packed
             self._workspace = work
@@ -1291,67 +1413,78 @@ cdef class DirectionKernel:
         return (w2 if self.proj_size else self._empty2,
                 peep if self.peepholes else self._empty2)
 
+    def _token_inputs(self, work, ids, emb):
+        """(ids, emb, the input table (V, width), workspace) for the typed
+        forward; all empty without a token input."""
+        if ids is None:
+            return self._empty_ids, self._empty2, self._empty2
+        return ids, emb, _buffer(work, "table", (emb.shape[0], self.width), self.dtype)
+
+    def add_table_gradient(self, token_sums, w_ih, d_emb, Py_ssize_t padding,
+                           int num_threads):
+        """d_emb (V, input_size) += token_sums W_ih: the embedding's gradient
+        from a token-input backward's per-id sums (in; its ``padding`` row
+        is zeroed, -1: none), except the ``padding`` row."""
+        self._table_gradient(self, token_sums, w_ih, d_emb, padding, num_threads)
+
+    cdef object _array3(self, a):
+        return a if a is not None else self._empty3
+
     cdef object _vector(self, a):
         return a if a is not None else self._empty1
 
 
-def _forward(DirectionKernel kernel,
-             const floating[:, :, ::1] x,
-             const floating[:, ::1] w_ih,
-             const floating[:, ::1] w_hh,
-             const floating[::1] b_ih,
-             const floating[::1] b_hh,
-             const floating[:, ::1] w2,
-             const floating[:, ::1] peep,
-             const int[::1] lengths,
-             const int[::1] chunks,
-             floating[:, ::1] h,
-             floating[:, ::1] c,
-             floating[:, :, ::1] out,
-             floating[:, :, ::1] gates,
-             floating[:, :, ::1] c_hist,
-             floating[::1] bias_row,
-             floating[::1] w_hh_packed,
-             floating[::1] w_ih_packed0,
-             floating[::1] w_ih_packed1,
-             floating[::1] w2_packed,
-             int num_threads,
-             int block,
-             floating[::1] inputs,
-             int slices,
-             floating[::1] split_work,
-             floating[:, ::1] h_buf):
+def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
+             const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+             const floating[::1] b_ih, const floating[::1] b_hh,
+             const floating[:, ::1] w2, const floating[:, ::1] peep,
+             const int[::1] lengths, const int[::1] chunks,
+             floating[:, ::1] h, floating[:, ::1] c, floating[:, :, ::1] out,
+             floating[:, :, ::1] gates, floating[:, :, ::1] c_hist,
+             floating[::1] bias_row, floating[::1] w_hh_packed,
+             floating[::1] w_ih_packed0, floating[::1] w_ih_packed1,
+             floating[::1] w2_packed, int num_threads, int block,
+             floating[::1] inputs, int slices, floating[::1] split_work,
+             floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
+             const floating[:, ::1] emb, floating[:, ::1] table):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
     to keep what backward needs, or (max(block, 1), B, W) as workspace for
     inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
     ``*_packed`` buffers are workspace.  ``slices`` > 0: the column split
-    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``."""
+    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``.
+    A token input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows
+    of ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1
     cdef int team = min(num_threads, nchunks)
     cdef int k
-    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>x.shape[1] * gates.shape[2]
+    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>out.shape[1] * gates.shape[2]
     cdef floating *c_ptr = ptr2(c)
     cdef floating *c_hist_ptr = ptr3(c_hist)
     cdef floating *w_ih_packed[2]
     cdef floating *w2_ptr = ptr1(w2_packed)
     cdef const floating *peep_ptr = const_ptr2(peep)
-    dm.T = x.shape[0]
-    dm.B = x.shape[1]
+    dm.T = out.shape[0]
+    dm.B = out.shape[1]
     w_ih_packed[0] = &w_ih_packed0[0]
     w_ih_packed[1] = ptr1(w_ih_packed1)
     with nogil:
         fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
         if slices > 0:
-            column_split_forward(&dm, slices, block, &lengths[0], &x[0, 0, 0],
+            column_split_forward(&dm, slices, block, &lengths[0], const_ptr3(x),
                                  &w_ih[0, 0], &w_hh[0, 0], &bias_row[0], &h[0, 0],
                                  &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0])
         else:
             pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2), w_ih_packed,
                                  &w_hh_packed[0], w2_ptr)
+            if ids.shape[0] > 0:
+                dm.ids = &ids[0]
+                dm.table = &table[0, 0]
+                input_table(&dm, team, emb.shape[0], &emb[0, 0], &bias_row[0],
+                            <const floating **>w_ih_packed, &table[0, 0])
             for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
                 forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                              &x[0, 0, 0], &bias_row[0], <const floating **>w_ih_packed,
+                              const_ptr3(x), &bias_row[0], <const floating **>w_ih_packed,
                               &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride, &h[0, 0],
                               c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr, peep_ptr,
                               block, ptr1(inputs))
@@ -1398,18 +1531,24 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
               floating[::1] db_hh, floating[:, ::1] dw2, floating[:, ::1] dpeep,
               floating[:, ::1] scratch, Py_ssize_t[::1] h_prevs,
               floating[::1] bias_acc, floating[::1] peep_acc,
-              floating[::1] w_hh_packed, floating[::1] w2_packed, int num_threads):
+              floating[::1] w_hh_packed, floating[::1] w2_packed, int num_threads,
+              const Py_ssize_t[::1] ids, const floating[:, ::1] emb,
+              floating[:, ::1] token_sums):
     """DirectionKernel.backward, typed (see there).  Workspace: ``scratch``
     (B, max(GH, 2C)), ``h_prevs`` (B,) row pointers, ``bias_acc`` (nchunks *
     W; empty without bias) and ``peep_acc`` (nchunks * 3C; empty without
-    peepholes), the chunks' partial sums, and the ``*_packed`` buffers."""
+    peepholes), the chunks' partial sums, and the ``*_packed`` buffers.  A
+    token input (``ids`` not empty): ``token_sums`` (V, W) receives the
+    per-id sums of the gate gradients."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1, prev_threads
     cdef floating *bias_acc_ptr = ptr1(bias_acc)
     cdef floating *peep_acc_ptr = ptr1(peep_acc)
     cdef floating *w2_ptr = ptr1(w2_packed)
-    dm.T = x.shape[0]
-    dm.B = x.shape[1]
+    dm.T = out.shape[0]
+    dm.B = out.shape[1]
+    if ids.shape[0] > 0:
+        dm.ids = &ids[0]
     with nogil:
         pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, False, &w_hh_packed[0])
         if has_second_product(&dm):
@@ -1425,11 +1564,29 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
             add_bias_gradients(&dm, bias_acc_ptr, nchunks, ptr1(db_ih), ptr1(db_hh))
         if peep_acc_ptr != NULL:
             add_chunk_sums(peep_acc_ptr, nchunks, 3 * dm.C, &dpeep[0, 0])
-        weight_gradients(&dm, &lengths[0], &x[0, 0, 0], &w_ih[0, 0],
+        weight_gradients(&dm, &lengths[0], const_ptr3(x), &w_ih[0, 0],
                          &gates[0, 0, 0], &out[0, 0, 0],
                          &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
                          ptr3(d_x), add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], ptr2(dw2),
                          num_threads)
+        if dm.ids != NULL:
+            token_gradients(&dm, emb.shape[0], &emb[0, 0], &gates[0, 0, 0],
+                            &token_sums[0, 0], &dw_ih[0, 0], num_threads)
+        if prev_threads > 1:
+            blas_set_threads(prev_threads)
+
+
+def _table_gradient(DirectionKernel kernel, floating[:, ::1] token_sums,
+                    const floating[:, ::1] w_ih, floating[:, ::1] d_emb, Py_ssize_t padding,
+                    int num_threads):
+    """DirectionKernel.add_table_gradient, typed."""
+    cdef Dims dm = kernel._layout
+    cdef int prev_threads
+    with nogil:
+        prev_threads = blas_get_threads()
+        blas_set_threads(1)
+        table_gradient(&dm, token_sums.shape[0], &w_ih[0, 0], &token_sums[0, 0], &d_emb[0, 0],
+                       padding, num_threads)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
 

@@ -22,3 +22,7 @@ cdef inline const floating *const_ptr2(const floating[:, ::1] a) noexcept nogil:
 
 cdef inline floating *ptr3(floating[:, :, ::1] a) noexcept nogil:
     return &a[0, 0, 0] if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0 else NULL
+
+
+cdef inline const floating *const_ptr3(const floating[:, :, ::1] a) noexcept nogil:
+    return &a[0, 0, 0] if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0 else NULL

@@ -19,6 +19,18 @@ from .module import Module, reserve_parameter
 __all__ = ["Embedding"]
 
 
+class TokenGradient:
+    """What a recurrent layer that read token ids through an embedding
+    (``layer(ids, embedding=emb)``) passes to ``emb.backward``: the table's
+    gradient, which ``add_to(d_table, padding, num_threads)`` adds to
+    ``d_table`` except the ``padding`` row (-1: none).  The layer knows how:
+    per-id sums of its gate gradients times W_ih, or its input gradient
+    scattered by id."""
+
+    def __init__(self, add_to):
+        self.add_to = add_to
+
+
 class Embedding(Module):
     """``torch.nn.Embedding`` semantics: parameter ``weight`` (V, D).
 
@@ -114,8 +126,15 @@ class Embedding(Module):
         """Accumulate the weight gradient of the last training-mode forward.
 
         The ``padding_idx`` row gets nothing.  Returns None: integer ids have
-        no gradient.
+        no gradient.  A recurrent layer that read ids through this table
+        calls this itself with a :class:`TokenGradient` (no forward of this
+        layer precedes it).
         """
+        if isinstance(d_out, TokenGradient):
+            if not self._frozen:
+                d_out.add_to(self.grads["weight"], self._padding_row(),
+                             _threads.get_num_threads())
+            return None
         cache = self._forward_cache()
         expected = cache.ids_shape + (self.embedding_dim,)
         if self._frozen:
@@ -128,10 +147,13 @@ class Embedding(Module):
         check_shape("d_out", d_out, expected)
         check_finite("d_out", d_out)
         self._consume_cache()
-        padding = -1 if self.padding_idx is None else self.padding_idx
         self._scatter_add(cache.ids, d_out.reshape(-1, self.embedding_dim), self.grads["weight"],
-                          padding, _threads.get_num_threads())
+                          self._padding_row(), _threads.get_num_threads())
         return None
+
+    def _padding_row(self):
+        """The row that gets no gradient, as the kernels take it (-1: none)."""
+        return -1 if self.padding_idx is None else self.padding_idx
 
     # -- pretrained vectors -------------------------------------------------------
     @classmethod

@@ -19,6 +19,7 @@ from .._validation import (FRACTION, Boolean, Integer, Optional, Real, check_fin
                            check_shape, float_array, lengths_array, positive_int,
                            private_input, produced, read_only, resolve_dtype, sequence_input,
                            time_major)
+from .embedding import Embedding, TokenGradient, _id_array
 from .module import ForwardCache, Module, check_parameter_budget
 from .stream import Stream
 
@@ -65,6 +66,58 @@ class _BatchPlan:
         if self.perm is None:
             return array
         return np.take(array, self.inverse, axis=axis)
+
+
+class _TokenInput:
+    """The first layer's input as token ids of an :class:`Embedding`
+    (``forward(ids, embedding=...)``), in kernel row order.
+
+    ``fused``: the kernels read the ids through a table of each vocabulary
+    row's input product (products with V rows instead of T * B in forward and
+    backward), chosen when the vocabulary has fewer rows than the batch has
+    tokens.  Otherwise ``dense`` holds the gathered embedding rows and the
+    layer runs as on any input.  Either way backward hands the embedding a
+    ``TokenGradient`` (``pass_gradient``).
+    """
+
+    def __init__(self, ids, embedding, plan):
+        self.embedding = embedding
+        steps, batch = ids.shape
+        kernel_ids = np.array(plan.to_kernel(ids), dtype=np.intp, order="C")   # a private copy
+        self.ids = kernel_ids.reshape(-1)
+        self.fused = embedding.num_embeddings < steps * batch
+        self.dense = None if self.fused else np.take(embedding.weight, kernel_ids, axis=0)
+        self.shape = (steps, batch, embedding.embedding_dim)
+        self._sums = []     # fused backward: (kernel, per-id gate gradient sums, W_ih)
+
+    def kernel_inputs(self):
+        """forward's (x, keywords) for this input."""
+        if self.fused:
+            return None, {"ids": self.ids, "emb": self.embedding.weight}
+        return self.dense, {}
+
+    def gradient_inputs(self, kernel, w_ih):
+        """backward's keywords for one direction of a fused input; the per-id
+        sums it fills are kept for the embedding's gradient."""
+        sums = np.empty((self.embedding.num_embeddings, kernel.width), self.embedding.dtype)
+        self._sums.append((kernel, sums, w_ih))
+        return {"ids": self.ids, "emb": self.embedding.weight, "token_sums": sums}
+
+    def pass_gradient(self, d_x, num_threads):
+        """The embedding's backward, with the table's gradient: from the kept
+        sums (fused), or d_x (T, B, E) in kernel order scattered by id."""
+        parts, self._sums = self._sums, []
+        if self.fused:
+            def add_to(d_table, padding, threads):
+                for kernel, sums, w_ih in parts:
+                    kernel.add_table_gradient(sums, w_ih, d_table, padding, threads)
+        else:
+            scatter = self.embedding._scatter_add
+            def add_to(d_table, padding, threads):
+                if d_x is not None:         # None: the table is frozen
+                    scatter(self.ids.astype(np.int64, copy=False),
+                            d_x.reshape(-1, self.shape[2]), d_table, padding, threads)
+        self.embedding.backward(TokenGradient(add_to))
 
 
 class _Recurrent(Module):
@@ -177,6 +230,20 @@ class _Recurrent(Module):
     def _check_input(self, x):
         return sequence_input(x, self.dtype, self.input_size, self.batch_first)
 
+    def _check_tokens(self, ids, embedding):
+        """Token ids (T, B) time-major, checked against ``embedding``."""
+        if not isinstance(embedding, Embedding):
+            raise TypeError(f"embedding must be a fastrnn Embedding, got "
+                            f"{type(embedding).__name__}")
+        if embedding.embedding_dim != self.input_size or embedding.dtype != self.dtype:
+            raise ValueError(f"embedding must give {self.input_size}-wide {self.dtype.name} "
+                             f"rows (input_size, dtype), got {embedding!r}")
+        ids = _id_array(ids, embedding.num_embeddings)
+        if ids.ndim != 2 or 0 in ids.shape:
+            raise ValueError(f"x must be a 2-D array of token ids ({'B, T' if self.batch_first else 'T, B'}) "
+                             f"when an embedding is given, got shape {ids.shape}")
+        return ids.T if self.batch_first else ids
+
     def _state_shape(self, batch, cell=False):
         """Shape of h (proj_size wide when projected), or of the LSTM's c."""
         size = self.hidden_size if cell else self._state_size
@@ -203,10 +270,11 @@ class _Recurrent(Module):
                 self._check_state(f"{name}[1]", value[1], batch, cell=True))
 
     # -- forward --------------------------------------------------------------
-    def forward(self, x, hx=None, lengths=None):
+    def forward(self, x, hx=None, lengths=None, embedding=None):
         """Run the whole sequence.
 
-        x: (T, B, input_size), or (B, T, input_size) with ``batch_first``.
+        x: (T, B, input_size), or (B, T, input_size) with ``batch_first``;
+            with ``embedding``, integer token ids (T, B) (or (B, T)).
         hx: initial state (num_layers * D, B, H_out), zeros when None; a tuple
             (h0, c0) for the LSTM, c0 (num_layers * D, B, hidden_size).
         lengths: one int per row in 1..T; rows end early (PyTorch packed
@@ -216,19 +284,32 @@ class _Recurrent(Module):
         final state ``h_n`` (num_layers * D, B, H_out), or ``(h_n, c_n)`` for
         the LSTM.  D is 2 for a bidirectional layer, else 1; H_out is
         ``proj_size`` for a projected LSTM, else ``hidden_size``.
+        embedding: an :class:`Embedding` whose rows are the input (the same
+            as ``layer(embedding(ids))``, with equal outputs bit for bit).
+            When its vocabulary is smaller than the batch's T * B tokens, the
+            input product is made once per vocabulary row instead of once
+            per token, in forward and in backward, which then adds to the
+            embedding's gradient (unless frozen) and returns d_x None.
         """
         x_given = x
-        x = self._check_input(x)
-        steps, batch, _ = x.shape
+        if embedding is None:
+            x = self._check_input(x)
+            steps, batch, _ = x.shape
+        else:
+            x = self._check_tokens(x, embedding)
+            steps, batch = x.shape
         h0, c0 = self._split_states("hx", hx, batch)
         if lengths is not None:
             lengths = lengths_array(lengths, batch, steps)
         num_threads = _threads.get_num_threads()
         plan = self._plan(lengths, batch, steps, num_threads)
         h_n, c_n = self._kernel_states(plan, h0, c0, batch)
-        layer_input = plan.to_kernel(x)
-        if self.training:
-            layer_input = private_input(layer_input, x_given)    # backward reads it again
+        if embedding is not None:
+            layer_input = _TokenInput(x, embedding, plan)
+        else:
+            layer_input = plan.to_kernel(x)
+            if self.training:
+                layer_input = private_input(layer_input, x_given)    # backward reads it again
         layers = []
         with _threads.blas_region():
             for layer in range(self.num_layers):
@@ -256,6 +337,8 @@ class _Recurrent(Module):
         (T, B, D * H_out), tapes)``, the tapes (one per direction) holding what
         backward needs (None in eval mode).  h_n / c_n become final states."""
         steps, batch = layer_input.shape[:2]
+        x, token_keywords = layer_input.kernel_inputs() \
+            if isinstance(layer_input, _TokenInput) else (layer_input, {})
         D = self._directions
         shape = (steps, batch, self._kernels[layer * D].out_width)
         out = self._buffers.empty(("out", layer), shape, self.dtype)
@@ -269,8 +352,9 @@ class _Recurrent(Module):
             tape = kernel.take_tape(steps, batch, h_n[k], c_k) if self.training else None
             tapes.append(tape)
             (w_ih, w_hh, b_ih, b_hh, w_hr, peep), _ = self._slots[k]
-            kernel.forward(layer_input, w_ih, w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
-                           h_n[k], c_k, out, tape, num_threads, w2=w_hr, peep=peep)
+            kernel.forward(x, w_ih, w_hh, b_ih, b_hh, plan.lengths, plan.chunks,
+                           h_n[k], c_k, out, tape, num_threads, w2=w_hr, peep=peep,
+                           **token_keywords)
         return out, tapes
 
     def _mask_above(self, layer, shape):
@@ -350,7 +434,9 @@ class _Recurrent(Module):
         input_grad: False skips computing dL/dx (returned as None) when the
             input needs no gradient, e.g. a first layer fed by data.
         Returns ``(d_x, d_hx)`` (``d_hx`` = (d_h0, d_c0) for the LSTM).
-        Parameter gradients are added to ``self.grads``.
+        Parameter gradients are added to ``self.grads``; after a forward with
+        ``embedding``, its gradient to the embedding's (unless frozen), and
+        d_x is None.
         """
         cache = self._forward_cache()
         top = cache.layers[-1].out
@@ -373,6 +459,10 @@ class _Recurrent(Module):
                     below_mask = cache.layers[layer - 1].mask
                     d_layer = d_input * below_mask if below_mask is not None else d_input
         self._recycle(cache)
+        first_input = cache.layers[0].input
+        if isinstance(first_input, _TokenInput):
+            first_input.pass_gradient(d_input, num_threads)
+            input_grad = False
         return self._user_gradients(cache.plan, d_input if input_grad else None, d_h0, d_c0)
 
     def _backward_layer(self, cache, layer, d_out, d_h0, d_c0, need_d_input, num_threads):
@@ -381,18 +471,23 @@ class _Recurrent(Module):
         dL/d(the layer's input) returned (None when not needed; the first
         direction writes it, the second adds)."""
         saved, plan = cache.layers[layer], cache.plan
+        x, tokens = saved.input, None
+        if isinstance(x, _TokenInput):
+            tokens, x = (x, None) if x.fused else (None, x.dense)
+            need_d_input = not (tokens or saved.input.embedding.freeze)
         d_input = self._buffers.empty(("d_input", layer), saved.input.shape, self.dtype) \
             if need_d_input else None
         for direction in range(self._directions):
             k = layer * self._directions + direction
             (w_ih, w_hh, _, _, w_hr, peep), grads = self._slots[k]
             dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep = grads
+            token_keywords = tokens.gradient_inputs(self._kernels[k], w_ih) if tokens else {}
             self._kernels[k].backward(
-                saved.tapes[direction], saved.input, w_ih, w_hh, plan.lengths,
+                saved.tapes[direction], x, w_ih, w_hh, plan.lengths,
                 plan.chunks, cache.had_h0, saved.out, d_out, d_h0[k],
                 d_c0[k] if self._has_cell_state else None, d_input,
                 direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads,
-                w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep)
+                w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep, **token_keywords)
         return d_input
 
     def _user_gradients(self, plan, d_input, d_h0, d_c0):

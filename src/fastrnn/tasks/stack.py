@@ -92,6 +92,9 @@ class RecurrentStack:
         except TypeError as exc:    # an unknown or mistyped option
             raise TypeError(f"cell_options for cell={cell!r}: {exc}") from None
         self.dropout = Dropout(dropout, seed=seeds[2], dtype=dtype) if dropout > 0 else None
+        # RNN/LSTM/GRU read token ids through the embedding themselves (the
+        # input product once per vocabulary row); Jordan stacks take vectors.
+        self._layer_reads_ids = self.embedding is not None and cell != "jordan"
         self.dtype = self.rnn.dtype
         # h is proj_size wide for a projected LSTM (Jordan stacks have no projection)
         self.output_size = ((getattr(self.rnn, "proj_size", 0) or hidden_size)
@@ -110,7 +113,10 @@ class RecurrentStack:
 
     def forward(self, inputs, lengths=None, hx=None):
         """``(out (T, B, output_size), h_n)`` for ids (T, B) or features (T, B, F)."""
-        out, h_n = self.rnn(self._features(inputs), hx=hx, lengths=lengths)
+        if self._layer_reads_ids:
+            out, h_n = self.rnn(inputs, hx=hx, lengths=lengths, embedding=self.embedding)
+        else:
+            out, h_n = self.rnn(self._features(inputs), hx=hx, lengths=lengths)
         if self.dropout is not None:
             out = self.dropout(out)
         self._out_shape = out.shape    # backward(None, d_hn) needs it
@@ -125,6 +131,8 @@ class RecurrentStack:
             d_out = np.zeros(self._out_shape, dtype=self.dtype)
         elif self.dropout is not None:
             d_out = self.dropout.backward(d_out)
+        if self._layer_reads_ids:     # the layer adds to the embedding's gradient
+            return self.rnn.backward(d_out, d_hn=d_hn)[1]
         needs_input_grad = self.embedding is not None and bool(self.embedding.parameters())
         d_x, d_hx = self.rnn.backward(d_out, d_hn=d_hn, input_grad=needs_input_grad)
         if needs_input_grad:
