@@ -207,22 +207,42 @@ def test_bad_token_input_names_the_argument():
         layer(np.zeros((T, B, E), dtype=np.int64), embedding=embedding)
 
 
-def test_a_task_model_with_an_embedding_reads_ids_in_the_layer():
-    """RecurrentStack hands ids to the layer; training matches the two-module form."""
+@pytest.mark.parametrize("input_kind", ["embedding", "onehot"])
+def test_a_task_model_stack_reads_ids_in_the_layer(input_kind):
+    """RecurrentStack hands ids to the layer (an identity table for one-hot
+    inputs); training matches the layer on the embedded / one-hot vectors."""
     from fastrnn.tasks.stack import RecurrentStack
+    from fastrnn.text import one_hot
     rng = np.random.default_rng(8)
-    ids = rng.integers(0, 9, size=(T, B))
+    vocab = 9
+    ids = rng.integers(0, vocab, size=(T, B))
+    lengths = random_lengths(rng, B, T)
     d_out = rng.standard_normal((T, B, 2 * H))
-    results = []
-    for reads_ids in (True, False):
-        stack = RecurrentStack("lstm", "embedding", 9, H, embedding_dim=E, bidirectional=True,
-                               dtype="float64", seed=1)
-        assert stack._layer_reads_ids
-        stack._layer_reads_ids = reads_ids
-        out, _ = stack.forward(ids, lengths=random_lengths(np.random.default_rng(0), B, T))
-        stack.backward(d_out)
-        results.append((out.copy(), stack.embedding.grads["weight"].copy(),
-                        stack.rnn.grads["weight_ih_l0"].copy()))
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    for got, want in zip(results[0][1:], results[1][1:]):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    stacks = [RecurrentStack("lstm", input_kind, vocab, H, embedding_dim=E, bidirectional=True,
+                             dtype="float64", seed=1) for _ in range(2)]
+    assert stacks[0]._id_table() is not None
+    out, _ = stacks[0].forward(ids, lengths=lengths)
+    assert stacks[0].rnn._cache.layers[0].input.fused
+    stacks[0].backward(d_out)
+    layer = stacks[1].rnn
+    vectors = stacks[1].embedding.weight[ids] if input_kind == "embedding" \
+        else one_hot(ids, vocab, dtype="float64")
+    want, _ = layer(vectors, lengths=lengths)
+    d_x, _ = layer.backward(d_out)
+    np.testing.assert_array_equal(out, want)
+    for name, grad in layer.grads.items():
+        np.testing.assert_allclose(stacks[0].rnn.grads[name], grad, rtol=1e-12, atol=1e-13,
+                                   err_msg=name)
+    if input_kind == "embedding":
+        want_table = np.zeros_like(stacks[1].embedding.weight)
+        np.add.at(want_table, ids, d_x)
+        want_table[0] = 0        # PAD
+        np.testing.assert_allclose(stacks[0].embedding.grads["weight"], want_table,
+                                   rtol=1e-12, atol=1e-13)
+
+
+def test_a_jordan_stack_and_wide_one_hot_take_vectors():
+    from fastrnn.tasks.stack import ONEHOT_TABLE_MAX, RecurrentStack
+    assert RecurrentStack("jordan", "embedding", 9, H, embedding_dim=E)._id_table() is None
+    assert RecurrentStack("gru", "onehot", ONEHOT_TABLE_MAX + 1, H)._id_table() is None
+    assert RecurrentStack("gru", "numeric", 5, H)._id_table() is None

@@ -6,6 +6,8 @@ with one forward and one backward for the whole stack.  ``CELLS`` is the one
 table of the cell names the task models (and the CLI) accept.
 """
 
+import functools
+
 import numpy as np
 
 from .._validation import FRACTION, Options, layer_seeds
@@ -31,6 +33,17 @@ def _jordan_stack(input_size, hidden_size, num_layers=1, dropout=0.0, bidirectio
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": _jordan_stack}
 INPUTS = ("embedding", "onehot", "numeric")
+
+# One-hot inputs up to this width go to the layer as ids of a frozen identity
+# table (V * V values: 4 MB in float32 at the limit), so the layer can make the
+# input product once per symbol instead of once per token.
+ONEHOT_TABLE_MAX = 1024
+
+
+@functools.lru_cache(maxsize=4)
+def _identity_table(size, dtype):
+    """A frozen Embedding whose row v is the one-hot vector of v (shared, never written)."""
+    return Embedding.from_pretrained(np.eye(size), freeze=True, dtype=dtype)
 
 
 class RecurrentStack:
@@ -92,9 +105,6 @@ class RecurrentStack:
         except TypeError as exc:    # an unknown or mistyped option
             raise TypeError(f"cell_options for cell={cell!r}: {exc}") from None
         self.dropout = Dropout(dropout, seed=seeds[2], dtype=dtype) if dropout > 0 else None
-        # RNN/LSTM/GRU read token ids through the embedding themselves (the
-        # input product once per vocabulary row); Jordan stacks take vectors.
-        self._layer_reads_ids = self.embedding is not None and cell != "jordan"
         self.dtype = self.rnn.dtype
         # h is proj_size wide for a projected LSTM (Jordan stacks have no projection)
         self.output_size = ((getattr(self.rnn, "proj_size", 0) or hidden_size)
@@ -103,6 +113,20 @@ class RecurrentStack:
     def modules(self):
         """The layers that exist, in order: embedding, recurrent stack, dropout."""
         return [m for m in (self.embedding, self.rnn, self.dropout) if m is not None]
+
+    def _id_table(self):
+        """The Embedding the recurrent layer reads token ids through (the
+        input product once per vocabulary row, see ``RNN.forward``): the
+        model's embedding, or an identity table for one-hot inputs; None when
+        the layer takes vectors (numeric inputs, Jordan stacks, one-hot wider
+        than ``ONEHOT_TABLE_MAX``)."""
+        if isinstance(self.rnn, Jordan):
+            return None
+        if self.embedding is not None:
+            return self.embedding
+        if self.input_kind == "onehot" and self.input_size <= ONEHOT_TABLE_MAX:
+            return _identity_table(self.input_size, self.dtype.name)
+        return None
 
     def _features(self, inputs):
         if self.input_kind == "embedding":
@@ -113,8 +137,9 @@ class RecurrentStack:
 
     def forward(self, inputs, lengths=None, hx=None):
         """``(out (T, B, output_size), h_n)`` for ids (T, B) or features (T, B, F)."""
-        if self._layer_reads_ids:
-            out, h_n = self.rnn(inputs, hx=hx, lengths=lengths, embedding=self.embedding)
+        table = self._id_table()
+        if table is not None:
+            out, h_n = self.rnn(inputs, hx=hx, lengths=lengths, embedding=table)
         else:
             out, h_n = self.rnn(self._features(inputs), hx=hx, lengths=lengths)
         if self.dropout is not None:
@@ -131,7 +156,7 @@ class RecurrentStack:
             d_out = np.zeros(self._out_shape, dtype=self.dtype)
         elif self.dropout is not None:
             d_out = self.dropout.backward(d_out)
-        if self._layer_reads_ids:     # the layer adds to the embedding's gradient
+        if self._id_table() is not None:     # the layer hands the table its gradient
             return self.rnn.backward(d_out, d_hn=d_hn)[1]
         needs_input_grad = self.embedding is not None and bool(self.embedding.parameters())
         d_x, d_hx = self.rnn.backward(d_out, d_hn=d_hn, input_grad=needs_input_grad)
