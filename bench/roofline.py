@@ -48,6 +48,11 @@ def _sgemm_rate(a, b, c, reps):
         start = time.perf_counter()
         np.matmul(a, b, out=c)
         best = min(best, time.perf_counter() - start)
+    # numpy's OpenBLAS workers busy-wait after a product (OPENBLAS_THREAD_TIMEOUT,
+    # 2^28 cycles by default: ~0.1 s) and would take a core from the layer timed
+    # next (RNN (100,64,128) measured 1.13x from the second thread right after
+    # this, 1.85x on its own); let them go to sleep first.
+    time.sleep(0.5)
     return 2 * GEMM_N ** 3 / best
 
 
