@@ -205,6 +205,12 @@ def test_bad_token_input_names_the_argument():
     with pytest.raises(ValueError, match=r"x must be a 2-D array of token ids \(T, B\).*"
                                          r"got shape \(6, 5, 4\)"):
         layer(np.zeros((T, B, E), dtype=np.int64), embedding=embedding)
+    # A diverged table is rejected as the layer rejects x: only rows it reads count.
+    for table in (embedding, fr.Embedding(V_LARGE, E, dtype="float64")):
+        table.weight[3, 1] = np.inf
+        layer(ids, embedding=table)           # row 3 unused: fine
+        with pytest.raises(ValueError, match=r"x \(the embedding rows it selects\) contains NaN"):
+            layer(ids + 3, embedding=table)
 
 
 @pytest.mark.parametrize("input_kind", ["embedding", "onehot"])

@@ -88,6 +88,10 @@ class _TokenInput:
         self.fused = embedding.num_embeddings < steps * batch
         self.dense = None if self.fused else np.take(embedding.weight, kernel_ids, axis=0)
         self.shape = (steps, batch, embedding.embedding_dim)
+        # As the layer checks x: the embedding rows it reads (once each when fused).
+        rows = self.dense if not self.fused else \
+            embedding.weight[np.bincount(self.ids, minlength=embedding.num_embeddings) > 0]
+        check_finite("x (the embedding rows it selects)", rows)
         self._sums = []     # fused backward: (kernel, per-id gate gradient sums, W_ih)
 
     def kernel_inputs(self):
