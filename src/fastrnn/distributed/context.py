@@ -25,6 +25,11 @@ MPI_MISSING = ("distributed training needs mpi4py and an MPI library: "
 
 _context = None
 DEFAULT_TIMEOUT = 300.0     # seconds a rank waits for the others before aborting
+# Seconds between printing an abort's message and MPI_Abort: the launcher
+# forwards a rank's stderr through a pipe and tears stdio down on the abort,
+# so a message written just before it can be lost (CI once saw an abort with
+# empty stderr).
+ABORT_MESSAGE_GRACE = 0.5
 SPIN_SECONDS = 0.01         # a wait tests back to back this long before it sleeps
 ARRIVAL_PAUSE = 2.5e-4      # the longest sleep of a rank waiting for the others to join
 
@@ -281,6 +286,7 @@ class Context:
         sys.stderr.write(f"fastrnn.distributed: rank {self.rank} of {self.size} failed; "
                          f"aborting all ranks.\n{text}")
         sys.stderr.flush()
+        time.sleep(ABORT_MESSAGE_GRACE)
         self.comm.Abort(code)
         os._exit(code)  # pragma: no cover - Abort does not return
 
