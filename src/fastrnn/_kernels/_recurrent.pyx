@@ -6,7 +6,9 @@ only its elementwise gate math (``cell_forward_row`` / ``cell_backward_row``).
 The gate buffer ``gates`` has shape (T, B, W) and plays three roles:
 
 1. forward staging: the folded biases plus the input projection of every
-   timestep, written by one big GEMM before the time loop;
+   timestep, written by one big GEMM before the time loop; for token ids
+   (``DirectionKernel.forward(ids=...)``) a row of the input table instead,
+   which holds that sum once per vocabulary row;
 2. forward storage: the time loop adds the recurrent product and replaces the
    pre-activations in place by what the backward pass needs (activations);
 3. backward: the sweep replaces the activations by the pre-activation
@@ -1311,7 +1313,8 @@ cdef class DirectionKernel:
                 split_work = _buffer(work, "split", (colsplit_workspace(
                     &self._layout, B, slices, block, self.dtype == np.float32),), self.dtype)
                 h_buf = _buffer(work, "h_buf", (2 * B, self.state_size), self.dtype)
-            self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih), self._vector(b_hh),
+            self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih),
+                          self._vector(b_hh),
                           w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
@@ -1458,7 +1461,8 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     cdef int nchunks = chunks.shape[0] - 1
     cdef int team = min(num_threads, nchunks)
     cdef int k
-    cdef size_t gates_t_stride = 0 if gates.shape[0] == 1 else <size_t>out.shape[1] * gates.shape[2]
+    cdef size_t gates_t_stride = (0 if gates.shape[0] == 1
+                                  else <size_t>out.shape[1] * gates.shape[2])
     cdef floating *c_ptr = ptr2(c)
     cdef floating *c_hist_ptr = ptr3(c_hist)
     cdef floating *w_ih_packed[2]

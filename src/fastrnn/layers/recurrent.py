@@ -244,8 +244,9 @@ class _Recurrent(Module):
                              f"rows (input_size, dtype), got {embedding!r}")
         ids = _id_array(ids, embedding.num_embeddings)
         if ids.ndim != 2 or 0 in ids.shape:
-            raise ValueError(f"x must be a 2-D array of token ids ({'B, T' if self.batch_first else 'T, B'}) "
-                             f"when an embedding is given, got shape {ids.shape}")
+            layout = "B, T" if self.batch_first else "T, B"
+            raise ValueError(f"x must be a 2-D array of token ids ({layout}) when an "
+                             f"embedding is given, got shape {ids.shape}")
         return ids.T if self.batch_first else ids
 
     def _state_shape(self, batch, cell=False):
