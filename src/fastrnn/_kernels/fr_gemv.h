@@ -8,8 +8,8 @@
  * bound by the weight stream instead.
  *
  * The sums are those of fr_packed_gemm exactly: every column is accumulated
- * over p in the same order, in the same K blocks of FR_KC, starting from 0,
- * and added to C once per block; which panels are walked together does not
+ * over p in the same order, in the same K blocks of FR_KC, starting from the
+ * product of step 0, and added to C once per block; which panels are walked together does not
  * touch any column's sequence of operations.  So a caller may switch between
  * the two (by row count, by thread split of the columns) and get the same
  * bits.
@@ -21,15 +21,22 @@
 
 #define FR_DEFINE_GEMV(SUF, T, V, LANES)                                       \
                                                                                \
-/* C[mr x (np panels)] += A[mr x kc] @ np full panels (np * NR columns). */    \
+/* C[mr x (np panels)] += A[mr x kc] @ np full panels (np * NR columns),      \
+ * kc >= 1. */                                                                 \
 static inline __attribute__((always_inline)) void fr_multi_tile_##SUF(        \
     const int mr, const int np, int kc, const T *A, int lda, const T *panel,   \
     size_t panel_stride, T *C, int ldc)                                        \
 {                                                                              \
     V acc[2][4][2];                                                            \
-    for (int i = 0; i < mr; i++)                                               \
-        for (int q = 0; q < np; q++) { acc[i][q][0] = (V){0}; acc[i][q][1] = (V){0}; } \
-    for (int p = 0; p < kc; p++) {                                             \
+    for (int q = 0; q < np; q++) {   /* step p = 0 sets the accumulators */    \
+        V b0 = fr_load_##SUF(panel + q * panel_stride);                        \
+        V b1 = fr_load_##SUF(panel + q * panel_stride + LANES);                \
+        for (int i = 0; i < mr; i++) {                                         \
+            acc[i][q][0] = A[(size_t)i * lda] * b0;                            \
+            acc[i][q][1] = A[(size_t)i * lda] * b1;                            \
+        }                                                                      \
+    }                                                                          \
+    for (int p = 1; p < kc; p++) {                                             \
         for (int q = 0; q < np; q++) {                                         \
             const T *b = panel + q * panel_stride + (size_t)p * 2 * LANES;     \
             V b0 = fr_load_##SUF(b);                                           \
