@@ -4,9 +4,9 @@ from cython cimport floating
 
 cdef extern from "fr_gemv.h" nogil:
     void fr_small_gemm_f(int m, int n, int k, const float *A, int lda,
-                         const float *packed, float *C, int ldc)
+                         const float *packed, const float *bias, float *C, int ldc)
     void fr_small_gemm_d(int m, int n, int k, const double *A, int lda,
-                         const double *packed, double *C, int ldc)
+                         const double *packed, const double *bias, double *C, int ldc)
     void fr_team_barrier()
     int fr_thread_num()
     int fr_team_size()
@@ -18,6 +18,17 @@ cdef inline void step_gemm(int m, int n, int k, const floating *a, int lda,
     """``packed_gemm`` (C += A @ B, B packed) with the same bits, faster for
     m = 1, 2 rows (several weight panels per pass, fr_gemv.h)."""
     if floating is float:
-        fr_small_gemm_f(m, n, k, a, lda, packed, c, ldc)
+        fr_small_gemm_f(m, n, k, a, lda, packed, NULL, c, ldc)
     else:
-        fr_small_gemm_d(m, n, k, a, lda, packed, c, ldc)
+        fr_small_gemm_d(m, n, k, a, lda, packed, NULL, c, ldc)
+
+
+cdef inline void step_gemm_bias(int m, int n, int k, const floating *a, int lda,
+                                const floating *packed, const floating *bias,
+                                floating *c, int ldc) noexcept nogil:
+    """``packed_gemm_bias`` (C = bias + A @ B) with the same bits, faster for
+    m = 1, 2 rows."""
+    if floating is float:
+        fr_small_gemm_f(m, n, k, a, lda, packed, bias, c, ldc)
+    else:
+        fr_small_gemm_d(m, n, k, a, lda, packed, bias, c, ldc)

@@ -11,9 +11,9 @@ cdef extern from "fr_gemm.h" nogil:
     void fr_pack_f(int k, int n, const float *src, size_t s_p, size_t s_j, float *packed)
     void fr_pack_d(int k, int n, const double *src, size_t s_p, size_t s_j, double *packed)
     void fr_packed_gemm_f(int m, int n, int k, const float *A, int lda,
-                          const float *packed, float *C, int ldc)
+                          const float *packed, const float *bias, float *C, int ldc)
     void fr_packed_gemm_d(int m, int n, int k, const double *A, int lda,
-                          const double *packed, double *C, int ldc)
+                          const double *packed, const double *bias, double *C, int ldc)
 
 
 cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
@@ -21,9 +21,20 @@ cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
                              int ldc) noexcept nogil:
     """C (m x n) += A (m x k) @ B, B packed by ``pack_weights`` (fr_gemm.h)."""
     if floating is float:
-        fr_packed_gemm_f(m, n, k, a, lda, packed, c, ldc)
+        fr_packed_gemm_f(m, n, k, a, lda, packed, NULL, c, ldc)
     else:
-        fr_packed_gemm_d(m, n, k, a, lda, packed, c, ldc)
+        fr_packed_gemm_d(m, n, k, a, lda, packed, NULL, c, ldc)
+
+
+cdef inline void packed_gemm_bias(int m, int n, int k, const floating *a, int lda,
+                                  const floating *packed, const floating *bias,
+                                  floating *c, int ldc) noexcept nogil:
+    """C (m x n) = bias + A (m x k) @ B: the sums of copying the bias row (n
+    values) into C and calling ``packed_gemm``, without the copy."""
+    if floating is float:
+        fr_packed_gemm_f(m, n, k, a, lda, packed, bias, c, ldc)
+    else:
+        fr_packed_gemm_d(m, n, k, a, lda, packed, bias, c, ldc)
 
 
 cdef inline size_t packed_size(int rows, int cols, bint transpose,

@@ -66,7 +66,8 @@ from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gat
                                              lstm_backward_gates)
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
 from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
-from fastrnn._kernels._gemv cimport fr_team_barrier, fr_team_size, fr_thread_num, step_gemm
+from fastrnn._kernels._gemv cimport (fr_team_barrier, fr_team_size, fr_thread_num, step_gemm,
+                                     step_gemm_bias)
 from fastrnn._kernels._runtime cimport (blas_get_threads, blas_set_threads, chunk_start,
                                        split_threads)
 from fastrnn._kernels._rows cimport gru_row, sigmoid_row, tanh_row
@@ -417,7 +418,7 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
     biases plus the input product: computed here per step, or (``tb`` > 0)
     read from the block of ``tb`` steps whose products are made at its first
     step (``input_block_rows``)."""
-    cdef int W = dm.W, E = dm.E, i, k, col, wrow, size
+    cdef int W = dm.W, E = dm.E
     cdef floating *g
     if tb > 0:
         g = gates + <size_t>r0 * tb * W
@@ -428,14 +429,35 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
     g = gates + t * gates_t_stride + <size_t>r0 * W
     if dm.ids != NULL:
         table_rows(dm, n, dm.ids + <size_t>t * dm.B + r0, g)
-        return g
-    for i in range(n):
-        memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
+    else:
+        input_gate_rows(dm, n, x + (<size_t>t * dm.B + r0) * E, bias_row, w_ih_packed, g)
+    return g
+
+
+cdef inline void input_gate_rows(const Dims *dm, int n, const floating *a,
+                                 const floating *bias_row, const floating **w_ih_packed,
+                                 floating *g) noexcept nogil:
+    """Gate rows ``g`` (n rows, stride W) = the folded biases plus the input
+    product of the n input rows ``a`` (stride E).  Each input block's product
+    starts from its bias columns (``step_gemm_bias``: the sums of copying the
+    biases first, without the copy); the columns no input block feeds (GRU's
+    hn, the projected LSTM's m and dh) get the bias row's values."""
+    cdef int k, col, wrow, size, done = 0
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
-        step_gemm(n, size, E, x + (<size_t>t * dm.B + r0) * E, E, w_ih_packed[k],
-                  g + col, W)
-    return g
+        copy_bias_columns(dm, n, bias_row, done, col, g)
+        step_gemm_bias(n, size, dm.E, a, dm.E, w_ih_packed[k], bias_row + col, g + col, dm.W)
+        done = col + size
+    copy_bias_columns(dm, n, bias_row, done, dm.W, g)
+
+
+cdef inline void copy_bias_columns(const Dims *dm, int n, const floating *bias_row,
+                                   int c0, int c1, floating *g) noexcept nogil:
+    """Columns c0..c1 of the bias row into n gate rows (stride W)."""
+    cdef int i
+    if c1 > c0:
+        for i in range(n):
+            memcpy(g + <size_t>i * dm.W + c0, bias_row + c0, (c1 - c0) * sizeof(floating))
 
 
 cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
@@ -446,8 +468,7 @@ cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
     processing order) for rows r0..r0+n, as one product of steps * n rows:
     row (s, i) of ``g`` (stride W) and of ``xs`` (the gathered inputs).  Each
     row's sums are those of the per-step product (fr_gemm.h)."""
-    cdef int s, t, i, k, col, wrow, size, E = dm.E, W = dm.W
-    cdef int rows = steps * n
+    cdef int s, t, E = dm.E, W = dm.W
     if dm.ids != NULL:
         for s in range(steps):
             t = dm.T - 1 - (step + s) if dm.reverse else step + s
@@ -457,11 +478,7 @@ cdef void input_block_rows(const Dims *dm, int step, int steps, int r0, int n,
         t = dm.T - 1 - (step + s) if dm.reverse else step + s
         memcpy(xs + <size_t>s * n * E, x + (<size_t>t * dm.B + r0) * E,
                <size_t>n * E * sizeof(floating))
-    for i in range(rows):
-        memcpy(g + <size_t>i * W, bias_row, W * sizeof(floating))
-    for k in range(block_count(dm.cell)):
-        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
-        packed_gemm(rows, size, E, xs, E, w_ih_packed[k], g + col, W)
+    input_gate_rows(dm, steps * n, xs, bias_row, w_ih_packed, g)
 
 
 cdef inline void table_rows(const Dims *dm, int n, const Py_ssize_t *ids,
@@ -481,13 +498,8 @@ cdef void input_table_rows(const Dims *dm, int v0, int v1, const floating *emb,
     product of embedding rows v0..v1.  Each row's sums are those of the
     per-step product of that row (fr_gemm.h), so a token's gate row is bit
     for bit what the embedded input would give."""
-    cdef int i, k, col, wrow, size, W = dm.W
-    for i in range(v0, v1):
-        memcpy(table + <size_t>i * W, bias_row, W * sizeof(floating))
-    for k in range(block_count(dm.cell)):
-        input_block(dm.cell, dm.C, k, &col, &wrow, &size)
-        packed_gemm(v1 - v0, size, dm.E, emb + <size_t>v0 * dm.E, dm.E, w_ih_packed[k],
-                    table + <size_t>v0 * W + col, W)
+    input_gate_rows(dm, v1 - v0, emb + <size_t>v0 * dm.E, bias_row, w_ih_packed,
+                    table + <size_t>v0 * dm.W)
 
 
 cdef void input_table(const Dims *dm, int team, int V, const floating *emb,

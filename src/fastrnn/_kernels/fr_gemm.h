@@ -34,6 +34,9 @@
 #define FR_MR 6
 #endif
 #define FR_KC 256       /* K block: a panel slice of KC x NR stays in L1 */
+#ifndef FR_BLOCK_BYTES
+#define FR_BLOCK_BYTES (64 * 1024)  /* rows of A per block: see fr_packed_gemm */
+#endif
 #define FR_ROWS(r) ((r) < FR_MR ? (r) : FR_MR)   /* cases past FR_MR are unreachable */
 
 /* Rows of the next micro-tile when `left` rows remain.  A tile of fewer
@@ -85,13 +88,15 @@ static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
     }                                                                          \
 }                                                                              \
                                                                                \
-/* C[mr x cols] += A[mr x kc] @ panel[kc x NR], kc >= 1; mr is a constant    \
- * after inlining, so the accumulators live in registers.  Step 0 sets them  \
- * (a * b is 0 + a * b but for the sign of a zero): GCC turned a zeroing     \
- * loop into a memset of stack copies, 3% of the tile's time at kc = 256. */ \
+/* C[mr x cols] = base + A[mr x kc] @ panel[kc x NR], kc >= 1, where base   \
+ * row i is base + i * base_ld: C itself (base_ld = ldc) or one bias row      \
+ * (base_ld = 0).  mr is a constant after inlining, so the accumulators live  \
+ * in registers.  Step 0 sets them (a * b is 0 + a * b but for the sign of a  \
+ * zero): GCC turned a zeroing loop into a memset of stack copies, 3% of the  \
+ * tile's time at kc = 256. */                                                \
 static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
-    const int mr, int kc, const T *A, int lda, const T *panel, T *C, int ldc,  \
-    int cols)                                                                  \
+    const int mr, int kc, const T *A, int lda, const T *panel,                 \
+    const T *base, size_t base_ld, T *C, int ldc, int cols)                    \
 {                                                                              \
     V c0[FR_MR], c1[FR_MR];                                                    \
     V b0 = fr_load_##SUF(panel);                                               \
@@ -112,9 +117,10 @@ static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
     }                                                                          \
     if (cols == 2 * LANES) {                                                   \
         for (int i = 0; i < mr; i++) {                                         \
+            const T *s = base + i * base_ld;                                   \
             T *c = C + (size_t)i * ldc;                                        \
-            fr_store_##SUF(c, fr_load_##SUF(c) + c0[i]);                       \
-            fr_store_##SUF(c + LANES, fr_load_##SUF(c + LANES) + c1[i]);       \
+            fr_store_##SUF(c, fr_load_##SUF(s) + c0[i]);                       \
+            fr_store_##SUF(c + LANES, fr_load_##SUF(s + LANES) + c1[i]);       \
         }                                                                      \
     } else {                                                                   \
         T tile[2 * LANES];                                                     \
@@ -122,31 +128,33 @@ static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
             T *c = C + (size_t)i * ldc;                                        \
             fr_store_##SUF(tile, c0[i]);                                       \
             fr_store_##SUF(tile + LANES, c1[i]);                               \
-            for (int j = 0; j < cols; j++) c[j] += tile[j];                    \
+            for (int j = 0; j < cols; j++) c[j] = base[i * base_ld + j] + tile[j]; \
         }                                                                      \
     }                                                                          \
 }                                                                              \
                                                                                \
 static void fr_tile_dispatch_##SUF(int mr, int kc, const T *A, int lda,        \
-                                   const T *panel, T *C, int ldc, int cols)    \
+                                   const T *panel, const T *base,              \
+                                   size_t base_ld, T *C, int ldc, int cols)    \
 {                                                                              \
     /* One specialisation per row count (mr <= FR_MR). */                    \
     switch (mr) {                                                              \
-    case 1: fr_tile_##SUF(FR_ROWS(1), kc, A, lda, panel, C, ldc, cols); break; \
-    case 2: fr_tile_##SUF(FR_ROWS(2), kc, A, lda, panel, C, ldc, cols); break; \
-    case 3: fr_tile_##SUF(FR_ROWS(3), kc, A, lda, panel, C, ldc, cols); break; \
-    case 4: fr_tile_##SUF(FR_ROWS(4), kc, A, lda, panel, C, ldc, cols); break; \
-    case 5: fr_tile_##SUF(FR_ROWS(5), kc, A, lda, panel, C, ldc, cols); break; \
-    case 6: fr_tile_##SUF(FR_ROWS(6), kc, A, lda, panel, C, ldc, cols); break; \
-    case 7: fr_tile_##SUF(FR_ROWS(7), kc, A, lda, panel, C, ldc, cols); break; \
-    default: fr_tile_##SUF(FR_MR, kc, A, lda, panel, C, ldc, cols); break;     \
+    case 1: fr_tile_##SUF(FR_ROWS(1), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 2: fr_tile_##SUF(FR_ROWS(2), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 3: fr_tile_##SUF(FR_ROWS(3), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 4: fr_tile_##SUF(FR_ROWS(4), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 5: fr_tile_##SUF(FR_ROWS(5), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 6: fr_tile_##SUF(FR_ROWS(6), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    case 7: fr_tile_##SUF(FR_ROWS(7), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
+    default: fr_tile_##SUF(FR_MR, kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
     }                                                                          \
 }                                                                              \
                                                                                \
-/* C[m x n] += A[m x k] @ B, B packed by fr_pack (k x n). */                  \
-static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
-                                        int lda, const T *packed, T *C,        \
-                                        int ldc)                               \
+/* fr_packed_gemm for a block of rows: every panel passes over all of      \
+ * them.  k >= 1. */                                                          \
+static inline void fr_block_gemm_##SUF(int m, int n, int k, const T *A,        \
+                                       int lda, const T *packed,               \
+                                       const T *bias, T *C, int ldc)           \
 {                                                                              \
     const int nr = FR_NR_##SUF;                                                \
     for (int q = 0; q * nr < n; q++) {                                         \
@@ -156,13 +164,43 @@ static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
             int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
             for (int i0 = 0; i0 < m; ) {                                       \
                 int mr = fr_tile_rows(m - i0);                                 \
+                T *c = C + (size_t)i0 * ldc + q * nr;                          \
+                int from_bias = bias != NULL && k0 == 0;                       \
                 fr_tile_dispatch_##SUF(mr, kc, A + (size_t)i0 * lda + k0, lda, \
                                        panel + (size_t)k0 * nr,                \
-                                       C + (size_t)i0 * ldc + q * nr, ldc,     \
+                                       from_bias ? bias + q * nr : c,          \
+                                       from_bias ? 0 : (size_t)ldc, c, ldc,    \
                                        cols);                                  \
                 i0 += mr;                                                      \
             }                                                                  \
         }                                                                      \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+/* C[m x n] += A[m x k] @ B, B packed by fr_pack (k x n); with a bias row    \
+ * (n values), C = bias + A @ B instead (C's old values are not read): the    \
+ * same sums as copying the bias into every row first, without that pass.    \
+ * The rows go in equal blocks of at most FR_BLOCK_BYTES of A, which stay in  \
+ * L2 while every panel passes over them: unblocked, a product over a whole   \
+ * sequence's rows re-read A from L3 once per panel.  Each row's sums do not  \
+ * depend on its block. */                                                    \
+static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
+                                        int lda, const T *packed,              \
+                                        const T *bias, T *C, int ldc)          \
+{                                                                              \
+    if (k <= 0) {                                                              \
+        for (int i = 0; bias != NULL && i < m; i++)                            \
+            memcpy(C + (size_t)i * ldc, bias, (size_t)n * sizeof(T));          \
+        return;                                                                \
+    }                                                                          \
+    size_t fit = FR_BLOCK_BYTES / ((size_t)k * sizeof(T));                     \
+    int cap = fit < FR_MR ? FR_MR : (fit > (size_t)m ? m : (int)fit);          \
+    int blocks = cap > 0 ? (m + cap - 1) / cap : 0;                            \
+    for (int b = 0; b < blocks; b++) {                                         \
+        int r0 = (int)((long long)m * b / blocks);                             \
+        int r1 = (int)((long long)m * (b + 1) / blocks);                       \
+        fr_block_gemm_##SUF(r1 - r0, n, k, A + (size_t)r0 * lda, lda, packed,  \
+                            bias, C + (size_t)r0 * ldc, ldc);                  \
     }                                                                          \
 }
 

@@ -21,11 +21,11 @@
 
 #define FR_DEFINE_GEMV(SUF, T, V, LANES)                                       \
                                                                                \
-/* C[mr x (np panels)] += A[mr x kc] @ np full panels (np * NR columns),      \
- * kc >= 1. */                                                                 \
+/* C[mr x (np panels)] = base + A[mr x kc] @ np full panels (np * NR         \
+ * columns), kc >= 1; base as in fr_tile (C, or a bias row with stride 0). */ \
 static inline __attribute__((always_inline)) void fr_multi_tile_##SUF(        \
     const int mr, const int np, int kc, const T *A, int lda, const T *panel,   \
-    size_t panel_stride, T *C, int ldc)                                        \
+    size_t panel_stride, const T *base, size_t base_ld, T *C, int ldc)         \
 {                                                                              \
     V acc[2][4][2];                                                            \
     for (int q = 0; q < np; q++) {   /* step p = 0 sets the accumulators */    \
@@ -50,41 +50,46 @@ static inline __attribute__((always_inline)) void fr_multi_tile_##SUF(        \
     }                                                                          \
     for (int i = 0; i < mr; i++)                                               \
         for (int q = 0; q < np; q++) {                                         \
+            const T *s = base + i * base_ld + q * 2 * LANES;                   \
             T *c = C + (size_t)i * ldc + q * 2 * LANES;                        \
-            fr_store_##SUF(c, fr_load_##SUF(c) + acc[i][q][0]);                \
-            fr_store_##SUF(c + LANES, fr_load_##SUF(c + LANES) + acc[i][q][1]); \
+            fr_store_##SUF(c, fr_load_##SUF(s) + acc[i][q][0]);                \
+            fr_store_##SUF(c + LANES, fr_load_##SUF(s + LANES) + acc[i][q][1]); \
         }                                                                      \
 }                                                                              \
                                                                                \
-/* fr_packed_gemm for m = 1 or 2 rows: 4 (m = 1) or 2 (m = 2) full panels at \
- * a time, the remaining panels through the ordinary tile. */                 \
+/* fr_packed_gemm (bias as there) for m = 1 or 2 rows: 4 (m = 1) or 2        \
+ * (m = 2) full panels at a time, the remaining panels through the ordinary   \
+ * tile. */                                                                   \
 static inline void fr_small_gemm_##SUF(int m, int n, int k, const T *A,        \
-                                       int lda, const T *packed, T *C,         \
-                                       int ldc)                                \
+                                       int lda, const T *packed,               \
+                                       const T *bias, T *C, int ldc)           \
 {                                                                              \
     const int nr = FR_NR_##SUF;                                                \
     const int group = m == 1 ? 4 : 2;                                          \
     const int full = n / nr;                                                   \
     int q = 0;                                                                 \
-    if (m > 2) {                                                               \
-        fr_packed_gemm_##SUF(m, n, k, A, lda, packed, C, ldc);                 \
+    if (m > 2 || k <= 0) {                                                     \
+        fr_packed_gemm_##SUF(m, n, k, A, lda, packed, bias, C, ldc);           \
         return;                                                                \
     }                                                                          \
     for (; q + group <= full; q += group) {                                    \
         const T *panel = packed + (size_t)q * k * nr;                          \
         for (int k0 = 0; k0 < k; k0 += FR_KC) {                               \
             int kc = k - k0 < FR_KC ? k - k0 : FR_KC;                          \
+            int from_bias = bias != NULL && k0 == 0;                           \
+            const T *base = from_bias ? bias + q * nr : C + q * nr;            \
+            size_t base_ld = from_bias ? 0 : (size_t)ldc;                      \
             if (m == 1)                                                        \
                 fr_multi_tile_##SUF(1, 4, kc, A + k0, lda, panel + (size_t)k0 * nr, \
-                                    (size_t)k * nr, C + q * nr, ldc);          \
+                                    (size_t)k * nr, base, base_ld, C + q * nr, ldc); \
             else                                                               \
                 fr_multi_tile_##SUF(2, 2, kc, A + k0, lda, panel + (size_t)k0 * nr, \
-                                    (size_t)k * nr, C + q * nr, ldc);          \
+                                    (size_t)k * nr, base, base_ld, C + q * nr, ldc); \
         }                                                                      \
     }                                                                          \
     if (q * nr < n)                                                            \
         fr_packed_gemm_##SUF(m, n - q * nr, k, A, lda, packed + (size_t)q * k * nr, \
-                             C + q * nr, ldc);                                 \
+                             bias != NULL ? bias + q * nr : NULL, C + q * nr, ldc); \
 }
 
 FR_DEFINE_GEMV(f, float, fr_vf, FR_VECTOR_BYTES / 4)

@@ -32,18 +32,23 @@ static double uniform(void)   /* in [-1, 1) */
     return (double)(rng_state >> 11) / (double)(1ULL << 52) - 1.0;
 }
 
-/* C += A @ B through pack + packed GEMM, against a double-precision loop;
- * B given directly or as B^T (how the recurrent kernels read W_hh). */
+/* C += A @ B (or, with_bias, C = bias + A @ B: C's old values, NaN here,
+ * must not be read) through pack + packed GEMM, against a double-precision
+ * loop; B given directly or as B^T (how the recurrent kernels read W_hh). */
 #define GEMM_TEST(NAME, SUF, T, TOL)                                          \
-static void NAME(int m, int n, int k, int transposed)                        \
+static void NAME(int m, int n, int k, int transposed, int with_bias)         \
 {                                                                            \
-    T *a = malloc(sizeof(T) * m * k), *b = malloc(sizeof(T) * k * n);        \
-    T *c = malloc(sizeof(T) * m * n);                                        \
+    T *a = malloc(sizeof(T) * m * k + 1), *b = malloc(sizeof(T) * k * n + 1); \
+    T *c = malloc(sizeof(T) * m * n), *bias = malloc(sizeof(T) * n);         \
     double *ref = malloc(sizeof(double) * m * n);                            \
-    T *packed = malloc(sizeof(T) * fr_packed_size_##SUF(k, n));              \
+    T *packed = malloc(sizeof(T) * fr_packed_size_##SUF(k, n) + 1);          \
     for (int i = 0; i < m * k; i++) a[i] = (T)uniform();                     \
     for (int i = 0; i < k * n; i++) b[i] = (T)uniform();                     \
-    for (int i = 0; i < m * n; i++) { c[i] = (T)uniform(); ref[i] = c[i]; }  \
+    for (int j = 0; j < n; j++) bias[j] = (T)uniform();                      \
+    for (int i = 0; i < m * n; i++) {                                        \
+        c[i] = with_bias ? (T)NAN : (T)uniform();                            \
+        ref[i] = with_bias ? bias[i % n] : c[i];                             \
+    }                                                                        \
     for (int i = 0; i < m; i++)                                              \
         for (int j = 0; j < n; j++)                                          \
             for (int p = 0; p < k; p++)                                      \
@@ -57,15 +62,15 @@ static void NAME(int m, int n, int k, int transposed)                        \
     } else {                                                                 \
         fr_pack_##SUF(k, n, b, (size_t)n, 1, packed);                        \
     }                                                                        \
-    fr_packed_gemm_##SUF(m, n, k, a, k, packed, c, n);                       \
+    fr_packed_gemm_##SUF(m, n, k, a, k, packed, with_bias ? bias : NULL, c, n); \
     double worst = 0;                                                        \
     for (int i = 0; i < m * n; i++) {                                        \
         double err = fabs(c[i] - ref[i]) / (1.0 + fabs(ref[i]));             \
         worst = err > worst ? err : worst;                                   \
     }                                                                        \
-    CHECK(worst < (TOL) * sqrt((double)k), #SUF " gemm m=%d n=%d k=%d t=%d: "   \
-          "error %g", m, n, k, transposed, worst);                           \
-    free(a); free(b); free(c); free(ref); free(packed);                      \
+    CHECK(worst < (TOL) * sqrt((double)k + 1), #SUF " gemm m=%d n=%d k=%d t=%d " \
+          "bias=%d: error %g", m, n, k, transposed, with_bias, worst);        \
+    free(a); free(b); free(c); free(bias); free(ref); free(packed);          \
 }
 GEMM_TEST(gemm_test_f, f, float, 1e-6)
 GEMM_TEST(gemm_test_d, d, double, 1e-14)
@@ -117,13 +122,17 @@ static void test_math(void)
 
 int main(void)
 {
+    /* {130, 40, 300}: several row blocks of FR_BLOCK_BYTES; k = 0 leaves C
+     * (or sets it to the bias). */
     static const int shapes[][3] = {{1, 1, 1}, {5, 17, 3}, {13, 40, 31}, {8, 64, 300},
-                                    {7, 33, 257}, {FR_MR + 1, 2 * FR_NR_f + 1, FR_KC + 1}};
+                                    {7, 33, 257}, {FR_MR + 1, 2 * FR_NR_f + 1, FR_KC + 1},
+                                    {130, 40, 300}, {3, 5, 0}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int t = 0; t < 2; t++) {
-            gemm_test_f(shapes[s][0], shapes[s][1], shapes[s][2], t);
-            gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t);
-        }
+        for (int t = 0; t < 2; t++)
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                gemm_test_f(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
+                gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
+            }
     test_pack_layout();
     test_math();
     printf("fr kernels: vector %d bytes, MR %d, NR %d floats: %s\n", FR_VECTOR_BYTES,
