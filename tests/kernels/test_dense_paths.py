@@ -1,6 +1,6 @@
-"""fr.Linear's forward product takes the packed micro-kernel for few rows and
-BLAS for many (_dense._packed_is_faster): both routes give the same product,
-with and without bias, for every dtype and thread count."""
+"""fr.Linear's forward product takes the packed micro-kernel for few rows or
+outputs and BLAS otherwise (_dense._packed_is_faster): both routes give the
+same product, with and without bias, for every dtype and thread count."""
 
 import numpy as np
 import pytest

@@ -40,10 +40,10 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    int path=AUTO):
     """y (N, out) = x (N, in) @ weight (out, in)^T + bias (empty: no bias).
 
-    Few rows (a recurrent step, a small batch) go through the packed
-    micro-kernel of the recurrent product, which beats a BLAS call there;
-    many rows (a head on every timestep) through BLAS, whose blocking wins
-    once the rows dwarf the weight (see ``_packed_is_faster``).
+    Few rows (a recurrent step, a small batch) or outputs go through the
+    packed micro-kernel of the recurrent product, which starts from the bias
+    and beats a BLAS call there; many rows into many outputs through BLAS
+    (see ``_packed_is_faster``).
     """
     cdef Py_ssize_t rows = x.shape[0], fan_in = x.shape[1], fan_out = weight.shape[0]
     cdef Py_ssize_t i
@@ -51,10 +51,11 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     cdef bint use_blas = path == BLAS or (path == AUTO and
                                           not _packed_is_faster(rows, fan_out))
     _check_features(fan_in, fan_out)
+    cdef const floating *bias_row = &bias[0] if bias.shape[0] > 0 else NULL
     with nogil:
-        for i in range(rows):
-            if bias.shape[0] > 0:
-                memcpy(&y[i, 0], &bias[0], fan_out * sizeof(floating))
+        for i in range(rows if use_blas or bias_row == NULL else 0):
+            if bias_row != NULL:
+                memcpy(&y[i, 0], bias_row, fan_out * sizeof(floating))
             else:
                 memset(&y[i, 0], 0, fan_out * sizeof(floating))
         if use_blas:
@@ -62,7 +63,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
         else:
             packed = pack_weights(&weight[0, 0], <int>fan_out, <int>fan_in, True)
             if packed != NULL:
-                _packed_forward(x, packed, y, num_threads)
+                _packed_forward(x, packed, bias_row, y, num_threads)
                 free(packed)
     if packed == NULL and not use_blas:
         raise MemoryError("fastrnn: no memory to pack the weight")
@@ -70,23 +71,26 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
 cdef bint _packed_is_faster(Py_ssize_t rows, Py_ssize_t fan_out) noexcept nogil:
     """Whether the packed micro-kernel beats BLAS for this forward product.
-    Measured on Zen 3 (AVX2, OpenBLAS 0.3.30 Haswell kernels, 1 thread,
-    in = 64 and 256): packed takes 0.76-0.92x BLAS's time up to 64 rows
-    and at 16 outputs for any rows; from 256 rows on BLAS's blocking wins
-    at 100+ outputs, by 1.24x at a char-LM head (6,400 rows, 100 out, 256
-    in) and 1.5x at 256 or 1,000 outputs."""
-    return rows <= 128 or fan_out <= 32
+    Measured on Zen 3 (AVX2, OpenBLAS 0.3.30 Haswell kernels, 1 and 2
+    threads, bias included), time BLAS / packed: up to 64 outputs packed
+    wins at any rows (1.08-1.40 at 1,600-6,400 rows, in = 64-512: it adds
+    the bias in its product, BLAS after a copy of it into every row); at
+    100-1,000 outputs and 6,400 rows the two tie (0.91-1.05 over runs); at
+    128 rows or fewer packed wins."""
+    return rows <= 128 or fan_out <= 64
 
 
 cdef void _packed_forward(const floating[:, ::1] x, const floating *packed,
-                          floating[:, ::1] y, int num_threads) noexcept nogil:
-    """y += x @ packed, the rows in blocks an int can count."""
+                          const floating *bias, floating[:, ::1] y,
+                          int num_threads) noexcept nogil:
+    """y = bias + x @ packed (bias NULL: y += x @ packed), the rows in blocks
+    an int can count."""
     cdef Py_ssize_t rows = x.shape[0], fan_in = x.shape[1], fan_out = y.shape[1]
     cdef Py_ssize_t r0 = 0, block
     while r0 < rows:
         block = min(rows - r0, blas_int_limit())
         parallel_packed_gemm(<int>block, <int>fan_out, <int>fan_in, &x[r0, 0],
-                             <int>fan_in, packed, &y[r0, 0], <int>fan_out, num_threads)
+                             <int>fan_in, packed, bias, &y[r0, 0], <int>fan_out, num_threads)
         r0 += block
 
 

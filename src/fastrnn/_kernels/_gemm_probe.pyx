@@ -52,5 +52,5 @@ def gemm(const floating[:, ::1] a, int k, const floating[::1] packed,
         if num_threads == 0:
             packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], &c[0, 0], ldc)
         else:
-            parallel_packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], &c[0, 0], ldc,
+            parallel_packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], NULL, &c[0, 0], ldc,
                                  num_threads)

@@ -30,7 +30,8 @@ cdef inline void packed_gemm_bias(int m, int n, int k, const floating *a, int ld
                                   const floating *packed, const floating *bias,
                                   floating *c, int ldc) noexcept nogil:
     """C (m x n) = bias + A (m x k) @ B: the sums of copying the bias row (n
-    values) into C and calling ``packed_gemm``, without the copy."""
+    values) into C and calling ``packed_gemm``, without the copy (a NULL
+    ``bias`` is ``packed_gemm``)."""
     if floating is float:
         fr_packed_gemm_f(m, n, k, a, lda, packed, bias, c, ldc)
     else:
@@ -72,16 +73,18 @@ cdef inline floating *pack_weights(const floating *w, int rows, int cols,
 
 cdef inline void parallel_packed_gemm(int m, int n, int k, const floating *a,
                                       int lda, const floating *packed,
-                                      floating *c, int ldc,
+                                      const floating *bias, floating *c, int ldc,
                                       int num_threads) noexcept nogil:
-    """C (m x n) += A (m x k) @ B (packed), the rows of C split over threads."""
+    """C (m x n) += A (m x k) @ B (packed), or with a ``bias`` row (NULL:
+    none) C = bias + A @ B (``packed_gemm_bias``); the rows of C split over
+    threads."""
     cdef int blocks = split_threads(<double>m * n * k, num_threads)
     cdef int blk, r0, r1
     if blocks <= 1:
-        packed_gemm(m, n, k, a, lda, packed, c, ldc)
+        packed_gemm_bias(m, n, k, a, lda, packed, bias, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
         r0 = <int>chunk_start(m, blocks, blk, 1)
         r1 = <int>chunk_start(m, blocks, blk + 1, 1)
-        packed_gemm(r1 - r0, n, k, a + <size_t>r0 * lda, lda, packed,
-                    c + <size_t>r0 * ldc, ldc)
+        packed_gemm_bias(r1 - r0, n, k, a + <size_t>r0 * lda, lda, packed, bias,
+                         c + <size_t>r0 * ldc, ldc)
