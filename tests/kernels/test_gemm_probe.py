@@ -120,6 +120,31 @@ def test_every_row_count_gives_each_row_its_one_row_sums(level, rng):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("small", [False, True], ids=["packed", "step"])
+def test_a_product_started_from_the_bias_is_the_copy_and_add_bit_for_bit(level, small, rng):
+    """packed_gemm_bias / step_gemm_bias (C = bias + A @ B) give exactly what
+    copying the bias into C and adding the product gives, without reading
+    C: for every row count up to three tiles (1 and 2 rows take the
+    small-batch route with ``small``), columns past four panels (the route
+    walks four at a time) and k past the K block; also many rows, which go
+    in several L2-sized row blocks."""
+    module = probe(level)
+    mr, lanes, kc = tile(level)
+    for dtype in (np.float32, np.float64):
+        for m, n, k in [(m, 9 * lanes + 3, kc + 5) for m in range(1, 3 * mr + 4)] + \
+                       [(700, lanes + 1, 300), (3, 4 * 2 * lanes, 1)]:
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            bias = rng.standard_normal(n).astype(dtype)
+            packed = module.pack(b)
+            c = np.full((m, n), np.nan, dtype)
+            module.gemm_bias(a, k, packed, bias, c, n, small)
+            copied = np.tile(bias, (m, 1))
+            module.gemm(a, k, packed, copied, n)
+            np.testing.assert_array_equal(c, copied, err_msg=f"{dtype} m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_empty_products_leave_c_alone(level):
     module = probe(level)
     c = np.full((3, 4), 7.0)

@@ -4,7 +4,7 @@
 instruction-set level.
 
 ``_gemm_twin`` reaches fr_gemm.h itself; this module goes through the
-``_packed.pxd`` layer the recurrent, Jordan and RTRL kernels use: weights
+``_packed.pxd`` layer (and ``_gemv.pxd``'s small-batch product) the recurrent, Jordan and RTRL kernels use: weights
 given as (rows x cols) matrices packed plain or transposed, operands with a
 leading dimension wider than the product (a block of a bigger buffer), and
 the row split over OpenMP threads.  Used only by
@@ -16,8 +16,9 @@ import numpy as np
 
 from cython cimport floating
 
-from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_size,
-                                       parallel_packed_gemm)
+from fastrnn._kernels._gemv cimport step_gemm_bias
+from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_gemm_bias,
+                                       packed_size, parallel_packed_gemm)
 
 
 def pack(const floating[:, ::1] w, bint transpose=False):
@@ -54,3 +55,26 @@ def gemm(const floating[:, ::1] a, int k, const floating[::1] packed,
         else:
             parallel_packed_gemm(m, n, k, &a[0, 0], lda, &packed[0], NULL, &c[0, 0], ldc,
                                  num_threads)
+
+
+def gemm_bias(const floating[:, ::1] a, int k, const floating[::1] packed,
+              const floating[::1] bias, floating[:, ::1] c, int n, bint small=False):
+    """C[:, :n] = bias + A[:, :k] @ B (C's old values unread): through
+    ``packed_gemm_bias``, or with ``small`` through ``step_gemm_bias`` (the
+    product the recurrent kernels use per step, several panels at a time for
+    1 or 2 rows)."""
+    cdef int m = a.shape[0]
+    cdef size_t need = packed_size(k, n, False, floating is float)
+    if not (0 <= k <= a.shape[1] and 0 <= n <= c.shape[1] and c.shape[0] == m
+            and <size_t>packed.shape[0] == need and bias.shape[0] >= n):
+        raise ValueError(f"gemm_bias: A {a.shape[0]}x{a.shape[1]} (k={k}), C "
+                         f"{c.shape[0]}x{c.shape[1]} (n={n}), {bias.shape[0]} bias values, "
+                         f"{packed.shape[0]} packed values (expected {need}) do not fit")
+    if m == 0 or n == 0:
+        return
+    cdef int lda = a.shape[1], ldc = c.shape[1]
+    with nogil:
+        if small:
+            step_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
+        else:
+            packed_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
