@@ -52,8 +52,10 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                                           not _packed_is_faster(rows, fan_out))
     _check_features(fan_in, fan_out)
     cdef const floating *bias_row = &bias[0] if bias.shape[0] > 0 else NULL
+    # BLAS adds to y; the packed product starts from the bias itself.
+    cdef bint fill_y = use_blas or bias_row == NULL
     with nogil:
-        for i in range(rows if use_blas or bias_row == NULL else 0):
+        for i in range(rows if fill_y else 0):
             if bias_row != NULL:
                 memcpy(&y[i, 0], bias_row, fan_out * sizeof(floating))
             else:

@@ -17,17 +17,14 @@ cdef inline void step_gemm(int m, int n, int k, const floating *a, int lda,
                            int ldc) noexcept nogil:
     """``packed_gemm`` (C += A @ B, B packed) with the same bits, faster for
     m = 1, 2 rows (several weight panels per pass, fr_gemv.h)."""
-    if floating is float:
-        fr_small_gemm_f(m, n, k, a, lda, packed, NULL, c, ldc)
-    else:
-        fr_small_gemm_d(m, n, k, a, lda, packed, NULL, c, ldc)
+    step_gemm_bias(m, n, k, a, lda, packed, NULL, c, ldc)
 
 
 cdef inline void step_gemm_bias(int m, int n, int k, const floating *a, int lda,
                                 const floating *packed, const floating *bias,
                                 floating *c, int ldc) noexcept nogil:
-    """``packed_gemm_bias`` (C = bias + A @ B) with the same bits, faster for
-    m = 1, 2 rows."""
+    """``packed_gemm_bias`` (C = bias + A @ B; a NULL bias: C += A @ B) with
+    the same bits, faster for m = 1, 2 rows."""
     if floating is float:
         fr_small_gemm_f(m, n, k, a, lda, packed, bias, c, ldc)
     else:

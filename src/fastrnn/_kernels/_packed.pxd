@@ -20,10 +20,7 @@ cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
                              const floating *packed, floating *c,
                              int ldc) noexcept nogil:
     """C (m x n) += A (m x k) @ B, B packed by ``pack_weights`` (fr_gemm.h)."""
-    if floating is float:
-        fr_packed_gemm_f(m, n, k, a, lda, packed, NULL, c, ldc)
-    else:
-        fr_packed_gemm_d(m, n, k, a, lda, packed, NULL, c, ldc)
+    packed_gemm_bias(m, n, k, a, lda, packed, NULL, c, ldc)
 
 
 cdef inline void packed_gemm_bias(int m, int n, int k, const floating *a, int lda,

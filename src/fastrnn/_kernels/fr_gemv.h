@@ -9,8 +9,9 @@
  *
  * The sums are those of fr_packed_gemm exactly: every column is accumulated
  * over p in the same order, in the same K blocks of FR_KC, starting from the
- * product of step 0, and added to C once per block; which panels are walked together does not
- * touch any column's sequence of operations.  So a caller may switch between
+ * product of step 0, and added to C (or to the bias row) once per block;
+ * which panels are walked together does not touch any column's sequence of
+ * operations.  So a caller may switch between
  * the two (by row count, by thread split of the columns) and get the same
  * bits.
  */
