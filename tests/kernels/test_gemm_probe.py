@@ -82,6 +82,28 @@ def test_pack_of_w_and_of_its_transpose_agree(level, rng):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_panels_hold_b_column_block_by_column_block(level, dtype, rng):
+    """The panel layout itself, against numpy: panel q holds columns
+    [q*NR, q*NR + NR) of B as k rows of NR, zeros past n.  Row counts around
+    the vector width and column counts around a panel reach every copy in
+    the pack: whole rows, register-transposed blocks and their leftovers."""
+    module = probe(level)
+    nr = module.pack(np.ones((1, 1), dtype)).size      # one row of one panel
+    for k in (1, 3, nr // 2 - 1, nr // 2, nr // 2 + 1, nr, 2 * nr + 5, 64):
+        for n in (1, nr - 1, nr, nr + 1, 2 * nr, 3 * nr - 2):
+            b = rng.standard_normal((k, n)).astype(dtype)
+            panels = -(-n // nr)
+            padded = np.zeros((k, panels * nr), dtype)
+            padded[:, :n] = b
+            expected = padded.reshape(k, panels, nr).transpose(1, 0, 2).reshape(-1)
+            for transpose in (False, True):
+                w = np.ascontiguousarray(b.T) if transpose else b
+                np.testing.assert_array_equal(module.pack(w, transpose), expected,
+                                              err_msg=f"k={k} n={n} transpose={transpose}")
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_thread_split_gives_the_serial_result_bit_for_bit(level, rng):
     """Rows are split whole: every row's sums are the serial ones."""
     module = probe(level)

@@ -69,20 +69,62 @@ static inline size_t fr_packed_size_##SUF(int k, int n)                        \
     return panels * (size_t)k * FR_NR_##SUF;                                   \
 }                                                                              \
                                                                                \
+/* Transpose the LANES x LANES block in rows[] in registers: each round     \
+ * interleaves row i with row i + LANES/2 (lo halves into row 2i, hi halves   \
+ * into row 2i + 1); after log2(LANES) rounds row p holds column p.  The      \
+ * masks fold to constants, so each interleave is one or two shuffles. */     \
+static inline __attribute__((always_inline)) void fr_transpose_##SUF(V *rows)  \
+{                                                                              \
+    typedef __typeof__(rows[0] < rows[0]) M;    /* lane indices */             \
+    M lo, hi;                                                                  \
+    for (int e = 0; e < LANES; e++) {                                          \
+        lo[e] = (e % 2 ? LANES : 0) + e / 2;                                   \
+        hi[e] = (e % 2 ? LANES : 0) + LANES / 2 + e / 2;                       \
+    }                                                                          \
+    for (int round = 1; round < LANES; round *= 2) {                           \
+        V next[LANES];                                                         \
+        for (int i = 0; i < LANES / 2; i++) {                                  \
+            next[2 * i] = __builtin_shuffle(rows[i], rows[i + LANES / 2], lo); \
+            next[2 * i + 1] = __builtin_shuffle(rows[i], rows[i + LANES / 2], hi); \
+        }                                                                      \
+        for (int i = 0; i < LANES; i++) rows[i] = next[i];                     \
+    }                                                                          \
+}                                                                              \
+                                                                               \
 /* Pack B (K x N) where B[p][j] = src[p * s_p + j * s_j]: row-major B is      \
  * (s_p, s_j) = (ldb, 1); the transpose of a row-major (N x K) matrix is      \
- * (1, ld).  Panel q holds columns [q*NR, q*NR + NR) as K rows of NR. */      \
+ * (1, ld).  Panel q holds columns [q*NR, q*NR + NR) as K rows of NR, zeros   \
+ * past N.  Every layer call packs its weights, transposed: copied element    \
+ * by element that was a fifth of an LSTM(64) call on one step; full panels   \
+ * now go as row copies (s_j = 1) or blocks transposed in registers. */       \
 static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
                                  size_t s_j, T *packed)                        \
 {                                                                              \
     const int nr = FR_NR_##SUF;                                                \
     for (int q = 0; q * nr < n; q++) {                                         \
         T *panel = packed + (size_t)q * k * nr;                                \
+        const T *from = src + (size_t)q * nr * s_j;                            \
         int cols = n - q * nr < nr ? n - q * nr : nr;                          \
-        for (int p = 0; p < k; p++) {                                          \
+        int p = 0;                                                             \
+        if (cols == nr && s_j == 1) {                                          \
+            for (; p < k; p++)                                                 \
+                for (int j = 0; j < nr; j++)                                   \
+                    panel[(size_t)p * nr + j] = from[(size_t)p * s_p + j];     \
+        } else if (cols == nr && s_p == 1) {                                   \
+            for (; p + LANES <= k; p += LANES)                                 \
+                for (int half = 0; half < 2; half++) {                         \
+                    V rows[LANES];                                             \
+                    for (int j = 0; j < LANES; j++)                            \
+                        rows[j] = fr_load_##SUF(from + (size_t)(half * LANES + j) * s_j + p); \
+                    fr_transpose_##SUF(rows);                                  \
+                    for (int i = 0; i < LANES; i++)                            \
+                        fr_store_##SUF(panel + (size_t)(p + i) * nr + half * LANES, rows[i]); \
+                }                                                              \
+        }                                                                      \
+        for (; p < k; p++) {            /* the rest, element by element */    \
             T *row = panel + (size_t)p * nr;                                   \
             for (int j = 0; j < cols; j++)                                     \
-                row[j] = src[(size_t)p * s_p + (size_t)(q * nr + j) * s_j];    \
+                row[j] = from[(size_t)p * s_p + (size_t)j * s_j];              \
             for (int j = cols; j < nr; j++) row[j] = 0;                        \
         }                                                                      \
     }                                                                          \
