@@ -181,14 +181,19 @@ def lengths_array(lengths, batch, steps):
     return np.ascontiguousarray(array, dtype=np.intc)
 
 
-def private_input(array, given):
+def private_input(array, given, buffers):
     """``array`` (the checked form of the caller's ``given``) safe to keep for
     backward: a copy when it shares memory with a writable caller array, which
     could be refilled before backward reads it.  Read-only arrays -- the
-    training-mode outputs of fastrnn layers -- are kept without a copy."""
+    training-mode outputs of fastrnn layers -- are kept without a copy.  The
+    copy goes into an array of the module's ``buffers`` (a Recycler): a fresh
+    one each step was faulted in page by page, 2-4% of an RNN(256) training
+    step at (100, 64)."""
     given = to_numpy(given)
     if given.flags.writeable and np.may_share_memory(array, given):
-        return array.copy()
+        kept = buffers.empty("private input", array.shape, array.dtype)
+        np.copyto(kept, array)
+        return kept
     return array
 
 

@@ -97,6 +97,24 @@ def test_dropped_results_are_reused_and_recomputed(case):
     np.testing.assert_array_equal(reused, call(fresh, xs[1]))   # same values as a new array
 
 
+@pytest.mark.parametrize("case", ["linear backward", "lstm backward", "embedding forward"])
+def test_the_kept_copy_of_a_writable_input_is_recycled(case):
+    """Training keeps a private copy of a caller's writable input for
+    backward (the caller may refill it first).  The copy goes into the
+    module's recycled arrays, not a new array each step, and still gives the
+    results of the input that ran."""
+    make, call, kind = CASES[case]
+    owner, fresh, xs = make(), make(), inputs(kind)
+    buffer = xs[0].copy()
+    kept = set()
+    for x in xs * 2:
+        buffer[...] = x                        # the caller refills its one buffer
+        result = call(owner, buffer)
+        kept |= {address(a) for a in owner._buffers._arrays["private input"]}
+        np.testing.assert_array_equal(result, call(fresh, x.copy()))
+    assert len(kept) <= _buffers.KEEP
+
+
 def test_recycler_hands_out_only_idle_arrays_of_the_asked_shape():
     recycler = Recycler()
     a = recycler.empty("y", (4, 3), np.float32)

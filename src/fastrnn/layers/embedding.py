@@ -118,8 +118,8 @@ class Embedding(Module):
         if not self.training:
             self._release_cache()
             return out
-        self._keep_for_backward(ids=private_input(flat, ids_given),    # backward reads them
-                                ids_shape=ids.shape)
+        kept = private_input(flat, ids_given, self._buffers)     # backward reads them
+        self._keep_for_backward(ids=kept, ids_shape=ids.shape)
         return read_only(out)
 
     def backward(self, d_out):

@@ -126,7 +126,7 @@ class Jordan(Module):
         keep = self.training
         layer_input = plan.to_kernel(x)
         if keep:
-            layer_input = private_input(layer_input, x_given)
+            layer_input = private_input(layer_input, x_given, self._buffers)
         new_buffer = np.zeros if plan.perm is not None else np.empty  # padding stays 0
         cache = []
         with _threads.blas_region():

@@ -55,7 +55,7 @@ class Linear(Module):
         check_finite("x", x)
         rows = x.reshape(-1, self.in_features)
         if self.training:
-            rows = private_input(rows, x_given)    # backward reads it
+            rows = private_input(rows, x_given, self._buffers)    # backward reads it
         y = self._buffers.empty("y", (rows.shape[0], self.out_features), self.dtype)
         self._forward_kernel(rows, self._params["weight"],
                              self._params.get("bias", self._no_bias), y,

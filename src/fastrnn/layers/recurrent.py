@@ -314,7 +314,7 @@ class _Recurrent(Module):
         else:
             layer_input = plan.to_kernel(x)
             if self.training:
-                layer_input = private_input(layer_input, x_given)    # backward reads it again
+                layer_input = private_input(layer_input, x_given, self._buffers)    # backward reads it again
         layers = []
         with _threads.blas_region():
             for layer in range(self.num_layers):
