@@ -167,6 +167,53 @@ def test_a_product_started_from_the_bias_is_the_copy_and_add_bit_for_bit(level, 
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [0, 1, 2, 3], ids=lambda t: f"threads{t}")
+def test_weight_gradient_product_matches_numpy(level, dtype, threads, rng):
+    """C += A^T B (dW = dG^T X): the packed product takes it when C is at
+    least one panel wide and declines (C untouched) when it is narrower;
+    through parallel_gemm_tn every width is computed, split over threads by
+    rows of A and B.  A, B and C are blocks of wider buffers."""
+    module = probe(level)
+    nr = module.pack(np.ones((1, 1), dtype)).size
+    shapes = [(1, nr, 1), (5, nr - 1, 9), (7, nr, 300), (nr + 3, 2 * nr + 1, 257),
+              (300, 40, 530), (64, 3 * nr, 1), (2, 1, 64)]
+    for m, n, k in shapes:
+        a = rng.standard_normal((k, m + 3)).astype(dtype)
+        b = rng.standard_normal((k, n + 2)).astype(dtype)
+        c = rng.standard_normal((m + 1, n + 4)).astype(dtype)
+        expected = c.astype(np.float64)
+        expected[:m, :n] += a[:, :m].T.astype(np.float64) @ b[:, :n].astype(np.float64)
+        before = c.copy()
+        took = module.gemm_tn(a, m, b, n, c, threads)
+        if threads == 0 and n < nr:
+            assert not took, f"m={m} n={n} k={k}: the packed product took a narrow C"
+            np.testing.assert_array_equal(c, before)
+            continue
+        assert took, f"m={m} n={n} k={k}: the packed product declined"
+        tol = dict(TOLERANCE[dtype])
+        tol["atol"] *= np.sqrt(k)
+        np.testing.assert_allclose(c, expected, **tol, err_msg=f"m={m} n={n} k={k}")
+        np.testing.assert_array_equal(c[m:], before[m:])
+        np.testing.assert_array_equal(c[:, n:], before[:, n:])
+        again = before.copy()
+        module.gemm_tn(a, m, b, n, again, threads)
+        np.testing.assert_array_equal(again, c)            # the same bits every time
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_weight_gradient_product_of_no_rows_leaves_c_alone(level):
+    """T = 1 gives dW_hh a product over (T - 1) * B = 0 rows."""
+    module = probe(level)
+    nr = module.pack(np.ones((1, 1), np.float32)).size
+    c = np.full((4, nr), 2.5, np.float32)
+    for threads in (0, 2):
+        assert module.gemm_tn(np.ones((0, 4), np.float32), 4,
+                              np.ones((0, nr), np.float32), nr, c, threads)
+    np.testing.assert_array_equal(c, 2.5)
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_empty_products_leave_c_alone(level):
     module = probe(level)
     c = np.full((3, 4), 7.0)

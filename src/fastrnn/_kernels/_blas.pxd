@@ -4,11 +4,14 @@
 # with a dimension beyond blas_int_limit() (2**31 - 1) is split into calls of
 # at most that size.  A leading dimension that large (one row of 2**31 values)
 # cannot be described to BLAS at all and is computed by plain loops.
+# The weight gradients' A^T B (parallel_gemm_tn) go through fr_gemm.h's packed
+# product instead where that is faster (_packed.pxd's packed_gemm_tn).
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from fastrnn._kernels._packed cimport packed_gemm_tn
 from fastrnn._kernels._runtime cimport blas_int_limit, chunk_start, split_threads
 
 
@@ -114,6 +117,15 @@ cdef inline void parallel_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssiz
              c + r0 * ldc, ldc)
 
 
+cdef inline void accumulate_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                               const floating *a, Py_ssize_t lda, const floating *b,
+                               Py_ssize_t ldb, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (m x n) += A^T B, A (k x m), B (k x n): fr_gemm.h's packed product
+    where it is the faster one (``packed_gemm_tn``), else BLAS."""
+    if not packed_gemm_tn(m, n, k, a, lda, b, ldb, c, ldc):
+        gemm(True, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+
+
 cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   const floating *a, Py_ssize_t lda,
                                   const floating *b, Py_ssize_t ldb, floating *c,
@@ -122,8 +134,9 @@ cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 
     Their output is small and k (timesteps x batch rows) long, so k is split
     over the threads: each reads its own share of A and B (a split of the
-    output rows would make every thread stream all of B), and the partial
-    products are added to C in thread order.
+    output rows would make every thread stream all of B).  The first thread
+    adds its share to C, the others to zeroed partial products that are then
+    added to C in thread order.
     """
     cdef int blocks = split_threads(<double>m * n * k, num_threads)
     cdef int blk
@@ -132,16 +145,19 @@ cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     cdef floating *partial = NULL
     cdef floating *p
     if blocks > 1:
-        partial = <floating *>malloc(blocks * tile * sizeof(floating))
+        partial = <floating *>calloc((blocks - 1) * tile, sizeof(floating))
     if partial == NULL:
-        gemm(True, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+        accumulate_tn(m, n, k, a, lda, b, ldb, c, ldc)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
         k0 = chunk_start(k, blocks, blk, 1)
         k1 = chunk_start(k, blocks, blk + 1, 1)
-        gemm(True, False, m, n, k1 - k0, <floating>1, a + k0 * lda, lda,
-             b + k0 * ldb, ldb, <floating>0, partial + blk * tile, n)
-    for blk in range(blocks):
+        if blk == 0:
+            accumulate_tn(m, n, k1 - k0, a, lda, b, ldb, c, ldc)
+        else:
+            accumulate_tn(m, n, k1 - k0, a + k0 * lda, lda, b + k0 * ldb, ldb,
+                          partial + (blk - 1) * tile, n)
+    for blk in range(blocks - 1):
         p = partial + blk * tile
         for i in range(m):
             for j in range(n):

@@ -1,6 +1,7 @@
 """Test entry points for the packed-weight product as the kernels call it:
 ``_packed.pxd``'s ``packed_size``, ``pack_weights_into``, ``packed_gemm`` and
-``parallel_packed_gemm`` (over fr_gemm.h), on numpy arrays, compiled once per
+``parallel_packed_gemm`` (over fr_gemm.h), and the weight-gradient product
+``A^T B`` (``packed_gemm_tn``, ``_blas.pxd``'s ``parallel_gemm_tn``), on numpy arrays, compiled once per
 instruction-set level.
 
 ``_gemm_twin`` reaches fr_gemm.h itself; this module goes through the
@@ -16,9 +17,10 @@ import numpy as np
 
 from cython cimport floating
 
+from fastrnn._kernels._blas cimport parallel_gemm_tn
 from fastrnn._kernels._gemv cimport step_gemm_bias
 from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_gemm_bias,
-                                       packed_size, parallel_packed_gemm)
+                                       packed_gemm_tn, packed_size, parallel_packed_gemm)
 
 
 def pack(const floating[:, ::1] w, bint transpose=False):
@@ -78,3 +80,34 @@ def gemm_bias(const floating[:, ::1] a, int k, const floating[::1] packed,
             step_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
         else:
             packed_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
+
+
+def gemm_tn(const floating[:, ::1] a, int m, const floating[:, ::1] b, int n,
+            floating[:, ::1] c, int num_threads=0):
+    """C[:m, :n] += A[:, :m]^T B[:, :n], k = A's row count, read with the
+    arrays' row lengths as leading dimensions.  ``num_threads`` 0 calls
+    ``packed_gemm_tn`` and returns whether it took the product (False: it
+    declined and C is unchanged); >= 1 calls ``parallel_gemm_tn`` (the route
+    it picks, split over that many threads) and returns True."""
+    cdef Py_ssize_t k = a.shape[0]
+    cdef bint done = True
+    if not (b.shape[0] == k and 0 <= m <= a.shape[1] and 0 <= n <= b.shape[1]
+            and m <= c.shape[0] and n <= c.shape[1] and num_threads >= 0):
+        raise ValueError(f"gemm_tn: A {a.shape[0]}x{a.shape[1]} (m={m}), B "
+                         f"{b.shape[0]}x{b.shape[1]} (n={n}), C {c.shape[0]}x{c.shape[1]}, "
+                         f"num_threads={num_threads} do not fit")
+    if k == 0 or m == 0 or n == 0:      # nothing to read or write: no pointers into the arrays
+        if num_threads == 0:
+            return packed_gemm_tn(m, n, k, <floating *>NULL, 1, <floating *>NULL, 1,
+                                  <floating *>NULL, 1)
+        parallel_gemm_tn(m, n, k, <floating *>NULL, 1, <floating *>NULL, 1,
+                         <floating *>NULL, 1, num_threads)
+        return True
+    with nogil:
+        if num_threads == 0:
+            done = packed_gemm_tn(m, n, k, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
+                                  &c[0, 0], c.shape[1])
+        else:
+            parallel_gemm_tn(m, n, k, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
+                             &c[0, 0], c.shape[1], num_threads)
+    return done

@@ -1,9 +1,9 @@
 # The packed-weight micro-kernel (fr_gemm.h) for float32 and float64.
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport malloc
+from libc.stdlib cimport free, malloc
 
-from fastrnn._kernels._runtime cimport chunk_start, split_threads
+from fastrnn._kernels._runtime cimport blas_int_limit, chunk_start, split_threads
 
 cdef extern from "fr_gemm.h" nogil:
     size_t fr_packed_size_f(int k, int n)
@@ -14,6 +14,15 @@ cdef extern from "fr_gemm.h" nogil:
                           const float *packed, const float *bias, float *C, int ldc)
     void fr_packed_gemm_d(int m, int n, int k, const double *A, int lda,
                           const double *packed, const double *bias, double *C, int ldc)
+    size_t fr_gemm_tn_work_f(int m, int n)
+    size_t fr_gemm_tn_work_d(int m, int n)
+    void fr_gemm_tn_f(int m, int n, long long k, const float *A, int lda, const float *B,
+                      int ldb, float *C, int ldc, float *work)
+    void fr_gemm_tn_d(int m, int n, long long k, const double *A, int lda, const double *B,
+                      int ldb, double *C, int ldc, double *work)
+    enum:
+        FR_NR_f
+        FR_NR_d
 
 
 cdef inline void packed_gemm(int m, int n, int k, const floating *a, int lda,
@@ -85,3 +94,38 @@ cdef inline void parallel_packed_gemm(int m, int n, int k, const floating *a,
         r1 = <int>chunk_start(m, blocks, blk + 1, 1)
         packed_gemm_bias(r1 - r0, n, k, a + <size_t>r0 * lda, lda, packed, bias,
                          c + <size_t>r0 * ldc, ldc)
+
+
+cdef inline bint packed_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                const floating *a, Py_ssize_t lda, const floating *b,
+                                Py_ssize_t ldb, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (m x n) += A^T B, A (k x m), B (k x n), by fr_gemm_tn when it is the
+    faster product: C at least one panel wide (n >= NR: narrower, the panel is
+    mostly padding and OpenBLAS wins) and every size but k within a C int.
+    Returns False, having done nothing, otherwise or without memory for its
+    work buffer: the caller then uses BLAS.  Measured on Zen 3 (1 thread,
+    k = 6400) against OpenBLAS: 1.2-2.3x for m <= 64, 1.04-1.07x at m = n = 256,
+    a tie at m = 1024; 0.15-0.9x for n < 16."""
+    cdef Py_ssize_t limit = blas_int_limit()
+    cdef int panel = FR_NR_d
+    cdef size_t work_size
+    cdef floating *work
+    if floating is float:
+        panel = FR_NR_f
+    if n < panel or m > limit or n > limit or lda > limit or ldb > limit or ldc > limit:
+        return False
+    if m == 0 or k == 0:
+        return True
+    if floating is float:
+        work_size = fr_gemm_tn_work_f(<int>m, <int>n)
+    else:
+        work_size = fr_gemm_tn_work_d(<int>m, <int>n)
+    work = <floating *>malloc(work_size * sizeof(floating))
+    if work == NULL:
+        return False
+    if floating is float:
+        fr_gemm_tn_f(<int>m, <int>n, k, a, <int>lda, b, <int>ldb, c, <int>ldc, work)
+    else:
+        fr_gemm_tn_d(<int>m, <int>n, k, a, <int>lda, b, <int>ldb, c, <int>ldc, work)
+    free(work)
+    return True

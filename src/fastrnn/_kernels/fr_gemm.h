@@ -34,6 +34,12 @@
 #define FR_MR 6
 #endif
 #define FR_KC 256       /* K block: a panel slice of KC x NR stays in L1 */
+#ifndef FR_KC_TN
+#define FR_KC_TN 256    /* K block of fr_gemm_tn */
+#endif
+#ifndef FR_MC_TN
+#define FR_MC_TN 256    /* columns of A per packed block in fr_gemm_tn */
+#endif
 #ifndef FR_BLOCK_BYTES
 #define FR_BLOCK_BYTES (64 * 1024)  /* rows of A per block: see fr_packed_gemm */
 #endif
@@ -51,6 +57,19 @@ static inline int fr_tile_rows(int left)
     if (left < FR_MR + 4) return (left + 1) / 2;
     return FR_MR;
 }
+
+/* TILE(rows, ...) with rows a constant in each case, for mr = 1 .. FR_MR. */
+#define FR_TILE_SWITCH(TILE, mr, ...)                                          \
+    switch (mr) {                                                              \
+    case 1: TILE(FR_ROWS(1), __VA_ARGS__); break;                              \
+    case 2: TILE(FR_ROWS(2), __VA_ARGS__); break;                              \
+    case 3: TILE(FR_ROWS(3), __VA_ARGS__); break;                              \
+    case 4: TILE(FR_ROWS(4), __VA_ARGS__); break;                              \
+    case 5: TILE(FR_ROWS(5), __VA_ARGS__); break;                              \
+    case 6: TILE(FR_ROWS(6), __VA_ARGS__); break;                              \
+    case 7: TILE(FR_ROWS(7), __VA_ARGS__); break;                              \
+    default: TILE(FR_MR, __VA_ARGS__); break;                                  \
+    }
 
 typedef float fr_vf __attribute__((vector_size(FR_VECTOR_BYTES)));
 typedef double fr_vd __attribute__((vector_size(FR_VECTOR_BYTES)));
@@ -132,19 +151,21 @@ static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
                                                                                \
 /* C[mr x cols] = base + A[mr x kc] @ panel[kc x NR], kc >= 1, where base   \
  * row i is base + i * base_ld: C itself (base_ld = ldc) or one bias row      \
- * (base_ld = 0).  mr is a constant after inlining, so the accumulators live  \
- * in registers.  Step 0 sets them (a * b is 0 + a * b but for the sign of a  \
+ * (base_ld = 0).  A(i, p) is A[i * a_row + p * a_step]: (lda, 1) for a row   \
+ * of A, (1, NR) for a panel of packed columns (fr_gemm_tn).  mr and the     \
+ * strides are constants after inlining, so the accumulators live in         \
+ * registers.  Step 0 sets them (a * b is 0 + a * b but for the sign of a     \
  * zero): GCC turned a zeroing loop into a memset of stack copies, 3% of the  \
  * tile's time at kc = 256. */                                                \
 static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
-    const int mr, int kc, const T *A, int lda, const T *panel,                 \
-    const T *base, size_t base_ld, T *C, int ldc, int cols)                    \
+    const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
+    const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
 {                                                                              \
     V c0[FR_MR], c1[FR_MR];                                                    \
     V b0 = fr_load_##SUF(panel);                                               \
     V b1 = fr_load_##SUF(panel + LANES);                                       \
     for (int i = 0; i < mr; i++) {   /* step p = 0 sets the accumulators */    \
-        T a = A[(size_t)i * lda];                                              \
+        T a = A[i * a_row];                                                    \
         c0[i] = a * b0;                                                        \
         c1[i] = a * b1;                                                        \
     }                                                                          \
@@ -152,7 +173,7 @@ static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
         b0 = fr_load_##SUF(panel + (size_t)p * 2 * LANES);                     \
         b1 = fr_load_##SUF(panel + (size_t)p * 2 * LANES + LANES);             \
         for (int i = 0; i < mr; i++) {                                         \
-            T a = A[(size_t)i * lda + p];                                      \
+            T a = A[i * a_row + p * a_step];                                   \
             c0[i] += a * b0;                                                   \
             c1[i] += a * b1;                                                   \
         }                                                                      \
@@ -175,21 +196,21 @@ static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
     }                                                                          \
 }                                                                              \
                                                                                \
+/* The tile specialised by row count (mr <= FR_MR): for rows of A, and for  \
+ * fr_gemm_tn's packed columns of A. */                                       \
 static void fr_tile_dispatch_##SUF(int mr, int kc, const T *A, int lda,        \
                                    const T *panel, const T *base,              \
                                    size_t base_ld, T *C, int ldc, int cols)    \
 {                                                                              \
-    /* One specialisation per row count (mr <= FR_MR). */                    \
-    switch (mr) {                                                              \
-    case 1: fr_tile_##SUF(FR_ROWS(1), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 2: fr_tile_##SUF(FR_ROWS(2), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 3: fr_tile_##SUF(FR_ROWS(3), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 4: fr_tile_##SUF(FR_ROWS(4), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 5: fr_tile_##SUF(FR_ROWS(5), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 6: fr_tile_##SUF(FR_ROWS(6), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    case 7: fr_tile_##SUF(FR_ROWS(7), kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    default: fr_tile_##SUF(FR_MR, kc, A, lda, panel, base, base_ld, C, ldc, cols); break; \
-    }                                                                          \
+    FR_TILE_SWITCH(fr_tile_##SUF, mr, kc, A, (size_t)lda, 1, panel, base,      \
+                   base_ld, C, ldc, cols)                                      \
+}                                                                              \
+                                                                               \
+static void fr_tile_tn_dispatch_##SUF(int mr, int kc, const T *A,              \
+                                      const T *panel, T *C, int ldc, int cols) \
+{                                                                              \
+    FR_TILE_SWITCH(fr_tile_##SUF, mr, kc, A, 1, FR_NR_##SUF, panel, C,         \
+                   (size_t)ldc, C, ldc, cols)                                  \
 }                                                                              \
                                                                                \
 /* fr_packed_gemm for a block of rows: every panel passes over all of      \
@@ -243,6 +264,53 @@ static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
         int r1 = (int)((long long)m * (b + 1) / blocks);                       \
         fr_block_gemm_##SUF(r1 - r0, n, k, A + (size_t)r0 * lda, lda, packed,  \
                             bias, C + (size_t)r0 * ldc, ldc);                  \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+/* Elements of the work buffer fr_gemm_tn needs for C of m x n. */            \
+static inline size_t fr_gemm_tn_work_##SUF(int m, int n)                       \
+{                                                                              \
+    int rows = m < FR_MC_TN ? m : FR_MC_TN;                                    \
+    return fr_packed_size_##SUF(FR_KC_TN, rows) + fr_packed_size_##SUF(FR_KC_TN, n); \
+}                                                                              \
+                                                                               \
+/* C[m x n] += A^T B for A (k x m, lda) and B (k x n, ldb), both row-major:  \
+ * the weight gradients, k running over every timestep's rows.  Blocks of    \
+ * FR_KC_TN rows of B, and of FR_KC_TN x FR_MC_TN of A, are packed into       \
+ * panels (row copies), so both stay in L2 while every B panel passes over    \
+ * the A panels in tiles that stay inside one A panel (its NR columns are     \
+ * NR rows of C: 6 + 6 + 4 with AVX2).  C gets each K block's sums in turn.   \
+ * (OpenBLAS's sgemm copies A transposed, element by element: 6% of an RNN's  \
+ * training step.) */                                                         \
+static inline void fr_gemm_tn_##SUF(int m, int n, long long k, const T *A,     \
+                                    int lda, const T *B, int ldb, T *C,        \
+                                    int ldc, T *work)                          \
+{                                                                              \
+    const int nr = FR_NR_##SUF;                                                \
+    T *b_panels = work;                                                        \
+    T *a_panels = work + fr_packed_size_##SUF(FR_KC_TN, n);                    \
+    for (long long k0 = 0; k0 < k; k0 += FR_KC_TN) {                           \
+        int kc = k - k0 < FR_KC_TN ? (int)(k - k0) : FR_KC_TN;                 \
+        fr_pack_##SUF(kc, n, B + (size_t)k0 * ldb, (size_t)ldb, 1, b_panels);  \
+        for (int m0 = 0; m0 < m; m0 += FR_MC_TN) {                             \
+            int mc = m - m0 < FR_MC_TN ? m - m0 : FR_MC_TN;                    \
+            fr_pack_##SUF(kc, mc, A + (size_t)k0 * lda + m0, (size_t)lda, 1,   \
+                          a_panels);                                           \
+            for (int q = 0; q * nr < n; q++) {                                 \
+                const T *b_panel = b_panels + (size_t)q * kc * nr;             \
+                int cols = n - q * nr < nr ? n - q * nr : nr;                  \
+                for (int r = 0; r * nr < mc; r++) {                            \
+                    const T *a_panel = a_panels + (size_t)r * kc * nr;         \
+                    int rows = mc - r * nr < nr ? mc - r * nr : nr;            \
+                    for (int i0 = 0; i0 < rows; ) {                            \
+                        int mr = fr_tile_rows(rows - i0);                      \
+                        fr_tile_tn_dispatch_##SUF(mr, kc, a_panel + i0, b_panel, \
+                            C + (size_t)(m0 + r * nr + i0) * ldc + q * nr, ldc, cols); \
+                        i0 += mr;                                              \
+                    }                                                          \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
     }                                                                          \
 }
 

@@ -75,6 +75,63 @@ static void NAME(int m, int n, int k, int transposed, int with_bias)         \
 GEMM_TEST(gemm_test_f, f, float, 1e-6)
 GEMM_TEST(gemm_test_d, d, double, 1e-14)
 
+/* C += A^T B through fr_gemm_tn, A (k x m) and B (k x n) read from wider
+ * rows (lda = m + 3, ldb = n + 2) and C's columns past n left alone. */
+#define GEMM_TN_TEST(NAME, SUF, T, TOL)                                       \
+static void NAME(int m, int n, int k)                                        \
+{                                                                            \
+    int lda = m + 3, ldb = n + 2, ldc = n + 1;                               \
+    T *a = malloc(sizeof(T) * k * lda + 1), *b = malloc(sizeof(T) * k * ldb + 1); \
+    T *c = malloc(sizeof(T) * m * ldc + 1);                                  \
+    double *ref = malloc(sizeof(double) * m * ldc + 1);                      \
+    T *work = malloc(sizeof(T) * fr_gemm_tn_work_##SUF(m, n));               \
+    for (int i = 0; i < k * lda; i++) a[i] = (T)uniform();                   \
+    for (int i = 0; i < k * ldb; i++) b[i] = (T)uniform();                   \
+    for (int i = 0; i < m * ldc; i++) ref[i] = c[i] = (T)uniform();          \
+    for (int i = 0; i < m; i++)                                              \
+        for (int j = 0; j < n; j++)                                          \
+            for (int p = 0; p < k; p++)                                      \
+                ref[i * ldc + j] += (double)a[p * lda + i] * b[p * ldb + j]; \
+    fr_gemm_tn_##SUF(m, n, k, a, lda, b, ldb, c, ldc, work);                 \
+    double worst = 0;                                                        \
+    int outside = 0;                                                         \
+    for (int i = 0; i < m; i++)                                              \
+        for (int j = 0; j < ldc; j++) {                                      \
+            double err = fabs(c[i * ldc + j] - ref[i * ldc + j]) / (1.0 + fabs(ref[i * ldc + j])); \
+            if (j < n) worst = err > worst ? err : worst;                    \
+            else outside += c[i * ldc + j] != (T)ref[i * ldc + j];           \
+        }                                                                    \
+    CHECK(worst < (TOL) * sqrt((double)k + 1) && outside == 0, #SUF " gemm_tn m=%d n=%d " \
+          "k=%d: error %g, %d values past n changed", m, n, k, worst, outside); \
+    free(a); free(b); free(c); free(ref); free(work);                        \
+}
+GEMM_TN_TEST(gemm_tn_test_f, f, float, 1e-6)
+GEMM_TN_TEST(gemm_tn_test_d, d, double, 1e-14)
+
+/* The transposed pack (a weight matrix read as B^T) around the vector
+ * width: whole blocks go through the in-register transpose. */
+static void test_transposed_pack_layout(void)
+{
+    const int nr = FR_NR_f;
+    for (int k = 1; k <= 2 * nr + 3; k += 3)
+        for (int n = 1; n <= 2 * nr + 1; n += nr / 2 + 1) {
+            float *w = malloc(sizeof(float) * n * k), *packed =
+                malloc(sizeof(float) * fr_packed_size_f(k, n));
+            for (int i = 0; i < n * k; i++) w[i] = (float)(i + 1);
+            fr_pack_f(k, n, w, 1, (size_t)k, packed);    /* B[p][j] = w[j][p] */
+            int wrong = 0;
+            for (int q = 0; q * nr < n; q++)
+                for (int p = 0; p < k; p++)
+                    for (int j = 0; j < nr; j++) {
+                        int col = q * nr + j;
+                        float want = col < n ? w[col * k + p] : 0.0f;
+                        wrong += packed[((size_t)q * k + p) * nr + j] != want;
+                    }
+            CHECK(wrong == 0, "transposed pack k=%d n=%d: %d values wrong", k, n, wrong);
+            free(w); free(packed);
+        }
+}
+
 static void test_pack_layout(void)
 {
     /* Panels of NR columns, K rows each, zero past N. */
@@ -133,7 +190,17 @@ int main(void)
                 gemm_test_f(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
                 gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
             }
+    /* A^T B: tails of every tile, panel and K block; m past FR_MC_TN. */
+    static const int tn_shapes[][3] = {{1, 1, 1}, {1, FR_NR_f, 5}, {5, 17, 3},
+                                       {FR_NR_f + 3, 2 * FR_NR_f + 1, FR_KC_TN + 1},
+                                       {FR_MC_TN + 20, 40, 300}, {64, 64, 2 * FR_KC_TN},
+                                       {3, 5, 0}};
+    for (size_t s = 0; s < sizeof tn_shapes / sizeof tn_shapes[0]; s++) {
+        gemm_tn_test_f(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2]);
+        gemm_tn_test_d(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2]);
+    }
     test_pack_layout();
+    test_transposed_pack_layout();
     test_math();
     printf("fr kernels: vector %d bytes, MR %d, NR %d floats: %s\n", FR_VECTOR_BYTES,
            FR_MR, FR_NR_f, failures ? "FAILED" : "all passed");
