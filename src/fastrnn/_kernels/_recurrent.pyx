@@ -65,7 +65,8 @@ from libc.string cimport memcpy, memset
 from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gates,
                                              lstm_backward_gates)
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
-from fastrnn._kernels._packed cimport pack_weights_into, packed_gemm, packed_size
+from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_size,
+                                       parallel_gemm_packing_b)
 from fastrnn._kernels._gemv cimport (fr_team_barrier, fr_team_size, fr_thread_num, step_gemm,
                                      step_gemm_bias)
 from fastrnn._kernels._runtime cimport (blas_get_threads, blas_set_threads, chunk_start,
@@ -829,7 +830,9 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
                          dw_ih + <size_t>wrow * E, E, num_threads)
-        if d_x != NULL:
+        if d_x != NULL and not parallel_gemm_packing_b(
+                rows, E, size, gates + col, W, w_ih + <size_t>wrow * E,
+                add_to_d_x or k > 0, d_x, E, num_threads):
             parallel_gemm(False, False, rows, E, size, gates + col, W,
                           w_ih + <size_t>wrow * E, E,
                           <floating>(1 if add_to_d_x or k > 0 else 0), d_x, E, num_threads)
