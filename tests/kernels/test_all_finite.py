@@ -25,3 +25,35 @@ def test_largest_finite_values_are_finite():
         x = np.full(100, np.finfo(dtype).max, dtype=dtype)
         x[::2] = -x[::2]
         assert _runtime.all_finite(x, 1)
+
+
+@pytest.fixture
+def split_every_pass():
+    """Small arrays are one chunk; these tests lower the threshold so their
+    copies are split over threads too."""
+    before = _runtime.get_parallel_min_work()
+    _runtime.set_parallel_min_work(1)
+    yield
+    _runtime.set_parallel_min_work(before)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_copy_values_copies_every_value_on_any_thread_count(split_every_pass, dtype, threads):
+    """The threaded copy that keeps a training input for backward: chunk
+    edges fall on 16-value boundaries, so lengths around them and shorter
+    than one chunk per thread are all covered, NaN and inf included."""
+    rng = np.random.default_rng(threads)
+    for n in (1, 15, 16, 17, 47, 48, 49, 1000):
+        source = rng.standard_normal(n).astype(dtype)
+        source[::7] = np.nan
+        source[3::11] = np.inf
+        target = np.full(n + 1, 7.0, dtype)
+        _runtime.copy_values(source, target[:n], threads)
+        np.testing.assert_array_equal(target[:n], source)
+        assert target[n] == 7.0                          # nothing written past the end
+
+
+def test_copy_values_refuses_a_target_of_another_length():
+    with pytest.raises(ValueError, match="source has 3 values, target 4"):
+        _runtime.copy_values(np.zeros(3), np.zeros(4), 1)

@@ -10,6 +10,7 @@ without the GIL and without a Python call.
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memcpy
 
 cdef extern from "fr_math.h" nogil:
     int fr_openmp_enabled()
@@ -144,6 +145,29 @@ def all_finite(const floating[::1] values, int num_threads):
                 if lo < hi:
                     bad += not _finite(&values[lo], hi - lo)
     return bad == 0
+
+
+def copy_values(const floating[::1] source, floating[::1] target, int num_threads):
+    """target[:] = source (same length), split over threads for large arrays
+    like the finiteness scan: a training input's private copy (see
+    _validation.private_input) was a serial pass, 7% of an RNN(256) forward
+    at (100, 64) on 2 threads."""
+    cdef Py_ssize_t n = source.shape[0], lo, hi
+    cdef int chunks, c
+    if target.shape[0] != n:
+        raise ValueError(f"copy_values: source has {n} values, target {target.shape[0]}")
+    if n == 0:
+        return
+    chunks = split_threads(2.0 * n, num_threads)    # weighed like all_finite's pass
+    with nogil:
+        if chunks == 1:
+            memcpy(&target[0], &source[0], n * sizeof(floating))
+        else:
+            for c in prange(chunks, num_threads=chunks, schedule="static", chunksize=1):
+                lo = chunk_start(n, chunks, c, 16)
+                hi = chunk_start(n, chunks, c + 1, 16)
+                if lo < hi:
+                    memcpy(&target[lo], &source[lo], (hi - lo) * sizeof(floating))
 
 
 # Largest size one BLAS call takes: sgemm/dgemm count rows, columns and
