@@ -126,6 +126,13 @@ cdef inline bint _finite(const floating *x, long n) noexcept nogil:
         return fr_all_finite_d(x, n)
 
 
+cdef inline int pass_chunks(Py_ssize_t n, int num_threads) noexcept nogil:
+    """Threads for one memory pass over n values (the finiteness scan, the
+    copy): each value weighs 2 multiply-adds (the scan's multiply and add).
+    Chunk edges fall on 16 values (``chunk_start``)."""
+    return split_threads(2.0 * n, num_threads)
+
+
 def all_finite(const floating[::1] values, int num_threads):
     """True when no value is NaN or infinite: one pass, split over threads
     for large arrays (a validation of every batch must not cost a step)."""
@@ -133,8 +140,7 @@ def all_finite(const floating[::1] values, int num_threads):
     cdef int chunks, c, bad = 0
     if n == 0:
         return True
-    # a multiply and an add per element: it weighs 2 multiply-adds
-    chunks = split_threads(2.0 * n, num_threads)
+    chunks = pass_chunks(n, num_threads)
     with nogil:
         if chunks == 1:
             bad = not _finite(&values[0], n)
@@ -149,7 +155,7 @@ def all_finite(const floating[::1] values, int num_threads):
 
 def copy_values(const floating[::1] source, floating[::1] target, int num_threads):
     """target[:] = source (same length), split over threads for large arrays
-    like the finiteness scan: a training input's private copy (see
+    as the finiteness scan is: a training input's private copy (see
     _validation.private_input) was a serial pass, 7% of an RNN(256) forward
     at (100, 64) on 2 threads."""
     cdef Py_ssize_t n = source.shape[0], lo, hi
@@ -158,7 +164,7 @@ def copy_values(const floating[::1] source, floating[::1] target, int num_thread
         raise ValueError(f"copy_values: source has {n} values, target {target.shape[0]}")
     if n == 0:
         return
-    chunks = split_threads(2.0 * n, num_threads)    # weighed like all_finite's pass
+    chunks = pass_chunks(n, num_threads)
     with nogil:
         if chunks == 1:
             memcpy(&target[0], &source[0], n * sizeof(floating))
