@@ -202,6 +202,50 @@ def test_weight_gradient_product_matches_numpy(level, dtype, threads, rng):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [0, 1, 2, 3], ids=lambda t: f"threads{t}")
+def test_paired_weight_gradient_products_match_numpy_and_the_single_product(level, dtype,
+                                                                            threads, rng):
+    """C1 += A^T B1 and C2 += A^T B2 in one pass (dW_ih and dW_hh over the
+    same gate gradients, A packed once): each C as numpy gives it, columns
+    and rows past the product untouched, and bit for bit what the single
+    product gives on one thread.  With either C narrower than a panel the
+    packed pair declines and leaves both alone; parallel_gemm_tn_pair then
+    still computes both."""
+    module = probe(level)
+    nr = module.pack(np.ones((1, 1), dtype)).size
+    shapes = [(1, nr, nr, 1), (7, nr, 2 * nr + 3, 300), (nr + 3, 2 * nr + 1, nr, 257),
+              (300, 40, 3 * nr, 530), (64, 3 * nr, nr - 1, 9), (5, nr - 1, nr, 9)]
+    for m, n1, n2, k in shapes:
+        a = rng.standard_normal((k, m + 3)).astype(dtype)
+        b1 = rng.standard_normal((k, n1 + 2)).astype(dtype)
+        b2 = rng.standard_normal((k, n2 + 5)).astype(dtype)
+        c1 = rng.standard_normal((m + 1, n1 + 4)).astype(dtype)
+        c2 = rng.standard_normal((m + 2, n2 + 1)).astype(dtype)
+        before1, before2 = c1.copy(), c2.copy()
+        took = module.gemm_tn_pair(a, m, b1, n1, c1, b2, n2, c2, threads)
+        shape = f"m={m} n1={n1} n2={n2} k={k}"
+        if threads == 0 and min(n1, n2) < nr:
+            assert not took, f"{shape}: the packed pair took a narrow C"
+            np.testing.assert_array_equal(c1, before1)
+            np.testing.assert_array_equal(c2, before2)
+            continue
+        assert took, f"{shape}: the packed pair declined"
+        tol = dict(TOLERANCE[dtype])
+        tol["atol"] *= np.sqrt(k)
+        for c, before, b, n in ((c1, before1, b1, n1), (c2, before2, b2, n2)):
+            expected = before.astype(np.float64)
+            expected[:m, :n] += a[:, :m].T.astype(np.float64) @ b[:, :n].astype(np.float64)
+            np.testing.assert_allclose(c, expected, **tol, err_msg=shape)
+            np.testing.assert_array_equal(c[m:], before[m:])
+            np.testing.assert_array_equal(c[:, n:], before[:, n:])
+            if threads <= 1:
+                single = before.copy()
+                module.gemm_tn(a, m, b, n, single, threads)
+                np.testing.assert_array_equal(c, single, err_msg=shape)
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_weight_gradient_product_of_no_rows_leaves_c_alone(level):
     """T = 1 gives dW_hh a product over (T - 1) * B = 0 rows."""
     module = probe(level)

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from fastrnn._kernels._packed cimport packed_gemm_tn
+from fastrnn._kernels._packed cimport packed_gemm_tn, packed_gemm_tn_pair
 from fastrnn._kernels._runtime cimport blas_int_limit, chunk_start, split_threads
 
 
@@ -117,49 +117,78 @@ cdef inline void parallel_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssiz
              c + r0 * ldc, ldc)
 
 
-cdef inline void accumulate_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                               const floating *a, Py_ssize_t lda, const floating *b,
-                               Py_ssize_t ldb, floating *c, Py_ssize_t ldc) noexcept nogil:
-    """C (m x n) += A^T B, A (k x m), B (k x n): fr_gemm.h's packed product
-    where it is the faster one (``packed_gemm_tn``), else BLAS."""
-    if not packed_gemm_tn(m, n, k, a, lda, b, ldb, c, ldc):
-        gemm(True, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+cdef inline void accumulate_tn(Py_ssize_t m, Py_ssize_t k, const floating *a,
+                               Py_ssize_t lda, Py_ssize_t n1, const floating *b1,
+                               Py_ssize_t ldb1, floating *c1, Py_ssize_t ldc1,
+                               Py_ssize_t n2, const floating *b2, Py_ssize_t ldb2,
+                               floating *c2, Py_ssize_t ldc2) noexcept nogil:
+    """C1 (m x n1) += A^T B1 and C2 (m x n2) += A^T B2 (n2 = 0: C1 only), A
+    (k x m): fr_gemm.h's packed product where it is the faster one
+    (``packed_gemm_tn_pair``), else BLAS for each."""
+    if packed_gemm_tn_pair(m, k, a, lda, n1, b1, ldb1, c1, ldc1, n2, b2, ldb2, c2, ldc2):
+        return
+    if not packed_gemm_tn(m, n1, k, a, lda, b1, ldb1, c1, ldc1):
+        gemm(True, False, m, n1, k, <floating>1, a, lda, b1, ldb1, <floating>1, c1, ldc1)
+    if n2 > 0 and not packed_gemm_tn(m, n2, k, a, lda, b2, ldb2, c2, ldc2):
+        gemm(True, False, m, n2, k, <floating>1, a, lda, b2, ldb2, <floating>1, c2, ldc2)
 
 
 cdef inline void parallel_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   const floating *a, Py_ssize_t lda,
                                   const floating *b, Py_ssize_t ldb, floating *c,
                                   Py_ssize_t ldc, int num_threads) noexcept nogil:
-    """C (m x n) += A^T B, A (k x m), B (k x n), for weight gradients.
+    """C (m x n) += A^T B, A (k x m), B (k x n): ``parallel_gemm_tn_pair``
+    with one product."""
+    parallel_gemm_tn_pair(m, k, a, lda, n, b, ldb, c, ldc, 0, NULL, 1, NULL, 1, num_threads)
+
+
+cdef inline void parallel_gemm_tn_pair(Py_ssize_t m, Py_ssize_t k, const floating *a,
+                                       Py_ssize_t lda, Py_ssize_t n1, const floating *b1,
+                                       Py_ssize_t ldb1, floating *c1, Py_ssize_t ldc1,
+                                       Py_ssize_t n2, const floating *b2, Py_ssize_t ldb2,
+                                       floating *c2, Py_ssize_t ldc2,
+                                       int num_threads) noexcept nogil:
+    """C1 (m x n1) += A^T B1 and C2 (m x n2) += A^T B2 (n2 = 0: C1 only), A
+    (k x m), for weight gradients: dW_ih and dW_hh share A (the gate
+    gradients), which each thread then packs once for both.
 
     Their output is small and k (timesteps x batch rows) long, so k is split
-    over the threads: each reads its own share of A and B (a split of the
-    output rows would make every thread stream all of B).  The first thread
-    adds its share to C, the others to zeroed partial products that are then
-    added to C in thread order.
+    over the threads: each reads its own share of A and the Bs (a split of
+    the output rows would make every thread stream all of them).  The first
+    thread adds its share to C1 and C2, the others to zeroed partial products
+    that are then added in thread order.
     """
-    cdef int blocks = split_threads(<double>m * n * k, num_threads)
+    cdef int blocks = split_threads(<double>m * (n1 + n2) * k, num_threads)
     cdef int blk
-    cdef Py_ssize_t k0, k1, i, j
-    cdef size_t tile = <size_t>m * n
+    cdef Py_ssize_t k0, k1
+    cdef size_t tile = <size_t>m * (n1 + n2)
     cdef floating *partial = NULL
     cdef floating *p
     if blocks > 1:
         partial = <floating *>calloc((blocks - 1) * tile, sizeof(floating))
     if partial == NULL:
-        accumulate_tn(m, n, k, a, lda, b, ldb, c, ldc)
+        accumulate_tn(m, k, a, lda, n1, b1, ldb1, c1, ldc1, n2, b2, ldb2, c2, ldc2)
         return
     for blk in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
         k0 = chunk_start(k, blocks, blk, 1)
         k1 = chunk_start(k, blocks, blk + 1, 1)
         if blk == 0:
-            accumulate_tn(m, n, k1 - k0, a, lda, b, ldb, c, ldc)
+            accumulate_tn(m, k1 - k0, a, lda, n1, b1, ldb1, c1, ldc1, n2, b2, ldb2, c2, ldc2)
         else:
-            accumulate_tn(m, n, k1 - k0, a + k0 * lda, lda, b + k0 * ldb, ldb,
-                          partial + (blk - 1) * tile, n)
+            p = partial + (blk - 1) * tile
+            accumulate_tn(m, k1 - k0, a + k0 * lda, lda, n1, b1 + k0 * ldb1, ldb1, p, n1,
+                          n2, b2 + k0 * ldb2 if n2 > 0 else NULL, ldb2, p + m * n1, n2)
     for blk in range(blocks - 1):
         p = partial + blk * tile
-        for i in range(m):
-            for j in range(n):
-                c[i * ldc + j] += p[i * n + j]
+        _add_partial(m, n1, p, c1, ldc1)
+        _add_partial(m, n2, p + m * n1, c2, ldc2)
     free(partial)
+
+
+cdef inline void _add_partial(Py_ssize_t m, Py_ssize_t n, const floating *p, floating *c,
+                              Py_ssize_t ldc) noexcept nogil:
+    """C (m x n) += P (m x n, contiguous)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] += p[i * n + j]

@@ -1,8 +1,9 @@
 """Test entry points for the packed-weight product as the kernels call it:
 ``_packed.pxd``'s ``packed_size``, ``pack_weights_into``, ``packed_gemm`` and
 ``parallel_packed_gemm`` (over fr_gemm.h), and the weight-gradient product
-``A^T B`` (``packed_gemm_tn``, ``_blas.pxd``'s ``parallel_gemm_tn``), on numpy arrays, compiled once per
-instruction-set level.
+``A^T B`` (``packed_gemm_tn``, ``_blas.pxd``'s ``parallel_gemm_tn``, and
+their ``_pair`` forms that add A^T B1 and A^T B2 in one pass), on numpy
+arrays, compiled once per instruction-set level.
 
 ``_gemm_twin`` reaches fr_gemm.h itself; this module goes through the
 ``_packed.pxd`` layer (and ``_gemv.pxd``'s small-batch product) the recurrent, Jordan and RTRL kernels use: weights
@@ -17,10 +18,11 @@ import numpy as np
 
 from cython cimport floating
 
-from fastrnn._kernels._blas cimport parallel_gemm_tn
+from fastrnn._kernels._blas cimport parallel_gemm_tn, parallel_gemm_tn_pair
 from fastrnn._kernels._gemv cimport step_gemm_bias
 from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_gemm_bias,
-                                       packed_gemm_tn, packed_size, parallel_packed_gemm)
+                                       packed_gemm_tn, packed_gemm_tn_pair, packed_size,
+                                       parallel_packed_gemm)
 
 
 def pack(const floating[:, ::1] w, bint transpose=False):
@@ -80,6 +82,37 @@ def gemm_bias(const floating[:, ::1] a, int k, const floating[::1] packed,
             step_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
         else:
             packed_gemm_bias(m, n, k, &a[0, 0], lda, &packed[0], &bias[0], &c[0, 0], ldc)
+
+
+def gemm_tn_pair(const floating[:, ::1] a, int m, const floating[:, ::1] b1, int n1,
+                 floating[:, ::1] c1, const floating[:, ::1] b2, int n2,
+                 floating[:, ::1] c2, int num_threads=0):
+    """C1[:m, :n1] += A[:, :m]^T B1[:, :n1] and C2[:m, :n2] += A[:, :m]^T
+    B2[:, :n2] in one pass (the weight gradients dW_ih and dW_hh), k = A's
+    row count (k >= 1, m, n1, n2 >= 1).  ``num_threads`` 0 calls
+    ``packed_gemm_tn_pair`` and returns whether it took the products (False:
+    it declined and both Cs are unchanged); >= 1 calls
+    ``parallel_gemm_tn_pair`` and returns True."""
+    cdef Py_ssize_t k = a.shape[0]
+    cdef bint done = True
+    if not (k >= 1 and b1.shape[0] == k and b2.shape[0] == k and 1 <= m <= a.shape[1]
+            and 1 <= n1 <= b1.shape[1] and 1 <= n2 <= b2.shape[1] and m <= c1.shape[0]
+            and m <= c2.shape[0] and n1 <= c1.shape[1] and n2 <= c2.shape[1]
+            and num_threads >= 0):
+        raise ValueError(f"gemm_tn_pair: A {a.shape[0]}x{a.shape[1]} (m={m}), B1 "
+                         f"{b1.shape[0]}x{b1.shape[1]} (n1={n1}), B2 {b2.shape[0]}x"
+                         f"{b2.shape[1]} (n2={n2}), C1 {c1.shape[0]}x{c1.shape[1]}, C2 "
+                         f"{c2.shape[0]}x{c2.shape[1]}, num_threads={num_threads} do not fit")
+    with nogil:
+        if num_threads == 0:
+            done = packed_gemm_tn_pair(m, k, &a[0, 0], a.shape[1], n1, &b1[0, 0], b1.shape[1],
+                                       &c1[0, 0], c1.shape[1], n2, &b2[0, 0], b2.shape[1],
+                                       &c2[0, 0], c2.shape[1])
+        else:
+            parallel_gemm_tn_pair(m, k, &a[0, 0], a.shape[1], n1, &b1[0, 0], b1.shape[1],
+                                  &c1[0, 0], c1.shape[1], n2, &b2[0, 0], b2.shape[1],
+                                  &c2[0, 0], c2.shape[1], num_threads)
+    return done
 
 
 def gemm_tn(const floating[:, ::1] a, int m, const floating[:, ::1] b, int n,

@@ -20,6 +20,12 @@ cdef extern from "fr_gemm.h" nogil:
                       int ldb, float *C, int ldc, float *work)
     void fr_gemm_tn_d(int m, int n, long long k, const double *A, int lda, const double *B,
                       int ldb, double *C, int ldc, double *work)
+    void fr_gemm_tn_pair_f(int m, long long k, const float *A, int lda, int n1,
+                           const float *B1, int ldb1, float *C1, int ldc1, int n2,
+                           const float *B2, int ldb2, float *C2, int ldc2, float *work)
+    void fr_gemm_tn_pair_d(int m, long long k, const double *A, int lda, int n1,
+                           const double *B1, int ldb1, double *C1, int ldc1, int n2,
+                           const double *B2, int ldb2, double *C2, int ldc2, double *work)
     enum:
         FR_NR_f
         FR_NR_d
@@ -127,33 +133,61 @@ cdef inline bint parallel_gemm_packing_b(Py_ssize_t m, int n, int k, const float
 cdef inline bint packed_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                 const floating *a, Py_ssize_t lda, const floating *b,
                                 Py_ssize_t ldb, floating *c, Py_ssize_t ldc) noexcept nogil:
-    """C (m x n) += A^T B, A (k x m), B (k x n), by fr_gemm_tn when it is the
-    faster product: C at least one panel wide (n >= NR: narrower, the panel is
-    mostly padding and OpenBLAS wins) and every size but k within a C int.
-    Returns False, having done nothing, otherwise or without memory for its
-    work buffer: the caller then uses BLAS.  Measured on Zen 3 (1 thread,
-    k = 6400) against OpenBLAS: 1.2-2.3x for m <= 64, 1.04-1.07x at m = n = 256,
-    a tie at m = 1024; 0.15-0.9x for n < 16."""
+    """C (m x n) += A^T B, A (k x m), B (k x n): ``packed_gemm_tn_pair`` with
+    one product."""
+    return packed_gemm_tn_pair(m, k, a, lda, n, b, ldb, c, ldc, 0, NULL, 1, NULL, 1)
+
+
+cdef inline bint _tn_fits(int panel, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
+                          Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
+    """Whether fr_gemm_tn is the faster product for C (m x n) += A^T B: C at
+    least one panel (``panel`` = NR columns) wide (narrower, the panel is mostly padding and
+    OpenBLAS wins) and every size but k within a C int.  Measured on Zen 3
+    (1 thread, k = 6400) against OpenBLAS: 1.2-2.3x for m <= 64, 1.04-1.07x at
+    m = n = 256, a tie at m = 1024; 0.15-0.9x for n < 16."""
     cdef Py_ssize_t limit = blas_int_limit()
-    cdef int panel = FR_NR_d
+    return n >= panel and m <= limit and n <= limit and lda <= limit and ldb <= limit \
+        and ldc <= limit
+
+
+cdef inline bint packed_gemm_tn_pair(Py_ssize_t m, Py_ssize_t k, const floating *a,
+                                     Py_ssize_t lda, Py_ssize_t n1, const floating *b1,
+                                     Py_ssize_t ldb1, floating *c1, Py_ssize_t ldc1,
+                                     Py_ssize_t n2, const floating *b2, Py_ssize_t ldb2,
+                                     floating *c2, Py_ssize_t ldc2) noexcept nogil:
+    """C1 (m x n1) += A^T B1 and C2 (m x n2) += A^T B2 (n2 = 0: C1 only), A
+    (k x m), by fr_gemm_tn_pair (one block of A packed once for both) or
+    fr_gemm_tn, when it is the faster product for each (``_tn_fits``).  Returns False, having done
+    nothing, otherwise or without memory for its work buffer: the caller then
+    uses BLAS."""
     cdef size_t work_size
     cdef floating *work
+    cdef int panel = FR_NR_d
     if floating is float:
         panel = FR_NR_f
-    if n < panel or m > limit or n > limit or lda > limit or ldb > limit or ldc > limit:
+    if not _tn_fits(panel, m, n1, lda, ldb1, ldc1) or (
+            n2 > 0 and not _tn_fits(panel, m, n2, lda, ldb2, ldc2)):
         return False
     if m == 0 or k == 0:
         return True
     if floating is float:
-        work_size = fr_gemm_tn_work_f(<int>m, <int>n)
+        work_size = fr_gemm_tn_work_f(<int>m, <int>max(n1, n2))
     else:
-        work_size = fr_gemm_tn_work_d(<int>m, <int>n)
+        work_size = fr_gemm_tn_work_d(<int>m, <int>max(n1, n2))
     work = <floating *>malloc(work_size * sizeof(floating))
     if work == NULL:
         return False
     if floating is float:
-        fr_gemm_tn_f(<int>m, <int>n, k, a, <int>lda, b, <int>ldb, c, <int>ldc, work)
+        if n2 == 0:
+            fr_gemm_tn_f(<int>m, <int>n1, k, a, <int>lda, b1, <int>ldb1, c1, <int>ldc1, work)
+        else:
+            fr_gemm_tn_pair_f(<int>m, k, a, <int>lda, <int>n1, b1, <int>ldb1, c1, <int>ldc1,
+                              <int>n2, b2, <int>ldb2, c2, <int>ldc2, work)
     else:
-        fr_gemm_tn_d(<int>m, <int>n, k, a, <int>lda, b, <int>ldb, c, <int>ldc, work)
+        if n2 == 0:
+            fr_gemm_tn_d(<int>m, <int>n1, k, a, <int>lda, b1, <int>ldb1, c1, <int>ldc1, work)
+        else:
+            fr_gemm_tn_pair_d(<int>m, k, a, <int>lda, <int>n1, b1, <int>ldb1, c1, <int>ldc1,
+                              <int>n2, b2, <int>ldb2, c2, <int>ldc2, work)
     free(work)
     return True

@@ -64,7 +64,7 @@ from libc.string cimport memcpy, memset
 
 from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gates,
                                              lstm_backward_gates)
-from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn
+from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn, parallel_gemm_tn_pair
 from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_size,
                                        parallel_gemm_packing_b)
 from fastrnn._kernels._gemv cimport (fr_team_barrier, fr_team_size, fr_thread_num, step_gemm,
@@ -823,29 +823,41 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     dW_hr of the projected LSTM (NULL otherwise).  A token input's dW_ih is
     ``token_gradients``' (``x`` and ``d_x`` are then not used)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
-    cdef Py_ssize_t rows = <Py_ssize_t>T * B
+    cdef Py_ssize_t rows = <Py_ssize_t>T * B, linked = <Py_ssize_t>(T - 1) * B
     cdef int k, col, wrow, size, b
     cdef const floating *h_shift = out + dm.out_off
+    # The rows of the steps that have a previous output: t >= 1 forward,
+    # t <= T - 2 reverse; the other step's rows are ``alone``.
+    cdef Py_ssize_t first = 0 if dm.reverse else B, alone = linked if dm.reverse else 0
+    cdef const floating *h_prev = h_shift + (<size_t>B * dm.out_ld if dm.reverse else 0)
+    # With one input block over all GH columns (RNN, LSTM), dW_ih and dW_hh
+    # are products of the same gate-gradient rows over the linked steps:
+    # one pass packs them once for both (fr_gemm_tn_pair).
+    input_block(dm.cell, dm.C, 0, &col, &wrow, &size)
+    cdef bint paired = (T > 1 and dm.ids == NULL and block_count(dm.cell) == 1
+                        and col == 0 and size == GH)
+    if paired:
+        parallel_gemm_tn_pair(GH, linked, gates + first * W, W,
+                              E, x + first * E, E, dw_ih, E,
+                              H, h_prev, dm.out_ld, dw_hh, H, num_threads)
+        parallel_gemm_tn(GH, E, B, gates + alone * W, W, x + alone * E, E, dw_ih, E,
+                         num_threads)
     for k in range(block_count(dm.cell) if dm.ids == NULL else 0):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
-        parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
-                         dw_ih + <size_t>wrow * E, E, num_threads)
+        if not paired:
+            parallel_gemm_tn(size, E, rows, gates + col, W, x, E,
+                             dw_ih + <size_t>wrow * E, E, num_threads)
         if d_x != NULL and not parallel_gemm_packing_b(
                 rows, E, size, gates + col, W, w_ih + <size_t>wrow * E,
                 add_to_d_x or k > 0, d_x, E, num_threads):
             parallel_gemm(False, False, rows, E, size, gates + col, W,
                           w_ih + <size_t>wrow * E, E,
                           <floating>(1 if add_to_d_x or k > 0 else 0), d_x, E, num_threads)
-    if T > 1:
+    if T > 1 and not paired:
         # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
         # output; padded outputs are zero and padded gradients are zero.
-        if dm.reverse:
-            parallel_gemm_tn(GH, H, <Py_ssize_t>(T - 1) * B, gates, W,
-                             h_shift + <size_t>B * dm.out_ld, dm.out_ld, dw_hh, H,
-                             num_threads)
-        else:
-            parallel_gemm_tn(GH, H, <Py_ssize_t>(T - 1) * B, gates + <size_t>B * W, W,
-                             h_shift, dm.out_ld, dw_hh, H, num_threads)
+        parallel_gemm_tn(GH, H, linked, gates + first * W, W, h_prev, dm.out_ld, dw_hh, H,
+                         num_threads)
     if h0 != NULL:
         # The step that started from h0: t = 0 forward, t = len - 1 reverse.
         if dm.reverse:

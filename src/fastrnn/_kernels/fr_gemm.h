@@ -267,26 +267,47 @@ static inline void fr_packed_gemm_##SUF(int m, int n, int k, const T *A,       \
     }                                                                          \
 }                                                                              \
                                                                                \
-/* Elements of the work buffer fr_gemm_tn needs for C of m x n. */            \
+/* Elements of the work buffer fr_gemm_tn and fr_gemm_tn_pair need for C of \
+ * m x n (the pair: n = the wider of its two products). */                    \
 static inline size_t fr_gemm_tn_work_##SUF(int m, int n)                       \
 {                                                                              \
     int rows = m < FR_MC_TN ? m : FR_MC_TN;                                    \
     return fr_packed_size_##SUF(FR_KC_TN, rows) + fr_packed_size_##SUF(FR_KC_TN, n); \
 }                                                                              \
                                                                                \
+/* C[mc x n] += a_panels^T b_panels for one packed K block: every B panel    \
+ * passes over the A panels in tiles that stay inside one A panel (its NR     \
+ * columns are NR rows of C: 6 + 6 + 4 with AVX2). */                         \
+static inline void fr_tn_block_##SUF(int mc, int n, int kc, const T *a_panels, \
+                                     const T *b_panels, T *C, int ldc)         \
+{                                                                              \
+    const int nr = FR_NR_##SUF;                                                \
+    for (int q = 0; q * nr < n; q++) {                                         \
+        const T *b_panel = b_panels + (size_t)q * kc * nr;                     \
+        int cols = n - q * nr < nr ? n - q * nr : nr;                          \
+        for (int r = 0; r * nr < mc; r++) {                                    \
+            const T *a_panel = a_panels + (size_t)r * kc * nr;                 \
+            int rows = mc - r * nr < nr ? mc - r * nr : nr;                    \
+            for (int i0 = 0; i0 < rows; ) {                                    \
+                int mr = fr_tile_rows(rows - i0);                              \
+                fr_tile_tn_dispatch_##SUF(mr, kc, a_panel + i0, b_panel,       \
+                    C + (size_t)(r * nr + i0) * ldc + q * nr, ldc, cols);      \
+                i0 += mr;                                                      \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+                                                                               \
 /* C[m x n] += A^T B for A (k x m, lda) and B (k x n, ldb), both row-major:  \
  * the weight gradients, k running over every timestep's rows.  Blocks of    \
  * FR_KC_TN rows of B, and of FR_KC_TN x FR_MC_TN of A, are packed into       \
- * panels (row copies), so both stay in L2 while every B panel passes over    \
- * the A panels in tiles that stay inside one A panel (its NR columns are     \
- * NR rows of C: 6 + 6 + 4 with AVX2).  C gets each K block's sums in turn.   \
- * (OpenBLAS's sgemm copies A transposed, element by element: 6% of an RNN's  \
- * training step.) */                                                         \
+ * panels (row copies), so both stay in L2 while C gets each K block's sums   \
+ * in turn.  (OpenBLAS's sgemm copies A transposed, element by element: 6% of \
+ * an RNN's training step.) */                                                \
 static inline void fr_gemm_tn_##SUF(int m, int n, long long k, const T *A,     \
                                     int lda, const T *B, int ldb, T *C,        \
                                     int ldc, T *work)                          \
 {                                                                              \
-    const int nr = FR_NR_##SUF;                                                \
     T *b_panels = work;                                                        \
     T *a_panels = work + fr_packed_size_##SUF(FR_KC_TN, n);                    \
     for (long long k0 = 0; k0 < k; k0 += FR_KC_TN) {                           \
@@ -296,21 +317,36 @@ static inline void fr_gemm_tn_##SUF(int m, int n, long long k, const T *A,     \
             int mc = m - m0 < FR_MC_TN ? m - m0 : FR_MC_TN;                    \
             fr_pack_##SUF(kc, mc, A + (size_t)k0 * lda + m0, (size_t)lda, 1,   \
                           a_panels);                                           \
-            for (int q = 0; q * nr < n; q++) {                                 \
-                const T *b_panel = b_panels + (size_t)q * kc * nr;             \
-                int cols = n - q * nr < nr ? n - q * nr : nr;                  \
-                for (int r = 0; r * nr < mc; r++) {                            \
-                    const T *a_panel = a_panels + (size_t)r * kc * nr;         \
-                    int rows = mc - r * nr < nr ? mc - r * nr : nr;            \
-                    for (int i0 = 0; i0 < rows; ) {                            \
-                        int mr = fr_tile_rows(rows - i0);                      \
-                        fr_tile_tn_dispatch_##SUF(mr, kc, a_panel + i0, b_panel, \
-                            C + (size_t)(m0 + r * nr + i0) * ldc + q * nr, ldc, cols); \
-                        i0 += mr;                                              \
-                    }                                                          \
-                }                                                              \
-            }                                                                  \
+            fr_tn_block_##SUF(mc, n, kc, a_panels, b_panels,                   \
+                              C + (size_t)m0 * ldc, ldc);                      \
         }                                                                      \
+    }                                                                          \
+}                                                                              \
+                                                                               \
+/* C1[m x n1] += A^T B1 and C2[m x n2] += A^T B2: dW_ih and dW_hh over the    \
+ * same gate gradients A.  With A one block wide (m <= FR_MC_TN) each K block \
+ * of A is packed once for both, and B1's and B2's blocks take turns in one   \
+ * buffer (two resident B blocks overflowed L2: 10% slower at m = 1024).      \
+ * Wider A: the two products in turn. */                                      \
+static inline void fr_gemm_tn_pair_##SUF(int m, long long k, const T *A,       \
+                                         int lda, int n1, const T *B1, int ldb1, \
+                                         T *C1, int ldc1, int n2, const T *B2,  \
+                                         int ldb2, T *C2, int ldc2, T *work)   \
+{                                                                              \
+    if (m > FR_MC_TN) {                                                        \
+        fr_gemm_tn_##SUF(m, n1, k, A, lda, B1, ldb1, C1, ldc1, work);          \
+        fr_gemm_tn_##SUF(m, n2, k, A, lda, B2, ldb2, C2, ldc2, work);          \
+        return;                                                                \
+    }                                                                          \
+    T *b_panels = work;                                                        \
+    T *a_panels = work + fr_packed_size_##SUF(FR_KC_TN, n1 > n2 ? n1 : n2);    \
+    for (long long k0 = 0; k0 < k; k0 += FR_KC_TN) {                           \
+        int kc = k - k0 < FR_KC_TN ? (int)(k - k0) : FR_KC_TN;                 \
+        fr_pack_##SUF(kc, m, A + (size_t)k0 * lda, (size_t)lda, 1, a_panels);  \
+        fr_pack_##SUF(kc, n1, B1 + (size_t)k0 * ldb1, (size_t)ldb1, 1, b_panels); \
+        fr_tn_block_##SUF(m, n1, kc, a_panels, b_panels, C1, ldc1);            \
+        fr_pack_##SUF(kc, n2, B2 + (size_t)k0 * ldb2, (size_t)ldb2, 1, b_panels); \
+        fr_tn_block_##SUF(m, n2, kc, a_panels, b_panels, C2, ldc2);            \
     }                                                                          \
 }
 

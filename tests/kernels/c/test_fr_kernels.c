@@ -75,35 +75,51 @@ static void NAME(int m, int n, int k, int transposed, int with_bias)         \
 GEMM_TEST(gemm_test_f, f, float, 1e-6)
 GEMM_TEST(gemm_test_d, d, double, 1e-14)
 
-/* C += A^T B through fr_gemm_tn, A (k x m) and B (k x n) read from wider
- * rows (lda = m + 3, ldb = n + 2) and C's columns past n left alone. */
+/* C1 += A^T B1 through fr_gemm_tn (n2 = 0), or C1 += A^T B1 and C2 += A^T B2
+ * through one fr_gemm_tn_pair, A (k x m) and each B read from wider rows
+ * (lda = m + 3, ldb = n + 2 or n + 1), and each C's columns past its n left
+ * alone. */
 #define GEMM_TN_TEST(NAME, SUF, T, TOL)                                       \
-static void NAME(int m, int n, int k)                                        \
+static void NAME(int m, int n1, int n2, int k)                               \
 {                                                                            \
-    int lda = m + 3, ldb = n + 2, ldc = n + 1;                               \
-    T *a = malloc(sizeof(T) * k * lda + 1), *b = malloc(sizeof(T) * k * ldb + 1); \
-    T *c = malloc(sizeof(T) * m * ldc + 1);                                  \
-    double *ref = malloc(sizeof(double) * m * ldc + 1);                      \
-    T *work = malloc(sizeof(T) * fr_gemm_tn_work_##SUF(m, n));               \
+    int lda = m + 3, sides = n2 > 0 ? 2 : 1;                                 \
+    int n[2] = {n1, n2}, ldb[2] = {n1 + 2, n2 + 1}, ldc[2] = {n1 + 1, n2 + 3}; \
+    T *a = malloc(sizeof(T) * k * lda + 1), *b[2], *c[2];                    \
+    double *ref[2];                                                          \
+    T *work = malloc(sizeof(T) * fr_gemm_tn_work_##SUF(m, n1 > n2 ? n1 : n2)); \
     for (int i = 0; i < k * lda; i++) a[i] = (T)uniform();                   \
-    for (int i = 0; i < k * ldb; i++) b[i] = (T)uniform();                   \
-    for (int i = 0; i < m * ldc; i++) ref[i] = c[i] = (T)uniform();          \
-    for (int i = 0; i < m; i++)                                              \
-        for (int j = 0; j < n; j++)                                          \
-            for (int p = 0; p < k; p++)                                      \
-                ref[i * ldc + j] += (double)a[p * lda + i] * b[p * ldb + j]; \
-    fr_gemm_tn_##SUF(m, n, k, a, lda, b, ldb, c, ldc, work);                 \
-    double worst = 0;                                                        \
-    int outside = 0;                                                         \
-    for (int i = 0; i < m; i++)                                              \
-        for (int j = 0; j < ldc; j++) {                                      \
-            double err = fabs(c[i * ldc + j] - ref[i * ldc + j]) / (1.0 + fabs(ref[i * ldc + j])); \
-            if (j < n) worst = err > worst ? err : worst;                    \
-            else outside += c[i * ldc + j] != (T)ref[i * ldc + j];           \
-        }                                                                    \
-    CHECK(worst < (TOL) * sqrt((double)k + 1) && outside == 0, #SUF " gemm_tn m=%d n=%d " \
-          "k=%d: error %g, %d values past n changed", m, n, k, worst, outside); \
-    free(a); free(b); free(c); free(ref); free(work);                        \
+    for (int s = 0; s < 2; s++) {                                            \
+        b[s] = malloc(sizeof(T) * k * ldb[s] + 1);                           \
+        c[s] = malloc(sizeof(T) * m * ldc[s] + 1);                           \
+        ref[s] = malloc(sizeof(double) * m * ldc[s] + 1);                    \
+        for (int i = 0; i < k * ldb[s]; i++) b[s][i] = (T)uniform();         \
+        for (int i = 0; i < m * ldc[s]; i++) ref[s][i] = c[s][i] = (T)uniform(); \
+        for (int i = 0; i < m; i++)                                          \
+            for (int j = 0; j < n[s]; j++)                                   \
+                for (int p = 0; p < k && s < sides; p++)                     \
+                    ref[s][i * ldc[s] + j] += (double)a[p * lda + i] * b[s][p * ldb[s] + j]; \
+    }                                                                        \
+    if (n2 > 0)                                                              \
+        fr_gemm_tn_pair_##SUF(m, k, a, lda, n1, b[0], ldb[0], c[0], ldc[0],  \
+                              n2, b[1], ldb[1], c[1], ldc[1], work);         \
+    else                                                                     \
+        fr_gemm_tn_##SUF(m, n1, k, a, lda, b[0], ldb[0], c[0], ldc[0], work); \
+    for (int s = 0; s < 2; s++) {                                            \
+        double worst = 0;                                                    \
+        int outside = 0;                                                     \
+        for (int i = 0; i < m; i++)                                          \
+            for (int j = 0; j < ldc[s]; j++) {                               \
+                double want = ref[s][i * ldc[s] + j];                        \
+                double err = fabs(c[s][i * ldc[s] + j] - want) / (1.0 + fabs(want)); \
+                if (j < n[s]) worst = err > worst ? err : worst;             \
+                else outside += c[s][i * ldc[s] + j] != (T)want;             \
+            }                                                                \
+        CHECK(worst < (TOL) * sqrt((double)k + 1) && outside == 0, #SUF " gemm_tn " \
+              "m=%d n1=%d n2=%d k=%d, C%d: error %g, %d values past n changed", \
+              m, n1, n2, k, s + 1, worst, outside);                          \
+        free(b[s]); free(c[s]); free(ref[s]);                                \
+    }                                                                        \
+    free(a); free(work);                                                     \
 }
 GEMM_TN_TEST(gemm_tn_test_f, f, float, 1e-6)
 GEMM_TN_TEST(gemm_tn_test_d, d, double, 1e-14)
@@ -190,14 +206,18 @@ int main(void)
                 gemm_test_f(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
                 gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
             }
-    /* A^T B: tails of every tile, panel and K block; m past FR_MC_TN. */
-    static const int tn_shapes[][3] = {{1, 1, 1}, {1, FR_NR_f, 5}, {5, 17, 3},
-                                       {FR_NR_f + 3, 2 * FR_NR_f + 1, FR_KC_TN + 1},
-                                       {FR_MC_TN + 20, 40, 300}, {64, 64, 2 * FR_KC_TN},
-                                       {3, 5, 0}};
+    /* A^T B alone and paired: tails of every tile, panel and K block; m past
+     * FR_MC_TN; the second product narrower or wider than the first. */
+    static const int tn_shapes[][4] = {{1, 1, 0, 1}, {1, FR_NR_f, 0, 5}, {5, 17, 0, 3},
+                                       {FR_NR_f + 3, 2 * FR_NR_f + 1, 0, FR_KC_TN + 1},
+                                       {FR_MC_TN + 20, 40, 0, 300}, {64, 64, 0, 2 * FR_KC_TN},
+                                       {3, 5, 0, 0}, {1, 1, 1, 1}, {5, 17, 3, 3},
+                                       {FR_NR_f + 3, 2 * FR_NR_f + 1, FR_NR_f - 1, FR_KC_TN + 1},
+                                       {FR_MC_TN + 20, 40, 3 * FR_NR_f + 2, 300},
+                                       {64, 64, 64, 2 * FR_KC_TN}, {3, 5, 7, 0}};
     for (size_t s = 0; s < sizeof tn_shapes / sizeof tn_shapes[0]; s++) {
-        gemm_tn_test_f(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2]);
-        gemm_tn_test_d(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2]);
+        gemm_tn_test_f(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2], tn_shapes[s][3]);
+        gemm_tn_test_d(tn_shapes[s][0], tn_shapes[s][1], tn_shapes[s][2], tn_shapes[s][3]);
     }
     test_pack_layout();
     test_transposed_pack_layout();
