@@ -29,6 +29,29 @@ def test_finite_input_overflowing_float32_is_named_as_such(tmp_path):
         fr.LSTM(2, 3)(np.full((2, 3, 2), np.inf))
 
 
+@pytest.mark.parametrize("make", [lambda: fr.LSTM(3, 4), lambda: fr.GRU(3, 4, num_layers=2),
+                                  lambda: fr.RNN(3, 4, batch_first=True),
+                                  lambda: fr.Jordan(3, 4, 2), lambda: fr.Linear(3, 4)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_bad_value_in_x_is_found_in_either_mode(make, training, bad):
+    """Training also copies a writable x for backward (``private_input``).  A
+    NaN or infinity at either end or in the middle is found in either mode,
+    the layer keeps nothing for backward, and the same layer then runs on
+    good data."""
+    layer = make().train(training)
+    for index in (0, 31, -1):
+        x = np.random.default_rng(0).standard_normal((6, 7, 3))
+        x.reshape(-1)[index] = bad
+        with pytest.raises(ValueError, match="^x contains NaN or infinite values$"):
+            layer(x)
+        if training:
+            with pytest.raises(RuntimeError, match="backward needs a forward pass"):
+                layer.backward(np.ones((6, 7, 4)))
+    x[...] = 0.5
+    layer(x)
+
+
 @pytest.mark.parametrize("call,name", [
     (lambda: fr.LSTM(2, 3)([[[1.0, 2.0]], [[1.0]]]), "x"),
     (lambda: fr.Linear(2, 3)([[1.0, 2.0], [1.0]]), "x"),
