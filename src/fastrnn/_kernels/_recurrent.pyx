@@ -809,6 +809,41 @@ cdef void fold_bias(const Dims *dm, const floating *b_ih, const floating *b_hh,
             row[j] = b_ih[j] + b_hh[j]
 
 
+cdef inline bint shares_gate_rows(const Dims *dm) noexcept nogil:
+    """Whether dW_ih and dW_hh are products of the same gate-gradient rows:
+    one input block over all GH columns (RNN, LSTM), a float input and more
+    than one step (``linked_weight_gradients`` then makes both)."""
+    cdef int col, wrow, size
+    input_block(dm.cell, dm.C, 0, &col, &wrow, &size)
+    return (dm.T > 1 and dm.ids == NULL and block_count(dm.cell) == 1 and col == 0
+            and size == dm.GH)
+
+
+cdef void linked_weight_gradients(const Dims *dm, bint paired, const floating *x,
+                                  const floating *gates, const floating *out,
+                                  floating *dw_ih, floating *dw_hh,
+                                  int num_threads) noexcept nogil:
+    """dW_hh += sum_t dG_t^T h_prev(t) over the steps that have a previous
+    output, the neighbouring one (t >= 1 forward, t <= T - 2 reverse; padded
+    outputs and gradients are zero).  ``paired`` (``shares_gate_rows``):
+    dW_ih's product over the same gate rows runs with it, its gate-gradient
+    blocks packed once for both (fr_gemm_tn_pair), and the step left over
+    adds its dW_ih rows alone."""
+    cdef int B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
+    cdef Py_ssize_t linked = <Py_ssize_t>(dm.T - 1) * B
+    cdef Py_ssize_t first = 0 if dm.reverse else B, alone = linked if dm.reverse else 0
+    cdef const floating *h_prev = out + dm.out_off + (<size_t>B * dm.out_ld if dm.reverse
+                                                      else 0)
+    if not paired:
+        parallel_gemm_tn(GH, H, linked, gates + first * W, W, h_prev, dm.out_ld, dw_hh, H,
+                         num_threads)
+        return
+    parallel_gemm_tn_pair(GH, linked, gates + first * W, W, E, x + first * E, E, dw_ih, E,
+                          H, h_prev, dm.out_ld, dw_hh, H, num_threads)
+    parallel_gemm_tn(GH, E, B, gates + alone * W, W, x + alone * E, E, dw_ih, E,
+                     num_threads)
+
+
 cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x,
                            const floating *w_ih, const floating *gates,
                            const floating *out, const floating *h0,
@@ -823,25 +858,11 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
     dW_hr of the projected LSTM (NULL otherwise).  A token input's dW_ih is
     ``token_gradients``' (``x`` and ``d_x`` are then not used)."""
     cdef int T = dm.T, B = dm.B, E = dm.E, H = dm.H, W = dm.W, GH = dm.GH
-    cdef Py_ssize_t rows = <Py_ssize_t>T * B, linked = <Py_ssize_t>(T - 1) * B
+    cdef Py_ssize_t rows = <Py_ssize_t>T * B
     cdef int k, col, wrow, size, b
-    cdef const floating *h_shift = out + dm.out_off
-    # The rows of the steps that have a previous output: t >= 1 forward,
-    # t <= T - 2 reverse; the other step's rows are ``alone``.
-    cdef Py_ssize_t first = 0 if dm.reverse else B, alone = linked if dm.reverse else 0
-    cdef const floating *h_prev = h_shift + (<size_t>B * dm.out_ld if dm.reverse else 0)
-    # With one input block over all GH columns (RNN, LSTM), dW_ih and dW_hh
-    # are products of the same gate-gradient rows over the linked steps:
-    # one pass packs them once for both (fr_gemm_tn_pair).
-    input_block(dm.cell, dm.C, 0, &col, &wrow, &size)
-    cdef bint paired = (T > 1 and dm.ids == NULL and block_count(dm.cell) == 1
-                        and col == 0 and size == GH)
-    if paired:
-        parallel_gemm_tn_pair(GH, linked, gates + first * W, W,
-                              E, x + first * E, E, dw_ih, E,
-                              H, h_prev, dm.out_ld, dw_hh, H, num_threads)
-        parallel_gemm_tn(GH, E, B, gates + alone * W, W, x + alone * E, E, dw_ih, E,
-                         num_threads)
+    cdef bint paired = shares_gate_rows(dm)
+    if T > 1:
+        linked_weight_gradients(dm, paired, x, gates, out, dw_ih, dw_hh, num_threads)
     for k in range(block_count(dm.cell) if dm.ids == NULL else 0):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         if not paired:
@@ -853,11 +874,6 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
             parallel_gemm(False, False, rows, E, size, gates + col, W,
                           w_ih + <size_t>wrow * E, E,
                           <floating>(1 if add_to_d_x or k > 0 else 0), d_x, E, num_threads)
-    if T > 1 and not paired:
-        # dW_hh += sum_t dG_t^T h_prev(t) where h_prev is the neighbouring
-        # output; padded outputs are zero and padded gradients are zero.
-        parallel_gemm_tn(GH, H, linked, gates + first * W, W, h_prev, dm.out_ld, dw_hh, H,
-                         num_threads)
     if h0 != NULL:
         # The step that started from h0: t = 0 forward, t = len - 1 reverse.
         if dm.reverse:
