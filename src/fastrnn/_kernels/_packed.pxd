@@ -138,16 +138,25 @@ cdef inline bint packed_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return packed_gemm_tn_pair(m, k, a, lda, n, b, ldb, c, ldc, 0, NULL, 1, NULL, 1)
 
 
+# Largest C (m x n values) fr_gemm_tn takes: past it OpenBLAS is faster.
+# Measured on Zen 3 (1 thread, scipy's OpenBLAS 0.3.30 Haswell sgemm, k =
+# 3168-6400), time ours / OpenBLAS: 0.76 at 64 x 64, 0.85 at 128 x 128, 0.92
+# at 256 x 256, 0.97 at 512 x 512, 1.00 at 1024 x 256 and 2048 x 256, 1.04 at
+# 1024 x 512 and 2048 x 512, 1.05 at 512 x 1024, 1.17-1.22 at 1024 x 1024 and
+# 4096 x 1024: a B block of FR_KC_TN x 512 fills the 512 KB L2 by itself.
+cdef enum:
+    TN_MAX_VALUES = 1 << 18
+
+
 cdef inline bint _tn_fits(int panel, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
                           Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
     """Whether fr_gemm_tn is the faster product for C (m x n) += A^T B: C at
-    least one panel (``panel`` = NR columns) wide (narrower, the panel is mostly padding and
-    OpenBLAS wins) and every size but k within a C int.  Measured on Zen 3
-    (1 thread, k = 6400) against OpenBLAS: 1.2-2.3x for m <= 64, 1.04-1.07x at
-    m = n = 256, a tie at m = 1024; 0.15-0.9x for n < 16."""
+    least one panel (``panel`` = NR columns) wide (narrower, the panel is
+    mostly padding and OpenBLAS wins: 0.15-0.9x for n < 16), at most
+    TN_MAX_VALUES values, and every size but k within a C int."""
     cdef Py_ssize_t limit = blas_int_limit()
-    return n >= panel and m <= limit and n <= limit and lda <= limit and ldb <= limit \
-        and ldc <= limit
+    return (n >= panel and m * n <= TN_MAX_VALUES and m <= limit and n <= limit
+            and lda <= limit and ldb <= limit and ldc <= limit)
 
 
 cdef inline bint packed_gemm_tn_pair(Py_ssize_t m, Py_ssize_t k, const floating *a,
