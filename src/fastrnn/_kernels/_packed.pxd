@@ -166,9 +166,9 @@ cdef inline bint packed_gemm_tn_pair(Py_ssize_t m, Py_ssize_t k, const floating 
                                      floating *c2, Py_ssize_t ldc2) noexcept nogil:
     """C1 (m x n1) += A^T B1 and C2 (m x n2) += A^T B2 (n2 = 0: C1 only), A
     (k x m), by fr_gemm_tn_pair (one block of A packed once for both) or
-    fr_gemm_tn, when it is the faster product for each (``_tn_fits``).  Returns False, having done
-    nothing, otherwise or without memory for its work buffer: the caller then
-    uses BLAS."""
+    fr_gemm_tn, when it is the faster product for each (``_tn_fits``).
+    Returns False, having done nothing, otherwise or without memory for its
+    work buffer: the caller then uses BLAS."""
     cdef size_t work_size
     cdef floating *work
     cdef int panel = FR_NR_d
