@@ -10,8 +10,9 @@ and each keeps its best time:
   K block of dG packed once for both products, as the RNN and LSTM backward
   run them;
 * **two**: two ``parallel_gemm_tn`` calls, dG packed for each;
-* **blas**: numpy's ``dG.T @ X`` and ``dG.T @ H`` (OpenBLAS, its own threads;
-  its temporary results and the adds are in its time).
+* **blas**: scipy's ``sgemm`` (the OpenBLAS the kernels call), C += A^T B
+  for each product with no copy (row-major C is column-major C^T = B^T A),
+  on OpenBLAS's own threads.
 
 Products past fr_gemm_tn's size limit (``TN_MAX_VALUES`` in ``_packed.pxd``)
 go to OpenBLAS in "pair" and "two" alike.
@@ -37,6 +38,8 @@ SHAPES = ["128,128,6336", "256,256,6336", "512,512,3168",
 
 
 def contenders(module, m, n, k, threads, rng):
+    from scipy.linalg.blas import sgemm
+
     gates = rng.standard_normal((k, m), dtype=np.float32)
     x, h = (rng.standard_normal((k, n), dtype=np.float32) for _ in range(2))
     dw_ih, dw_hh = np.zeros((m, n), np.float32), np.zeros((m, n), np.float32)
@@ -49,9 +52,11 @@ def contenders(module, m, n, k, threads, rng):
         module.gemm_tn(gates, m, h, n, dw_hh, threads)
 
     def blas():
-        dw_ih[...] += gates.T @ x
-        dw_hh[...] += gates.T @ h
+        sgemm(1.0, x.T, gates.T, beta=1.0, c=dw_ih.T, trans_b=1, overwrite_c=1)
+        sgemm(1.0, h.T, gates.T, beta=1.0, c=dw_hh.T, trans_b=1, overwrite_c=1)
 
+    blas()                                 # in place, and the right product
+    np.testing.assert_allclose(dw_ih, gates.T @ x, rtol=1e-3, atol=1e-2 * np.sqrt(k))
     return {"pair": pair, "two": two, "blas": blas}
 
 
@@ -65,8 +70,8 @@ def best_times(fns, rounds, reps):
                 fn()
             best[name] = min(best[name], (time.perf_counter() - start) / reps)
             if name == "blas":
-                # numpy's OpenBLAS workers busy-wait after a product (about
-                # 0.1 s) and would take a core from the contender timed next.
+                # OpenBLAS's workers busy-wait after a product (about 0.1 s)
+                # and would take a core from the contender timed next.
                 time.sleep(0.3)
     return best
 
