@@ -148,17 +148,39 @@ def test_column_split_threshold_is_checked():
 
 
 def test_the_plan_picks_each_path():
-    """inference_plan: (steps per input block, column slices) as documented."""
+    """inference_plan: (steps per input block, column slices, pipelined) as
+    documented."""
     layer = make("lstm", {}, 256, np.float32)
     kernel = layer._kernels[0]
     full = np.full(4, 200, np.intc)
     one_chunk, two_chunks = np.array([0, 4], np.intc), np.array([0, 2, 4], np.intc)
-    assert kernel.inference_plan(200, 4, full, one_chunk, 1) == (16, 0)
-    assert kernel.inference_plan(200, 4, full, two_chunks, 2) == (16, 2)
+    assert kernel.inference_plan(200, 4, full, one_chunk, 1) == (16, 0, 0)
+    assert kernel.inference_plan(200, 4, full, two_chunks, 2) == (16, 2, 0)
     ragged = np.array([200, 150, 90, 10], np.intc)
-    assert kernel.inference_plan(200, 4, ragged, two_chunks, 2) == (0, 2)
+    assert kernel.inference_plan(200, 4, ragged, two_chunks, 2) == (0, 2, 0)
     _runtime.set_parallel_min_work(1 << 19)     # conftest sets 0; restored after
     # One step of one row: too little work for a parallel region.
-    assert kernel.inference_plan(1, 1, full[:1], np.array([0, 1], np.intc), 2) == (0, 0)
+    assert kernel.inference_plan(1, 1, full[:1], np.array([0, 1], np.intc), 2) == (0, 0, 0)
     big = np.full(64, 100, np.intc)
-    assert kernel.inference_plan(100, 64, big, np.array([0, 32, 64], np.intc), 2) == (0, 0)
+    assert kernel.inference_plan(100, 64, big, np.array([0, 32, 64], np.intc), 2) == (0, 0, 0)
+    # One row below the column split's hidden size: the input products are
+    # made ahead by the second thread, in short blocks; never on one thread.
+    small = make_layer("lstm", 64, 64, dtype=np.float32, seed=3).eval()._kernels[0]
+    row = np.array([0, 1], np.intc)
+    assert small.inference_plan(200, 1, full[:1], row, 2) == (8, 0, 1)
+    assert small.inference_plan(200, 1, full[:1], row, 1) == (64, 0, 0)
+    assert small.inference_plan(200, 1, np.array([150], np.intc), row, 2) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("cell,options", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("steps", [1, 7, 8, 9, 41])
+def test_pipelined_input_products_give_the_same_bits(cell, options, dtype, steps):
+    """One row on two threads (the second makes the input products ahead,
+    in two buffers): the outputs and final states of one thread, bit for
+    bit, for every block count and a short last block, in both directions."""
+    layer = make(cell, options, 40, dtype, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(steps).standard_normal((steps, 1, 12)).astype(dtype)
+    reference = run(layer, x, None, 1, None)
+    for got, want in zip(run(layer, x, None, 2, 10 ** 6), reference):
+        np.testing.assert_array_equal(got, want)

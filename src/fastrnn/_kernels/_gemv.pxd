@@ -1,5 +1,5 @@
-# Small-batch products over packed weights and the column-split barrier
-# (fr_gemv.h), for float32 and float64.
+# Small-batch products over packed weights, the column-split barrier and
+# the pipeline's hand-off (fr_gemv.h), for float32 and float64.
 from cython cimport floating
 
 cdef extern from "fr_gemv.h" nogil:
@@ -8,6 +8,11 @@ cdef extern from "fr_gemv.h" nogil:
     void fr_small_gemm_d(int m, int n, int k, const double *A, int lda,
                          const double *packed, const double *bias, double *C, int ldc)
     void fr_team_barrier()
+    ctypedef struct fr_pipe:
+        int made
+        int done
+    void fr_pipe_publish(int *count, int value)
+    void fr_pipe_wait(const int *count, int value)
     int fr_thread_num()
     int fr_team_size()
 

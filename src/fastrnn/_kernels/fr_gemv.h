@@ -1,5 +1,5 @@
-/* Small-batch products with the packed weights of fr_gemm.h, and the
- * barrier of the column-split recurrence.
+/* Small-batch products with the packed weights of fr_gemm.h, the barrier
+ * of the column-split recurrence and the hand-off of the pipelined one.
  *
  * With one or two rows, fr_gemm.h's micro-tile keeps only 2 or 4
  * accumulator chains: each waits for the previous fused multiply-add (4
@@ -105,6 +105,30 @@ static inline void fr_team_barrier(void)
 #ifdef _OPENMP
     _Pragma("omp barrier")
 #endif
+}
+
+/* The hand-off of a pipelined inference (two threads of one parallel
+ * region): the producer makes the input products of block j while the
+ * consumer runs the recurrence over block j - 1, in two gate buffers.  Each
+ * side publishes a count that only grows (blocks made; blocks the consumer
+ * is done with) and the other spins until the count it needs is reached;
+ * release / acquire order the buffer's contents with the count. */
+typedef struct { int made; int done; } fr_pipe;
+
+static inline void fr_pipe_publish(int *count, int value)
+{
+    __atomic_store_n(count, value, __ATOMIC_RELEASE);
+}
+
+static inline void fr_pipe_wait(const int *count, int value)
+{
+    while (__atomic_load_n(count, __ATOMIC_ACQUIRE) < value) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();   /* spin politely: frees the core's other thread */
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+    }
 }
 
 #ifdef _OPENMP
