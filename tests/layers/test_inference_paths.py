@@ -1,6 +1,7 @@
 """The inference forward's paths (issue 12): the small-batch product, the
-input products of many steps as one product (no padding), and the column
-split of the gate units over threads (B <= 4).
+input products of many steps as one product (no padding), the column
+split of the gate units over threads (B <= 4), and the pipeline (B = 1:
+a second thread makes the input products ahead).
 
 Every path must give the same bits as the others whatever the thread count
 (each output element is the same sequence of operations), equal a stream
@@ -8,6 +9,9 @@ stepping through the sequence, and match PyTorch.
 """
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,3 +188,23 @@ def test_pipelined_input_products_give_the_same_bits(cell, options, dtype, steps
     reference = run(layer, x, None, 1, None)
     for got, want in zip(run(layer, x, None, 2, 10 ** 6), reference):
         np.testing.assert_array_equal(got, want)
+
+
+def test_pipeline_without_a_second_thread_runs_alone():
+    """OpenMP may give the pipeline's region one thread (OMP_THREAD_LIMIT,
+    nested regions): thread 0 then claims and makes every block itself, with
+    no wait on a helper that never comes, and the same bits."""
+    script = (
+        "import numpy as np, fastrnn as fr\n"
+        "layer = fr.LSTM(64, 64).eval()\n"
+        "x = np.random.default_rng(0).standard_normal((100, 1, 64)).astype(np.float32)\n"
+        "fr.set_num_threads(1); want = layer(x)[0]\n"
+        "fr.set_num_threads(2)\n"
+        "plan = layer._kernels[0].inference_plan(100, 1, np.full(1, 100, np.intc),\n"
+        "                                        np.array([0, 1], np.intc), 2)\n"
+        "assert plan[2] == 1, plan\n"
+        "assert np.array_equal(layer(x)[0], want)\n")
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

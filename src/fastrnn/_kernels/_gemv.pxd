@@ -9,10 +9,13 @@ cdef extern from "fr_gemv.h" nogil:
                          const double *packed, const double *bias, double *C, int ldc)
     void fr_team_barrier()
     ctypedef struct fr_pipe:
-        int made
+        int next
         int done
+        int made[2]
     void fr_pipe_publish(int *count, int value)
+    int fr_pipe_read(const int *count)
     void fr_pipe_wait(const int *count, int value)
+    bint fr_pipe_claim(fr_pipe *pipe, int j)
     int fr_thread_num()
     int fr_team_size()
 

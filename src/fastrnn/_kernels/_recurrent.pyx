@@ -67,9 +67,9 @@ from fastrnn._kernels._backward_rows cimport (column_sums_into, gru_backward_gat
 from fastrnn._kernels._blas cimport parallel_gemm, parallel_gemm_tn, parallel_gemm_tn_pair
 from fastrnn._kernels._packed cimport (pack_weights_into, packed_gemm, packed_size,
                                        parallel_gemm_packing_b)
-from fastrnn._kernels._gemv cimport (fr_pipe, fr_pipe_publish, fr_pipe_wait, fr_team_barrier,
-                                     fr_team_size, fr_thread_num, step_gemm,
-                                     step_gemm_bias)
+from fastrnn._kernels._gemv cimport (fr_pipe, fr_pipe_claim, fr_pipe_publish, fr_pipe_read,
+                                     fr_pipe_wait, fr_team_barrier, fr_team_size,
+                                     fr_thread_num, step_gemm, step_gemm_bias)
 from fastrnn._kernels._runtime cimport (blas_get_threads, blas_set_threads, chunk_start,
                                        split_threads)
 from fastrnn._kernels._rows cimport gru_row, sigmoid_row, tanh_row
@@ -370,8 +370,8 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     0 in inference (one slab of B rows reused).  ``tb`` > 0 (inference, no
     padding): the input products of ``tb`` steps at a time are one larger
     product (``input_block_rows``; ``gates`` then holds tb * B rows and ``xs``
-    tb * B input rows; with ``pipe`` another thread makes them, in two
-    buffers: ``pipelined_forward``).  ``c`` and ``c_hist`` are NULL
+    tb * B input rows; with ``pipe`` in two buffers, shared with a helper
+    thread: ``pipelined_forward``).  ``c`` and ``c_hist`` are NULL
     except for the LSTM (``c_hist`` only when training).  ``w2_packed`` is the
     second recurrent product of a variant (W_hn^T reset-before, W_hr^T
     projection), ``peep`` the LSTM peepholes (NULL otherwise).
@@ -420,11 +420,11 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
     """The gate rows of step ``t`` for rows r0..r0+n, holding the folded
     biases plus the input product: computed here per step, or (``tb`` > 0)
     read from the block of ``tb`` steps whose products are made at its first
-    step (``input_block_rows``), or by the producer thread (``pipe``)."""
+    step (``input_block_rows``), or in the pipeline (``pipe``)."""
     cdef int W = dm.W, E = dm.E
     cdef floating *g
     if pipe != NULL:
-        return made_block_rows(step, tb, n * W, gates, pipe)
+        return pipelined_block_rows(dm, step, tb, x, bias_row, w_ih_packed, gates, xs, pipe)
     if tb > 0:
         g = gates + <size_t>r0 * tb * W
         if step % tb == 0:
@@ -439,30 +439,48 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
     return g
 
 
-cdef inline floating *made_block_rows(int step, int tb, size_t step_size,
-                                     floating *gates, fr_pipe *pipe) noexcept nogil:
-    """The consumer's gate rows of ``step`` (``step_size`` values a step) in
-    the pipeline: starting block j = step // tb frees block j - 1's buffer,
-    then waits until the producer has made block j."""
+cdef floating *pipelined_block_rows(const Dims *dm, int step, int tb, const floating *x,
+                                    const floating *bias_row,
+                                    const floating **w_ih_packed, floating *gates,
+                                    floating *xs, fr_pipe *pipe) noexcept nogil:
+    """The consumer's gate rows of ``step`` in the pipeline (one chunk of
+    all B rows).  Starting block j = step // tb frees block j - 1's buffer;
+    block j is then made here if no one has claimed it, else awaited."""
     cdef int j = step // tb
     if step % tb == 0:
         fr_pipe_publish(&pipe.done, j)
-        fr_pipe_wait(&pipe.made, j + 1)
-    return gates + (<size_t>(j % 2) * tb + step % tb) * step_size
+        if fr_pipe_claim(pipe, j):
+            make_input_block(dm, j, tb, x, bias_row, w_ih_packed, gates, xs, pipe)
+        else:
+            fr_pipe_wait(&pipe.made[j % 2], j + 1)
+    return gates + (<size_t>(j % 2) * tb + step % tb) * dm.B * dm.W
 
 
-cdef void make_input_blocks(const Dims *dm, int tb, const floating *x,
-                            const floating *bias_row, const floating **w_ih_packed,
-                            floating *gates, floating *xs, fr_pipe *pipe) noexcept nogil:
-    """The producer of the pipeline: block j's biases and input products
-    into buffer j % 2 once the consumer is done with block j - 2."""
-    cdef int j
-    cdef size_t buffer = <size_t>tb * dm.B * dm.W
-    for j in range((dm.T + tb - 1) // tb):
+cdef void make_input_block(const Dims *dm, int j, int tb, const floating *x,
+                           const floating *bias_row, const floating **w_ih_packed,
+                           floating *gates, floating *xs, fr_pipe *pipe) noexcept nogil:
+    """Block j's biases and input products into buffer j % 2 (gate rows and
+    gathered inputs), then published."""
+    cdef int b = j % 2
+    input_block_rows(dm, j * tb, min(tb, dm.T - j * tb), 0, dm.B, x, bias_row, w_ih_packed,
+                     gates + <size_t>b * tb * dm.B * dm.W, xs + <size_t>b * tb * dm.B * dm.E)
+    fr_pipe_publish(&pipe.made[b], j + 1)
+
+
+cdef void help_make_input_blocks(const Dims *dm, int tb, const floating *x,
+                                 const floating *bias_row, const floating **w_ih_packed,
+                                 floating *gates, floating *xs,
+                                 fr_pipe *pipe) noexcept nogil:
+    """The helper thread of the pipeline: claims and makes the next block
+    once its buffer is free (the consumer has started the block before)."""
+    cdef int j, blocks = (dm.T + tb - 1) // tb
+    while True:
+        j = fr_pipe_read(&pipe.next)
+        if j >= blocks:
+            return
         fr_pipe_wait(&pipe.done, j - 1)
-        input_block_rows(dm, j * tb, min(tb, dm.T - j * tb), 0, dm.B, x, bias_row,
-                         w_ih_packed, gates + (j % 2) * buffer, xs)
-        fr_pipe_publish(&pipe.made, j + 1)
+        if fr_pipe_claim(pipe, j):
+            make_input_block(dm, j, tb, x, bias_row, w_ih_packed, gates, xs, pipe)
 
 
 cdef void pipelined_forward(const Dims *dm, int tb, const int *lengths, const floating *x,
@@ -470,22 +488,20 @@ cdef void pipelined_forward(const Dims *dm, int tb, const int *lengths, const fl
                             const floating *w_hh_packed, floating *gates, floating *h,
                             floating *c, floating *out, const floating *w2_packed,
                             const floating *peep, floating *xs) noexcept nogil:
-    """Inference of one chunk (all B rows, no padding) on two threads: one
-    makes the input products of tb steps ahead while the other runs the
-    recurrence (``gates``: two buffers of tb * B rows).  Each product is the
-    one a single thread makes, so the results are the same bits.  A team of
-    one (OpenMP gave no second thread) runs the single-thread path."""
+    """Inference of one chunk (all B rows, no padding) with a helper thread
+    making the input products of tb steps ahead while thread 0 runs the
+    recurrence (``gates``: two buffers of tb * B rows; ``xs``: two of tb * B
+    inputs).  Each product is the one a single thread makes, so the results
+    are the same bits; with no helper (a team of one) thread 0 makes them
+    all."""
     cdef fr_pipe pipe
-    pipe.made = pipe.done = 0
+    pipe.next = pipe.done = pipe.made[0] = pipe.made[1] = 0
     with parallel(num_threads=2):
-        if fr_team_size() < 2:
-            forward_chunk(dm, 0, dm.B, lengths, x, bias_row, w_ih_packed, w_hh_packed,
-                          gates, 0, h, c, out, NULL, w2_packed, peep, tb, xs)
-        elif fr_thread_num() == 0:
+        if fr_thread_num() == 0:
             forward_chunk(dm, 0, dm.B, lengths, x, bias_row, w_ih_packed, w_hh_packed,
                           gates, 0, h, c, out, NULL, w2_packed, peep, tb, xs, &pipe)
         else:
-            make_input_blocks(dm, tb, x, bias_row, w_ih_packed, gates, xs, &pipe)
+            help_make_input_blocks(dm, tb, x, bias_row, w_ih_packed, gates, xs, &pipe)
 
 
 cdef inline void input_gate_rows(const Dims *dm, int n, const floating *a,
@@ -1408,7 +1424,8 @@ cdef class DirectionKernel:
                     slices = pipelined = 0
                 gates = _buffer(work, "slab", ((1 + pipelined) * max(block, 1), B, self.width),
                                 self.dtype)
-                inputs = _buffer(work, "inputs", (block * B * self.input_size,), self.dtype)
+                inputs = _buffer(work, "inputs", ((1 + pipelined) * block * B * self.input_size,),
+                                 self.dtype)
                 c_hist = self._empty3
             else:
                 gates, c_hist, inputs = tape.gates, tape.c_hist, self._empty1
@@ -1562,8 +1579,9 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
              const floating[:, ::1] emb, floating[:, ::1] table):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
     to keep what backward needs, or (max(block, 1), B, W) as workspace for
-    inference (twice that when ``pipelined``); ``bias_row`` (W,), ``inputs``
-    (block * B * E) and the ``*_packed`` buffers are workspace.  ``slices`` > 0: the column split
+    inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
+    ``*_packed`` buffers are workspace (``gates`` and ``inputs`` twice that
+    when ``pipelined``).  ``slices`` > 0: the column split
     (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``.
     A token input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows
     of ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""

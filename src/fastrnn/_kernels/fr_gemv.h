@@ -107,28 +107,44 @@ static inline void fr_team_barrier(void)
 #endif
 }
 
-/* The hand-off of a pipelined inference (two threads of one parallel
- * region): the producer makes the input products of block j while the
- * consumer runs the recurrence over block j - 1, in two gate buffers.  Each
- * side publishes a count that only grows (blocks made; blocks the consumer
- * is done with) and the other spins until the count it needs is reached;
- * release / acquire order the buffer's contents with the count. */
-typedef struct { int made; int done; } fr_pipe;
+/* The hand-off of a pipelined inference (the threads of one parallel
+ * region): blocks of input products go into two buffers (block j into
+ * buffer j % 2) while the consumer runs the recurrence over the block
+ * before.  Whoever claims block j makes it: the helper thread, ahead, or
+ * the consumer itself when it gets there first (a helper still waking up
+ * then costs no wait).  The counts only grow: `next` is the first block
+ * not claimed, `done` the blocks the consumer has finished, made[b] one
+ * past the last block made in buffer b; release / acquire order a
+ * buffer's contents with its count. */
+typedef struct { int next; int done; int made[2]; } fr_pipe;
 
 static inline void fr_pipe_publish(int *count, int value)
 {
     __atomic_store_n(count, value, __ATOMIC_RELEASE);
 }
 
+static inline int fr_pipe_read(const int *count)
+{
+    return __atomic_load_n(count, __ATOMIC_ACQUIRE);
+}
+
 static inline void fr_pipe_wait(const int *count, int value)
 {
-    while (__atomic_load_n(count, __ATOMIC_ACQUIRE) < value) {
+    while (fr_pipe_read(count) < value) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();   /* spin politely: frees the core's other thread */
 #elif defined(__aarch64__)
         __asm__ __volatile__("yield");
 #endif
     }
+}
+
+/* 1 if this thread now owns block j (no one had claimed it), else 0. */
+static inline int fr_pipe_claim(fr_pipe *pipe, int j)
+{
+    int expected = j;
+    return __atomic_compare_exchange_n(&pipe->next, &expected, j + 1, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 #ifdef _OPENMP
