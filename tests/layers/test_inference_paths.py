@@ -190,6 +190,24 @@ def test_pipelined_input_products_give_the_same_bits(cell, options, dtype, steps
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("cell,options", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pipeline_with_a_late_helper_gives_the_same_bits(cell, options, dtype):
+    """A helper that has claimed a block but not finished it when the
+    consumer gets there (descheduled): the consumer makes the block again
+    in its spare buffer instead of waiting; same bits as one thread."""
+    layer = make(cell, options, 40, dtype, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(5).standard_normal((41, 1, 12)).astype(dtype)
+    reference = run(layer, x, None, 1, None)
+    kernels.set_pipeline_late_helper(True)
+    try:
+        for _ in range(3):
+            for got, want in zip(run(layer, x, None, 2, 10 ** 6), reference):
+                np.testing.assert_array_equal(got, want)
+    finally:
+        kernels.set_pipeline_late_helper(False)
+
+
 def test_pipeline_without_a_second_thread_runs_alone():
     """OpenMP may give the pipeline's region one thread (OMP_THREAD_LIMIT,
     nested regions): thread 0 then claims and makes every block itself, with

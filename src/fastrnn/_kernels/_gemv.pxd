@@ -12,6 +12,7 @@ cdef extern from "fr_gemv.h" nogil:
         int next
         int done
         int made[2]
+        int reading
     void fr_pipe_publish(int *count, int value)
     int fr_pipe_read(const int *count)
     void fr_pipe_wait(const int *count, int value)

@@ -444,27 +444,32 @@ cdef floating *pipelined_block_rows(const Dims *dm, int step, int tb, const floa
                                     const floating **w_ih_packed, floating *gates,
                                     floating *xs, fr_pipe *pipe) noexcept nogil:
     """The consumer's gate rows of ``step`` in the pipeline (one chunk of
-    all B rows).  Starting block j = step // tb frees block j - 1's buffer;
-    block j is then made here if no one has claimed it, else awaited."""
+    all B rows).  Starting block j = step // tb frees block j - 1's buffer.
+    Block j is the helper's when made; if no one has claimed it, it is made
+    here in its buffer; if the helper is still at it (descheduled, say), it
+    is made again here in the spare buffer: the consumer never waits."""
     cdef int j = step // tb
     if step % tb == 0:
         fr_pipe_publish(&pipe.done, j)
         if fr_pipe_claim(pipe, j):
-            make_input_block(dm, j, tb, x, bias_row, w_ih_packed, gates, xs, pipe)
+            pipe.reading = j % 2
+            make_input_block(dm, j, tb, pipe.reading, x, bias_row, w_ih_packed, gates, xs)
+        elif fr_pipe_read(&pipe.made[j % 2]) > j:
+            pipe.reading = j % 2
         else:
-            fr_pipe_wait(&pipe.made[j % 2], j + 1)
-    return gates + (<size_t>(j % 2) * tb + step % tb) * dm.B * dm.W
+            pipe.reading = PIPE_SPARE
+            make_input_block(dm, j, tb, PIPE_SPARE, x, bias_row, w_ih_packed, gates, xs)
+    return gates + (<size_t>pipe.reading * tb + step % tb) * dm.B * dm.W
 
 
-cdef void make_input_block(const Dims *dm, int j, int tb, const floating *x,
+cdef void make_input_block(const Dims *dm, int j, int tb, int buffer, const floating *x,
                            const floating *bias_row, const floating **w_ih_packed,
-                           floating *gates, floating *xs, fr_pipe *pipe) noexcept nogil:
-    """Block j's biases and input products into buffer j % 2 (gate rows and
-    gathered inputs), then published."""
-    cdef int b = j % 2
+                           floating *gates, floating *xs) noexcept nogil:
+    """Block j's biases and input products into ``buffer`` (its gate rows and
+    gathered inputs)."""
     input_block_rows(dm, j * tb, min(tb, dm.T - j * tb), 0, dm.B, x, bias_row, w_ih_packed,
-                     gates + <size_t>b * tb * dm.B * dm.W, xs + <size_t>b * tb * dm.B * dm.E)
-    fr_pipe_publish(&pipe.made[b], j + 1)
+                     gates + <size_t>buffer * tb * dm.B * dm.W,
+                     xs + <size_t>buffer * tb * dm.B * dm.E)
 
 
 cdef void help_make_input_blocks(const Dims *dm, int tb, const floating *x,
@@ -480,7 +485,10 @@ cdef void help_make_input_blocks(const Dims *dm, int tb, const floating *x,
             return
         fr_pipe_wait(&pipe.done, j - 1)
         if fr_pipe_claim(pipe, j):
-            make_input_block(dm, j, tb, x, bias_row, w_ih_packed, gates, xs, pipe)
+            make_input_block(dm, j, tb, j % 2, x, bias_row, w_ih_packed, gates, xs)
+            if _pipe_late_helper:
+                fr_pipe_wait(&pipe.done, min(j + 1, blocks - 1))
+            fr_pipe_publish(&pipe.made[j % 2], j + 1)
 
 
 cdef void pipelined_forward(const Dims *dm, int tb, const int *lengths, const floating *x,
@@ -490,12 +498,12 @@ cdef void pipelined_forward(const Dims *dm, int tb, const int *lengths, const fl
                             const floating *peep, floating *xs) noexcept nogil:
     """Inference of one chunk (all B rows, no padding) with a helper thread
     making the input products of tb steps ahead while thread 0 runs the
-    recurrence (``gates``: two buffers of tb * B rows; ``xs``: two of tb * B
-    inputs).  Each product is the one a single thread makes, so the results
-    are the same bits; with no helper (a team of one) thread 0 makes them
-    all."""
+    recurrence (``gates``: PIPE_BUFFERS buffers of tb * B rows; ``xs`` as
+    many of tb * B inputs).  Each product is the one a single thread makes,
+    so the results are the same bits; with no helper (a team of one) thread
+    0 makes them all."""
     cdef fr_pipe pipe
-    pipe.next = pipe.done = pipe.made[0] = pipe.made[1] = 0
+    pipe.next = pipe.done = pipe.made[0] = pipe.made[1] = pipe.reading = 0
     with parallel(num_threads=2):
         if fr_thread_num() == 0:
             forward_chunk(dm, 0, dm.B, lengths, x, bias_row, w_ih_packed, w_hh_packed,
@@ -976,6 +984,18 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
 # small-batch product keeps fr_gemm.h's sums), so results do not depend on
 # the thread count.
 
+cdef bint _pipe_late_helper = False
+
+
+def set_pipeline_late_helper(bint late):
+    """Tests: the pipeline's helper publishes each block only once the
+    consumer has moved on from it, so the consumer makes again, in its spare
+    buffer, every block the helper claimed (as when the helper is
+    descheduled)."""
+    global _pipe_late_helper
+    _pipe_late_helper = late
+
+
 cdef int _colsplit_max_batch = 4
 # Hidden sizes below this run on one thread (a step is then too short to pay
 # for a barrier); measured on a 2-core Zen 3.  Tests lower it.
@@ -986,6 +1006,8 @@ cdef enum:
     # so it is short (LSTM / GRU (200, 1, 64) on a 2-core Zen 4: blocks of 4-16
     # rows within 2% of each other, 64 rows 12-15% slower).
     PIPE_BLOCK_ROWS = 8
+    PIPE_SPARE = 2           # the consumer's own buffer, after the two shared ones
+    PIPE_BUFFERS = 3
 
 
 def get_column_split_min_hidden():
@@ -1414,6 +1436,7 @@ cdef class DirectionKernel:
         work = self._take_workspace()
         packed = self._take_packed()
         cdef int T = out.shape[0], B = out.shape[1], block = 0, slices = 0, pipelined = 0
+        cdef int copies
         try:
             if tape is None:
                 block, slices, pipelined = self.inference_plan(T, B, lengths, chunks,
@@ -1422,9 +1445,10 @@ cdef class DirectionKernel:
                     # The column split makes its own input products; the
                     # table's need no second thread.
                     slices = pipelined = 0
-                gates = _buffer(work, "slab", ((1 + pipelined) * max(block, 1), B, self.width),
+                copies = PIPE_BUFFERS if pipelined else 1
+                gates = _buffer(work, "slab", (copies * max(block, 1), B, self.width),
                                 self.dtype)
-                inputs = _buffer(work, "inputs", ((1 + pipelined) * block * B * self.input_size,),
+                inputs = _buffer(work, "inputs", (copies * block * B * self.input_size,),
                                  self.dtype)
                 c_hist = self._empty3
             else:
@@ -1580,8 +1604,8 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
     to keep what backward needs, or (max(block, 1), B, W) as workspace for
     inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
-    ``*_packed`` buffers are workspace (``gates`` and ``inputs`` twice that
-    when ``pipelined``).  ``slices`` > 0: the column split
+    ``*_packed`` buffers are workspace (``gates`` and ``inputs`` PIPE_BUFFERS
+    times that when ``pipelined``).  ``slices`` > 0: the column split
     (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``.
     A token input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows
     of ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""
