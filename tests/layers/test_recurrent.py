@@ -334,3 +334,39 @@ def test_backward_returns_shapes_and_dtypes(cell):
         assert result["h_n"].shape == result["d_h0"].shape == (4, 4, 5)
         if is_lstm(layer):
             assert result["c_n"].shape == result["d_c0"].shape == (4, 4, 5)
+
+
+@pytest.mark.parametrize("cell,options", [
+    ("lstm", {}), ("gru", {}), ("rnn_tanh", {}), ("rnn_relu", {}), ("lstm", {"proj_size": 4}),
+    ("lstm", {"peepholes": True}), ("lstm", {"cell_clip": 0.5}), ("gru", {"reset_after": False})])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_row_training_makes_input_products_ahead_with_the_same_bits(cell, options, dtype):
+    """Training with few rows per thread makes every step's input products
+    before the recurrence (one product over all steps, split over threads);
+    with many rows they are made step by step.  Row 0 of a batch of 12
+    copies of one sequence (one chunk of 12 rows: step by step) has the
+    outputs and input gradients of that sequence alone (one row: ahead, on 1
+    and 2 threads), bit for bit."""
+    layer = make_layer(cell, 5, 7, dtype=dtype, seed=2, num_layers=2, bidirectional=True,
+                       **options)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 1, 5)).astype(dtype)
+    old_threads = fr.get_num_threads()
+
+    def out_and_d_x(x, threads):
+        fr.set_num_threads(threads)
+        out, _ = layer(x)
+        d_out = np.broadcast_to(d_out_row, out.shape).copy()
+        d_x, _ = layer.backward(d_out)
+        return out[:, 0], d_x[:, 0]
+
+    try:
+        fr.set_num_threads(1)
+        d_out_row = rng.standard_normal(layer(x)[0][:, :1].shape).astype(dtype)
+        layer.zero_grad()
+        want = out_and_d_x(np.repeat(x, 12, axis=1), 1)
+        for threads in (1, 2):
+            for got, expected in zip(out_and_d_x(x, threads), want):
+                np.testing.assert_array_equal(got, expected)
+    finally:
+        fr.set_num_threads(old_threads)

@@ -107,6 +107,9 @@ cdef struct Dims:
     # floating type) holds each vocabulary row's biases plus input product.
     const Py_ssize_t *ids
     const void *table
+    # Set per call: every step's biases and input products are already in the
+    # gate tape (``make_input_rows``).
+    bint inputs_made
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -432,6 +435,8 @@ cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r
                              w_ih_packed, g, xs + <size_t>r0 * tb * E)
         return g + <size_t>(step % tb) * n * W
     g = gates + t * gates_t_stride + <size_t>r0 * W
+    if dm.inputs_made:
+        return g
     if dm.ids != NULL:
         table_rows(dm, n, dm.ids + <size_t>t * dm.B + r0, g)
     else:
@@ -510,6 +515,34 @@ cdef void pipelined_forward(const Dims *dm, int tb, const int *lengths, const fl
                           gates, 0, h, c, out, NULL, w2_packed, peep, tb, xs, &pipe)
         else:
             help_make_input_blocks(dm, tb, x, bias_row, w_ih_packed, gates, xs, &pipe)
+
+
+cdef void make_input_rows(const Dims *dm, int num_threads, const floating *x,
+                          const floating *bias_row, const floating **w_ih_packed,
+                          floating *gates) noexcept nogil:
+    """Every step's biases and input products into the gate tape before the
+    recurrence (T * B rows, row t * B + b of x and of the tape), the rows
+    split over threads.  Each row's sums are those of the per-step product,
+    so the bits are the same."""
+    cdef Py_ssize_t rows = <Py_ssize_t>dm.T * dm.B
+    cdef int c, team = split_threads(<double>rows * dm.E * dm.W, num_threads)
+    if team == 1:
+        input_rows_range(dm, 0, rows, x, bias_row, w_ih_packed, gates)
+        return
+    for c in prange(team, num_threads=team, schedule="static", chunksize=1):
+        input_rows_range(dm, chunk_start(rows, team, c, 1), chunk_start(rows, team, c + 1, 1),
+                         x, bias_row, w_ih_packed, gates)
+
+
+cdef void input_rows_range(const Dims *dm, Py_ssize_t r0, Py_ssize_t r1, const floating *x,
+                           const floating *bias_row, const floating **w_ih_packed,
+                           floating *gates) noexcept nogil:
+    """``input_gate_rows`` for rows r0..r1, in blocks an int can count."""
+    cdef int n
+    while r0 < r1:
+        n = <int>min(r1 - r0, 1 << 16)
+        input_gate_rows(dm, n, x + r0 * dm.E, bias_row, w_ih_packed, gates + r0 * dm.W)
+        r0 += n
 
 
 cdef inline void input_gate_rows(const Dims *dm, int n, const floating *a,
@@ -984,6 +1017,18 @@ cdef void weight_gradients(const Dims *dm, const int *lengths, const floating *x
 # small-batch product keeps fr_gemm.h's sums), so results do not depend on
 # the thread count.
 
+cdef int widest_chunk(int T, const int[::1] lengths, const int[::1] chunks):
+    """Rows of the widest batch chunk when no row is padded (every length
+    is T), else 0."""
+    cdef int k, rows = 0
+    for k in range(lengths.shape[0]):
+        if lengths[k] != T:
+            return 0
+    for k in range(chunks.shape[0] - 1):
+        rows = max(rows, chunks[k + 1] - chunks[k])
+    return rows
+
+
 cdef bint _pipe_late_helper = False
 
 
@@ -1005,6 +1050,11 @@ cdef enum:
     # Rows of a pipelined input block: the consumer first waits for one block,
     # so it is short (LSTM / GRU (200, 1, 64) on a 2-core Zen 4: blocks of 4-16
     # rows within 2% of each other, 64 rows 12-15% slower).
+    # A chunk of at most this many rows gives the micro-kernel short tiles:
+    # its input products are made for many steps at once (inference: blocks
+    # of steps; training: the whole sequence into the tape, before the
+    # recurrence and on every thread).
+    FEW_ROWS = 8
     PIPE_BLOCK_ROWS = 8
     PIPE_SPARE = 2           # the consumer's own buffer, after the two shared ones
     PIPE_BUFFERS = 3
@@ -1182,6 +1232,7 @@ cdef void fill_layout(Dims *dm, int cell, bint reverse, int E, int C, int H,
     dm.B = 0
     dm.ids = NULL
     dm.table = NULL
+    dm.inputs_made = False
     dm.E = E
     dm.H = H
     dm.C = C
@@ -1436,23 +1487,15 @@ cdef class DirectionKernel:
         work = self._take_workspace()
         packed = self._take_packed()
         cdef int T = out.shape[0], B = out.shape[1], block = 0, slices = 0, pipelined = 0
-        cdef int copies
+        cdef bint inputs_ahead = False
         try:
             if tape is None:
-                block, slices, pipelined = self.inference_plan(T, B, lengths, chunks,
-                                                               num_threads)
-                if ids is not None:
-                    # The column split makes its own input products; the
-                    # table's need no second thread.
-                    slices = pipelined = 0
-                copies = PIPE_BUFFERS if pipelined else 1
-                gates = _buffer(work, "slab", (copies * max(block, 1), B, self.width),
-                                self.dtype)
-                inputs = _buffer(work, "inputs", (copies * block * B * self.input_size,),
-                                 self.dtype)
+                block, slices, pipelined, gates, inputs = self._inference_workspace(
+                    work, T, B, lengths, chunks, num_threads, ids is not None)
                 c_hist = self._empty3
             else:
                 gates, c_hist, inputs = tape.gates, tape.c_hist, self._empty1
+                inputs_ahead = ids is None and 0 < widest_chunk(T, lengths, chunks) <= FEW_ROWS
             split_work, h_buf = self._empty1, self._empty2
             if slices:
                 split_work = _buffer(work, "split", (colsplit_workspace(
@@ -1464,7 +1507,7 @@ cdef class DirectionKernel:
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
                           packed[0], packed[1], packed[2], packed[4], num_threads,
-                          block, pipelined, inputs, slices, split_work, h_buf,
+                          block, pipelined, inputs_ahead, inputs, slices, split_work, h_buf,
                           *self._token_inputs(work, ids, emb))
         finally:
             self._packed = packed
@@ -1529,22 +1572,15 @@ cdef class DirectionKernel:
         that many threads (``colsplit_applies``), else one batch chunk per
         thread; pipelined = 1: one chunk on two threads, the second making
         the blocks' input products ahead (``pipelined_forward``)."""
-        cdef int k, rows = 0, block = 0, slices = 0, pipelined = 0
+        cdef int rows = widest_chunk(T, lengths, chunks), block = 0, slices = 0, pipelined = 0
         cdef Dims dm = self._layout
         dm.B = B
-        for k in range(B):
-            if lengths[k] != T:
-                break
-        else:
-            if colsplit_applies(&dm, num_threads):
-                rows = B
-            else:
-                for k in range(chunks.shape[0] - 1):
-                    rows = max(rows, chunks[k + 1] - chunks[k])
-            if rows <= 8:
-                block = min(T, 64 // rows, 65536 // (rows * dm.W))
-            if block < 2:
-                block = 0
+        if rows > 0 and colsplit_applies(&dm, num_threads):
+            rows = B
+        if 0 < rows <= FEW_ROWS:
+            block = min(T, 64 // rows, 65536 // (rows * dm.W))
+        if block < 2:
+            block = 0
         # The one thread-split rule: too little work does not pay for a parallel region.
         if colsplit_applies(&dm, num_threads):
             slices = split_threads(<double>T * B * dm.C * dm.W, num_threads)
@@ -1555,6 +1591,20 @@ cdef class DirectionKernel:
             pipelined = 1
             block = min(block, max(2, PIPE_BLOCK_ROWS // rows))
         return block, slices, pipelined
+
+    def _inference_workspace(self, dict work, int T, int B, lengths, chunks,
+                             int num_threads, bint token_input):
+        """(block, slices, pipelined, gate slab, gathered inputs) of an
+        inference forward (``inference_plan``)."""
+        block, slices, pipelined = self.inference_plan(T, B, lengths, chunks, num_threads)
+        if token_input:
+            # The column split makes its own input products; the table's
+            # need no second thread.
+            slices = pipelined = 0
+        copies = PIPE_BUFFERS if pipelined else 1
+        return (block, slices, pipelined,
+                _buffer(work, "slab", (copies * max(block, 1), B, self.width), self.dtype),
+                _buffer(work, "inputs", (copies * block * B * self.input_size,), self.dtype))
 
     def _variant_inputs(self, method, w2, peep, w2_name="w2", peep_name="peep"):
         """``w2`` / ``peep`` (or their gradients) as the typed functions take
@@ -1598,21 +1648,21 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
              floating[::1] bias_row, floating[::1] w_hh_packed,
              floating[::1] w_ih_packed0, floating[::1] w_ih_packed1,
              floating[::1] w2_packed, int num_threads, int block, int pipelined,
-             floating[::1] inputs, int slices, floating[::1] split_work,
-             floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
+             bint inputs_ahead, floating[::1] inputs, int slices,
+             floating[::1] split_work, floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
              const floating[:, ::1] emb, floating[:, ::1] table):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
-    to keep what backward needs, or (max(block, 1), B, W) as workspace for
-    inference; ``bias_row`` (W,), ``inputs`` (block * B * E) and the
-    ``*_packed`` buffers are workspace (``gates`` and ``inputs`` PIPE_BUFFERS
-    times that when ``pipelined``).  ``slices`` > 0: the column split
-    (workspace ``split_work``, ``h_buf`` (2B, H)); see ``inference_plan``.
-    A token input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows
-    of ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""
+    to keep what backward needs (every step's input products made first
+    with ``inputs_ahead``), or max(block, 1) * B rows of workspace for
+    inference (PIPE_BUFFERS times that when ``pipelined``, as ``inputs``,
+    block * B * E); ``bias_row`` and the ``*_packed`` buffers are workspace.
+    ``slices`` > 0: the column split (workspace ``split_work``, ``h_buf``
+    (2B, H)); see ``inference_plan``.  A token input (``ids`` (T * B,) not
+    empty; ``x`` then empty) reads rows of ``emb`` (V, E) through the input
+    table ``table`` (V, W, workspace)."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1
-    cdef int team = min(num_threads, nchunks)
-    cdef int k
+    cdef int k, team = min(num_threads, nchunks)
     cdef size_t gates_t_stride = (0 if gates.shape[0] == 1
                                   else <size_t>out.shape[1] * gates.shape[2])
     cdef floating *c_ptr = ptr2(c)
@@ -1633,11 +1683,9 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
         else:
             pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2), w_ih_packed,
                                  &w_hh_packed[0], w2_ptr)
-            if ids.shape[0] > 0:
-                dm.ids = &ids[0]
-                dm.table = &table[0, 0]
-                input_table(&dm, team, emb.shape[0], &emb[0, 0], &bias_row[0],
-                            <const floating **>w_ih_packed, &table[0, 0])
+            inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
+                                     const_ptr3(x), &bias_row[0],
+                                     <const floating **>w_ih_packed, &gates[0, 0, 0])
             if pipelined:
                 pipelined_forward(&dm, block, &lengths[0], const_ptr3(x), &bias_row[0],
                                   <const floating **>w_ih_packed, &w_hh_packed[0],
@@ -1650,6 +1698,23 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
                                   &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride,
                                   &h[0, 0], c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr,
                                   peep_ptr, block, ptr1(inputs))
+
+
+cdef void inputs_before_recurrence(Dims *dm, int team, int num_threads, bint inputs_ahead,
+                                   const Py_ssize_t[::1] ids, const floating[:, ::1] emb,
+                                   floating[:, ::1] table, const floating *x,
+                                   const floating *bias_row, const floating **w_ih_packed,
+                                   floating *gates) noexcept nogil:
+    """Input products made before the recurrence, which ``dm`` then marks:
+    a token input's table (one row per vocabulary id), or with
+    ``inputs_ahead`` every step's rows in the training tape."""
+    if ids.shape[0] > 0:
+        dm.ids = &ids[0]
+        dm.table = &table[0, 0]
+        input_table(dm, team, emb.shape[0], &emb[0, 0], bias_row, w_ih_packed, &table[0, 0])
+    elif inputs_ahead:
+        make_input_rows(dm, num_threads, x, bias_row, w_ih_packed, gates)
+        dm.inputs_made = True
 
 
 cdef void pack_forward_weights(const Dims *dm, const floating *w_ih, const floating *w_hh,
