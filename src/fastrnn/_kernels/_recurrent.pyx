@@ -373,8 +373,8 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     0 in inference (one slab of B rows reused).  ``tb`` > 0 (inference, no
     padding): the input products of ``tb`` steps at a time are one larger
     product (``input_block_rows``; ``gates`` then holds tb * B rows and ``xs``
-    tb * B input rows; with ``pipe`` in two buffers, shared with a helper
-    thread: ``pipelined_forward``).  ``c`` and ``c_hist`` are NULL
+    tb * B input rows; with ``pipe`` in buffers shared with a helper thread:
+    ``pipelined_forward``).  ``c`` and ``c_hist`` are NULL
     except for the LSTM (``c_hist`` only when training).  ``w2_packed`` is the
     second recurrent product of a variant (W_hn^T reset-before, W_hr^T
     projection), ``peep`` the LSTM peepholes (NULL otherwise).
@@ -1042,19 +1042,21 @@ def set_pipeline_late_helper(bint late):
 
 
 cdef int _colsplit_max_batch = 4
-# Hidden sizes below this run on one thread (a step is then too short to pay
-# for a barrier); measured on a 2-core Zen 3.  Tests lower it.
+# Hidden sizes below this do not split (a step is then too short to pay for a
+# barrier; one row is pipelined instead); measured on a 2-core Zen 3.  Tests
+# lower it.
 cdef int _colsplit_min_hidden = 128
 cdef enum:
     COLSPLIT_ALIGN = 32      # units per slice: whole panels and vectors
-    # Rows of a pipelined input block: the consumer first waits for one block,
-    # so it is short (LSTM / GRU (200, 1, 64) on a 2-core Zen 4: blocks of 4-16
-    # rows within 2% of each other, 64 rows 12-15% slower).
     # A chunk of at most this many rows gives the micro-kernel short tiles:
     # its input products are made for many steps at once (inference: blocks
     # of steps; training: the whole sequence into the tape, before the
     # recurrence and on every thread).
     FEW_ROWS = 8
+    # Rows of a pipelined input block: short, so that the consumer's first
+    # block, and any block made twice when the helper falls behind, cost little
+    # (LSTM / GRU (200, 1, 64), 2-core Zen 4, measured before the consumer
+    # could make blocks: 4-16 rows within 2% of each other, 64 rows 12-15% slower).
     PIPE_BLOCK_ROWS = 8
     PIPE_SPARE = 2           # the consumer's own buffer, after the two shared ones
     PIPE_BUFFERS = 3
