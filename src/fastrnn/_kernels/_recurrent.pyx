@@ -450,16 +450,14 @@ cdef floating *pipelined_block_rows(const Dims *dm, int step, int tb, const floa
                                     floating *xs, fr_pipe *pipe) noexcept nogil:
     """The consumer's gate rows of ``step`` in the pipeline (one chunk of
     all B rows).  Starting block j = step // tb frees block j - 1's buffer.
-    Block j is the helper's when made; if no one has claimed it, it is made
-    here in its buffer; if the helper is still at it (descheduled, say), it
-    is made again here in the spare buffer: the consumer never waits."""
+    Block j is read from the helper's buffer once made there; a block no one
+    has claimed, or one the helper is still at (descheduled, say), is made
+    here in the consumer's own buffer: the consumer never waits, and never
+    writes a buffer the helper may still be writing."""
     cdef int j = step // tb
     if step % tb == 0:
         fr_pipe_publish(&pipe.done, j)
-        if fr_pipe_claim(pipe, j):
-            pipe.reading = j % 2
-            make_input_block(dm, j, tb, pipe.reading, x, bias_row, w_ih_packed, gates, xs)
-        elif fr_pipe_read(&pipe.made[j % 2]) > j:
+        if not fr_pipe_claim(pipe, j) and fr_pipe_read(&pipe.made[j % 2]) > j:
             pipe.reading = j % 2
         else:
             pipe.reading = PIPE_SPARE
@@ -490,9 +488,9 @@ cdef void help_make_input_blocks(const Dims *dm, int tb, const floating *x,
             return
         fr_pipe_wait(&pipe.done, j - 1)
         if fr_pipe_claim(pipe, j):
-            make_input_block(dm, j, tb, j % 2, x, bias_row, w_ih_packed, gates, xs)
             if _pipe_late_helper:
-                fr_pipe_wait(&pipe.done, min(j + 1, blocks - 1))
+                fr_pipe_wait(&pipe.done, min(j + 2, blocks - 1))
+            make_input_block(dm, j, tb, j % 2, x, bias_row, w_ih_packed, gates, xs)
             fr_pipe_publish(&pipe.made[j % 2], j + 1)
 
 
@@ -1033,10 +1031,10 @@ cdef bint _pipe_late_helper = False
 
 
 def set_pipeline_late_helper(bint late):
-    """Tests: the pipeline's helper publishes each block only once the
-    consumer has moved on from it, so the consumer makes again, in its spare
-    buffer, every block the helper claimed (as when the helper is
-    descheduled)."""
+    """Tests: the pipeline's helper starts each block it claims only once
+    the consumer has moved two blocks on (as when the helper is descheduled):
+    the consumer makes those blocks again, and writes its own blocks while
+    the helper writes a shared buffer."""
     global _pipe_late_helper
     _pipe_late_helper = late
 
@@ -1058,7 +1056,7 @@ cdef enum:
     # (LSTM / GRU (200, 1, 64), 2-core Zen 4, measured before the consumer
     # could make blocks: 4-16 rows within 2% of each other, 64 rows 12-15% slower).
     PIPE_BLOCK_ROWS = 8
-    PIPE_SPARE = 2           # the consumer's own buffer, after the two shared ones
+    PIPE_SPARE = 2           # the consumer's own buffer, after the helper's two
     PIPE_BUFFERS = 3
 
 

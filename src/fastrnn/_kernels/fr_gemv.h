@@ -108,16 +108,16 @@ static inline void fr_team_barrier(void)
 }
 
 /* The hand-off of a pipelined inference (the threads of one parallel
- * region): blocks of input products go into two shared buffers (block j
- * into buffer j % 2) while the consumer runs the recurrence over the block
- * before.  Whoever claims block j makes it: the helper thread, ahead, or
- * the consumer itself when it gets there first (a helper still waking up).
- * The consumer never waits: a block the helper has claimed but not
- * finished it makes again in a buffer of its own.  The counts only grow:
- * `next` is the first block not claimed, `done` the blocks the consumer has
- * finished, made[b] one past the last block made in buffer b; release /
- * acquire order a buffer's contents with its count.  `reading` (the
- * consumer's alone) is the buffer of its current block. */
+ * region): a helper thread claims blocks of input products ahead and makes
+ * block j in its buffer j % 2 while the consumer runs the recurrence over
+ * the block before.  The consumer never waits: a block no one has claimed
+ * when it gets there (a helper still waking up), or one the helper has
+ * claimed but not finished, it makes itself in a third buffer, its own; it
+ * never writes the helper's two.  The counts only grow: `next` is the first
+ * block not claimed, `done` the blocks the consumer has finished, made[b]
+ * one past the last block made in buffer b; release / acquire order a
+ * buffer's contents with its count.  `reading` (the consumer's alone) is
+ * the buffer of its current block. */
 typedef struct { int next; int done; int made[2]; int reading; } fr_pipe;
 
 static inline void fr_pipe_publish(int *count, int value)
