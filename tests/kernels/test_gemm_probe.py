@@ -120,6 +120,31 @@ def test_thread_split_gives_the_serial_result_bit_for_bit(level, rng):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_half_used_last_panel_gives_the_full_panel_sums(level, dtype, rng):
+    """A last panel using at most one vector of its columns skips the other
+    (zero-padded) vector.  Its columns must be the sums the full-width tile
+    gives them: the same columns, computed with lanes more beside them."""
+    module = probe(level)
+    mr, lanes_f32, kc = tile(level)
+    lanes = lanes_f32 * 4 // np.dtype(dtype).itemsize
+    for m in (1, 2, mr + 1):
+        for k in (1, 37, kc + 5):
+            for used in (1, lanes - 1, lanes):
+                n = 2 * lanes + used                 # one full panel, then `used` columns
+                b = rng.standard_normal((k, n + lanes)).astype(dtype)
+                a = rng.standard_normal((m, k)).astype(dtype)
+                half = np.zeros((m, n), dtype)
+                module.gemm(a, k, module.pack(np.ascontiguousarray(b[:, :n])), half, n)
+                full = np.zeros((m, n + lanes), dtype)
+                module.gemm(a, k, module.pack(b), full, n + lanes)
+                np.testing.assert_array_equal(half, full[:, :n],
+                                              err_msg=f"m={m} k={k} used={used}")
+                np.testing.assert_allclose(half, a.astype(np.float64) @ b[:, :n],
+                                           **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_every_row_count_gives_each_row_its_one_row_sums(level, rng):
     """Rows are tiled by count (a short remainder is split with the tile
     before it): for every m up to three tiles, each row of the product is

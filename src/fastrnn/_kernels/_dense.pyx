@@ -73,13 +73,13 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
 cdef bint _packed_is_faster(Py_ssize_t rows, Py_ssize_t fan_out) noexcept nogil:
     """Whether the packed micro-kernel beats BLAS for this forward product.
-    Measured on Zen 3 (AVX2, OpenBLAS 0.3.30 Haswell kernels, 1 and 2
-    threads, bias included), time BLAS / packed: up to 64 outputs packed
-    wins at any rows (1.08-1.40 at 1,600-6,400 rows, in = 64-512: it adds
-    the bias in its product, BLAS after a copy of it into every row); at
-    100-1,000 outputs and 6,400 rows the two tie (0.91-1.05 over runs); at
-    128 rows or fewer packed wins."""
-    return rows <= 128 or fan_out <= 64
+    Measured on Zen 4 (AVX-512, OpenBLAS 0.3.30 SkylakeX kernels, bias
+    included), time BLAS / packed at 1 and 2 threads: 1.06-1.24 for 70-128
+    outputs at 1,600-6,400 rows (it adds the bias in its product, BLAS after
+    a copy of it into every row; 101 outputs is 3.5 panels of 32, the last
+    one half-width); 0.97-1.10 at 200-1,000 outputs, 0.94-0.95 at 10,000;
+    at 128 rows or fewer packed wins (Zen 3: the same)."""
+    return rows <= 128 or fan_out <= 128
 
 
 cdef void _packed_forward(const floating[:, ::1] x, const floating *packed,

@@ -149,6 +149,31 @@ static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
     }                                                                          \
 }                                                                              \
                                                                                \
+/* fr_tile for a last panel of at most LANES columns (n % NR <= LANES): only \
+ * the panel's first vector is multiplied, the zero-padded second one is      \
+ * skipped (a Linear head of 101 classes: 112 columns of work, not 128).     \
+ * Each column's sums are fr_tile's, operation for operation. */             \
+static inline __attribute__((always_inline)) void fr_half_tile_##SUF(          \
+    const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
+    const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
+{                                                                              \
+    V c0[FR_MR];                                                               \
+    V b0 = fr_load_##SUF(panel);                                               \
+    for (int i = 0; i < mr; i++)     /* step p = 0 sets the accumulators */    \
+        c0[i] = A[i * a_row] * b0;                                             \
+    for (int p = 1; p < kc; p++) {                                             \
+        b0 = fr_load_##SUF(panel + (size_t)p * 2 * LANES);                     \
+        for (int i = 0; i < mr; i++)                                           \
+            c0[i] += A[i * a_row + p * a_step] * b0;                           \
+    }                                                                          \
+    for (int i = 0; i < mr; i++) {                                             \
+        T tile[LANES];                                                         \
+        T *c = C + (size_t)i * ldc;                                            \
+        fr_store_##SUF(tile, c0[i]);                                           \
+        for (int j = 0; j < cols; j++) c[j] = base[i * base_ld + j] + tile[j]; \
+    }                                                                          \
+}                                                                              \
+                                                                               \
 /* C[mr x cols] = base + A[mr x kc] @ panel[kc x NR], kc >= 1, where base   \
  * row i is base + i * base_ld: C itself (base_ld = ldc) or one bias row      \
  * (base_ld = 0).  A(i, p) is A[i * a_row + p * a_step]: (lda, 1) for a row   \
@@ -161,6 +186,11 @@ static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
     const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
     const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
 {                                                                              \
+    if (cols <= LANES) {                                                       \
+        fr_half_tile_##SUF(mr, kc, A, a_row, a_step, panel, base, base_ld, C,  \
+                           ldc, cols);                                         \
+        return;                                                                \
+    }                                                                          \
     V c0[FR_MR], c1[FR_MR];                                                    \
     V b0 = fr_load_##SUF(panel);                                               \
     V b1 = fr_load_##SUF(panel + LANES);                                       \
