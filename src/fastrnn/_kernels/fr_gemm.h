@@ -185,6 +185,10 @@ static inline __attribute__((always_inline)) void fr_half_tile_##SUF(          \
     for (int i = 0; i < mr; i++) {                                             \
         T tile[LANES];                                                         \
         T *c = C + (size_t)i * ldc;                                            \
+        if (cols == LANES) {                                                   \
+            fr_store_##SUF(c, fr_load_##SUF(base + i * base_ld) + c0[i]);      \
+            continue;                                                          \
+        }                                                                      \
         fr_store_##SUF(tile, c0[i]);                                           \
         for (int j = 0; j < cols; j++) c[j] = base[i * base_ld + j] + tile[j]; \
     }                                                                          \
