@@ -75,10 +75,13 @@ cdef bint _packed_is_faster(Py_ssize_t rows, Py_ssize_t fan_out) noexcept nogil:
     """Whether the packed micro-kernel beats BLAS for this forward product.
     Measured on Zen 4 (AVX-512, OpenBLAS 0.3.30 SkylakeX kernels, bias
     included), time BLAS / packed at 1 and 2 threads: 1.06-1.24 for 70-128
-    outputs at 1,600-6,400 rows (it adds the bias in its product, BLAS after
+    outputs at 1,000-6,400 rows (it adds the bias in its product, BLAS after
     a copy of it into every row; 101 outputs is 3.5 panels of 32, the last
-    one half-width); 0.97-1.10 at 200-1,000 outputs, 0.94-0.95 at 10,000;
-    at 128 rows or fewer packed wins (Zen 3: the same)."""
+    one half-width), 1.03-1.18 at 130-512 rows on 1 thread; on 2 threads at
+    256-512 rows and 256-512 inputs BLAS is ahead, 0.88-0.96 (the weights
+    are packed once before the rows split, BLAS packs in every thread);
+    0.97-1.10 at 200-1,000 outputs, 0.94-0.95 at 10,000; at 128 rows or
+    fewer packed wins (Zen 3: the same)."""
     return rows <= 128 or fan_out <= 128
 
 
