@@ -165,85 +165,66 @@ static inline void fr_pack_##SUF(int k, int n, const T *src, size_t s_p,       \
     }                                                                          \
 }                                                                              \
                                                                                \
-/* fr_tile for a last panel of at most LANES columns (n % NR <= LANES): only \
- * the panel's first vector is multiplied, the zero-padded second one is      \
- * skipped (a Linear head of 101 classes: 112 columns of work, not 128).     \
- * Each column's sums are fr_tile's, operation for operation. */             \
-static inline __attribute__((always_inline)) void fr_half_tile_##SUF(          \
-    const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
-    const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
-{                                                                              \
-    V c0[FR_MR];                                                               \
-    V b0 = fr_load_##SUF(panel);                                               \
-    for (int i = 0; i < mr; i++)     /* step p = 0 sets the accumulators */    \
-        c0[i] = A[i * a_row] * b0;                                             \
-    for (int p = 1; p < kc; p++) {                                             \
-        b0 = fr_load_##SUF(panel + (size_t)p * 2 * LANES);                     \
-        for (int i = 0; i < mr; i++)                                           \
-            c0[i] += A[i * a_row + p * a_step] * b0;                           \
-    }                                                                          \
-    for (int i = 0; i < mr; i++) {                                             \
-        T tile[LANES];                                                         \
-        T *c = C + (size_t)i * ldc;                                            \
-        if (cols == LANES) {                                                   \
-            fr_store_##SUF(c, fr_load_##SUF(base + i * base_ld) + c0[i]);      \
-            continue;                                                          \
-        }                                                                      \
-        fr_store_##SUF(tile, c0[i]);                                           \
-        for (int j = 0; j < cols; j++) c[j] = base[i * base_ld + j] + tile[j]; \
-    }                                                                          \
-}                                                                              \
-                                                                               \
-/* C[mr x cols] = base + A[mr x kc] @ panel[kc x NR], kc >= 1, where base   \
- * row i is base + i * base_ld: C itself (base_ld = ldc) or one bias row      \
- * (base_ld = 0).  A(i, p) is A[i * a_row + p * a_step]: (lda, 1) for a row   \
- * of A, (1, NR) for a panel of packed columns (fr_gemm_tn).  mr and the     \
- * strides are constants after inlining, so the accumulators live in         \
+/* C[mr x cols] = base + A[mr x kc] @ panel[kc x nv vectors], kc >= 1, where \
+ * base row i is base + i * base_ld: C itself (base_ld = ldc) or one bias     \
+ * row (base_ld = 0).  A(i, p) is A[i * a_row + p * a_step]: (lda, 1) for a   \
+ * row of A, (1, NR) for a panel of packed columns (fr_gemm_tn).  mr, nv and  \
+ * the strides are constants after inlining, so the accumulators live in     \
  * registers.  Step 0 sets them (a * b is 0 + a * b but for the sign of a     \
  * zero): GCC turned a zeroing loop into a memset of stack copies, 3% of the  \
- * tile's time at kc = 256. */                                                \
-static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
-    const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
-    const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
+ * tile's time at kc = 256.  nv = 1 serves a last panel of at most LANES      \
+ * columns, whose zero-padded second vector is skipped (a Linear head of 101  \
+ * classes: 112 columns of work, not 128); each column's operations are the   \
+ * same either way. */                                                        \
+static inline __attribute__((always_inline)) void fr_tile_vectors_##SUF(       \
+    const int mr, const int nv, int kc, const T *A, size_t a_row,              \
+    size_t a_step, const T *panel, const T *base, size_t base_ld, T *C,        \
+    int ldc, int cols)                                                         \
 {                                                                              \
-    if (cols <= LANES) {                                                       \
-        fr_half_tile_##SUF(mr, kc, A, a_row, a_step, panel, base, base_ld, C,  \
-                           ldc, cols);                                         \
-        return;                                                                \
-    }                                                                          \
-    V c0[FR_MR], c1[FR_MR];                                                    \
-    V b0 = fr_load_##SUF(panel);                                               \
-    V b1 = fr_load_##SUF(panel + LANES);                                       \
+    V acc[2][FR_MR];                                                           \
     for (int i = 0; i < mr; i++) {   /* step p = 0 sets the accumulators */    \
         T a = A[i * a_row];                                                    \
-        c0[i] = a * b0;                                                        \
-        c1[i] = a * b1;                                                        \
+        for (int v = 0; v < nv; v++)                                           \
+            acc[v][i] = a * fr_load_##SUF(panel + v * LANES);                  \
     }                                                                          \
     for (int p = 1; p < kc; p++) {                                             \
-        b0 = fr_load_##SUF(panel + (size_t)p * 2 * LANES);                     \
-        b1 = fr_load_##SUF(panel + (size_t)p * 2 * LANES + LANES);             \
+        V b[2];                                                                \
+        for (int v = 0; v < nv; v++)                                           \
+            b[v] = fr_load_##SUF(panel + (size_t)p * 2 * LANES + v * LANES);   \
         for (int i = 0; i < mr; i++) {                                         \
             T a = A[i * a_row + p * a_step];                                   \
-            c0[i] += a * b0;                                                   \
-            c1[i] += a * b1;                                                   \
+            for (int v = 0; v < nv; v++)                                       \
+                acc[v][i] += a * b[v];                                         \
         }                                                                      \
     }                                                                          \
-    if (cols == 2 * LANES) {                                                   \
-        for (int i = 0; i < mr; i++) {                                         \
-            const T *s = base + i * base_ld;                                   \
-            T *c = C + (size_t)i * ldc;                                        \
-            fr_store_##SUF(c, fr_load_##SUF(s) + c0[i]);                       \
-            fr_store_##SUF(c + LANES, fr_load_##SUF(s + LANES) + c1[i]);       \
-        }                                                                      \
+    if (cols == nv * LANES) {                                                  \
+        for (int i = 0; i < mr; i++)                                           \
+            for (int v = 0; v < nv; v++)                                       \
+                fr_store_##SUF(C + (size_t)i * ldc + v * LANES,                \
+                    fr_load_##SUF(base + i * base_ld + v * LANES) + acc[v][i]); \
     } else {                                                                   \
         T tile[2 * LANES];                                                     \
         for (int i = 0; i < mr; i++) {                                         \
             T *c = C + (size_t)i * ldc;                                        \
-            fr_store_##SUF(tile, c0[i]);                                       \
-            fr_store_##SUF(tile + LANES, c1[i]);                               \
+            for (int v = 0; v < nv; v++)                                       \
+                fr_store_##SUF(tile + v * LANES, acc[v][i]);                   \
             for (int j = 0; j < cols; j++) c[j] = base[i * base_ld + j] + tile[j]; \
         }                                                                      \
     }                                                                          \
+}                                                                              \
+                                                                               \
+/* The tile of one panel: both vectors, or the first alone when the panel's  \
+ * used columns fit in it. */                                                 \
+static inline __attribute__((always_inline)) void fr_tile_##SUF(               \
+    const int mr, int kc, const T *A, size_t a_row, size_t a_step,             \
+    const T *panel, const T *base, size_t base_ld, T *C, int ldc, int cols)    \
+{                                                                              \
+    if (cols <= LANES)                                                         \
+        fr_tile_vectors_##SUF(mr, 1, kc, A, a_row, a_step, panel, base,        \
+                              base_ld, C, ldc, cols);                          \
+    else                                                                       \
+        fr_tile_vectors_##SUF(mr, 2, kc, A, a_row, a_step, panel, base,        \
+                              base_ld, C, ldc, cols);                          \
 }                                                                              \
                                                                                \
 /* The tile specialised by row count (mr <= FR_MR): for rows of A, and for  \
