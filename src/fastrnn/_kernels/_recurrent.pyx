@@ -621,37 +621,37 @@ cdef void input_table(const Dims *dm, int team, int V, const floating *emb,
                          emb, bias_row, w_ih_packed, table)
 
 
-cdef void scatter_token_columns(const Dims *dm, Py_ssize_t rows, const floating *gates,
-                                int V, int c0, int c1, floating *sums) noexcept nogil:
-    """Columns c0..c1 of sums (V, W): per vocabulary id, the sum of the gate
-    rows (pre-activation gradients) of its tokens, added in row order."""
-    cdef Py_ssize_t r
-    cdef int j, W = dm.W
-    cdef floating *acc
-    cdef const floating *row
-    for j in range(V):
-        memset(sums + <size_t>j * W + c0, 0, (c1 - c0) * sizeof(floating))
-    for r in range(rows):
-        acc = sums + <size_t>dm.ids[r] * W
-        row = gates + <size_t>r * W
-        for j in range(c0, c1):
-            acc[j] += row[j]
+cdef inline void add_token_rows(const Dims *dm, int t, int r0, int n, const floating *g,
+                                floating *acc) noexcept nogil:
+    """acc[id] += the gate-gradient row of each token of rows r0..r0+n at step
+    t: the per-id sums of a token input, made while the rows are in cache."""
+    cdef int i
+    cdef const Py_ssize_t *ids = dm.ids + <size_t>t * dm.B + r0
+    for i in range(n):
+        column_sums_into(g + <size_t>i * dm.W, 1, dm.W, acc + <size_t>ids[i] * dm.W)
 
 
-cdef void token_gradients(const Dims *dm, int V, const floating *emb,
-                          const floating *gates, floating *sums, floating *dw_ih,
-                          int num_threads) noexcept nogil:
-    """dW_ih of a token input: the tokens' gate gradients summed per
-    vocabulary id (``sums`` (V, W), kept for ``table_gradient``), then
-    dW_ih += sums^T emb, a product with V rows instead of T * B.  The
-    columns of the scatter are split over the threads, so each sum's order,
-    and so its bits, do not depend on the thread count."""
-    cdef Py_ssize_t rows = <Py_ssize_t>dm.T * dm.B
-    cdef int team = split_threads(<double>rows * dm.W, num_threads)
-    cdef int part, k, col, wrow, size
-    for part in prange(team, num_threads=team, schedule="static", chunksize=1):
-        scatter_token_columns(dm, rows, gates, V, chunk_start(dm.W, team, part, 16),
-                              chunk_start(dm.W, team, part + 1, 16), sums)
+cdef void merge_token_sums(const Dims *dm, int V, int nchunks, const floating *extra,
+                           floating *sums, floating *bias_acc) noexcept nogil:
+    """``sums`` (chunk 0's per-id sums) += the other chunks' (``extra``, (nchunks
+    - 1) * V rows), in chunk order; with ``bias_acc`` (W), the column sums of
+    the result: every token's gate gradients, the biases' gradient."""
+    cdef int k, v
+    for k in range(nchunks - 1):
+        for v in range(V):
+            column_sums_into(extra + (<size_t>k * V + v) * dm.W, 1, dm.W,
+                             sums + <size_t>v * dm.W)
+    if bias_acc != NULL:
+        memset(bias_acc, 0, dm.W * sizeof(floating))
+        column_sums_into(sums, V, dm.W, bias_acc)
+
+
+cdef void token_gradients(const Dims *dm, int V, const floating *emb, const floating *sums,
+                          floating *dw_ih, int num_threads) noexcept nogil:
+    """dW_ih of a token input: dW_ih += sums^T emb, a product with V rows
+    instead of T * B (``sums`` (V, W): the tokens' gate gradients summed per
+    vocabulary id in the sweep, kept for ``table_gradient``)."""
+    cdef int k, col, wrow, size
     for k in range(block_count(dm.cell)):
         input_block(dm.cell, dm.C, k, &col, &wrow, &size)
         parallel_gemm_tn(size, dm.E, V, sums + col, dm.W, emb, dm.E,
@@ -724,12 +724,15 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                          const floating *d_out, floating *dh, floating *dc,
                          floating *scratch, floating *bias_acc,
                          const floating *w2_packed, const floating *peep,
-                         floating *peep_acc, const floating **h_prevs) noexcept nogil:
+                         floating *peep_acc, const floating **h_prevs,
+                         floating *token_acc) noexcept nogil:
     """Rows r0..r1 backwards through the sequence (see ``forward_chunk``).
 
     ``scratch`` has 2 * C columns per row ([tanh(c) | dL/dm] for the LSTM,
     dL/d(r * h) for the reset-before GRU); ``h_prevs`` holds one pointer per
-    row of the chunk; ``peep_acc`` (3 * C) the chunk's peephole gradients."""
+    row of the chunk; ``peep_acc`` (3 * C) the chunk's peephole gradients;
+    ``token_acc`` (V, W) a token input's per-id sums, which replace the bias
+    sums (they follow from them, ``merge_token_sums``)."""
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH, C = dm.C
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
@@ -761,7 +764,10 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         if dm.reset_before:
             gru_reset_backward_rows(dm, n, g, w2_packed, h_prevs, dh + <size_t>r0 * H,
                                     scratch + <size_t>r0 * 2 * C)
-        if bias_acc != NULL:   # bias gradients while the rows are in cache
+        # Bias (or token) gradient sums while the rows are in cache.
+        if token_acc != NULL:
+            add_token_rows(dm, t, r0, n, g, token_acc)
+        elif bias_acc != NULL:
             add_column_sums(g, n, W, bias_acc)
         packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
 
@@ -1558,7 +1564,10 @@ cdef class DirectionKernel:
                            packed[3], packed[5], num_threads,
                            ids if ids is not None else self._empty_ids,
                            emb if ids is not None else self._empty2,
-                           token_sums if ids is not None else self._empty2)
+                           token_sums if ids is not None else self._empty2,
+                           _buffer(work, "token_extra", ((nchunks - 1) * emb.shape[0]
+                                                         * self.width,), self.dtype)
+                           if ids is not None and nchunks > 1 else self._empty1)
         finally:
             self._packed = packed
             self._workspace = work
@@ -1760,22 +1769,27 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
               floating[::1] bias_acc, floating[::1] peep_acc,
               floating[::1] w_hh_packed, floating[::1] w2_packed, int num_threads,
               const Py_ssize_t[::1] ids, const floating[:, ::1] emb,
-              floating[:, ::1] token_sums):
+              floating[:, ::1] token_sums, floating[::1] token_extra):
     """DirectionKernel.backward, typed (see there).  Workspace: ``scratch``
     (B, max(GH, 2C)), ``h_prevs`` (B,) row pointers, ``bias_acc`` (nchunks *
     W; empty without bias) and ``peep_acc`` (nchunks * 3C; empty without
     peepholes), the chunks' partial sums, and the ``*_packed`` buffers.  A
     token input (``ids`` not empty): ``token_sums`` (V, W) receives the
-    per-id sums of the gate gradients."""
+    per-id sums of the gate gradients, ``token_extra`` ((nchunks - 1) * V * W)
+    holds the other chunks' until they are added to it."""
     cdef Dims dm = kernel._layout
     cdef int nchunks = chunks.shape[0] - 1, prev_threads
     cdef floating *bias_acc_ptr = ptr1(bias_acc)
     cdef floating *peep_acc_ptr = ptr1(peep_acc)
     cdef floating *w2_ptr = ptr1(w2_packed)
+    cdef floating *sums_ptr = NULL
+    cdef int V = 0
     dm.T = out.shape[0]
     dm.B = out.shape[1]
     if ids.shape[0] > 0:
         dm.ids = &ids[0]
+        V = emb.shape[0]
+        sums_ptr = &token_sums[0, 0]
     with nogil:
         pack_weights_into(&w_hh[0, 0], dm.GH, dm.H, False, &w_hh_packed[0])
         if has_second_product(&dm):
@@ -1786,9 +1800,13 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
                        &gates[0, 0, 0], &w_hh_packed[0], &h0[0, 0], ptr2(c0),
                        &out[0, 0, 0], ptr3(c_hist), &d_out[0, 0, 0], &dh[0, 0], ptr2(dc),
                        &scratch[0, 0], bias_acc_ptr, w2_ptr, const_ptr2(peep),
-                       peep_acc_ptr, <const floating **>&h_prevs[0])
+                       peep_acc_ptr, <const floating **>&h_prevs[0], V, sums_ptr,
+                       ptr1(token_extra))
+        if sums_ptr != NULL:     # the bias sums follow from the token sums
+            merge_token_sums(&dm, V, nchunks, ptr1(token_extra), sums_ptr, bias_acc_ptr)
         if bias_acc_ptr != NULL:
-            add_bias_gradients(&dm, bias_acc_ptr, nchunks, ptr1(db_ih), ptr1(db_hh))
+            add_bias_gradients(&dm, bias_acc_ptr, 1 if sums_ptr != NULL else nchunks,
+                               ptr1(db_ih), ptr1(db_hh))
         if peep_acc_ptr != NULL:
             add_chunk_sums(peep_acc_ptr, nchunks, 3 * dm.C, &dpeep[0, 0])
         weight_gradients(&dm, &lengths[0], const_ptr3(x), &w_ih[0, 0],
@@ -1796,9 +1814,8 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
                          &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
                          ptr3(d_x), add_to_d_x, &dw_ih[0, 0], &dw_hh[0, 0], ptr2(dw2),
                          num_threads)
-        if dm.ids != NULL:
-            token_gradients(&dm, emb.shape[0], &emb[0, 0], &gates[0, 0, 0],
-                            &token_sums[0, 0], &dw_ih[0, 0], num_threads)
+        if sums_ptr != NULL:
+            token_gradients(&dm, V, &emb[0, 0], sums_ptr, &dw_ih[0, 0], num_threads)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
 
@@ -1825,22 +1842,32 @@ cdef void sweep_backward(const Dims *dm, const int *chunks, int nchunks, int tea
                          const floating *c_hist, const floating *d_out, floating *dh,
                          floating *dc, floating *scratch, floating *bias_acc,
                          const floating *w2_packed, const floating *peep,
-                         floating *peep_acc, const floating **h_prevs) noexcept nogil:
+                         floating *peep_acc, const floating **h_prevs, int V,
+                         floating *token_sums, floating *token_extra) noexcept nogil:
     """``backward_chunk`` on every chunk, one per thread of the team.  The
     chunks' bias (W each) and peephole (3C each) partial sums start at zero
-    in ``bias_acc`` / ``peep_acc`` (NULL: not wanted)."""
+    in ``bias_acc`` / ``peep_acc`` (NULL: not wanted).  A token input's
+    per-id sums (V, W) go to ``token_sums`` for chunk 0, to ``token_extra``
+    for the others (NULL without token input)."""
     cdef int k
+    cdef size_t table = <size_t>V * dm.W
     if bias_acc != NULL:
         memset(bias_acc, 0, <size_t>nchunks * dm.W * sizeof(floating))
     if peep_acc != NULL:
         memset(peep_acc, 0, <size_t>nchunks * 3 * dm.C * sizeof(floating))
+    if token_sums != NULL:
+        memset(token_sums, 0, table * sizeof(floating))
+        if nchunks > 1:
+            memset(token_extra, 0, (nchunks - 1) * table * sizeof(floating))
     for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
         backward_chunk(dm, chunks[k], chunks[k + 1], lengths, gates, w_hh_packed, h0, c0,
                        out, c_hist, d_out, dh, dc, scratch,
                        bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL,
                        w2_packed, peep,
                        peep_acc + <size_t>k * 3 * dm.C if peep_acc != NULL else NULL,
-                       h_prevs + chunks[k])
+                       h_prevs + chunks[k],
+                       NULL if token_sums == NULL else
+                       token_sums if k == 0 else token_extra + (k - 1) * table)
 
 
 # --------------------------------------------------------------------------
