@@ -398,7 +398,9 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 break
         g = step_input_products(dm, step, t, r0, n, x, bias_row, w_ih_packed, gates,
                                 gates_t_stride, tb, xs, pipe)
-        step_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
+        # A zero initial state (no hx) adds nothing: 1/T of the recurrent products.
+        if step > 0 or not all_zero(h + <size_t>r0 * H, <size_t>n * H):
+            step_gemm(n, GH, H, h + <size_t>r0 * H, H, w_hh_packed, g, W)
         if dm.reset_before:
             gru_reset_rows(n, H, W, g, h + <size_t>r0 * H)
             step_gemm(n, H, H, g + 2 * H, W, w2_packed, g + 3 * H, W)
@@ -413,6 +415,14 @@ cdef void forward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         if dm.proj:
             project_rows(dm, n, g, w2_packed, h + <size_t>r0 * H,
                          out + (<size_t>t * B + r0) * dm.out_ld + dm.out_off)
+
+
+cdef inline bint all_zero(const floating *a, size_t n) noexcept nogil:
+    cdef size_t i
+    for i in range(n):
+        if a[i] != 0:
+            return False
+    return True
 
 
 cdef inline floating *step_input_products(const Dims *dm, int step, int t, int r0, int n,
