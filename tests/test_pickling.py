@@ -40,11 +40,16 @@ LAYERS = [
     lambda: fr.Linear(3, 2, seed=4),
     lambda: fr.Dropout(0.4, seed=5),
     lambda: fr.Embedding(7, 3, padding_idx=0, freeze=True, seed=6),
+    # Cell variants: the options are part of the layer (some change no shape).
+    lambda: fr.LSTM(3, 5, cell_clip=0.7, input_forget=True, seed=7),
+    lambda: fr.LSTM(3, 5, proj_size=2, peepholes=True, seed=8),
+    lambda: fr.GRU(3, 5, reset_after=False, seed=9),
 ]
 
 
 def _same_layer(a, b):
     assert type(a) is type(b) and a.training == b.training and a.dtype == b.dtype
+    assert repr(a) == repr(b)
     assert a.state_dict().keys() == b.state_dict().keys()
     for name, value in a.state_dict().items():
         np.testing.assert_array_equal(b.state_dict()[name], value, err_msg=name)

@@ -195,6 +195,7 @@ class _Recurrent(Module):
                   "bidirectional": self.bidirectional, "dtype": self.dtype.name}
         if isinstance(self, RNN):
             config["nonlinearity"] = self.nonlinearity
+        config.update(self._variant_options())
         return config
 
     # -- parameters -----------------------------------------------------------
@@ -537,15 +538,19 @@ class _Recurrent(Module):
             options.append("input_forget=True")
         return " and ".join(options)
 
-    def _variant_repr(self):
-        return ""
+    def _variant_options(self):
+        """The cell-variant constructor arguments that differ from their
+        defaults (for the repr and ``_config``, so pickling keeps them)."""
+        return {}
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
+        variants = "".join(f", {name}={value!r}"
+                           for name, value in self._variant_options().items())
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
-                f"bidirectional={self.bidirectional}{self._variant_repr()}, "
+                f"bidirectional={self.bidirectional}{variants}, "
                 f"dtype={self.dtype.name!r})")
 
 
@@ -605,12 +610,12 @@ class LSTM(_Recurrent):
         super().__init__(kernels.Cell.LSTM, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
 
-    def _variant_repr(self):
-        parts = [f", proj_size={self.proj_size}" if self.proj_size else "",
-                 ", peepholes=True" if self.peepholes else "",
-                 f", cell_clip={self.cell_clip}" if self.cell_clip is not None else "",
-                 ", input_forget=True" if self.input_forget else ""]
-        return "".join(parts)
+    def _variant_options(self):
+        chosen = {"proj_size": self.proj_size, "peepholes": self.peepholes,
+                  "cell_clip": self.cell_clip, "input_forget": self.input_forget}
+        defaults = {"proj_size": 0, "peepholes": False, "cell_clip": None,
+                    "input_forget": False}
+        return {name: value for name, value in chosen.items() if value != defaults[name]}
 
 
 class GRU(_Recurrent):
@@ -633,8 +638,8 @@ class GRU(_Recurrent):
         super().__init__(kernels.Cell.GRU, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
 
-    def _variant_repr(self):
-        return "" if self.reset_after else ", reset_after=False"
+    def _variant_options(self):
+        return {} if self.reset_after else {"reset_after": False}
 
 
 def _proj_size(value, hidden_size):
