@@ -226,3 +226,97 @@ def test_pipeline_without_a_second_thread_runs_alone():
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# -- packed weights kept between calls ----------------------------------------------------
+# A layer packs its weights for the micro-kernel once and reuses the packs
+# while the weights are unchanged (packing was most of a call for short
+# sequences).  Each way the weights can change must be seen at the next call.
+
+def _fresh_copy(layer):
+    """A new layer with the same weights: it packs them for the first time."""
+    copy = type(layer)(**layer._config())
+    copy.load_state_dict(layer.state_dict())
+    return copy.eval()
+
+
+def _forward_keys(layer):
+    return [kernel.forward_pack_key for kernel in layer._kernels]
+
+
+@pytest.mark.parametrize("cell,options", VARIANTS)
+def test_kept_packs_are_reused_while_the_weights_are_unchanged(cell, options):
+    layer = make(cell, options, 40, np.float32, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((7, 3, 12)).astype(np.float32)
+    first = layer(x)[0].copy()
+    version = layer._weights_version
+    assert _forward_keys(layer) == [version] * len(layer._kernels)
+    np.testing.assert_array_equal(layer(x)[0], first)
+    assert _forward_keys(layer) == [version] * len(layer._kernels)
+    np.testing.assert_array_equal(_fresh_copy(layer)(x)[0], first)
+
+
+def _load_other_weights(layer, held):
+    layer.load_state_dict(_fresh_copy(layer).train().state_dict() | {
+        name: value * 0.5 for name, value in layer.state_dict().items()})
+
+
+def _optimizer_step(layer, held):
+    layer.train()
+    out, _ = layer(np.ones((3, 2, 12), np.float32))
+    layer.backward(np.ones_like(out))
+    fr.optim.SGD(layer, lr=0.3).step()
+    layer.eval()
+
+
+def _write_a_kept_array(layer, held):
+    held[0] *= 0.5            # taken before the last call, still held
+
+
+def _write_a_kept_view(layer, held):
+    held[1][...] = 0.25       # a view of W_hh taken before the last call
+    held.clear()              # dropped before the next call
+
+
+def _write_a_fresh_array(layer, held):
+    dict(layer.named_parameters())["weight_hh_l0"][...] *= -1.0   # taken, written, dropped
+
+
+WEIGHT_CHANGES = [_load_other_weights, _optimizer_step, _write_a_kept_array,
+                  _write_a_kept_view, _write_a_fresh_array]
+
+
+@pytest.mark.parametrize("change", WEIGHT_CHANGES, ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize("n,split,batch", [(1, None, 3), (2, 1, 2)],
+                         ids=["batch-path", "column-split"])
+def test_every_change_of_the_weights_is_packed_again(change, n, split, batch):
+    """After each change the next call equals a fresh layer with the new
+    weights (bits), on the batch path and the column split."""
+    layer = make("lstm", {}, 40, np.float32, num_layers=2)
+    x = np.random.default_rng(1).standard_normal((9, batch, 12)).astype(np.float32)
+    held = []
+    if change in (_write_a_kept_array, _write_a_kept_view):
+        weight_ih, weight_hh = layer.parameters()[:2]
+        held = [weight_ih, weight_hh[:5]] if change is _write_a_kept_view else [weight_ih]
+        del weight_ih, weight_hh
+    before = run(layer, x, None, n, split)
+    run(layer, x, None, n, split)                # a second call, packs kept where allowed
+    change(layer, held)
+    after = run(layer, x, None, n, split)
+    assert not np.array_equal(after[0], before[0]), "the change must matter"
+    for got, want in zip(after, run(_fresh_copy(layer), x, None, n, split)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_held_parameter_array_turns_the_kept_packs_off():
+    """While anything outside the layer holds one of its parameter arrays
+    (an optimizer after its first step, a caller's array or view), every
+    call packs afresh; once it is dropped, packs are kept again."""
+    layer = make("gru", {}, 40, np.float32)
+    x = np.ones((4, 1, 12), np.float32)
+    view = layer.parameters()[3][1:]
+    layer(x)
+    assert _forward_keys(layer) == [None]
+    del view
+    layer(x)
+    assert _forward_keys(layer) == [layer._weights_version]

@@ -1125,16 +1125,17 @@ cdef void colsplit_offsets(const Dims *dm, int per, int tb, bint is_float,
 
 cdef void colsplit_pack(const Dims *dm, int u0, int hs, int per, const floating *w_ih,
                         const floating *w_hh, const floating *bias_row,
-                        floating *work, const size_t *off) noexcept nogil:
-    """A slice's packed weights and bias row (units u0..u0+hs)."""
+                        floating *work, const size_t *off, bint packed_ready) noexcept nogil:
+    """A slice's packed weights (unless ``packed_ready``) and bias row (units
+    u0..u0+hs)."""
     cdef int blk, H = dm.H, E = dm.E
     cdef bint is_float = floating is float
     cdef size_t sz_hh = packed_size(per, H, True, is_float)
     cdef size_t sz_ih = packed_size(per, E, True, is_float)
-    for blk in range(dm.GH // H):
+    for blk in range(0 if packed_ready else dm.GH // H):
         pack_weights_into(w_hh + (<size_t>blk * H + u0) * H, hs, H, True,
                           work + blk * sz_hh)
-    for blk in range(input_gate_count(dm.cell)):
+    for blk in range(0 if packed_ready else input_gate_count(dm.cell)):
         pack_weights_into(w_ih + (<size_t>blk * H + u0) * E, hs, E, True,
                           work + off[0] + blk * sz_ih)
     for blk in range(dm.W // H):
@@ -1190,9 +1191,10 @@ cdef void colsplit_step(const Dims *dm, const Dims *ld, int u0, int step, int tb
 cdef void colsplit_thread(const Dims *dm, int slices, int tb, const int *lengths,
                           const floating *x, const floating *w_ih, const floating *w_hh,
                           const floating *bias_row, floating *h_buf, floating *c,
-                          floating *out, floating *work) noexcept nogil:
+                          floating *out, floating *work, bint packed_ready) noexcept nogil:
     """This thread's slices (tid, tid + team, ...) through the whole
-    sequence; h_buf (2, B, H) holds the state at step parity 0 / 1."""
+    sequence; h_buf (2, B, H) holds the state at step parity 0 / 1.
+    ``packed_ready``: ``work`` already holds the slices' packed weights."""
     cdef int tid = fr_thread_num(), team = fr_team_size()
     cdef int per = colsplit_per(dm.H, slices)
     cdef int s, step, u0, nw = dm.W // dm.H
@@ -1204,7 +1206,7 @@ cdef void colsplit_thread(const Dims *dm, int slices, int tb, const int *lengths
     while s < slices:
         u0 = min(dm.H, s * per)
         colsplit_pack(dm, u0, min(dm.H, u0 + per) - u0, per, w_ih, w_hh, bias_row,
-                      work + s * off[4], off)
+                      work + s * off[4], off, packed_ready)
         s += team
     for step in range(dm.T):
         h_cur = h_buf + <size_t>(step % 2) * dm.B * dm.H
@@ -1314,6 +1316,11 @@ cdef object _buffer(dict work, str name, tuple shape, dtype):
     if array is None or array.shape != shape:
         array = work[name] = np.empty(shape, dtype)
     return array
+
+
+# Index, in DirectionKernel's list of packed buffers, of the key its forward
+# packs (W_hh^T, W_ih^T blocks, the variant's second product) were made for.
+cdef int FORWARD_PACK_KEY = 6
 
 
 cdef class DirectionKernel:
@@ -1433,7 +1440,28 @@ cdef class DirectionKernel:
                               if has_second_product(&self._layout) else None)
             packed = [np.empty(packed_size(s[0], s[1], s[2], is_float) if s else 0,
                                self.dtype) for s in shapes]
+            packed.append(None)     # the pack_key of the forward packs held (see forward)
         return packed
+
+    @property
+    def forward_pack_key(self):
+        """The ``pack_key`` the kept forward packs were made for (None: none
+        kept, or in use by a call)."""
+        return self._packed[FORWARD_PACK_KEY] if self._packed is not None else None
+
+    def _split_workspace(self, dict work, int B, int slices, int block, pack_key):
+        """(workspace, h_buf, its pack key, whether it holds those packs) of
+        the column split, or empty arrays without one (``slices`` 0).  The
+        slices' packed weights sit among per-call rows, so they hold for one
+        layout: the key is ``pack_key`` with (slices, B, block)."""
+        if not slices:
+            return self._empty1, self._empty2, None, False
+        split_work = _buffer(work, "split", (colsplit_workspace(
+            &self._layout, B, slices, block, self.dtype == np.float32),), self.dtype)
+        h_buf = _buffer(work, "h_buf", (2 * B, self.state_size), self.dtype)
+        key = (pack_key, slices, B, block) if pack_key is not None else None
+        kept = work.pop("split_key", None)     # back in ``work`` once the call is done
+        return split_work, h_buf, key, key is not None and kept == key
 
     def _block_size(self, int which):
         cdef int col, wrow, size
@@ -1477,7 +1505,8 @@ cdef class DirectionKernel:
 
     # -- the recurrence ---------------------------------------------------------
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, lengths, chunks, h, c, out,
-                Tape tape, int num_threads, w2=None, peep=None, ids=None, emb=None):
+                Tape tape, int num_threads, w2=None, peep=None, ids=None, emb=None,
+                pack_key=None):
         """Run this direction over the whole sequence in one parallel region.
 
         in:     x (T, B, input_size); w_ih (gate_rows, input_size), w_hh
@@ -1498,12 +1527,17 @@ cdef class DirectionKernel:
         row's biases and input product are made once (a V-row product
         instead of T * B rows); the results are bit for bit those of x =
         emb[ids].
+        ``pack_key``: the weights are packed once per key and reused by later
+        calls with an equal key (None: for this call only); the caller
+        promises that an equal key means unchanged weights (``_pack_key``).
         """
         w2, peep = self._variant_inputs("forward", w2, peep)
         work = self._take_workspace()
         packed = self._take_packed()
         cdef int T = out.shape[0], B = out.shape[1], block = 0, slices = 0, pipelined = 0
         cdef bint inputs_ahead = False
+        cdef bint packed_ready = pack_key is not None and packed[FORWARD_PACK_KEY] == pack_key
+        packed[FORWARD_PACK_KEY] = None        # until this call has finished with them
         try:
             if tape is None:
                 block, slices, pipelined, gates, inputs = self._inference_workspace(
@@ -1512,19 +1546,19 @@ cdef class DirectionKernel:
             else:
                 gates, c_hist, inputs = tape.gates, tape.c_hist, self._empty1
                 inputs_ahead = ids is None and 0 < widest_chunk(T, lengths, chunks) <= FEW_ROWS
-            split_work, h_buf = self._empty1, self._empty2
-            if slices:
-                split_work = _buffer(work, "split", (colsplit_workspace(
-                    &self._layout, B, slices, block, self.dtype == np.float32),), self.dtype)
-                h_buf = _buffer(work, "h_buf", (2 * B, self.state_size), self.dtype)
+            split_work, h_buf, split_key, split_ready = self._split_workspace(
+                work, B, slices, block, pack_key)
             self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih),
-                          self._vector(b_hh),
-                          w2, peep, lengths, chunks, h,
+                          self._vector(b_hh), w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
-                          packed[0], packed[1], packed[2], packed[4], num_threads,
-                          block, pipelined, inputs_ahead, inputs, slices, split_work, h_buf,
-                          *self._token_inputs(work, ids, emb))
+                          packed[0], packed[1], packed[2], packed[4], packed_ready,
+                          split_ready, num_threads, block, pipelined, inputs_ahead, inputs,
+                          slices, split_work, h_buf, *self._token_inputs(work, ids, emb))
+            if split_key is not None:
+                work["split_key"] = split_key
+            if packed_ready or not slices:    # packed now, or kept (the split packs its own)
+                packed[FORWARD_PACK_KEY] = pack_key
         finally:
             self._packed = packed
             self._workspace = work
@@ -1666,31 +1700,29 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
              floating[:, :, ::1] gates, floating[:, :, ::1] c_hist,
              floating[::1] bias_row, floating[::1] w_hh_packed,
              floating[::1] w_ih_packed0, floating[::1] w_ih_packed1,
-             floating[::1] w2_packed, int num_threads, int block, int pipelined,
-             bint inputs_ahead, floating[::1] inputs, int slices,
+             floating[::1] w2_packed, bint packed_ready, bint split_ready, int num_threads,
+             int block, int pipelined, bint inputs_ahead, floating[::1] inputs, int slices,
              floating[::1] split_work, floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
              const floating[:, ::1] emb, floating[:, ::1] table):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
     to keep what backward needs (every step's input products made first
     with ``inputs_ahead``), or max(block, 1) * B rows of workspace for
     inference (PIPE_BUFFERS times that when ``pipelined``, as ``inputs``,
-    block * B * E); ``bias_row`` and the ``*_packed`` buffers are workspace.
-    ``slices`` > 0: the column split (workspace ``split_work``, ``h_buf``
-    (2B, H)); see ``inference_plan``.  A token input (``ids`` (T * B,) not
-    empty; ``x`` then empty) reads rows of ``emb`` (V, E) through the input
-    table ``table`` (V, W, workspace)."""
+    block * B * E); ``bias_row`` and the ``*_packed`` buffers are workspace
+    (already holding these weights with ``packed_ready``).  ``slices`` > 0:
+    the column split (workspace ``split_work``, its packs made with
+    ``split_ready``, ``h_buf`` (2B, H)); see ``inference_plan``.  A token
+    input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows of
+    ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""
     cdef Dims dm = kernel._layout
-    cdef int nchunks = chunks.shape[0] - 1
-    cdef int k, team = min(num_threads, nchunks)
+    cdef int k, nchunks = chunks.shape[0] - 1, team = min(num_threads, chunks.shape[0] - 1)
     cdef size_t gates_t_stride = (0 if gates.shape[0] == 1
                                   else <size_t>out.shape[1] * gates.shape[2])
     cdef floating *c_ptr = ptr2(c)
-    cdef floating *c_hist_ptr = ptr3(c_hist)
     cdef floating *w_ih_packed[2]
     cdef floating *w2_ptr = ptr1(w2_packed)
     cdef const floating *peep_ptr = const_ptr2(peep)
-    dm.T = out.shape[0]
-    dm.B = out.shape[1]
+    dm.T, dm.B = out.shape[0], out.shape[1]
     w_ih_packed[0] = &w_ih_packed0[0]
     w_ih_packed[1] = ptr1(w_ih_packed1)
     with nogil:
@@ -1698,10 +1730,12 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
         if slices > 0:
             column_split_forward(&dm, slices, block, &lengths[0], const_ptr3(x),
                                  &w_ih[0, 0], &w_hh[0, 0], &bias_row[0], &h[0, 0],
-                                 &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0])
+                                 &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0],
+                                 split_ready)
         else:
-            pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2), w_ih_packed,
-                                 &w_hh_packed[0], w2_ptr)
+            if not packed_ready:
+                pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2),
+                                     w_ih_packed, &w_hh_packed[0], w2_ptr)
             inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
                                      const_ptr3(x), &bias_row[0],
                                      <const floating **>w_ih_packed, &gates[0, 0, 0])
@@ -1715,7 +1749,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
                     forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
                                   const_ptr3(x), &bias_row[0], <const floating **>w_ih_packed,
                                   &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride,
-                                  &h[0, 0], c_ptr, &out[0, 0, 0], c_hist_ptr, w2_ptr,
+                                  &h[0, 0], c_ptr, &out[0, 0, 0], ptr3(c_hist), w2_ptr,
                                   peep_ptr, block, ptr1(inputs))
 
 
@@ -1754,14 +1788,14 @@ cdef void column_split_forward(const Dims *dm, int slices, int block, const int 
                                const floating *x, const floating *w_ih,
                                const floating *w_hh, const floating *bias_row,
                                floating *h, floating *h_buf, floating *c, floating *out,
-                               floating *work) noexcept nogil:
+                               floating *work, bint packed_ready) noexcept nogil:
     """The whole sequence in one parallel region (``colsplit_thread``); the
     state goes in and out through ``h`` (B, H)."""
     cdef size_t state = <size_t>dm.B * dm.H
     memcpy(h_buf, h, state * sizeof(floating))
     with parallel(num_threads=slices):
         colsplit_thread(dm, slices, block, lengths, x, w_ih, w_hh, bias_row, h_buf,
-                        c, out, work)
+                        c, out, work, packed_ready)
     memcpy(h, h_buf + (dm.T % 2) * state, state * sizeof(floating))
 
 
@@ -1812,13 +1846,8 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
                        &scratch[0, 0], bias_acc_ptr, w2_ptr, const_ptr2(peep),
                        peep_acc_ptr, <const floating **>&h_prevs[0], V, sums_ptr,
                        ptr1(token_extra))
-        if sums_ptr != NULL:     # the bias sums follow from the token sums
-            merge_token_sums(&dm, V, nchunks, ptr1(token_extra), sums_ptr, bias_acc_ptr)
-        if bias_acc_ptr != NULL:
-            add_bias_gradients(&dm, bias_acc_ptr, 1 if sums_ptr != NULL else nchunks,
-                               ptr1(db_ih), ptr1(db_hh))
-        if peep_acc_ptr != NULL:
-            add_chunk_sums(peep_acc_ptr, nchunks, 3 * dm.C, &dpeep[0, 0])
+        reduce_chunk_sums(&dm, nchunks, V, ptr1(token_extra), sums_ptr, bias_acc_ptr,
+                          ptr1(db_ih), ptr1(db_hh), peep_acc_ptr, ptr2(dpeep))
         weight_gradients(&dm, &lengths[0], const_ptr3(x), &w_ih[0, 0],
                          &gates[0, 0, 0], &out[0, 0, 0],
                          &h0[0, 0] if has_h0 else NULL, &scratch[0, 0],
@@ -1828,6 +1857,21 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
             token_gradients(&dm, V, &emb[0, 0], sums_ptr, &dw_ih[0, 0], num_threads)
         if prev_threads > 1:
             blas_set_threads(prev_threads)
+
+
+cdef void reduce_chunk_sums(const Dims *dm, int nchunks, int V, const floating *token_extra,
+                            floating *token_sums, floating *bias_acc, floating *db_ih,
+                            floating *db_hh, const floating *peep_acc,
+                            floating *dpeep) noexcept nogil:
+    """The sweep's per-chunk sums into their totals, in chunk order: a token
+    input's per-id sums (the bias gradients then follow from them), the
+    bias and the peephole gradients (NULL: not made)."""
+    if token_sums != NULL:
+        merge_token_sums(dm, V, nchunks, token_extra, token_sums, bias_acc)
+    if bias_acc != NULL:
+        add_bias_gradients(dm, bias_acc, 1 if token_sums != NULL else nchunks, db_ih, db_hh)
+    if peep_acc != NULL:
+        add_chunk_sums(peep_acc, nchunks, 3 * dm.C, dpeep)
 
 
 def _table_gradient(DirectionKernel kernel, floating[:, ::1] token_sums,
