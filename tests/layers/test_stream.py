@@ -211,3 +211,30 @@ def test_many_streams_in_threads_equal_runs_alone():
         thread.join()
     for got, expected in zip(results, alone):
         assert np.array_equal(got, expected)
+
+
+def test_reset_packs_again_only_when_the_weights_may_have_changed(monkeypatch):
+    """A stream per sequence of a fixed model does not pack at every reset;
+    a held parameter array (writes through it are possible) or a change of
+    version makes reset pack again, and the write is seen."""
+    from fastrnn.layers.stream import Stream
+
+    layer = fr.GRU(4, 8, seed=0).eval()
+    stream = layer.stream()
+    packs, pack = [], Stream._pack
+    monkeypatch.setattr(Stream, "_pack", lambda self: (packs.append(1), pack(self)))
+    x = np.ones((1, 4), np.float32)
+    stream.step(x)
+    stream.reset()
+    stream.step(x)
+    assert packs == []
+    weight = layer.parameters()[0]
+    stream.reset()
+    stream.reset()
+    assert len(packs) == 2
+    weight += 1.0
+    del weight
+    stream.reset()
+    assert len(packs) == 3
+    np.testing.assert_array_equal(stream.step(x), layer(x[None])[0][0])
+    assert len(packs) == 3

@@ -12,7 +12,11 @@ Weights: a stream packs its own copy of the layer's weights.  When the layer's
 weights may have changed -- ``load_state_dict``, or an optimizer or clipping
 step (they list the live arrays through ``named_parameters()``) -- the next
 ``step`` re-packs them (the layer's ``_weights_version`` moved).  Writing into
-a parameter array kept from before is not seen: call ``reset()`` after that.
+a parameter array kept from before is not seen by ``step``: call ``reset()``
+after that.  ``reset()`` keeps the packs only when the layer's pack key
+(``_Recurrent._pack_key``: the version, while nothing outside the layer holds
+its arrays) is the one they were made under, so a stream per sequence of a
+fixed model does not pack again at every reset.
 """
 
 import functools
@@ -43,7 +47,7 @@ class Stream:
         self.batch_size = positive_int("batch_size", batch_size)
         convert = functools.partial(float_array, "x_t", dtype=layer.dtype, ndim=2)
         self._kernel = kernels.LayerStream(layer._kernels, self.batch_size, convert)
-        self._version = None
+        self._version = self._key = None
         self.reset(hx)
 
     def step(self, x_t):
@@ -73,18 +77,21 @@ class Stream:
 
     def reset(self, hx=None):
         """Start again from ``hx`` (zeros when None; ``(h0, c0)`` for an LSTM,
-        shaped like the layer's ``hx``).  The weights are re-packed too."""
+        shaped like the layer's ``hx``).  The weights are re-packed unless
+        the layer's pack key shows them unchanged (see the module docstring)."""
         h0, c0 = self._layer._split_states("hx", hx, self.batch_size)
         self._kernel.h[...] = h0 if h0 is not None else 0
         if self._kernel.c is not None:
             self._kernel.c[...] = c0 if c0 is not None else 0
-        self._pack()
+        key = self._layer._pack_key()
+        if key is None or key != self._key:
+            self._pack()
 
     def _pack(self):
         layer = self._layer
-        version = layer._weights_version
+        self._key = layer._pack_key()
+        self._version = layer._weights_version
         self._kernel.pack([layer._slots[k][0] for k in range(layer.num_layers)])
-        self._version = version
 
     def __repr__(self):
         return f"Stream({self._layer!r}, batch_size={self.batch_size})"
