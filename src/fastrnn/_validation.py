@@ -110,9 +110,10 @@ _produced = weakref.WeakValueDictionary()
 def produced(array):
     """Mark ``array`` as computed by fastrnn: handed back to a layer (the next
     layer's input, the previous layer's output gradient) it is not scanned for
-    NaN/inf again.  The check is a full memory pass, five of them per training
-    step; a NaN that fastrnn itself produced still shows in the loss and the
-    gradient norm, which the Trainer checks."""
+    NaN/inf again, in training and in inference.  The check is a full memory
+    pass, five of them per training step and two per call of an embedding,
+    layer and head; a NaN that fastrnn itself produced still shows in the
+    loss and the gradient norm, which the Trainer checks."""
     _produced[id(array)] = array
     return array
 

@@ -370,3 +370,25 @@ def test_few_row_training_makes_input_products_ahead_with_the_same_bits(cell, op
                 np.testing.assert_array_equal(got, expected)
     finally:
         fr.set_num_threads(old_threads)
+
+
+def test_module_outputs_are_not_scanned_again_in_inference(monkeypatch):
+    """An eval-mode embedding's, layer's or head's output handed to the next
+    module skips the NaN scan (a full memory pass); an array the caller made
+    is still scanned, and a NaN in it still raises."""
+    from fastrnn import _validation
+
+    embedding, layer, head = (fr.Embedding(20, 6, seed=0).eval(), fr.GRU(6, 8, seed=1).eval(),
+                              fr.Linear(8, 3, seed=2).eval())
+    scanned = []
+    scan = _validation._all_finite
+    monkeypatch.setattr(_validation, "_all_finite", lambda a: (scanned.append(a.shape), scan(a))[1])
+    ids = np.arange(12).reshape(4, 3)
+    head(layer(embedding(ids))[0])
+    assert scanned == []
+    x = np.ones((4, 3, 6), np.float32)
+    layer(x)
+    assert scanned == [(4, 3, 6)]
+    x[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        layer(x)

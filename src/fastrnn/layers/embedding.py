@@ -11,7 +11,7 @@ import numpy as np
 from .. import _threads
 from .._kernels._dispatch import _embedding
 from .._validation import (Boolean, Integer, Optional, check_finite, check_shape, float_array,
-                           positive_int, private_input, read_only, resolve_dtype,
+                           positive_int, private_input, produced, read_only, resolve_dtype,
                            to_numpy)
 from ..vectors import pretrained_array, read_vectors_for_vocab, vocab_tokens
 from .module import Module, reserve_parameter
@@ -117,7 +117,7 @@ class Embedding(Module):
         out = out.reshape(ids.shape + (self.embedding_dim,))
         if not self.training:
             self._release_cache()
-            return out
+            return produced(out)       # the next module does not scan it again
         kept = private_input(flat, ids_given, self._buffers)     # backward reads them
         self._keep_for_backward(ids=kept, ids_shape=ids.shape)
         return read_only(out)

@@ -62,7 +62,7 @@ class Linear(Module):
                              _threads.get_num_threads())
         self._keep_for_backward(rows=rows, x_shape=x.shape)
         y = y.reshape(x.shape[:-1] + (self.out_features,))
-        return read_only(y) if self.training else y
+        return read_only(y) if self.training else produced(y)
 
     def backward(self, d_y, input_grad=True):
         cache = self._forward_cache()

@@ -402,6 +402,7 @@ class _Recurrent(Module):
             out = read_only(out)     # backward reads it
         if self.batch_first:
             out = out.transpose(1, 0, 2)
+        produced(out)       # handed to the next module, it is not scanned again
         h_n = plan.to_user(h_n)
         if self._has_cell_state:
             return out, (h_n, plan.to_user(c_n))
