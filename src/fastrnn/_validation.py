@@ -93,7 +93,7 @@ def check_float_range(name, array, dtype, converted=None):
         limit = np.finfo(dtype).max
         overflow = bool((np.abs(array) > limit).any())
     else:
-        overflow = not _all_finite(converted) \
+        overflow = not all_finite(converted) \
             and bool((np.isinf(converted) & np.isfinite(array)).any())
     if overflow:
         finite = np.abs(array[np.isfinite(array)])
@@ -127,7 +127,7 @@ _COPIES = {np.dtype(np.float32): _runtime.copy_values["float"],
            np.dtype(np.float64): _runtime.copy_values["double"]}
 
 
-def _all_finite(array):
+def all_finite(array):
     """True when ``array`` holds no NaN or inf: one threaded pass for contiguous
     float32/64 arrays (numpy's isfinite().all() makes two and a temporary)."""
     scan = _FINITE_SCANS.get(array.dtype)
@@ -141,7 +141,7 @@ def check_finite(name, array):
     :func:`produced` are not scanned."""
     if _produced.get(id(array)) is array:
         return
-    if not _all_finite(array):
+    if not all_finite(array):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 

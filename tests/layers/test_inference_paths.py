@@ -320,3 +320,182 @@ def test_a_held_parameter_array_turns_the_kept_packs_off():
     del view
     layer(x)
     assert _forward_keys(layer) == [layer._weights_version]
+
+
+# -- a token input's table kept between calls ---------------------------------------------
+# layer(ids, embedding=emb) reads each vocabulary row's input product from a
+# table; in inference the first layer keeps it while the layer's and the
+# embedding's weights are unchanged, so a call makes no input product.
+
+def _table_keys(layer):
+    return [kernel.kept_table_key for kernel in layer._kernels[:layer._directions]]
+
+
+def _token_run(layer, embedding, ids, lengths=None):
+    """The fused call and the two-module form of the same model."""
+    fused = layer(ids, embedding=embedding, lengths=lengths)
+    two_module = layer(embedding(ids), lengths=lengths)
+    return fused, two_module
+
+
+def _flat(result):
+    out, state = result
+    return [out] + list(state if isinstance(state, tuple) else (state,))
+
+
+@pytest.mark.parametrize("cell,options", VARIANTS)
+@pytest.mark.parametrize("vocab", [10, 60], ids=["vocab-below-tokens", "vocab-above-tokens"])
+def test_a_kept_table_gives_the_two_module_results(cell, options, vocab):
+    """Calls with changing ids equal ``layer(embedding(ids))`` bit for bit;
+    the table is kept from the first call when the vocabulary is smaller
+    than the call's tokens, else from the second (bidirectional, stacked)."""
+    layer = make(cell, options, 40, np.float32, num_layers=2, bidirectional=True)
+    embedding = fr.Embedding(vocab, 12, seed=5).eval()
+    rng = np.random.default_rng(vocab)
+    for call in range(4):
+        ids = rng.integers(0, vocab, (9, 3))
+        fused, two_module = _token_run(layer, embedding, ids,
+                                       lengths=[9, 4, 7] if call == 3 else None)
+        for got, want in zip(_flat(fused), _flat(two_module)):
+            np.testing.assert_array_equal(got, want)
+        kept = call >= 1 or vocab < ids.size
+        assert all((key is not None) == kept for key in _table_keys(layer)), (call, vocab)
+
+
+def _load_embedding(layer, embedding, held):
+    embedding.load_state_dict({"weight": embedding.state_dict()["weight"][::-1].copy()})
+
+
+def _write_embedding_weight(layer, embedding, held):
+    embedding.weight[:] *= -0.5           # handed out, written, dropped
+
+
+def _write_held_embedding_rows(layer, embedding, held):
+    held[0][:] = 0.25                     # a view taken before the last call
+
+
+def _embedding_step(layer, embedding, held):
+    embedding.train()
+    embedding.backward(np.ones(embedding(np.arange(4)).shape, np.float32))
+    fr.optim.SGD(embedding, lr=0.5).step()
+    embedding.eval()
+
+
+def _change_the_layer(layer, embedding, held):
+    dict(layer.named_parameters())["weight_ih_l0"][...] *= -1.0
+
+
+TABLE_CHANGES = [_load_embedding, _write_embedding_weight, _write_held_embedding_rows,
+                 _embedding_step, _change_the_layer]
+
+
+@pytest.mark.parametrize("change", TABLE_CHANGES, ids=lambda f: f.__name__[1:])
+def test_every_change_of_the_table_is_seen(change):
+    """After each change of the embedding's or the layer's weights the next
+    call equals the two-module form with the new weights, bit for bit."""
+    layer = make("lstm", {}, 40, np.float32)
+    embedding = fr.Embedding(8, 12, seed=6).eval()
+    held = [embedding.weight[1:5]] if change is _write_held_embedding_rows else []
+    ids = np.random.default_rng(2).integers(0, 8, (6, 2))
+    before = _flat(layer(ids, embedding=embedding))
+    layer(ids, embedding=embedding)                 # a second call: the table kept if allowed
+    change(layer, embedding, held)
+    after, two_module = _token_run(layer, embedding, ids)
+    assert not np.array_equal(_flat(after)[0], before[0]), "the change must matter"
+    for got, want in zip(_flat(after), _flat(two_module)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_another_embedding_gets_its_own_table():
+    """Two embeddings of the same shape and version take turns: each call
+    reads its own rows."""
+    layer = make("gru", {}, 40, np.float32)
+    first, second = fr.Embedding(5, 12, seed=1).eval(), fr.Embedding(5, 12, seed=2).eval()
+    ids = np.arange(10).reshape(5, 2) % 5
+    for embedding in (first, second, first, second):
+        got = _flat(layer(ids, embedding=embedding))
+        for a, b in zip(got, _flat(layer(embedding(ids))), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_no_table_is_kept_in_training_past_the_size_limit_or_with_nan_rows(monkeypatch):
+    """Training calls, a table over the limit and an embedding with a NaN row
+    keep nothing; a NaN row a call does not select does not stop it, one it
+    selects raises."""
+    from fastrnn.layers import recurrent
+
+    layer = make("lstm", {}, 40, np.float32)
+    embedding = fr.Embedding(6, 12, seed=4).eval()
+    ids = np.arange(12).reshape(6, 2) % 5                # row 5 is never selected
+    layer.train()
+    for _ in range(2):
+        layer(ids, embedding=embedding)
+    assert _table_keys(layer) == [None]
+    layer.eval()
+    monkeypatch.setattr(recurrent, "_KEPT_TABLE_BYTES", 6 * layer._kernels[0].width * 4 - 1)
+    for _ in range(2):
+        layer(ids, embedding=embedding)
+    assert _table_keys(layer) == [None]
+    monkeypatch.undo()
+    embedding.weight[5] = np.nan
+    out = [layer(ids, embedding=embedding)[0].copy() for _ in range(3)]
+    assert _table_keys(layer) == [None]
+    np.testing.assert_array_equal(out[2], layer(embedding(ids))[0])
+    with pytest.raises(ValueError, match="embedding rows it selects"):
+        layer(np.full((6, 2), 5), embedding=embedding)
+    embedding.load_state_dict({"weight": np.ones((6, 12))})
+    for _ in range(2):
+        layer(ids, embedding=embedding)
+    assert _table_keys(layer) != [None]
+
+
+def test_the_column_split_keeps_the_gathered_rows():
+    """With B <= 4 on two threads the gathered rows run on the column split:
+    a vocabulary bigger than the call's tokens is then not made into a
+    table (it would run on one thread)."""
+    layer = make("lstm", {}, 64, np.float32)
+    embedding = fr.Embedding(30, 12, seed=8).eval()
+    ids = np.random.default_rng(3).integers(0, 30, (9, 2))
+    with threads(2, split_min_hidden=16):
+        results = [_flat(layer(ids, embedding=embedding)) for _ in range(3)]
+        assert _table_keys(layer) == [None]
+        reference = _flat(layer(embedding(ids)))
+    for got in results:
+        for a, b in zip(got, reference):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_pretrained_vectors_are_copied_so_a_kept_table_stays_right():
+    """``Embedding.from_pretrained`` keeps its own copy of the caller's
+    array: writing into that array afterwards changes neither the embedding
+    nor the kept table (an alias would be a change no key could see)."""
+    vectors = np.linspace(-1, 1, 5 * 12, dtype=np.float32).reshape(5, 12)
+    embedding = fr.Embedding.from_pretrained(vectors).eval()
+    layer = make("lstm", {}, 40, np.float32)
+    ids = np.arange(10).reshape(5, 2) % 5
+    before = [layer(ids, embedding=embedding)[0].copy() for _ in range(2)][1]
+    assert _table_keys(layer) != [None]
+    vectors[:] = 3.0
+    np.testing.assert_array_equal(layer(ids, embedding=embedding)[0], before)
+    np.testing.assert_array_equal(layer(embedding(ids))[0], before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_call_inside_a_parameter_loop_sees_the_write(dtype):
+    """The finite-difference pattern: hold ``named_parameters()`` items,
+    write one, call the model, write it back.  Every call in the loop reads
+    the current weights (a float64 embedding's array is its constructor's
+    own, so its reference count starts with no extra hold)."""
+    layer = make("gru", {}, 40, dtype)
+    embedding = fr.Embedding(6, 12, seed=7, dtype=dtype).eval()
+    ids = np.arange(12).reshape(6, 2) % 6
+    for module in (embedding, layer):
+        for _, param in module.named_parameters():
+            saved = param.flat[3]
+            param.flat[3] = saved + 0.5
+            got = layer(ids, embedding=embedding)[0].copy()
+            param.flat[3] = saved
+            for _ in range(2):
+                np.testing.assert_array_equal(layer(ids, embedding=embedding)[0],
+                                              layer(embedding(ids))[0])
+            assert not np.array_equal(got, layer(embedding(ids))[0])

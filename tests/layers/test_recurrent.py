@@ -381,8 +381,8 @@ def test_module_outputs_are_not_scanned_again_in_inference(monkeypatch):
     embedding, layer, head = (fr.Embedding(20, 6, seed=0).eval(), fr.GRU(6, 8, seed=1).eval(),
                               fr.Linear(8, 3, seed=2).eval())
     scanned = []
-    scan = _validation._all_finite
-    monkeypatch.setattr(_validation, "_all_finite", lambda a: (scanned.append(a.shape), scan(a))[1])
+    scan = _validation.all_finite
+    monkeypatch.setattr(_validation, "all_finite", lambda a: (scanned.append(a.shape), scan(a))[1])
     ids = np.arange(12).reshape(4, 3)
     head(layer(embedding(ids))[0])
     assert scanned == []

@@ -1310,6 +1310,12 @@ cdef class Tape:
         self.c0 = c0
 
 
+def _keep_keys(dict work, **keys):
+    """Mark what a call made in ``work`` as made under these keys (None:
+    nothing kept); a call takes its keys out while it uses the buffers."""
+    work.update({name: key for name, key in keys.items() if key is not None})
+
+
 cdef object _buffer(dict work, str name, tuple shape, dtype):
     """The workspace array ``name`` of this shape, reused when it fits."""
     array = work.get(name)
@@ -1449,6 +1455,12 @@ cdef class DirectionKernel:
         kept, or in use by a call)."""
         return self._packed[FORWARD_PACK_KEY] if self._packed is not None else None
 
+    @property
+    def kept_table_key(self):
+        """The ``table_key`` the kept input table of a token input was made
+        for (None: none kept, or in use by a call)."""
+        return self._workspace.get("table_key") if self._workspace is not None else None
+
     def _split_workspace(self, dict work, int B, int slices, int block, pack_key):
         """(workspace, h_buf, its pack key, whether it holds those packs) of
         the column split, or empty arrays without one (``slices`` 0).  The
@@ -1506,7 +1518,7 @@ cdef class DirectionKernel:
     # -- the recurrence ---------------------------------------------------------
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, lengths, chunks, h, c, out,
                 Tape tape, int num_threads, w2=None, peep=None, ids=None, emb=None,
-                pack_key=None):
+                pack_key=None, table_key=None):
         """Run this direction over the whole sequence in one parallel region.
 
         in:     x (T, B, input_size); w_ih (gate_rows, input_size), w_hh
@@ -1527,9 +1539,10 @@ cdef class DirectionKernel:
         row's biases and input product are made once (a V-row product
         instead of T * B rows); the results are bit for bit those of x =
         emb[ids].
-        ``pack_key``: the weights are packed once per key and reused by later
+        ``pack_key`` / ``table_key`` (inference with ``ids``): the packed
+        weights / the input table are made once per key and reused by later
         calls with an equal key (None: for this call only); the caller
-        promises that an equal key means unchanged weights (``_pack_key``).
+        promises that an equal key means unchanged inputs to them.
         """
         w2, peep = self._variant_inputs("forward", w2, peep)
         work = self._take_workspace()
@@ -1548,15 +1561,16 @@ cdef class DirectionKernel:
                 inputs_ahead = ids is None and 0 < widest_chunk(T, lengths, chunks) <= FEW_ROWS
             split_work, h_buf, split_key, split_ready = self._split_workspace(
                 work, B, slices, block, pack_key)
+            token_inputs = self._token_inputs(work, ids, emb, table_key)
             self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih),
                           self._vector(b_hh), w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
                           packed[0], packed[1], packed[2], packed[4], packed_ready,
                           split_ready, num_threads, block, pipelined, inputs_ahead, inputs,
-                          slices, split_work, h_buf, *self._token_inputs(work, ids, emb))
-            if split_key is not None:
-                work["split_key"] = split_key
+                          slices, split_work, h_buf, *token_inputs)
+            _keep_keys(work, split_key=split_key,
+                       table_key=table_key if ids is not None else None)
             if packed_ready or not slices:    # packed now, or kept (the split packs its own)
                 packed[FORWARD_PACK_KEY] = pack_key
         finally:
@@ -1670,12 +1684,16 @@ cdef class DirectionKernel:
         return (w2 if self.proj_size else self._empty2,
                 peep if self.peepholes else self._empty2)
 
-    def _token_inputs(self, work, ids, emb):
-        """(ids, emb, the input table (V, width), workspace) for the typed
-        forward; all empty without a token input."""
+    def _token_inputs(self, work, ids, emb, table_key):
+        """(ids, emb, the input table (V, width, workspace), whether it holds
+        the rows made for ``table_key`` already) for the typed forward; empty
+        without a token input.  The key leaves ``work`` until the call is
+        done, so a call that fails leaves no table marked made."""
         if ids is None:
-            return self._empty_ids, self._empty2, self._empty2
-        return ids, emb, _buffer(work, "table", (emb.shape[0], self.width), self.dtype)
+            return self._empty_ids, self._empty2, self._empty2, False
+        kept = work.pop("table_key", None)
+        table = _buffer(work, "table", (emb.shape[0], self.width), self.dtype)
+        return ids, emb, table, table_key is not None and kept == table_key
 
     def add_table_gradient(self, token_sums, w_ih, d_emb, Py_ssize_t padding,
                            int num_threads):
@@ -1703,7 +1721,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
              floating[::1] w2_packed, bint packed_ready, bint split_ready, int num_threads,
              int block, int pipelined, bint inputs_ahead, floating[::1] inputs, int slices,
              floating[::1] split_work, floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
-             const floating[:, ::1] emb, floating[:, ::1] table):
+             const floating[:, ::1] emb, floating[:, ::1] table, bint table_ready):
     """DirectionKernel.forward, typed (see there).  ``gates`` is (T, B, W)
     to keep what backward needs (every step's input products made first
     with ``inputs_ahead``), or max(block, 1) * B rows of workspace for
@@ -1712,8 +1730,8 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     (already holding these weights with ``packed_ready``).  ``slices`` > 0:
     the column split (workspace ``split_work``, its packs made with
     ``split_ready``, ``h_buf`` (2B, H)); see ``inference_plan``.  A token
-    input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows of
-    ``emb`` (V, E) through the input table ``table`` (V, W, workspace)."""
+    input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows of ``emb``
+    (V, E) through the table ``table`` (V, W; made already: ``table_ready``)."""
     cdef Dims dm = kernel._layout
     cdef int k, nchunks = chunks.shape[0] - 1, team = min(num_threads, chunks.shape[0] - 1)
     cdef size_t gates_t_stride = (0 if gates.shape[0] == 1
@@ -1737,7 +1755,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
                 pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2),
                                      w_ih_packed, &w_hh_packed[0], w2_ptr)
             inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
-                                     const_ptr3(x), &bias_row[0],
+                                     table_ready, const_ptr3(x), &bias_row[0],
                                      <const floating **>w_ih_packed, &gates[0, 0, 0])
             if pipelined:
                 pipelined_forward(&dm, block, &lengths[0], const_ptr3(x), &bias_row[0],
@@ -1755,16 +1773,20 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
 
 cdef void inputs_before_recurrence(Dims *dm, int team, int num_threads, bint inputs_ahead,
                                    const Py_ssize_t[::1] ids, const floating[:, ::1] emb,
-                                   floating[:, ::1] table, const floating *x,
+                                   floating[:, ::1] table, bint table_ready,
+                                   const floating *x,
                                    const floating *bias_row, const floating **w_ih_packed,
                                    floating *gates) noexcept nogil:
     """Input products made before the recurrence, which ``dm`` then marks:
-    a token input's table (one row per vocabulary id), or with
-    ``inputs_ahead`` every step's rows in the training tape."""
+    a token input's table (one row per vocabulary id; kept from an earlier
+    call with ``table_ready``), or with ``inputs_ahead`` every step's rows in
+    the training tape."""
     if ids.shape[0] > 0:
         dm.ids = &ids[0]
         dm.table = &table[0, 0]
-        input_table(dm, team, emb.shape[0], &emb[0, 0], bias_row, w_ih_packed, &table[0, 0])
+        if not table_ready:
+            input_table(dm, team, emb.shape[0], &emb[0, 0], bias_row, w_ih_packed,
+                        &table[0, 0])
     elif inputs_ahead:
         make_input_rows(dm, num_threads, x, bias_row, w_ih_packed, gates)
         dm.inputs_made = True

@@ -75,6 +75,7 @@ class Embedding(Module):
         self._scatter_add = self._kernel(_embedding.scatter_add)
         self._frozen = False
         self.freeze = freeze
+        self._count_own_references()    # see Module._unchanged_version
 
     # -- freezing -------------------------------------------------------------
     @property
@@ -99,7 +100,15 @@ class Embedding(Module):
 
     @property
     def weight(self):
-        """The live (V, D) weight array (also ``state_dict()["weight"]``, as a copy)."""
+        """The live (V, D) weight array (also ``state_dict()["weight"]``, as a
+        copy).  It may be written through, so handing it out counts as a
+        change (see ``Module._unchanged_version``)."""
+        self._weights_version += 1
+        return self._params["weight"]
+
+    def _rows(self):
+        """The live weight for fastrnn's own readers, which do not write it:
+        unlike ``weight``, no change is counted."""
         return self._params["weight"]
 
     # -- forward / backward -----------------------------------------------------

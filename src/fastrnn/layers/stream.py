@@ -14,7 +14,7 @@ step (they list the live arrays through ``named_parameters()``) -- the next
 ``step`` re-packs them (the layer's ``_weights_version`` moved).  Writing into
 a parameter array kept from before is not seen by ``step``: call ``reset()``
 after that.  ``reset()`` keeps the packs only when the layer's pack key
-(``_Recurrent._pack_key``: the version, while nothing outside the layer holds
+(``Module._unchanged_version``: the version, while nothing outside the layer holds
 its arrays) is the one they were made under, so a stream per sequence of a
 fixed model does not pack again at every reset.
 """
@@ -83,13 +83,13 @@ class Stream:
         self._kernel.h[...] = h0 if h0 is not None else 0
         if self._kernel.c is not None:
             self._kernel.c[...] = c0 if c0 is not None else 0
-        key = self._layer._pack_key()
+        key = self._layer._unchanged_version()
         if key is None or key != self._key:
             self._pack()
 
     def _pack(self):
         layer = self._layer
-        self._key = layer._pack_key()
+        self._key = layer._unchanged_version()
         self._version = layer._weights_version
         self._kernel.pack([layer._slots[k][0] for k in range(layer.num_layers)])
 

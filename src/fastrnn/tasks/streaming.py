@@ -63,7 +63,7 @@ class _ModelStream:
         token_id = self._token_id(item)
         if self._kind == "embedding":
             # A view of the live table: a changed embedding is seen at once.
-            return self._embedding.weight[token_id:token_id + 1]
+            return self._embedding._rows()[token_id:token_id + 1]
         row = self._rows.get(token_id)
         if row is None:
             row = np.zeros((1, self._width), self._dtype)
