@@ -27,7 +27,13 @@ Frameworks:
 
 * ``fastrnn``: ``fr.Embedding``, ``fr.RNN/LSTM/GRU``, ``fr.Linear``,
   ``fr.CrossEntropyLoss``, ``fr.optim.Adam`` (``FastrnnModel``): the public
-  API only, as a user would write the loop;
+  API only, as a user would write the loop.  Inference feeds the ids
+  straight to the layer (``layer(ids, embedding=emb)``, equal to
+  ``layer(emb(ids))`` bit for bit), which keeps its table of each
+  vocabulary row's input product between calls, as a deployed model runs;
+  training keeps the two-module form ``layer(emb(ids))`` that
+  ``step_breakdown.py`` times part by part (``train_loop.py`` compares the
+  two forms);
 * ``numpy``: the plain-numpy BPTT reference (``numpy_reference.py``) with a
   numpy gather (``np.take``) / scatter-add (``np.add.at``) embedding, numpy
   head and softmax cross-entropy and a numpy Adam, all into preallocated
@@ -162,7 +168,7 @@ class FastrnnModel:
         return self
 
     def infer(self):
-        out, _ = self.layer(self.embedding(self.ids))
+        out, _ = self.layer(self.ids, embedding=self.embedding)
         return self.head(out)
 
     def forward_backward(self):
