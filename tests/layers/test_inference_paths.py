@@ -449,20 +449,27 @@ def test_no_table_is_kept_in_training_past_the_size_limit_or_with_nan_rows(monke
     assert _table_keys(layer) != [None]
 
 
-def test_the_column_split_keeps_the_gathered_rows():
-    """With B <= 4 on two threads the gathered rows run on the column split:
-    a vocabulary bigger than the call's tokens is then not made into a
-    table (it would run on one thread)."""
-    layer = make("lstm", {}, 64, np.float32)
-    embedding = fr.Embedding(30, 12, seed=8).eval()
-    ids = np.random.default_rng(3).integers(0, 30, (9, 2))
-    with threads(2, split_min_hidden=16):
-        results = [_flat(layer(ids, embedding=embedding)) for _ in range(3)]
-        assert _table_keys(layer) == [None]
-        reference = _flat(layer(embedding(ids)))
-    for got in results:
-        for a, b in zip(got, reference):
-            np.testing.assert_array_equal(a, b)
+@pytest.mark.parametrize("cell,options", [("lstm", {}), ("gru", {}), ("rnn_tanh", {})])
+@pytest.mark.parametrize("vocab", [10, 30])
+def test_the_column_split_reads_the_kept_table(cell, options, vocab):
+    """With B <= 4 on two threads the gate columns split over the threads;
+    each slice then copies its columns of the table rows: the same bits as
+    the gathered rows on the column split and as one thread."""
+    layer = make(cell, options, 64, np.float32)
+    embedding = fr.Embedding(vocab, 12, seed=8).eval()
+    rng = np.random.default_rng(3)
+    for call in range(3):
+        ids = rng.integers(0, vocab, (9, 2))
+        with threads(2, split_min_hidden=16):
+            assert layer._kernels[0].inference_plan(9, 2, np.full(2, 9, np.intc),
+                                                    np.array([0, 2], np.intc), 2)[1] == 2
+            fused, two_module = _token_run(layer, embedding, ids)
+        with threads(1):
+            alone = _flat(layer(embedding(ids)))
+        for got, want, one in zip(_flat(fused), _flat(two_module), alone):
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got, one)
+        assert (_table_keys(layer) != [None]) == (call >= 1 or vocab < ids.size)
 
 
 def test_pretrained_vectors_are_copied_so_a_kept_table_stays_right():

@@ -1143,17 +1143,26 @@ cdef void colsplit_pack(const Dims *dm, int u0, int hs, int per, const floating 
                hs * sizeof(floating))
 
 
-cdef floating *colsplit_input(const Dims *dm, const Dims *ld, int step, int tb,
+cdef floating *colsplit_input(const Dims *dm, const Dims *ld, int u0, int step, int tb,
                               const floating *x, floating *work, int per,
                               const size_t *off) noexcept nogil:
     """A slice's gate rows for ``step``: bias + input products, computed for
-    tb steps at a time when tb > 0 (no padding), else for this step."""
+    tb steps at a time when tb > 0 (no padding), else for this step; with a
+    token input, the slice's columns of the ids' table rows."""
     cdef int s, t, i, blk, B = dm.B, E = dm.E, W = ld.W, hs = ld.H
     cdef int first = step - step % tb if tb > 0 else step
     cdef int steps = min(tb, dm.T - first) if tb > 0 else 1
     cdef size_t sz_ih = packed_size(per, E, True, floating is float)
     cdef floating *g = work + off[2]
     cdef floating *xs = work + off[3]
+    cdef const floating *row
+    if dm.ids != NULL:
+        t = dm.T - 1 - step if dm.reverse else step
+        for i in range(B):
+            row = <const floating *>dm.table + <size_t>dm.ids[<size_t>t * B + i] * dm.W + u0
+            for blk in range(W // hs):
+                memcpy(g + <size_t>i * W + blk * hs, row + blk * dm.H, hs * sizeof(floating))
+        return g
     if first == step:
         for s in range(steps):
             t = dm.T - 1 - (first + s) if dm.reverse else first + s
@@ -1175,7 +1184,7 @@ cdef void colsplit_step(const Dims *dm, const Dims *ld, int u0, int step, int tb
     cdef int b, blk, H = dm.H, hs = ld.H
     cdef int t = dm.T - 1 - step if dm.reverse else step
     cdef size_t sz_hh = packed_size(per, H, True, floating is float)
-    cdef floating *g = colsplit_input(dm, ld, step, tb, x, work, per, off)
+    cdef floating *g = colsplit_input(dm, ld, u0, step, tb, x, work, per, off)
     for blk in range(dm.GH // H):
         step_gemm(dm.B, hs, H, h_cur, H, work + blk * sz_hh, g + blk * hs, ld.W)
     for b in range(dm.B):
@@ -1571,8 +1580,8 @@ cdef class DirectionKernel:
                           slices, split_work, h_buf, *token_inputs)
             _keep_keys(work, split_key=split_key,
                        table_key=table_key if ids is not None else None)
-            if packed_ready or not slices:    # packed now, or kept (the split packs its own)
-                packed[FORWARD_PACK_KEY] = pack_key
+            if packed_ready or not slices or (ids is not None and not token_inputs[3]):
+                packed[FORWARD_PACK_KEY] = pack_key     # kept or packed now (see _forward)
         finally:
             self._packed = packed
             self._workspace = work
@@ -1665,9 +1674,7 @@ cdef class DirectionKernel:
         inference forward (``inference_plan``)."""
         block, slices, pipelined = self.inference_plan(T, B, lengths, chunks, num_threads)
         if token_input:
-            # The column split makes its own input products; the table's
-            # need no second thread.
-            slices = pipelined = 0
+            pipelined = 0       # a token input's table rows need no thread making them
         copies = PIPE_BUFFERS if pipelined else 1
         return (block, slices, pipelined,
                 _buffer(work, "slab", (copies * max(block, 1), B, self.width), self.dtype),
@@ -1745,30 +1752,30 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     w_ih_packed[1] = ptr1(w_ih_packed1)
     with nogil:
         fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
+        # (The column split packs its own slices: it needs these for a table.)
+        if not packed_ready and (slices == 0 or (ids.shape[0] > 0 and not table_ready)):
+            pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2),
+                                 w_ih_packed, &w_hh_packed[0], w2_ptr)
+        inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
+                                 table_ready, const_ptr3(x), &bias_row[0],
+                                 <const floating **>w_ih_packed, &gates[0, 0, 0])
         if slices > 0:
             column_split_forward(&dm, slices, block, &lengths[0], const_ptr3(x),
                                  &w_ih[0, 0], &w_hh[0, 0], &bias_row[0], &h[0, 0],
                                  &h_buf[0, 0], c_ptr, &out[0, 0, 0], &split_work[0],
                                  split_ready)
+        elif pipelined:
+            pipelined_forward(&dm, block, &lengths[0], const_ptr3(x), &bias_row[0],
+                              <const floating **>w_ih_packed, &w_hh_packed[0],
+                              &gates[0, 0, 0], &h[0, 0], c_ptr, &out[0, 0, 0], w2_ptr,
+                              peep_ptr, ptr1(inputs))
         else:
-            if not packed_ready:
-                pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2),
-                                     w_ih_packed, &w_hh_packed[0], w2_ptr)
-            inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
-                                     table_ready, const_ptr3(x), &bias_row[0],
-                                     <const floating **>w_ih_packed, &gates[0, 0, 0])
-            if pipelined:
-                pipelined_forward(&dm, block, &lengths[0], const_ptr3(x), &bias_row[0],
-                                  <const floating **>w_ih_packed, &w_hh_packed[0],
-                                  &gates[0, 0, 0], &h[0, 0], c_ptr, &out[0, 0, 0], w2_ptr,
-                                  peep_ptr, ptr1(inputs))
-            else:
-                for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
-                    forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
-                                  const_ptr3(x), &bias_row[0], <const floating **>w_ih_packed,
-                                  &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride,
-                                  &h[0, 0], c_ptr, &out[0, 0, 0], ptr3(c_hist), w2_ptr,
-                                  peep_ptr, block, ptr1(inputs))
+            for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
+                forward_chunk(&dm, chunks[k], chunks[k + 1], &lengths[0],
+                              const_ptr3(x), &bias_row[0], <const floating **>w_ih_packed,
+                              &w_hh_packed[0], &gates[0, 0, 0], gates_t_stride,
+                              &h[0, 0], c_ptr, &out[0, 0, 0], ptr3(c_hist), w2_ptr,
+                              peep_ptr, block, ptr1(inputs))
 
 
 cdef void inputs_before_recurrence(Dims *dm, int team, int num_threads, bint inputs_ahead,

@@ -321,7 +321,7 @@ class _Recurrent(Module):
         pack_key = self._unchanged_version()
         if embedding is not None:
             layer_input = _TokenInput(x, embedding, plan, *self._input_table(
-                embedding, plan, steps, batch, num_threads, pack_key))
+                embedding, steps, batch, pack_key))
         else:
             layer_input = plan.to_kernel(x)
             if self.training:
@@ -373,7 +373,7 @@ class _Recurrent(Module):
                            pack_key=pack_key, **token_keywords)
         return out, tapes
 
-    def _input_table(self, embedding, plan, steps, batch, num_threads, pack_key):
+    def _input_table(self, embedding, steps, batch, pack_key):
         """``(fused, table_key)`` of a token input (``_TokenInput``).
 
         The table of each vocabulary row's input product pays for itself
@@ -381,22 +381,20 @@ class _Recurrent(Module):
         inference the first layer's kernels keep it between calls under
         ``table_key`` (None: not kept; see ``_table_key``), and a call that
         finds it kept makes no input product at all: LSTM(64) over (200, 1)
-        tokens of a 1,000-row vocabulary, 241 -> 179 us (1 thread, Zen 4).  A table that is
-        worth keeping but bigger than the call is made at the second call
-        with the same key, so one-off calls do not pay for it, and not when
-        the gathered rows would run on more threads (the column split).
-        Its rows are checked for NaN/inf once, all of them, when it is made."""
+        tokens of a 1,000-row vocabulary, 241 -> 179 us (1 thread, Zen 4).
+        A table that is worth keeping but bigger than the call is made at
+        the second call with the same key, so one-off calls do not pay for
+        it.  Its rows are checked for NaN/inf once, all of them, when it is
+        made."""
         by_size = embedding.num_embeddings < steps * batch
         key = self._table_key(embedding, pack_key)
         if key is None:
             return by_size, None
         if all(kernel.kept_table_key == key for kernel in self._kernels[:self._directions]):
             return True, key
-        if not by_size:
-            if self._table_seen != key or self._kernels[0].inference_plan(
-                    steps, batch, plan.lengths, plan.chunks, num_threads)[1]:
-                self._table_seen = key
-                return False, None
+        if not by_size and self._table_seen != key:
+            self._table_seen = key
+            return False, None
         if not all_finite(embedding._rows()):
             return by_size, None
         return True, key
