@@ -15,10 +15,10 @@ import numpy as np
 from .. import _threads
 from .._kernels import _runtime
 from .._kernels._dispatch import _recurrent as kernels
-from .._validation import (FRACTION, Boolean, Integer, Optional, Real, all_finite, check_finite,
-                           check_shape, float_array, lengths_array, positive_int,
-                           private_input, produced, read_only, resolve_dtype, sequence_input,
-                           time_major)
+from .._validation import (FRACTION, Boolean, Integer, Optional, Real, all_finite,
+                           check_finite, check_shape, float_array, lengths_array,
+                           positive_int, private_input, produced, read_only, resolve_dtype,
+                           sequence_input, time_major)
 from .embedding import Embedding, TokenGradient, _id_array
 from .module import ForwardCache, Module, check_parameter_budget
 from .stream import Stream
