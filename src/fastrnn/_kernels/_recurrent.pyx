@@ -1319,6 +1319,13 @@ cdef class Tape:
         self.c0 = c0
 
 
+cdef inline bint batch_packs_used(int slices, bint table_to_make) noexcept:
+    """Whether a forward uses the batch path's packed weights: the column
+    split packs its slices itself, and needs these only to make a token
+    input's table."""
+    return slices == 0 or table_to_make
+
+
 def _keep_keys(dict work, **keys):
     """Mark what a call made in ``work`` as made under these keys (None:
     nothing kept); a call takes its keys out while it uses the buffers."""
@@ -1545,9 +1552,8 @@ cdef class DirectionKernel:
                 tape: training storage from ``take_tape`` (None: inference).
         Token input: ``ids`` (T * B,) intp, time-major in kernel row order,
         rows of ``emb`` (V, input_size); x is then None.  Each vocabulary
-        row's biases and input product are made once (a V-row product
-        instead of T * B rows); the results are bit for bit those of x =
-        emb[ids].
+        row's biases and input product are made once (V rows, not T * B),
+        bit for bit those of x = emb[ids].
         ``pack_key`` / ``table_key`` (inference with ``ids``): the packed
         weights / the input table are made once per key and reused by later
         calls with an equal key (None: for this call only); the caller
@@ -1571,17 +1577,18 @@ cdef class DirectionKernel:
             split_work, h_buf, split_key, split_ready = self._split_workspace(
                 work, B, slices, block, pack_key)
             token_inputs = self._token_inputs(work, ids, emb, table_key)
+            uses_packs = batch_packs_used(slices, ids is not None and not token_inputs[3])
             self._forward(self, self._array3(x), w_ih, w_hh, self._vector(b_ih),
                           self._vector(b_hh), w2, peep, lengths, chunks, h,
                           c if self.has_cell_state else self._empty2, out, gates, c_hist,
                           _buffer(work, "bias_row", (self.width,), self.dtype),
-                          packed[0], packed[1], packed[2], packed[4], packed_ready,
-                          split_ready, num_threads, block, pipelined, inputs_ahead, inputs,
-                          slices, split_work, h_buf, *token_inputs)
+                          packed[0], packed[1], packed[2], packed[4],
+                          uses_packs and not packed_ready, split_ready, num_threads,
+                          block, pipelined, inputs_ahead, inputs, slices, split_work,
+                          h_buf, *token_inputs)
             _keep_keys(work, split_key=split_key,
                        table_key=table_key if ids is not None else None)
-            if packed_ready or not slices or (ids is not None and not token_inputs[3]):
-                packed[FORWARD_PACK_KEY] = pack_key     # kept or packed now (see _forward)
+            packed[FORWARD_PACK_KEY] = pack_key if packed_ready or uses_packs else None
         finally:
             self._packed = packed
             self._workspace = work
@@ -1725,7 +1732,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
              floating[:, :, ::1] gates, floating[:, :, ::1] c_hist,
              floating[::1] bias_row, floating[::1] w_hh_packed,
              floating[::1] w_ih_packed0, floating[::1] w_ih_packed1,
-             floating[::1] w2_packed, bint packed_ready, bint split_ready, int num_threads,
+             floating[::1] w2_packed, bint pack_now, bint split_ready, int num_threads,
              int block, int pipelined, bint inputs_ahead, floating[::1] inputs, int slices,
              floating[::1] split_work, floating[:, ::1] h_buf, const Py_ssize_t[::1] ids,
              const floating[:, ::1] emb, floating[:, ::1] table, bint table_ready):
@@ -1734,7 +1741,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     with ``inputs_ahead``), or max(block, 1) * B rows of workspace for
     inference (PIPE_BUFFERS times that when ``pipelined``, as ``inputs``,
     block * B * E); ``bias_row`` and the ``*_packed`` buffers are workspace
-    (already holding these weights with ``packed_ready``).  ``slices`` > 0:
+    (``pack_now``: pack these weights into them first).  ``slices`` > 0:
     the column split (workspace ``split_work``, its packs made with
     ``split_ready``, ``h_buf`` (2B, H)); see ``inference_plan``.  A token
     input (``ids`` (T * B,) not empty; ``x`` then empty) reads rows of ``emb``
@@ -1752,8 +1759,7 @@ def _forward(DirectionKernel kernel, const floating[:, :, ::1] x,
     w_ih_packed[1] = ptr1(w_ih_packed1)
     with nogil:
         fold_bias(&dm, const_ptr1(b_ih), const_ptr1(b_hh), &bias_row[0])
-        # (The column split packs its own slices: it needs these for a table.)
-        if not packed_ready and (slices == 0 or (ids.shape[0] > 0 and not table_ready)):
+        if pack_now:
             pack_forward_weights(&dm, &w_ih[0, 0], &w_hh[0, 0], const_ptr2(w2),
                                  w_ih_packed, &w_hh_packed[0], w2_ptr)
         inputs_before_recurrence(&dm, team, num_threads, inputs_ahead, ids, emb, table,
