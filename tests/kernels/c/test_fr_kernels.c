@@ -207,8 +207,13 @@ int main(void)
                 gemm_test_d(shapes[s][0], shapes[s][1], shapes[s][2], t, with_bias);
             }
     /* A^T B alone and paired: tails of every tile, panel and K block; m past
-     * FR_MC_TN; the second product narrower or wider than the first. */
+     * FR_MC_TN; the second product narrower or wider than the first; 1-3
+     * rows in the last A panel and an odd row count in the last K block
+     * (fr_pack_tn_a packs rows in pairs). */
     static const int tn_shapes[][4] = {{1, 1, 0, 1}, {1, FR_NR_f, 0, 5}, {5, 17, 0, 3},
+                                       {3 * FR_MR + 1, 33, 0, 2 * FR_KC_TN + 3},
+                                       {2 * FR_MR + 3, 9, 17, 5},
+                                       {FR_MC_TN + FR_MR + 2, 40, 0, 7},
                                        {FR_NR_f + 3, 2 * FR_NR_f + 1, 0, FR_KC_TN + 1},
                                        {FR_MC_TN + 20, 40, 0, 300}, {64, 64, 0, 2 * FR_KC_TN},
                                        {3, 5, 0, 0}, {1, 1, 1, 1}, {5, 17, 3, 3},
