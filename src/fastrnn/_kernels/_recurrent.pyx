@@ -132,6 +132,13 @@ cdef inline int buffer_cols(int cell, int C, int H) noexcept nogil:
     return gate_width(cell, C)
 
 
+cdef inline bint plain_lstm(const Dims *dm) noexcept nogil:
+    """An LSTM without any variant (peepholes, clipping, projection, coupled
+    gates): its rows take the short paths of the gate math."""
+    return (dm.cell == LSTM and not (dm.peepholes or dm.clip > 0 or dm.proj
+                                     or dm.input_forget))
+
+
 # --------------------------------------------------------------------------
 # Cell gate math, one batch row at a time.
 # --------------------------------------------------------------------------
@@ -196,7 +203,7 @@ cdef inline void cell_forward_row(const Dims *dm, floating *g, floating *h,
     elif cell == RNN_RELU:
         for j in range(H):
             h[j] = g[j] if g[j] > 0 else 0
-    elif cell == LSTM and (dm.peepholes or dm.clip > 0 or dm.proj or dm.input_forget):
+    elif cell == LSTM and not plain_lstm(dm):
         lstm_forward_variant_row(dm, g, c, g + 4 * dm.C if dm.proj else h, peep)
         if dm.proj:
             return
@@ -315,7 +322,7 @@ cdef inline void cell_backward_row(const Dims *dm, floating *g, floating *dh,
         for j in range(H):
             g[j] = dh[j] if h[j] > 0 else 0
             dh[j] = 0
-    elif cell == LSTM and (dm.peepholes or limits != NULL or dm.proj or dm.input_forget):
+    elif cell == LSTM and not plain_lstm(dm):
         lstm_backward_variant_row(dm, g, dh, dc, c, c_prev, scratch, peep, limits,
                                   peep_acc)
     elif cell == LSTM:
@@ -811,6 +818,18 @@ cdef inline void backward_step_rows(const Dims *dm, int r0, int n, int t, const 
         add_column_sums(g, n, dm.W, bias_acc)
 
 
+cdef inline int previous_step(const Dims *dm, int t) noexcept nogil:
+    """The step before t in the forward pass's direction."""
+    return t + 1 if dm.reverse else t - 1
+
+
+cdef inline bint has_previous(const Dims *dm, const int *lengths, int b,
+                              int t_prev) noexcept nogil:
+    """Whether row b runs at step t_prev (``previous_step``); if not, its
+    previous state is the initial one."""
+    return t_prev < lengths[b] if dm.reverse else t_prev >= 0
+
+
 cdef inline void cell_backward_rows(const Dims *dm, int r0, int n, int t,
                                     const int *lengths, floating *g,
                                     const floating *out, const floating *c_hist,
@@ -821,14 +840,14 @@ cdef inline void cell_backward_rows(const Dims *dm, int r0, int n, int t,
     """``cell_backward_row`` for rows r0..r0+n at step t: finds each row's
     cell states c_t and c_{t-1} (c0 at its first step) and its scratch."""
     cdef int i, b, C = dm.C
-    cdef int t_prev = t + 1 if dm.reverse else t - 1
+    cdef int t_prev = previous_step(dm, t)
     cdef bint has_prev
     cdef floating *scratch_row
     cdef const floating *c_prev
     cdef const floating *c_t
     for i in range(n):
         b = r0 + i
-        has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
+        has_prev = has_previous(dm, lengths, b, t_prev)
         c_t = NULL
         c_prev = NULL
         if c_hist != NULL:
@@ -872,9 +891,8 @@ cdef inline void start_step_rows(const Dims *dm, int r0, int n, int t, const int
     """Backward at step t for rows r0..r0+n: dh += dL/d(out_t); the previous
     state of every row (its neighbouring output, or h0 at its first step)."""
     cdef int i, j, b, H = dm.H
-    cdef int t_prev = t + 1 if dm.reverse else t - 1
+    cdef int t_prev = previous_step(dm, t)
     cdef size_t o_ld = dm.out_ld
-    cdef bint has_prev
     cdef floating *dh_row
     cdef const floating *d_row
     for i in range(n):
@@ -883,8 +901,7 @@ cdef inline void start_step_rows(const Dims *dm, int r0, int n, int t, const int
         d_row = d_out + (<size_t>t * dm.B + b) * o_ld + dm.out_off
         for j in range(H):
             dh_row[j] = dh_row[j] + d_row[j]
-        has_prev = t_prev < lengths[b] if dm.reverse else t_prev >= 0
-        if has_prev:
+        if has_previous(dm, lengths, b, t_prev):
             h_prevs[i] = out + (<size_t>t_prev * dm.B + b) * o_ld + dm.out_off
         else:
             h_prevs[i] = h0 + <size_t>b * H
