@@ -36,6 +36,7 @@ product is one row per token, as in PyTorch.
 
 import argparse
 import glob
+import inspect
 import json
 import os
 import subprocess
@@ -137,6 +138,10 @@ def fastrnn_loop(params, data, tick=no_tick, separate=False):
     head.load_state_dict({"weight": params["head_weight"], "bias": params["head_bias"]})
     modules = [embedding, lstm, head]
     criterion, opt = fr.CrossEntropyLoss(), fr.optim.Adam(modules, lr=LR)
+    # No gradient for the zero initial state, as in PyTorch (h0 not given);
+    # a fastrnn from before ``state_grad`` (--ref-src) computes it.
+    no_state_grad = ({"state_grad": False}
+                     if "state_grad" in inspect.signature(lstm.backward).parameters else {})
 
     def step(x, y):
         opt.zero_grad()
@@ -154,7 +159,7 @@ def fastrnn_loop(params, data, tick=no_tick, separate=False):
         tick("loss")
         d_out = head.backward(d_logits)
         tick("head bwd")
-        d_x, _ = lstm.backward(d_out)
+        d_x, _ = lstm.backward(d_out, **no_state_grad)
         tick("lstm bwd")
         if separate:
             embedding.backward(d_x)

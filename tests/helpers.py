@@ -164,12 +164,12 @@ def _split(state):
 
 
 def run_fastrnn(layer, x, hx=None, lengths=None, d_out=None, d_hn=None,
-                backward=True, input_grad=True):
+                backward=True, input_grad=True, state_grad=True):
     """Forward (+ backward) through a fastrnn layer; returns a dict of arrays.
 
-    Keys: out, h_n, c_n (LSTM), and after backward d_x, d_h0, d_c0 (LSTM) and
-    ``grad:<name>`` for every parameter (the gradient of this call only: the
-    layer's gradients are zeroed first).
+    Keys: out, h_n, c_n (LSTM), and after backward d_x, d_h0, d_c0 (LSTM;
+    None when not computed) and ``grad:<name>`` for every parameter (the
+    gradient of this call only: the layer's gradients are zeroed first).
     """
     result = {}
     out, state = layer.forward(x, hx=hx, lengths=lengths)
@@ -180,12 +180,15 @@ def run_fastrnn(layer, x, hx=None, lengths=None, d_out=None, d_hn=None,
     if not backward:
         return result
     layer.zero_grad()
-    d_x, d_state = layer.backward(d_out, d_hn, input_grad=input_grad)
-    d_h0, d_c0 = _split(d_state)
+    d_x, d_state = layer.backward(d_out, d_hn, input_grad=input_grad, state_grad=state_grad)
     result["d_x"] = None if d_x is None else np.array(d_x)
-    result["d_h0"] = np.array(d_h0)
-    if d_c0 is not None:
-        result["d_c0"] = np.array(d_c0)
+    if d_state is None:
+        result["d_h0"] = None
+    else:
+        d_h0, d_c0 = _split(d_state)
+        result["d_h0"] = np.array(d_h0)
+        if d_c0 is not None:
+            result["d_c0"] = np.array(d_c0)
     for name, grad in layer.grads.items():
         result["grad:" + name] = grad.copy()
     return result

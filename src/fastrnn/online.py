@@ -452,7 +452,7 @@ class TBPTT(_Learner):
     def _backward(self, out, d_last):
         d_out = np.zeros(out.shape, self.dtype)
         d_out[-1] = d_last
-        self.layer.backward(d_out, input_grad=False)
+        self.layer.backward(d_out, input_grad=False, state_grad=False)
 
     def reset(self, rows=None):
         """Start streams ``rows`` (indices or a bool mask; all when None) again

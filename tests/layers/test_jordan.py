@@ -204,6 +204,21 @@ def test_threads_give_the_same_results():
                                    rtol=1e-10, atol=1e-12)
 
 
+def test_state_grad_false_skips_only_the_initial_state_gradient():
+    layer = make(output="tanh", num_layers=2)
+    x, hx, d_out, d_hn = data(layers=2)
+    lengths = [6, 2, 5, 1]
+    results = []
+    for state_grad in (True, False):
+        layer.zero_grad()
+        layer(x, hx=hx, lengths=lengths)
+        d_x, d_y0 = layer.backward(d_out, d_hn=d_hn, state_grad=state_grad)
+        assert (d_y0 is None) == (not state_grad)
+        results.append([d_x] + [layer.grads[k].copy() for k in sorted(layer.grads)])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)
+
+
 # -- API -------------------------------------------------------------------------------
 
 def test_state_dict_names_and_shapes():

@@ -321,6 +321,26 @@ def test_input_grad_false(cell, batch_first):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_state_grad_false(cell, dtype, bidirectional, with_lengths):
+    """Without dL/d(initial state) the products that only feed it are
+    skipped (each row's first step; a reverse direction's rows end at
+    different steps): every other result is the same, bit for bit."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=bidirectional, dtype=dtype,
+                       seed=0)
+    inputs = make_inputs(layer, rng, 7, 6, with_hx=True, with_lengths=with_lengths)
+    full = run_fastrnn(layer, **inputs)
+    partial = run_fastrnn(layer, **inputs, state_grad=False)
+    assert partial.pop("d_h0") is None and partial.pop("d_c0", None) is None
+    assert full.pop("d_h0") is not None
+    full.pop("d_c0", None)
+    _assert_results_equal(partial, full)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_backward_returns_shapes_and_dtypes(cell):
     for dtype, batch_first in itertools.product(("float32", "float64"), (False, True)):
         rng = np.random.default_rng(6)

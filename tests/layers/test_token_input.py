@@ -99,6 +99,26 @@ def test_token_input_equals_the_embedded_input(cell, options, vocab, with_length
 
 
 @pytest.mark.parametrize("vocab", [V_SMALL, V_LARGE], ids=["table", "gathered"])
+@pytest.mark.parametrize("cell, options", LAYERS, ids=LAYER_IDS)
+def test_state_grad_false_changes_no_gradient(cell, options, vocab):
+    rng = np.random.default_rng(4)
+    layer, embedding = _pair(cell, options, vocab)
+    ids = _ids(rng, vocab, layer)
+    lengths = random_lengths(rng, B, T)
+    d_out = rng.standard_normal(layer(ids, embedding=embedding, lengths=lengths)[0].shape)
+    results = []
+    for state_grad in (True, False):
+        layer.zero_grad()
+        embedding.zero_grad()
+        layer(ids, embedding=embedding, lengths=lengths)
+        d_x, d_hx = layer.backward(d_out, state_grad=state_grad)
+        assert d_x is None and (d_hx is None) == (not state_grad)
+        results.append(_gradients(layer, embedding))
+    for name, want in results[0].items():
+        np.testing.assert_array_equal(results[1][name], want, err_msg=name)
+
+
+@pytest.mark.parametrize("vocab", [V_SMALL, V_LARGE], ids=["table", "gathered"])
 def test_float32_and_two_threads_give_the_same_bits(vocab):
     """Outputs do not depend on the thread count; float32 matches float64 to rounding."""
     rng = np.random.default_rng(4)

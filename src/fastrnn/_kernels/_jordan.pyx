@@ -46,6 +46,7 @@ cdef struct Dims:
     int T, B, E, H, O
     int hidden          # Hidden
     int output          # Output
+    bint state_grad     # backward: dL/dy_0 wanted (else its product is skipped)
 
 
 cdef inline floating exp_of(floating v) noexcept nogil:
@@ -180,7 +181,8 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                          const floating *d_out, floating *dy, floating *dz,
                          floating *da, floating *bias_acc) noexcept nogil:
     """The reverse sweep for rows r0..r1.  ``dy`` (B, O) holds dL/dy_T on
-    entry and dL/dy_0 on exit; ``dz`` / ``da`` (T, B, O) / (T, B, H) receive
+    entry and dL/dy_0 on exit (left meaningless without ``dm.state_grad``: the
+    first step's product into it is skipped); ``dz`` / ``da`` (T, B, O) / (T, B, H) receive
     the pre-activation gradients (zero at padded steps); ``bias_acc`` (H + O)
     collects their column sums while the rows are in cache."""
     cdef int T = dm.T, B = dm.B, H = dm.H, O = dm.O
@@ -217,8 +219,9 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                     bias_acc[j] += da_t[<size_t>i * H + j]
                 for j in range(O):
                     bias_acc[H + j] += dz_t[<size_t>i * O + j]
-        memset(dy + <size_t>r0 * O, 0, <size_t>n * O * sizeof(floating))
-        packed_gemm(n, O, H, da_t, H, w_yh_p, dy + <size_t>r0 * O, O)  # dy_{t-1} = da W_yh
+        if t > 0 or dm.state_grad:
+            memset(dy + <size_t>r0 * O, 0, <size_t>n * O * sizeof(floating))
+            packed_gemm(n, O, H, da_t, H, w_yh_p, dy + <size_t>r0 * O, O)  # dy_{t-1} = da W_yh
 
 
 cdef void weight_gradients(const Dims *dm, const floating *x, const floating *w_ih,
@@ -255,6 +258,7 @@ cdef void fill_dims(Dims *dm, int hidden, int output, int T, int B, int E, int H
     dm.O = O
     dm.hidden = hidden
     dm.output = output
+    dm.state_grad = True
 
 
 def forward(int hidden, int output,
@@ -337,10 +341,13 @@ def backward(int hidden, int output, const floating[:, :, ::1] x,
              const floating[:, :, ::1] d_out, floating[:, ::1] dy,
              floating[:, :, ::1] dz, floating[:, :, ::1] da, floating[:, :, ::1] d_x,
              floating[:, ::1] dw_ih, floating[:, ::1] dw_yh, floating[::1] db_h,
-             floating[:, ::1] dw_hy, floating[::1] db_y, int num_threads):
+             floating[:, ::1] dw_hy, floating[::1] db_y, int num_threads,
+             bint state_grad=True):
     """Backpropagate through one layer (after ``forward`` with a (T, B, H) history).
 
-    ``dy`` holds dL/dy_T (the final state) on entry and dL/dy_0 on exit.
+    ``dy`` holds dL/dy_T (the final state) on entry and dL/dy_0 on exit
+    (without ``state_grad``, which skips the product that only feeds it: a
+    meaningless value).
     ``dz`` (T, B, O) and ``da`` (T, B, H) are workspace.  ``d_x`` (may be
     empty) is overwritten; weight and bias gradients are accumulated (+=).
     """
@@ -354,6 +361,7 @@ def backward(int hidden, int output, const floating[:, :, ::1] x,
     cdef bint ok
     fill_dims(&dm, hidden, output, x.shape[0], x.shape[1], x.shape[2], w_ih.shape[0],
               w_hy.shape[0])
+    dm.state_grad = state_grad
     with nogil:
         w_hy_p = pack_weights(&w_hy[0, 0], dm.O, dm.H, False)
         w_yh_p = pack_weights(&w_yh[0, 0], dm.H, dm.O, False)

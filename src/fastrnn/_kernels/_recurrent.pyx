@@ -110,6 +110,9 @@ cdef struct Dims:
     # Set per call: every step's biases and input products are already in the
     # gate tape (``make_input_rows``).
     bint inputs_made
+    # Set per backward call: dL/d(initial state) is wanted (else the recurrent
+    # products that only feed it are skipped, ``recurrent_rows``).
+    bint state_grad
 
 
 cdef inline int gate_width(int cell, int H) noexcept nogil:
@@ -753,7 +756,7 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
-    cdef int step, t, i
+    cdef int step, t, i, m
     cdef floating limit_store[4]
     cdef floating *limits = clip_limits(dm, limit_store)
     cdef floating *g
@@ -787,7 +790,25 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
                 backward_step_rows(dm, r0 + i, 1, t, lengths, g + <size_t>i * W, w2_packed,
                                    h0, c0, out, c_hist, d_out, dh, dc, scratch, bias_acc,
                                    peep, limits, peep_acc, h_prevs + i, token_acc)
-        packed_gemm(n, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
+        m = recurrent_rows(dm, r0, n, t, lengths)
+        if m > 0:
+            packed_gemm(m, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
+
+
+cdef inline int recurrent_rows(const Dims *dm, int r0, int n, int t,
+                               const int *lengths) noexcept nogil:
+    """How many of the n rows running at step t (from r0) need the step's
+    recurrent product, dL/dh_{t-1} += dG_t W_hh: all of them, or without
+    ``dm.state_grad`` those with a previous step.  A row at its first step
+    would only get dL/d(initial state) from it: the whole first step of a
+    forward direction (1/T of the products), a reverse direction's rows at
+    their last one.  Rows run longest first, so those rows are the last."""
+    cdef int t_prev = previous_step(dm, t)
+    if dm.state_grad:
+        return n
+    while n > 0 and not has_previous(dm, lengths, r0 + n - 1, t_prev):
+        n -= 1
+    return n
 
 
 cdef inline void backward_step_rows(const Dims *dm, int r0, int n, int t, const int *lengths,
@@ -1306,6 +1327,7 @@ cdef void fill_layout(Dims *dm, int cell, bint reverse, int E, int C, int H,
     dm.ids = NULL
     dm.table = NULL
     dm.inputs_made = False
+    dm.state_grad = True
     dm.E = E
     dm.H = H
     dm.C = C
@@ -1642,7 +1664,7 @@ cdef class DirectionKernel:
     def backward(self, Tape tape, x, w_ih, w_hh, lengths, chunks, bint had_h0, out,
                  d_out, dh, dc, d_x, bint accumulate_d_x, dw_ih, dw_hh, db_ih, db_hh,
                  int num_threads, w2=None, peep=None, dw2=None, dpeep=None, ids=None,
-                 emb=None, token_sums=None):
+                 emb=None, token_sums=None, bint state_grad=True):
         """Backpropagate through this direction (after a training ``forward``).
 
         in:     tape (its gates are overwritten with the pre-activation
@@ -1651,7 +1673,9 @@ cdef class DirectionKernel:
                 dW_hh term); out (T, B, out_width) the forward's output; d_out
                 (T, B, out_width) dL/d(out).
         in/out: dh (B, state_size), and dc (B, hidden_size) for the LSTM:
-                dL/d(final state) on entry, dL/d(initial state) on exit;
+                dL/d(final state) on entry, dL/d(initial state) on exit (not
+                with ``state_grad`` False: the products that only feed it are
+                skipped, and dh is left meaningless);
                 dw_ih, dw_hh, db_ih, db_hh (db_* None without bias), dw2 (the
                 shape of w2) and dpeep (of peep; None when unused): gradients
                 accumulated (+=).
@@ -1687,7 +1711,8 @@ cdef class DirectionKernel:
                            token_sums if ids is not None else self._empty2,
                            _buffer(work, "token_extra", ((nchunks - 1) * emb.shape[0]
                                                          * self.width,), self.dtype)
-                           if ids is not None and nchunks > 1 else self._empty1)
+                           if ids is not None and nchunks > 1 else self._empty1,
+                           state_grad)
         finally:
             self._packed = packed
             self._workspace = work
@@ -1894,7 +1919,7 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
               floating[::1] bias_acc, floating[::1] peep_acc,
               floating[::1] w_hh_packed, floating[::1] w2_packed, int num_threads,
               const Py_ssize_t[::1] ids, const floating[:, ::1] emb,
-              floating[:, ::1] token_sums, floating[::1] token_extra):
+              floating[:, ::1] token_sums, floating[::1] token_extra, bint state_grad):
     """DirectionKernel.backward, typed (see there).  Workspace: ``scratch``
     (B, max(GH, 2C)), ``h_prevs`` (B,) row pointers, ``bias_acc`` (nchunks *
     W; empty without bias) and ``peep_acc`` (nchunks * 3C; empty without
@@ -1911,6 +1936,7 @@ def _backward(DirectionKernel kernel, const floating[:, :, ::1] x,
     cdef int V = 0
     dm.T = out.shape[0]
     dm.B = out.shape[1]
+    dm.state_grad = state_grad
     if ids.shape[0] > 0:
         dm.ids = &ids[0]
         V = emb.shape[0]

@@ -139,7 +139,7 @@ def _bench_one(fr, torch, cell, T, B, H, budget, reps):
         layer.train()
         layer.zero_grad()
         layer(x)
-        layer.backward(d_out, input_grad=False)
+        layer.backward(d_out, input_grad=False, state_grad=False)
 
     def fr_infer():
         layer.eval()

@@ -152,13 +152,15 @@ class Jordan(Module):
         return out, plan.to_user(y_n)
 
     # -- backward -------------------------------------------------------------
-    def backward(self, d_out, d_hn=None, input_grad=True):
+    def backward(self, d_out, d_hn=None, input_grad=True, state_grad=True):
         """Gradients of the last training-mode ``forward``, once per forward.
 
         d_out: dL/d(out), shaped like ``out``; d_hn: dL/d(y_n) or None (the
         final state; named as in ``fr.RNN`` so the layers are interchangeable).
-        Returns ``(d_x, d_y0)`` (d_x None with ``input_grad=False``); the
-        parameter gradients are added to ``grads``.
+        Returns ``(d_x, d_y0)`` (d_x None with ``input_grad=False``, d_y0 None
+        with ``state_grad=False``, which skips the first step's product into
+        it, as in ``fr.RNN.backward``); the parameter gradients are added to
+        ``grads``.
         """
         cache = self._forward_cache()
         plan = cache.plan
@@ -180,16 +182,18 @@ class Jordan(Module):
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
                 d_layer = self._backward_layer(layer, plan, cache.layers[layer], cache.had_y0,
-                                               d_layer, dy[layer], layer > 0 or input_grad)
+                                               d_layer, dy[layer], layer > 0 or input_grad,
+                                               state_grad)
         d_x = None
         if input_grad:
             d_x = plan.to_user(d_layer)
             if self.batch_first:
                 d_x = d_x.transpose(1, 0, 2)
             produced(d_x)
-        return d_x, plan.to_user(dy)
+        return d_x, plan.to_user(dy) if state_grad else None
 
-    def _backward_layer(self, layer, plan, saved, had_y0, d_out, dy, need_d_input):
+    def _backward_layer(self, layer, plan, saved, had_y0, d_out, dy, need_d_input,
+                        state_grad):
         layer_input, out, h_hist, y_start = saved.input, saved.out, saved.h_hist, saved.y_start
         steps, batch = out.shape[:2]
         w_ih, w_yh, _, w_hy, _ = self._layer(layer, self._params)
@@ -200,7 +204,8 @@ class Jordan(Module):
             y_start, had_y0, out, h_hist, d_out, dy,
             np.empty((steps, batch, self.output_size), self.dtype),
             np.empty((steps, batch, self.hidden_size), self.dtype),
-            d_input, dw_ih, dw_yh, db_h, dw_hy, db_y, _threads.get_num_threads())
+            d_input, dw_ih, dw_yh, db_h, dw_hy, db_y, _threads.get_num_threads(),
+            state_grad)
         return d_input
 
     def __repr__(self):

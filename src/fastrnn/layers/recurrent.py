@@ -478,7 +478,7 @@ class _Recurrent(Module):
         return np.zeros(self._state_shape(batch, cell), dtype=self.dtype)
 
     # -- backward -------------------------------------------------------------
-    def backward(self, d_out, d_hn=None, input_grad=True):
+    def backward(self, d_out, d_hn=None, input_grad=True, state_grad=True):
         """Gradients of the last ``forward`` (training mode), once per forward.
 
         d_out: dL/d(out), shaped like ``out``; gradients at padded positions
@@ -487,6 +487,10 @@ class _Recurrent(Module):
             may be None.
         input_grad: False skips computing dL/dx (returned as None) when the
             input needs no gradient, e.g. a first layer fed by data.
+        state_grad: False skips computing dL/d(initial state) (returned as
+            None) when the initial state needs none: zeros (no ``hx``), or a
+            state carried over from the previous batch.  That saves the
+            recurrent product of each row's first step (1/T of them).
         Returns ``(d_x, d_hx)`` (``d_hx`` = (d_h0, d_c0) for the LSTM).
         Parameter gradients are added to ``self.grads``; after a forward with
         ``embedding``, its gradient to the embedding's (unless frozen), and
@@ -508,7 +512,8 @@ class _Recurrent(Module):
         with _threads.blas_region():
             for layer in reversed(range(self.num_layers)):
                 d_input = self._backward_layer(cache, layer, d_layer, d_h0, d_c0,
-                                               layer > 0 or input_grad, num_threads)
+                                               layer > 0 or input_grad, state_grad,
+                                               num_threads)
                 if layer > 0:
                     below_mask = cache.layers[layer - 1].mask
                     d_layer = d_input * below_mask if below_mask is not None else d_input
@@ -517,9 +522,11 @@ class _Recurrent(Module):
         if isinstance(first_input, _TokenInput):
             first_input.pass_gradient(d_input, num_threads)
             input_grad = False
-        return self._user_gradients(cache.plan, d_input if input_grad else None, d_h0, d_c0)
+        return self._user_gradients(cache.plan, d_input if input_grad else None,
+                                    (d_h0, d_c0) if state_grad else None)
 
-    def _backward_layer(self, cache, layer, d_out, d_h0, d_c0, need_d_input, num_threads):
+    def _backward_layer(self, cache, layer, d_out, d_h0, d_c0, need_d_input, state_grad,
+                        num_threads):
         """Both directions of one layer: parameter gradients added to
         ``grads``, d_h0 / d_c0 turned into the initial states' gradients, and
         dL/d(the layer's input) returned (None when not needed; the first
@@ -541,18 +548,23 @@ class _Recurrent(Module):
                 plan.chunks, cache.had_h0, saved.out, d_out, d_h0[k],
                 d_c0[k] if self._has_cell_state else None, d_input,
                 direction == 1, dw_ih, dw_hh, db_ih, db_hh, num_threads,
-                w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep, **token_keywords)
+                w2=w_hr, peep=peep, dw2=dw_hr, dpeep=dpeep, state_grad=state_grad,
+                **token_keywords)
         return d_input
 
-    def _user_gradients(self, plan, d_input, d_h0, d_c0):
+    def _user_gradients(self, plan, d_input, d_states):
         """``(d_x, d_h0)`` or ``(d_x, (d_h0, d_c0))`` in the caller's row order
-        and layout (d_x None when not computed)."""
+        and layout from ``d_states`` = (d_h0, d_c0); d_x None when not
+        computed, d_h0 None when ``d_states`` is."""
         d_x = None
         if d_input is not None:
             d_x = plan.to_user(d_input)
             if self.batch_first:
                 d_x = d_x.transpose(1, 0, 2)
             produced(d_x)
+        if d_states is None:
+            return d_x, None
+        d_h0, d_c0 = d_states
         d_h0 = plan.to_user(d_h0)
         if self._has_cell_state:
             return d_x, (d_h0, plan.to_user(d_c0))

@@ -113,7 +113,7 @@ class SequenceClassifier(*estimator_bases(ClassifierMixin), TaskModel):
         loss, d_logits = self._loss(logits, batch.targets,
                                     self._target_weights(batch, batch.targets))
         d_out, d_hn = self.pool_.backward(self.head_.backward(d_logits))
-        self.network_.backward(d_out, d_hn)
+        self.network_.backward(d_out, d_hn, state_grad=False)
         accuracy = float(np.mean(self._predicted_ids(logits) == batch.targets))
         return {"loss": loss, "accuracy": accuracy}, len(batch.lengths)
 

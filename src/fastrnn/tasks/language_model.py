@@ -195,7 +195,7 @@ class LanguageModel(TaskModel):
         """Trainer protocol: one truncated-BPTT chunk; ``(metrics, predicted tokens)``."""
         logits = self._forward_chunk(chunk, "train")
         loss, d_logits = self.loss_(logits, chunk.targets)
-        self.network_.backward(self.head_.backward(d_logits))
+        self.network_.backward(self.head_.backward(d_logits), state_grad=False)
         return self._metrics(loss), chunk.targets.size
 
     def evaluate_batch(self, chunk):

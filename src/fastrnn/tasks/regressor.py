@@ -144,9 +144,9 @@ class SequenceRegressor(*estimator_bases(RegressorMixin), TaskModel):
         loss, d_predictions = self.loss_(predictions, batch.targets, mask=self._mask(batch))
         d_hidden = self.head_.backward(d_predictions)
         if self._per_step:
-            self.network_.backward(d_hidden)
+            self.network_.backward(d_hidden, state_grad=False)
         else:
-            self.network_.backward(*self.pool_.backward(d_hidden))
+            self.network_.backward(*self.pool_.backward(d_hidden), state_grad=False)
         return {"loss": loss}, self.batch_weight(batch)
 
     def evaluate_batch(self, batch):

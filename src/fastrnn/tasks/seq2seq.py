@@ -269,7 +269,7 @@ class Seq2Seq(TaskModel):
             d_query, d_memory = self.attention_.backward(d_context)
             d_out = d_post_in[..., :query] + d_query
         d_state = self.decoder_.backward(d_out)
-        self.encoder_.backward(d_memory, d_hn=d_state)
+        self.encoder_.backward(d_memory, d_hn=d_state, state_grad=False)
 
     def _scheduled_inputs(self, decoder_inputs, lengths, state, rows):
         """Parallel (two-pass) scheduled sampling.

@@ -147,8 +147,9 @@ class RecurrentStack:
         self._out_shape = out.shape    # backward(None, d_hn) needs it
         return out, h_n
 
-    def backward(self, d_out, d_hn=None):
-        """Back through the stack; returns the gradient of the initial state.
+    def backward(self, d_out, d_hn=None, state_grad=True):
+        """Back through the stack; returns the gradient of the initial state
+        (None with ``state_grad=False``, which skips computing it).
 
         d_out None means the loss reached the stack only through ``d_hn``.
         """
@@ -157,9 +158,10 @@ class RecurrentStack:
         elif self.dropout is not None:
             d_out = self.dropout.backward(d_out)
         if self._id_table() is not None:     # the layer hands the table its gradient
-            return self.rnn.backward(d_out, d_hn=d_hn)[1]
+            return self.rnn.backward(d_out, d_hn=d_hn, state_grad=state_grad)[1]
         needs_input_grad = self.embedding is not None and bool(self.embedding.parameters())
-        d_x, d_hx = self.rnn.backward(d_out, d_hn=d_hn, input_grad=needs_input_grad)
+        d_x, d_hx = self.rnn.backward(d_out, d_hn=d_hn, input_grad=needs_input_grad,
+                                      state_grad=state_grad)
         if needs_input_grad:
             self.embedding.backward(d_x)
         return d_hx

@@ -140,7 +140,7 @@ class SequenceTagger(TaskModel):
         weights = self._target_weights(batch, batch.targets) if training else None
         loss, d_logits = self.loss_(logits, batch.targets, sample_weight=weights)
         if training:
-            self.network_.backward(self.head_.backward(d_logits))
+            self.network_.backward(self.head_.backward(d_logits), state_grad=False)
         real = batch.targets != IGNORE
         tokens = int(real.sum())
         correct = int(((logits.argmax(axis=2) == batch.targets) & real).sum())

@@ -80,7 +80,7 @@ Example: an LSTM regressor from layers, with a numpy loss::
             d_last = self.head.backward(d_pred[:, None].astype(out.dtype))
             d_out = np.zeros_like(out)
             d_out[batch.lengths - 1, rows] = d_last
-            self.lstm.backward(d_out, input_grad=False)
+            self.lstm.backward(d_out, input_grad=False, state_grad=False)
             return {"loss": float(np.mean(err ** 2))}, len(err)
 
         def evaluate_batch(self, batch):
