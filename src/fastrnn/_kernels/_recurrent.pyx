@@ -115,6 +115,31 @@ cdef struct Dims:
     bint state_grad
 
 
+cdef struct Sweep:
+    # What one chunk of rows reads and writes going backwards through the
+    # sequence (``backward_chunk``): the pointers are of the call's floating
+    # type, as ``Dims.table`` is.  NULL where a layer has no such array (h0,
+    # c0 and c_hist without an LSTM or initial state, w2_packed without a
+    # variant's second product, peep and peep_acc without peepholes,
+    # bias_acc without bias gradients, token_acc without token input).
+    const int *lengths
+    const void *w_hh_packed
+    const void *w2_packed
+    const void *h0
+    const void *c0
+    const void *out
+    const void *c_hist
+    const void *d_out
+    const void *peep
+    void *dh
+    void *dc
+    void *scratch
+    void *bias_acc      # this chunk's bias sums (W)
+    void *peep_acc      # this chunk's peephole sums (3 * C)
+    void *token_acc     # this chunk's per-id sums (V, W)
+    const void **h_prevs    # one pointer per row of this chunk
+
+
 cdef inline int gate_width(int cell, int H) noexcept nogil:
     return H if cell == RNN_TANH or cell == RNN_RELU else 4 * H
 
@@ -737,26 +762,23 @@ cdef inline void gru_reset_backward_rows(const Dims *dm, int n, floating *g,
             dh[<size_t>i * H + j] += d * r_
 
 
-cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
-                         floating *gates, const floating *w_hh_packed,
-                         const floating *h0, const floating *c0,
-                         const floating *out, const floating *c_hist,
-                         const floating *d_out, floating *dh, floating *dc,
-                         floating *scratch, floating *bias_acc,
-                         const floating *w2_packed, const floating *peep,
-                         floating *peep_acc, const floating **h_prevs,
-                         floating *token_acc) noexcept nogil:
-    """Rows r0..r1 backwards through the sequence (see ``forward_chunk``).
+cdef void backward_chunk(const Dims *dm, const Sweep *sw, int r0, int r1,
+                         floating *gates) noexcept nogil:
+    """Rows r0..r1 backwards through the sequence (see ``forward_chunk``),
+    their gate rows in ``gates`` turning into the pre-activation gradients.
 
-    ``scratch`` has 2 * C columns per row ([tanh(c) | dL/dm] for the LSTM,
-    dL/d(r * h) for the reset-before GRU); ``h_prevs`` holds one pointer per
-    row of the chunk; ``peep_acc`` (3 * C) the chunk's peephole gradients;
-    ``token_acc`` (V, W) a token input's per-id sums, which replace the bias
-    sums (they follow from them, ``merge_token_sums``)."""
+    ``sw.scratch`` has 2 * C columns per row ([tanh(c) | dL/dm] for the LSTM,
+    dL/d(r * h) for the reset-before GRU); a token input's per-id sums
+    (``sw.token_acc``) replace the bias sums (they follow from them,
+    ``merge_token_sums``)."""
     cdef int T = dm.T, B = dm.B, H = dm.H, W = dm.W, GH = dm.GH
     cdef int rows = r1 - r0
     cdef int n = rows if dm.reverse else 0     # rows with a step at t
     cdef int step, t, i, m
+    cdef const int *lengths = sw.lengths
+    cdef const floating *w_hh_packed = <const floating *>sw.w_hh_packed
+    cdef floating *dh = <floating *>sw.dh
+    cdef const floating **h_prevs = <const floating **>sw.h_prevs
     cdef floating limit_store[4]
     cdef floating *limits = clip_limits(dm, limit_store)
     cdef floating *g
@@ -778,18 +800,15 @@ cdef void backward_chunk(const Dims *dm, int r0, int r1, const int *lengths,
         if dm.proj or dm.reset_before:
             # A product over the step's rows sits between their passes (dL/dm
             # before the gate math, dL/d(r * h) after it): each pass takes them all.
-            backward_step_rows(dm, r0, n, t, lengths, g, w2_packed, h0, c0, out, c_hist,
-                               d_out, dh, dc, scratch, bias_acc, peep, limits, peep_acc,
-                               h_prevs, token_acc)
+            backward_step_rows(dm, sw, r0, n, t, g, limits, h_prevs)
         else:
             # One row at a time through all of them, while it is in L1 (each
             # pass over the whole step read its rows back from L2: the
             # char-LSTM loop's LSTM(256) backward, 100 x 64 tokens, Zen 4, 1
             # thread, median 67.1 -> 66.4 ms; GRU(256) 100.2 -> 99.5).
             for i in range(n):
-                backward_step_rows(dm, r0 + i, 1, t, lengths, g + <size_t>i * W, w2_packed,
-                                   h0, c0, out, c_hist, d_out, dh, dc, scratch, bias_acc,
-                                   peep, limits, peep_acc, h_prevs + i, token_acc)
+                backward_step_rows(dm, sw, r0 + i, 1, t, g + <size_t>i * W, limits,
+                                   h_prevs + i)
         m = recurrent_rows(dm, r0, n, t, lengths)
         if m > 0:
             packed_gemm(m, H, GH, g, W, w_hh_packed, dh + <size_t>r0 * H, H)
@@ -811,32 +830,33 @@ cdef inline int recurrent_rows(const Dims *dm, int r0, int n, int t,
     return n
 
 
-cdef inline void backward_step_rows(const Dims *dm, int r0, int n, int t, const int *lengths,
-                                    floating *g, const floating *w2_packed,
-                                    const floating *h0, const floating *c0,
-                                    const floating *out, const floating *c_hist,
-                                    const floating *d_out, floating *dh, floating *dc,
-                                    floating *scratch, floating *bias_acc,
-                                    const floating *peep, const floating *limits,
-                                    floating *peep_acc, const floating **h_prevs,
-                                    floating *token_acc) noexcept nogil:
-    """Rows r0..r0+n of step t (their gate rows at ``g``) through the passes
-    before the step's recurrent product: dh += dL/d(out_t), the gate math,
-    and the bias (or token) sums of the gate gradients."""
+cdef inline void backward_step_rows(const Dims *dm, const Sweep *sw, int r0, int n, int t,
+                                    floating *g, const floating *limits,
+                                    const floating **h_prevs) noexcept nogil:
+    """Rows r0..r0+n of step t (their gate rows at ``g``, their previous
+    states' pointers in ``h_prevs``) through the passes before the step's
+    recurrent product: dh += dL/d(out_t), the gate math, and the bias (or
+    token) sums of the gate gradients."""
     cdef int H = dm.H, C = dm.C
-    start_step_rows(dm, r0, n, t, lengths, d_out, out, h0, dh, h_prevs)
+    cdef const floating *w2_packed = <const floating *>sw.w2_packed
+    cdef const floating *out = <const floating *>sw.out
+    cdef floating *dh = <floating *>sw.dh
+    cdef floating *scratch = <floating *>sw.scratch
+    start_step_rows(dm, r0, n, t, sw.lengths, <const floating *>sw.d_out, out,
+                    <const floating *>sw.h0, dh, h_prevs)
     if dm.proj:
         project_back_rows(dm, n, g, w2_packed, dh + <size_t>r0 * H,
                           scratch + <size_t>r0 * 2 * C + C, 2 * C)
-    cell_backward_rows(dm, r0, n, t, lengths, g, out, c_hist, c0, dh, dc, scratch,
-                       peep, limits, peep_acc, h_prevs)
+    cell_backward_rows(dm, r0, n, t, sw.lengths, g, out, <const floating *>sw.c_hist,
+                       <const floating *>sw.c0, dh, <floating *>sw.dc, scratch,
+                       <const floating *>sw.peep, limits, <floating *>sw.peep_acc, h_prevs)
     if dm.reset_before:
         gru_reset_backward_rows(dm, n, g, w2_packed, h_prevs, dh + <size_t>r0 * H,
                                 scratch + <size_t>r0 * 2 * C)
-    if token_acc != NULL:
-        add_token_rows(dm, t, r0, n, g, token_acc)
-    elif bias_acc != NULL:
-        add_column_sums(g, n, dm.W, bias_acc)
+    if sw.token_acc != NULL:
+        add_token_rows(dm, t, r0, n, g, <floating *>sw.token_acc)
+    elif sw.bias_acc != NULL:
+        add_column_sums(g, n, dm.W, <floating *>sw.bias_acc)
 
 
 cdef inline int previous_step(const Dims *dm, int t) noexcept nogil:
@@ -2012,6 +2032,10 @@ cdef void sweep_backward(const Dims *dm, const int *chunks, int nchunks, int tea
     for the others (NULL without token input)."""
     cdef int k
     cdef size_t table = <size_t>V * dm.W
+    cdef Sweep shared = Sweep(lengths=lengths, w_hh_packed=w_hh_packed, w2_packed=w2_packed,
+                              h0=h0, c0=c0, out=out, c_hist=c_hist, d_out=d_out, peep=peep,
+                              dh=dh, dc=dc, scratch=scratch, bias_acc=NULL, peep_acc=NULL,
+                              token_acc=NULL, h_prevs=NULL)
     if bias_acc != NULL:
         memset(bias_acc, 0, <size_t>nchunks * dm.W * sizeof(floating))
     if peep_acc != NULL:
@@ -2021,14 +2045,22 @@ cdef void sweep_backward(const Dims *dm, const int *chunks, int nchunks, int tea
         if nchunks > 1:
             memset(token_extra, 0, (nchunks - 1) * table * sizeof(floating))
     for k in prange(nchunks, num_threads=team, schedule="static", chunksize=1):
-        backward_chunk(dm, chunks[k], chunks[k + 1], lengths, gates, w_hh_packed, h0, c0,
-                       out, c_hist, d_out, dh, dc, scratch,
-                       bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL,
-                       w2_packed, peep,
-                       peep_acc + <size_t>k * 3 * dm.C if peep_acc != NULL else NULL,
-                       h_prevs + chunks[k],
+        chunk_backward(dm, &shared, chunks, k, gates, bias_acc, peep_acc, h_prevs,
                        NULL if token_sums == NULL else
                        token_sums if k == 0 else token_extra + (k - 1) * table)
+
+
+cdef void chunk_backward(const Dims *dm, const Sweep *shared, const int *chunks, int k,
+                         floating *gates, floating *bias_acc, floating *peep_acc,
+                         const floating **h_prevs, floating *token_acc) noexcept nogil:
+    """``backward_chunk`` of chunk k: the ``shared`` arrays with the chunk's
+    own partial sums and previous-state pointers."""
+    cdef Sweep sw = shared[0]
+    sw.bias_acc = bias_acc + <size_t>k * dm.W if bias_acc != NULL else NULL
+    sw.peep_acc = peep_acc + <size_t>k * 3 * dm.C if peep_acc != NULL else NULL
+    sw.token_acc = token_acc
+    sw.h_prevs = <const void **>(h_prevs + chunks[k])
+    backward_chunk(dm, &sw, chunks[k], chunks[k + 1], gates)
 
 
 # --------------------------------------------------------------------------
